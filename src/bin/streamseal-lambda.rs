@@ -1,0 +1,50 @@
+//! The Lambda entry point: build the handler once per container, then serve invocations.
+//!
+//! Configuration comes from the environment (see `streamseal::lambda`). Logs are JSON (one
+//! object per line, which CloudWatch Logs Insights parses); metrics are CloudWatch Embedded
+//! Metric Format lines on stdout.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::value::RawValue;
+use streamseal::lambda::{Config, Handler, Outcome, metrics_line};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .with_ansi(false)
+        .without_time() // CloudWatch stamps every line already
+        .init();
+    let config = Config::from_env()?;
+    let handler = Arc::new(Handler::new(&config).await?);
+    tracing::info!(target_url = %config.target, schemas = ?config.schemas, "streamseal-lambda ready");
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
+        let handler = handler.clone();
+        async move {
+            match handler.handle(&event.payload).await? {
+                Outcome::Stream(response, report) => {
+                    println!(
+                        "{}",
+                        metrics_line(&report, chrono::Utc::now().timestamp_millis())
+                    );
+                    tracing::info!(
+                        table = report.table.as_deref().unwrap_or(""),
+                        records = report.records,
+                        segments = report.segments.len(),
+                        quarantined = report.quarantined.len(),
+                        retry = report.batch_item_failures.len(),
+                        "batch handled"
+                    );
+                    Ok::<_, Error>(serde_json::to_value(response)?)
+                }
+            }
+        }
+    }))
+    .await
+}

@@ -1,0 +1,304 @@
+//! The streamseal command line. Each subcommand is a thin shell over the library; see
+//! `streamseal --help` and `streamseal <command> --help`.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::value::RawValue;
+use streamseal::change::StreamViewType;
+use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::schema::TableSchema;
+use streamseal::segment::EncodeOptions;
+use streamseal::workload::Workload;
+
+/// Continuous, lossless, restorable DynamoDB backups.
+///
+/// Captures a table's DynamoDB Stream into Parquet segments in S3 or a local directory.
+/// Targets are URLs: s3://bucket/prefix (region, credentials and endpoint from the standard
+/// AWS environment, e.g. AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) or file:///path.
+#[derive(Parser, Debug)]
+#[command(name = "streamseal", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replay Lambda DynamoDB stream events through the capture path into a target.
+    ///
+    /// Reads one event document, or one event per line, from a file or stdin. The table name
+    /// comes from each record's eventSourceARN. By default every event is checked before
+    /// anything is written, and a bad record stops the run with an error naming it; with
+    /// --quarantine-bad-records, bad records are kept verbatim under quarantine/ instead, as the
+    /// Lambda does. Rerunning the same input is safe: segments are written only once.
+    Ingest(IngestArgs),
+    /// Print synthetic stream events for an orders-like table (one event per line).
+    ///
+    /// Deterministic for a given seed; items use every DynamoDB type. Useful to try `ingest`,
+    /// to benchmark, and as test input.
+    SampleEvents(SampleArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct IngestArgs {
+    /// Where to write: s3://bucket/prefix, file:///path, or a directory path.
+    #[arg(long, value_name = "URL")]
+    target: String,
+    /// Schema file with typed columns (see schemas/orders.toml); default: key and images only.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Events to replay: a file path, or - for stdin.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    events: String,
+    /// Keep unconvertible records under quarantine/ and carry on, instead of failing.
+    #[arg(long)]
+    quarantine_bad_records: bool,
+    /// Threads for preparing records and encoding Parquet.
+    #[arg(long, default_value_t = default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// zstd compression level for segments (1-19).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
+    zstd_level: i32,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_threads() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u16)
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ViewArg {
+    KeysOnly,
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+}
+
+#[derive(clap::Args, Debug)]
+struct SampleArgs {
+    /// Total number of change records.
+    #[arg(long, default_value_t = 1000)]
+    records: usize,
+    /// Records per event (Lambda's batch size).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    batch: u32,
+    /// Approximate size of each item's DynamoDB JSON, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    item_bytes: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Table name (goes into eventSourceARN).
+    #[arg(long, default_value = "orders")]
+    table: String,
+    /// Stream view type of the generated records.
+    #[arg(long, value_enum, default_value = "new-and-old-images")]
+    view_type: ViewArg,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Ingest(args) => ingest(args).await,
+            Command::SampleEvents(args) => sample_events(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One event of the input and the line it starts on.
+struct InputEvent<'a> {
+    line: usize,
+    raw: &'a RawValue,
+}
+
+fn split_events<'a>(text: &'a str, origin: &str) -> Result<Vec<InputEvent<'a>>> {
+    let mut out = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    loop {
+        let start = stream.byte_offset();
+        match stream.next() {
+            None => break,
+            Some(Ok(raw)) => {
+                // byte_offset() is before any whitespace preceding the value; skip it.
+                let skipped = text[start..].len() - text[start..].trim_start().len();
+                let line = text[..start + skipped].matches('\n').count() + 1;
+                out.push(InputEvent { line, raw });
+            }
+            Some(Err(e)) => bail!(
+                "{origin}: not valid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "{origin}: no events found (expected a Lambda DynamoDB stream event, or one per line)"
+        );
+    }
+    Ok(out)
+}
+
+async fn ingest(args: IngestArgs) -> Result<()> {
+    let (text, origin) = if args.events == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading events from stdin")?;
+        (buf, "stdin".to_owned())
+    } else {
+        let bytes = std::fs::read(&args.events)
+            .with_context(|| format!("cannot read events file {}", args.events))?;
+        (bytes, args.events.clone())
+    };
+    let text = String::from_utf8(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{origin}: not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let events = split_events(&text, &origin)?;
+    let schemas = match &args.schema {
+        Some(path) => SchemaSource::Fixed(
+            Arc::new(TableSchema::load(path)?),
+            path.display().to_string(),
+        ),
+        None => SchemaSource::None,
+    };
+    let store = streamseal::store::open(&args.target).await?;
+    let threads = usize::from(args.threads);
+    let options = IngestOptions {
+        encode: EncodeOptions {
+            zstd_level: args.zstd_level,
+            encode_threads: threads,
+        },
+        prepare_threads: threads,
+        bad_records: if args.quarantine_bad_records {
+            BadRecordPolicy::Quarantine
+        } else {
+            BadRecordPolicy::Reject
+        },
+    };
+    let ingestor = Ingestor::new(store.clone(), schemas, options);
+
+    // Check everything before writing anything, so bad input leaves the target untouched.
+    let mut total_records = 0;
+    for (n, event) in events.iter().enumerate() {
+        total_records += ingestor
+            .check_event(event.raw.get())
+            .await
+            .with_context(|| format!("{origin}: event {} (line {})", n + 1, event.line))?;
+    }
+
+    let started = std::time::Instant::now();
+    let mut reports = Vec::with_capacity(events.len());
+    let (mut rows, mut bytes, mut segments, mut quarantined) = (0u64, 0u64, 0usize, 0usize);
+    for (n, event) in events.iter().enumerate() {
+        let report = ingestor
+            .ingest_event(event.raw.get())
+            .await
+            .with_context(|| format!("{origin}: event {} (line {})", n + 1, event.line))?;
+        for s in &report.segments {
+            rows += s.rows;
+            bytes += s.bytes;
+            if !args.json {
+                println!(
+                    "{} {} ({} rows, {} bytes)",
+                    if s.created { "wrote  " } else { "present" },
+                    s.key,
+                    s.rows,
+                    s.bytes
+                );
+            }
+        }
+        segments += report.segments.len();
+        quarantined += report.quarantined.len();
+        if !args.json {
+            for q in &report.quarantined {
+                println!(
+                    "quarantined record {} of event {}: {} -> {}",
+                    q.index,
+                    n + 1,
+                    q.reason,
+                    q.key
+                );
+            }
+        }
+        if let Some(err) = &report.error {
+            if args.json {
+                reports.push(report.clone());
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            }
+            bail!(
+                "{origin}: event {} (line {}): stopped at record {}: {err}\nNothing is lost: rerun the same command; what was written is recognised and not duplicated.",
+                n + 1,
+                event.line,
+                report.failed_from.unwrap_or(0)
+            );
+        }
+        reports.push(report);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!(
+            "{} events, {total_records} records -> {segments} segments ({rows} rows, {bytes} bytes), {quarantined} quarantined, in {secs:.2}s; target {}",
+            events.len(),
+            store.url()
+        );
+    }
+    Ok(())
+}
+
+fn sample_events(args: SampleArgs) -> Result<()> {
+    streamseal::change::validate_table_name(&args.table).map_err(anyhow::Error::msg)?;
+    let view = match args.view_type {
+        ViewArg::KeysOnly => StreamViewType::KeysOnly,
+        ViewArg::NewImage => StreamViewType::NewImage,
+        ViewArg::OldImage => StreamViewType::OldImage,
+        ViewArg::NewAndOldImages => StreamViewType::NewAndOldImages,
+    };
+    let mut workload = Workload::new(args.seed, &args.table, view, args.item_bytes);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut left = args.records;
+    while left > 0 {
+        let n = left.min(args.batch as usize);
+        use std::io::Write as _;
+        writeln!(out, "{}", workload.next_event(n))?;
+        left -= n;
+    }
+    Ok(())
+}

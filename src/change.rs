@@ -1,0 +1,537 @@
+//! Change records: one DynamoDB stream record, parsed from the JSON AWS sends.
+//!
+//! A Lambda invocation receives `{"Records": [...]}` where each record looks like
+//!
+//! ```json
+//! {"eventID": "…", "eventName": "MODIFY", "eventSource": "aws:dynamodb",
+//!  "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-…",
+//!  "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+//!  "dynamodb": {"ApproximateCreationDateTime": 1700000000.5, "Keys": {…}, "NewImage": {…},
+//!               "OldImage": {…}, "SequenceNumber": "4421…", "SizeBytes": 59,
+//!               "StreamViewType": "NEW_AND_OLD_IMAGES"}}
+//! ```
+//!
+//! [`parse_event`] splits an event into raw records without interpreting them, so one bad record
+//! cannot make its neighbours unreadable; [`ChangeRecord::parse`] then turns each raw record into
+//! a validated [`ChangeRecord`] that borrows its images from the event text. Sequence numbers
+//! are decimal strings of up to 40 digits and are ordered numerically ([`SequenceNumber`]).
+//!
+//! The `aws_lambda_events` crate models the same event, but reads images into owned maps and
+//! the creation time through a float-to-`DateTime` conversion; this module reads the images as
+//! borrowed JSON text (they are stored verbatim) and keeps every field a backup needs. A test
+//! checks both parsers agree on AWS's documented example events.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::item::{Item, ItemError};
+
+/// Longest sequence number DynamoDB Streams produces.
+pub const MAX_SEQUENCE_DIGITS: usize = 40;
+
+/// A stream sequence number: a decimal string of 1 to 40 digits, ordered as a number.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    /// Validates and wraps a sequence number.
+    pub fn parse(text: &str) -> Result<SequenceNumber, String> {
+        if text.is_empty()
+            || text.len() > MAX_SEQUENCE_DIGITS
+            || !text.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(format!(
+                "sequence number {text:?} is not a decimal string of 1 to {MAX_SEQUENCE_DIGITS} digits"
+            ));
+        }
+        Ok(SequenceNumber(text.to_owned()))
+    }
+
+    /// The number as AWS sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Zero-padded to 40 digits, so that string order is numeric order (used in object names).
+    pub fn padded(&self) -> String {
+        format!(
+            "{:0>width$}",
+            self.significant(),
+            width = MAX_SEQUENCE_DIGITS
+        )
+    }
+
+    fn significant(&self) -> &str {
+        let s = self.0.trim_start_matches('0');
+        if s.is_empty() { "0" } else { s }
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.significant(), other.significant());
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+}
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl fmt::Debug for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a stream record says happened to the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A new item was added.
+    Insert,
+    /// An existing item was updated or overwritten.
+    Modify,
+    /// An item was deleted (by a caller, or by TTL).
+    Remove,
+}
+
+impl ChangeKind {
+    /// The `eventName` AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "INSERT",
+            ChangeKind::Modify => "MODIFY",
+            ChangeKind::Remove => "REMOVE",
+        }
+    }
+}
+
+/// Which images the stream carries (the table's `StreamViewType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamViewType {
+    /// Only the key attributes.
+    KeysOnly,
+    /// The item after the change.
+    NewImage,
+    /// The item before the change.
+    OldImage,
+    /// Both.
+    NewAndOldImages,
+}
+
+impl StreamViewType {
+    /// Parses AWS's spelling.
+    pub fn parse(text: &str) -> Result<StreamViewType, String> {
+        match text {
+            "KEYS_ONLY" => Ok(StreamViewType::KeysOnly),
+            "NEW_IMAGE" => Ok(StreamViewType::NewImage),
+            "OLD_IMAGE" => Ok(StreamViewType::OldImage),
+            "NEW_AND_OLD_IMAGES" => Ok(StreamViewType::NewAndOldImages),
+            other => Err(format!(
+                "unknown StreamViewType {other:?} (expected KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES)"
+            )),
+        }
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamViewType::KeysOnly => "KEYS_ONLY",
+            StreamViewType::NewImage => "NEW_IMAGE",
+            StreamViewType::OldImage => "OLD_IMAGE",
+            StreamViewType::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+
+    /// Whether records carry the item after the change.
+    pub fn has_new(self) -> bool {
+        matches!(
+            self,
+            StreamViewType::NewImage | StreamViewType::NewAndOldImages
+        )
+    }
+
+    /// Whether records carry the item before the change.
+    pub fn has_old(self) -> bool {
+        matches!(
+            self,
+            StreamViewType::OldImage | StreamViewType::NewAndOldImages
+        )
+    }
+}
+
+/// An item image: its verbatim DynamoDB JSON text and the parsed, validated tree.
+#[derive(Debug, Clone)]
+pub struct Image<'a> {
+    /// The JSON text exactly as it appeared in the event.
+    pub text: &'a str,
+    /// The parsed value, borrowing from `text`.
+    pub item: Item<'a>,
+}
+
+impl<'a> Image<'a> {
+    fn parse(raw: &'a RawValue, field: &str) -> Result<Image<'a>, String> {
+        let text = raw.get();
+        let item = Item::parse(text).map_err(|e| match e {
+            ItemError::Json(msg) => format!("dynamodb.{field}: {msg}"),
+            ItemError::Invalid { path, reason } => {
+                format!("dynamodb.{field}: attribute {path}: {reason}")
+            }
+        })?;
+        Ok(Image { text, item })
+    }
+}
+
+/// One validated stream record.
+#[derive(Debug, Clone)]
+pub struct ChangeRecord<'a> {
+    /// `eventID`: unique per record.
+    pub event_id: Cow<'a, str>,
+    /// `eventName`.
+    pub kind: ChangeKind,
+    /// `dynamodb.SequenceNumber`.
+    pub sequence: SequenceNumber,
+    /// `dynamodb.ApproximateCreationDateTime` in milliseconds since the epoch (UTC).
+    pub approximate_creation_ms: Option<i64>,
+    /// `dynamodb.StreamViewType`.
+    pub view_type: StreamViewType,
+    /// True for deletions made by DynamoDB's TTL process.
+    pub ttl_delete: bool,
+    /// `dynamodb.Keys`.
+    pub keys: Image<'a>,
+    /// `dynamodb.NewImage`, when the view type carries it.
+    pub new_image: Option<Image<'a>>,
+    /// `dynamodb.OldImage`, when the view type carries it.
+    pub old_image: Option<Image<'a>>,
+    /// `dynamodb.SizeBytes`.
+    pub size_bytes: Option<u64>,
+    /// `eventSourceARN` (the stream's ARN), which names the table.
+    pub event_source_arn: Option<Cow<'a, str>>,
+}
+
+/// Fields every record of a batch shares, plus where each record sits in the batch.
+#[derive(Debug, Deserialize)]
+struct WireEvent<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireRecord<'a> {
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(rename = "eventName", borrow, default)]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(rename = "eventSource", borrow, default)]
+    event_source: Option<Cow<'a, str>>,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<Cow<'a, str>>,
+    #[serde(rename = "userIdentity", borrow, default)]
+    user_identity: Option<WireIdentity<'a>>,
+    #[serde(borrow)]
+    dynamodb: Option<WireStreamRecord<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireIdentity<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "principalId", borrow, default)]
+    principal_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireStreamRecord<'a> {
+    #[serde(rename = "ApproximateCreationDateTime", default)]
+    approximate_creation: Option<f64>,
+    #[serde(rename = "Keys", borrow, default)]
+    keys: Option<&'a RawValue>,
+    #[serde(rename = "NewImage", borrow, default)]
+    new_image: Option<&'a RawValue>,
+    #[serde(rename = "OldImage", borrow, default)]
+    old_image: Option<&'a RawValue>,
+    #[serde(rename = "SequenceNumber", borrow, default)]
+    sequence_number: Option<Cow<'a, str>>,
+    #[serde(rename = "SizeBytes", default)]
+    size_bytes: Option<u64>,
+    #[serde(rename = "StreamViewType", borrow, default)]
+    stream_view_type: Option<Cow<'a, str>>,
+}
+
+/// Why an event or a record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The event as a whole is unreadable: nothing in it can be processed.
+    #[error("event is not a DynamoDB stream event: {0}")]
+    Event(String),
+    /// One record is unreadable; its neighbours are unaffected.
+    #[error("record {index}{}: {reason}", describe(.event_id, .sequence))]
+    Record {
+        /// Position of the record in the event's `Records` array.
+        index: usize,
+        /// The record's `eventID`, when it could be read.
+        event_id: Option<String>,
+        /// The record's sequence number, when it could be read.
+        sequence: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn describe(event_id: &Option<String>, sequence: &Option<String>) -> String {
+    match (event_id, sequence) {
+        (Some(id), Some(seq)) => format!(" (eventID {id}, sequence {seq})"),
+        (Some(id), None) => format!(" (eventID {id})"),
+        (None, Some(seq)) => format!(" (sequence {seq})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Splits a Lambda DynamoDB stream event into its raw records.
+pub fn parse_event(text: &str) -> Result<Vec<&RawValue>, ChangeError> {
+    let event: WireEvent = serde_json::from_str(text).map_err(|e| {
+        ChangeError::Event(if e.is_data() {
+            format!("{e} (expected an object with a \"Records\" array)")
+        } else {
+            e.to_string()
+        })
+    })?;
+    Ok(event.records)
+}
+
+/// The sequence number of a raw record, if it has a readable one. Used to report a record that
+/// failed to parse back to Lambda (`batchItemFailures` names records by sequence number).
+pub fn raw_sequence_number(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Outer<'a> {
+        #[serde(borrow)]
+        dynamodb: Inner<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Inner<'a> {
+        #[serde(rename = "SequenceNumber", borrow)]
+        sequence_number: Cow<'a, str>,
+    }
+    let outer: Outer = serde_json::from_str(raw.get()).ok()?;
+    SequenceNumber::parse(&outer.dynamodb.sequence_number)
+        .ok()
+        .map(|s| s.0)
+}
+
+/// Extracts the table name from a stream ARN
+/// (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`).
+pub fn table_from_stream_arn(arn: &str) -> Result<&str, String> {
+    let resource = arn
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.splitn(5, ':').nth(4))
+        .ok_or_else(|| format!("eventSourceARN {arn:?} is not an ARN"))?;
+    // The stream label is a timestamp with colons, so only the first five colons split.
+    let mut parts = resource.splitn(4, '/');
+    let name = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("table"), Some(name), Some("stream"), Some(label)) if !label.is_empty() => name,
+        _ => {
+            return Err(format!(
+                "eventSourceARN {arn:?} is not a DynamoDB stream ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)"
+            ));
+        }
+    };
+    validate_table_name(name).map_err(|e| format!("eventSourceARN {arn:?}: {e}"))?;
+    Ok(name)
+}
+
+/// DynamoDB table names: 3 to 255 characters of `a-z A-Z 0-9 _ - .`. Checked because the name
+/// becomes part of every object key.
+pub fn validate_table_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !(3..=255).contains(&name.len()) || !ok_chars {
+        return Err(format!(
+            "{name:?} is not a valid DynamoDB table name (3-255 characters of a-z, A-Z, 0-9, '_', '-', '.')"
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> ChangeRecord<'a> {
+    /// Parses and validates one raw record. `index` is its position in the batch, for messages.
+    pub fn parse(raw: &'a RawValue, index: usize) -> Result<ChangeRecord<'a>, ChangeError> {
+        let wire: WireRecord<'a> =
+            serde_json::from_str(raw.get()).map_err(|e| ChangeError::Record {
+                index,
+                event_id: None,
+                sequence: raw_sequence_number(raw),
+                reason: e.to_string(),
+            })?;
+        let event_id = wire.event_id.clone();
+        let sequence = wire
+            .dynamodb
+            .as_ref()
+            .and_then(|d| d.sequence_number.as_ref())
+            .map(|s| s.to_string());
+        Self::from_wire(wire).map_err(|reason| ChangeError::Record {
+            index,
+            event_id: event_id.map(Cow::into_owned),
+            sequence,
+            reason,
+        })
+    }
+
+    fn from_wire(wire: WireRecord<'a>) -> Result<ChangeRecord<'a>, String> {
+        if let Some(source) = &wire.event_source
+            && source != "aws:dynamodb"
+        {
+            return Err(format!(
+                "eventSource is {source:?}; streamseal reads DynamoDB stream records (\"aws:dynamodb\")"
+            ));
+        }
+        let event_id = wire.event_id.ok_or("missing eventID")?;
+        let kind = match wire.event_name.as_deref() {
+            Some("INSERT") => ChangeKind::Insert,
+            Some("MODIFY") => ChangeKind::Modify,
+            Some("REMOVE") => ChangeKind::Remove,
+            Some(other) => {
+                return Err(format!(
+                    "unknown eventName {other:?} (expected INSERT, MODIFY or REMOVE)"
+                ));
+            }
+            None => return Err("missing eventName".into()),
+        };
+        let stream = wire.dynamodb.ok_or("missing the \"dynamodb\" object")?;
+        let sequence = SequenceNumber::parse(
+            stream
+                .sequence_number
+                .as_deref()
+                .ok_or("missing dynamodb.SequenceNumber")?,
+        )?;
+        let view_type = StreamViewType::parse(
+            stream
+                .stream_view_type
+                .as_deref()
+                .ok_or("missing dynamodb.StreamViewType")?,
+        )
+        .map_err(|e| format!("dynamodb.StreamViewType: {e}"))?;
+        let approximate_creation_ms = match stream.approximate_creation {
+            None => None,
+            Some(secs) => Some(epoch_seconds_to_ms(secs)?),
+        };
+        let keys = Image::parse(stream.keys.ok_or("missing dynamodb.Keys")?, "Keys")?;
+        if keys.item.0.is_empty() {
+            return Err("dynamodb.Keys is empty".into());
+        }
+        let new_image = stream
+            .new_image
+            .map(|raw| Image::parse(raw, "NewImage"))
+            .transpose()?;
+        let old_image = stream
+            .old_image
+            .map(|raw| Image::parse(raw, "OldImage"))
+            .transpose()?;
+        let needs_new = view_type.has_new() && kind != ChangeKind::Remove;
+        let needs_old = view_type.has_old() && kind != ChangeKind::Insert;
+        if needs_new && new_image.is_none() {
+            return Err(format!(
+                "{} record of a {} stream has no dynamodb.NewImage",
+                kind.as_str(),
+                view_type.as_str()
+            ));
+        }
+        if needs_old && old_image.is_none() {
+            return Err(format!(
+                "{} record of a {} stream has no dynamodb.OldImage",
+                kind.as_str(),
+                view_type.as_str()
+            ));
+        }
+        let ttl_delete = kind == ChangeKind::Remove
+            && wire.user_identity.as_ref().is_some_and(|u| {
+                u.kind.as_deref() == Some("Service")
+                    && u.principal_id.as_deref() == Some("dynamodb.amazonaws.com")
+            });
+        Ok(ChangeRecord {
+            event_id,
+            kind,
+            sequence,
+            approximate_creation_ms,
+            view_type,
+            ttl_delete,
+            keys,
+            new_image,
+            old_image,
+            size_bytes: stream.size_bytes,
+            event_source_arn: wire.event_source_arn,
+        })
+    }
+}
+
+/// Converts `ApproximateCreationDateTime` (epoch seconds, possibly fractional) to milliseconds.
+/// The value is a time, not a DynamoDB number, so a float is exact to well below a millisecond.
+fn epoch_seconds_to_ms(secs: f64) -> Result<i64, String> {
+    // Year 9999 bounds what a timestamp column and a `dt=` partition can hold.
+    const MAX_SECS: f64 = 253_402_300_799.0;
+    if !secs.is_finite() || !(0.0..=MAX_SECS).contains(&secs) {
+        return Err(format!(
+            "dynamodb.ApproximateCreationDateTime {secs} is not a time between 1970 and 9999 in epoch seconds"
+        ));
+    }
+    Ok((secs * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_order_numerically() {
+        let a = SequenceNumber::parse("999999999999999999999").unwrap(); // 21 digits
+        let b = SequenceNumber::parse("1000000000000000000000").unwrap(); // 22 digits
+        assert!(a < b, "string order would say otherwise");
+        assert_eq!(b.padded().len(), 40);
+        assert!(a.padded() < b.padded());
+        let max = SequenceNumber::parse(&"9".repeat(40)).unwrap();
+        assert!(b < max);
+        assert!(SequenceNumber::parse(&"9".repeat(41)).is_err());
+        assert!(SequenceNumber::parse("12a").is_err());
+        assert!(SequenceNumber::parse("").is_err());
+        assert_eq!(
+            SequenceNumber::parse("007")
+                .unwrap()
+                .cmp(&SequenceNumber::parse("7").unwrap()),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn table_names_come_from_stream_arns() {
+        let arn = "arn:aws:dynamodb:us-east-1:123456789012:table/Orders.v2/stream/2015-06-27T00:48:05.899";
+        assert_eq!(table_from_stream_arn(arn), Ok("Orders.v2"));
+        assert!(table_from_stream_arn("arn:aws:s3:::bucket").is_err());
+        assert!(table_from_stream_arn("not an arn").is_err());
+        assert!(table_from_stream_arn("arn:aws:dynamodb:r:a:table/a/b/stream/x").is_err());
+        assert!(
+            table_from_stream_arn("arn:aws:dynamodb:r:a:table/../stream/x").is_err(),
+            "a name that could escape the key prefix is refused"
+        );
+    }
+
+    #[test]
+    fn creation_time_accepts_fractional_seconds() {
+        assert_eq!(epoch_seconds_to_ms(1_479_499_740.0), Ok(1_479_499_740_000));
+        assert_eq!(
+            epoch_seconds_to_ms(1_700_000_000.123),
+            Ok(1_700_000_000_123)
+        );
+        assert!(epoch_seconds_to_ms(-1.0).is_err());
+        assert!(epoch_seconds_to_ms(f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! The capture path: one batch of stream records in, segments and quarantined records out.
+//!
+//! Every front end (the Lambda, `streamseal ingest`, later the stream poller) calls
+//! [`Ingestor::ingest_event`]. The batch is processed in three steps:
+//!
+//! 1. **Prepare** each record ([`ChangeRecord::parse`] then [`PreparedRow::new`]): validate, hash
+//!    the images, project typed columns. Records are independent, so with `threads > 1` the
+//!    batch is split across threads. A record that cannot be converted becomes a *quarantine*
+//!    unit (or, under [`BadRecordPolicy::Reject`], fails the whole call before anything is
+//!    written).
+//! 2. **Group** consecutive good records by hour partition into segments; a batch spanning an
+//!    hour boundary becomes two segments. Encode each as Parquet.
+//! 3. **Write**: quarantined records, then each segment followed by its segment-log record. A
+//!    segment's records count as durable once its log record is written. Every write is
+//!    `IfAbsent`, so a redelivered batch finds its segments already present and adds no copy.
+//!
+//! On a store failure, writing stops and the report names the first record that is not durable:
+//! [`IngestReport::batch_item_failures`] lists it and every record after it, which is what
+//! Lambda's `ReportBatchItemFailures` needs to retry exactly the rest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::{Digest as _, Sha256};
+
+use crate::change::{self, ChangeError, ChangeRecord};
+use crate::layout::{HourPartition, TableLayout};
+use crate::schema::{SchemaError, TableSchema};
+use crate::segment::{EncodeOptions, PreparedRow, SegmentBuilder, SegmentError};
+use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
+
+/// What to do with a record that cannot be converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecordPolicy {
+    /// Keep it verbatim under `quarantine/`, report it, and carry on (the Lambda's behaviour:
+    /// a record that can never convert must not block its shard).
+    Quarantine,
+    /// Fail the whole call before writing anything (the CLI's default).
+    Reject,
+}
+
+/// Why a batch could not be ingested at all.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The event is not a DynamoDB stream event, or a record is bad under `Reject`.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// The table's schema file is unusable.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// Loading the schema file failed in the store.
+    #[error("loading the schema for table {table}: {source}")]
+    SchemaStore {
+        /// Table name.
+        table: String,
+        /// Store error.
+        source: StoreError,
+    },
+    /// Encoding a segment failed.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// No record names its table (`eventSourceARN` is missing everywhere).
+    #[error("no record in the event has an eventSourceARN naming its table")]
+    NoTable,
+}
+
+/// Where typed-column schemas come from.
+#[derive(Debug, Clone)]
+pub enum SchemaSource {
+    /// No schema: key and image columns only.
+    None,
+    /// One schema for every table (the CLI's `--schema FILE`).
+    Fixed(Arc<TableSchema>, String),
+    /// `<table>.toml` under a store location (a local directory or an S3 prefix); a missing
+    /// file means no typed columns for that table.
+    Store(Arc<dyn ObjectStore>),
+}
+
+/// A segment the call wrote (or found already written).
+#[derive(Debug, Clone, Serialize)]
+pub struct WrittenSegment {
+    /// Object key.
+    pub key: String,
+    /// Log record key.
+    pub log_key: String,
+    /// Rows.
+    pub rows: u64,
+    /// Parquet bytes.
+    pub bytes: u64,
+    /// False when the segment already existed (a redelivery).
+    pub created: bool,
+}
+
+/// A quarantined record.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedRecord {
+    /// Object key of the quarantine copy.
+    pub key: String,
+    /// Position in the batch.
+    pub index: usize,
+    /// Why it could not be converted.
+    pub reason: String,
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    /// Table name.
+    pub table: Option<String>,
+    /// Records in the event.
+    pub records: usize,
+    /// Bytes of event JSON.
+    pub event_bytes: usize,
+    /// Segments, in write order.
+    pub segments: Vec<WrittenSegment>,
+    /// Quarantined records.
+    pub quarantined: Vec<QuarantinedRecord>,
+    /// Index of the first record that is not durably written, if any.
+    pub failed_from: Option<usize>,
+    /// Sequence numbers of the records Lambda must retry (from `failed_from` on).
+    pub batch_item_failures: Vec<String>,
+    /// The store error that stopped the writes.
+    pub error: Option<String>,
+    /// True if a record that must be retried has no readable sequence number, so only a retry
+    /// of the whole batch is safe.
+    pub retry_whole_batch: bool,
+}
+
+/// Tuning and policy for [`Ingestor`].
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    /// Parquet encoding options.
+    pub encode: EncodeOptions,
+    /// Threads that prepare records (1 = the calling thread).
+    pub prepare_threads: usize,
+    /// What to do with unconvertible records.
+    pub bad_records: BadRecordPolicy,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            encode: EncodeOptions::default(),
+            prepare_threads: 1,
+            bad_records: BadRecordPolicy::Quarantine,
+        }
+    }
+}
+
+/// Turns stream events into segments in a store. Build once, reuse for every batch (the Lambda
+/// keeps one per container).
+#[derive(Debug)]
+pub struct Ingestor {
+    store: Arc<dyn ObjectStore>,
+    schemas: SchemaSource,
+    options: IngestOptions,
+    cache: Mutex<HashMap<String, Arc<TableSchema>>>,
+}
+
+enum Unit<'a> {
+    Segment {
+        indices: Vec<usize>,
+        encoded: crate::segment::EncodedSegment,
+    },
+    Quarantine {
+        index: usize,
+        raw: &'a RawValue,
+        reason: String,
+    },
+}
+
+impl Ingestor {
+    /// An ingestor writing to `store`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        schemas: SchemaSource,
+        options: IngestOptions,
+    ) -> Ingestor {
+        Ingestor {
+            store,
+            schemas,
+            options,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store this ingestor writes to.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
+        if let Some(s) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table)
+        {
+            return Ok(s.clone());
+        }
+        let schema = match &self.schemas {
+            SchemaSource::None => Arc::new(TableSchema::default()),
+            SchemaSource::Fixed(s, origin) => {
+                s.check_table(table, origin)?;
+                s.clone()
+            }
+            SchemaSource::Store(store) => {
+                let key = format!("{table}.toml");
+                match store.get(&key).await {
+                    Ok(bytes) => {
+                        let origin = format!("{}/{key}", store.url().trim_end_matches('/'));
+                        let text =
+                            std::str::from_utf8(&bytes).map_err(|e| SchemaError::Invalid {
+                                path: origin.clone(),
+                                line: 1,
+                                message: format!("not UTF-8: {e}"),
+                            })?;
+                        let s = TableSchema::parse(text, &origin)?;
+                        s.check_table(table, &origin)?;
+                        Arc::new(s)
+                    }
+                    Err(StoreError::NotFound { .. }) => {
+                        tracing::info!(
+                            table,
+                            "no schema file for table; writing key and image columns only"
+                        );
+                        Arc::new(TableSchema::default())
+                    }
+                    Err(source) => {
+                        return Err(IngestError::SchemaStore {
+                            table: table.to_owned(),
+                            source,
+                        });
+                    }
+                }
+            }
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table.to_owned(), schema.clone());
+        Ok(schema)
+    }
+
+    /// Parses and prepares every record of an event without writing anything; returns the
+    /// number of records. Under [`BadRecordPolicy::Reject`] the first bad record is an error.
+    /// The CLI checks a whole input this way before writing any of it.
+    pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
+        let raws = change::parse_event(text)?;
+        if raws.is_empty() {
+            return Ok(0);
+        }
+        let table = find_table(&raws)?;
+        let schema = self.schema_for(&table).await?;
+        for result in prepare_all(&raws, &table, &schema, self.options.prepare_threads) {
+            if let Err(e) = result
+                && self.options.bad_records == BadRecordPolicy::Reject
+            {
+                return Err(e.into());
+            }
+        }
+        Ok(raws.len())
+    }
+
+    /// Ingests one Lambda DynamoDB stream event (`{"Records": [...]}`).
+    pub async fn ingest_event(&self, text: &str) -> Result<IngestReport, IngestError> {
+        let raws = change::parse_event(text)?;
+        let mut report = IngestReport {
+            records: raws.len(),
+            event_bytes: text.len(),
+            ..Default::default()
+        };
+        if raws.is_empty() {
+            return Ok(report);
+        }
+        let table = find_table(&raws)?;
+        report.table = Some(table.clone());
+        let schema = match self.schema_for(&table).await {
+            Ok(schema) => schema,
+            // Capture must not stop because of a schema file: typed columns are a convenience,
+            // the images are the backup. Under Quarantine (the Lambda) fall back to image-only
+            // segments and say so loudly; under Reject (the CLI) the user fixes the file first.
+            Err(e) if self.options.bad_records == BadRecordPolicy::Quarantine => {
+                tracing::error!(table, error = %e, "schema unusable; writing key and image columns only");
+                Arc::new(TableSchema::default())
+            }
+            Err(e) => return Err(e),
+        };
+        let layout = TableLayout::new(&table);
+
+        // Step 1: prepare (CPU-bound; on the blocking pool would need owned data, and a batch
+        // is at most 6 MB, so it runs inline, split across scoped threads when asked).
+        let prepared = prepare_all(&raws, &table, &schema, self.options.prepare_threads);
+
+        // Step 2: group and encode.
+        let mut units: Vec<Unit> = Vec::new();
+        let mut current: Option<(HourPartition, SegmentBuilder, Vec<usize>)> = None;
+        let fallback_ms = chrono::Utc::now().timestamp_millis();
+        let bytes_hint = text.len();
+        for (index, result) in prepared.into_iter().enumerate() {
+            let row = match result {
+                Ok(row) => row,
+                Err(err) => {
+                    if self.options.bad_records == BadRecordPolicy::Reject {
+                        return Err(err.into());
+                    }
+                    let reason = match &err {
+                        ChangeError::Record { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    units.push(Unit::Quarantine {
+                        index,
+                        raw: raws[index],
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            // A record without a creation time goes with its neighbours' hour.
+            let partition = match (row.time_ms, &current) {
+                (Some(t), _) => HourPartition::of_millis(t),
+                (None, Some((p, _, _))) => *p,
+                (None, None) => HourPartition::of_millis(fallback_ms),
+            };
+            if current.as_ref().is_some_and(|(p, _, _)| *p != partition) {
+                if let Some((p, builder, indices)) = current.take() {
+                    units.push(Unit::Segment {
+                        encoded: builder.finish(&layout, p, self.options.encode)?,
+                        indices,
+                    });
+                }
+            }
+            let (_, builder, indices) = current.get_or_insert_with(|| {
+                (
+                    partition,
+                    SegmentBuilder::new(&schema, raws.len(), bytes_hint),
+                    Vec::new(),
+                )
+            });
+            builder.push(&row);
+            indices.push(index);
+        }
+        if let Some((p, builder, indices)) = current.take() {
+            units.push(Unit::Segment {
+                encoded: builder.finish(&layout, p, self.options.encode)?,
+                indices,
+            });
+        }
+
+        // Step 3: write. Quarantine first: those records must be kept whatever happens next.
+        units.sort_by_key(|u| match u {
+            Unit::Quarantine { .. } => 0,
+            Unit::Segment { .. } => 1,
+        });
+        let mut unwritten: Option<(usize, StoreError)> = None;
+        let mut pending_min: Option<usize> = None;
+        for unit in &units {
+            if unwritten.is_some() {
+                // Everything not yet written must be retried.
+                let first = match unit {
+                    Unit::Quarantine { index, .. } => *index,
+                    Unit::Segment { indices, .. } => indices.first().copied().unwrap_or(usize::MAX),
+                };
+                pending_min = Some(pending_min.map_or(first, |m: usize| m.min(first)));
+                continue;
+            }
+            let result = match unit {
+                Unit::Quarantine { index, raw, reason } => self
+                    .write_quarantine(&layout, *index, raw, reason)
+                    .await
+                    .map(|q| report.quarantined.push(q)),
+                Unit::Segment { encoded, .. } => self
+                    .write_segment(&layout, encoded)
+                    .await
+                    .map(|s| report.segments.push(s)),
+            };
+            if let Err(e) = result {
+                let first = match unit {
+                    Unit::Quarantine { index, .. } => *index,
+                    Unit::Segment { indices, .. } => indices.first().copied().unwrap_or(usize::MAX),
+                };
+                pending_min = Some(pending_min.map_or(first, |m: usize| m.min(first)));
+                unwritten = Some((first, e));
+            }
+        }
+        if let Some((_, error)) = unwritten {
+            let from = pending_min.unwrap_or(0);
+            tracing::warn!(table, error = %error, first_unwritten_record = from, "stopping: store write failed; reporting the rest for retry");
+            report.failed_from = Some(from);
+            report.error = Some(error.to_string());
+            for raw in &raws[from..] {
+                match change::raw_sequence_number(raw) {
+                    Some(seq) => report.batch_item_failures.push(seq),
+                    None if report.batch_item_failures.is_empty() => {
+                        report.retry_whole_batch = true
+                    }
+                    None => {}
+                }
+            }
+        }
+        for q in &report.quarantined {
+            tracing::error!(table, key = %q.key, record = q.index, reason = %q.reason, "record quarantined: kept verbatim, not in the Parquet segments");
+        }
+        Ok(report)
+    }
+
+    async fn write_segment(
+        &self,
+        layout: &TableLayout,
+        encoded: &crate::segment::EncodedSegment,
+    ) -> Result<WrittenSegment, StoreError> {
+        let outcome = self
+            .store
+            .put(&encoded.key, encoded.bytes.clone(), PutMode::IfAbsent)
+            .await?;
+        // The log record is written in both cases: after a crash between the two writes, the
+        // retry finds the segment present and must still publish it. A redelivery of a fully
+        // written batch therefore adds a second log record for the same object, which seal
+        // resolves by object key; it never adds a second copy of a record.
+        let now = chrono::Utc::now();
+        let mut record = encoded.record.clone();
+        record.written_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let log_key = layout.log_key(now.timestamp_millis(), &encoded.tag);
+        let body = serde_json::to_vec(&record).map_err(|e| StoreError::Permanent {
+            op: "serialize",
+            store: self.store.url(),
+            key: log_key.clone(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put(&log_key, Bytes::from(body), PutMode::IfAbsent)
+            .await?;
+        Ok(WrittenSegment {
+            key: encoded.key.clone(),
+            log_key,
+            rows: encoded.record.rows,
+            bytes: encoded.record.bytes,
+            created: outcome == PutOutcome::Created,
+        })
+    }
+
+    async fn write_quarantine(
+        &self,
+        layout: &TableLayout,
+        index: usize,
+        raw: &RawValue,
+        reason: &str,
+    ) -> Result<QuarantinedRecord, StoreError> {
+        let sha = hex::encode(Sha256::digest(raw.get().as_bytes()));
+        let key = layout.quarantine_key(&sha);
+        #[derive(Serialize)]
+        struct Body<'a> {
+            format: u32,
+            table: &'a str,
+            reason: &'a str,
+            sequence_number: Option<String>,
+            record: &'a RawValue,
+        }
+        let body = serde_json::to_vec(&Body {
+            format: 1,
+            table: layout.table(),
+            reason,
+            sequence_number: change::raw_sequence_number(raw),
+            record: raw,
+        })
+        .map_err(|e| StoreError::Permanent {
+            op: "serialize",
+            store: self.store.url(),
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put(&key, Bytes::from(body), PutMode::IfAbsent)
+            .await?;
+        Ok(QuarantinedRecord {
+            key,
+            index,
+            reason: reason.to_owned(),
+        })
+    }
+}
+
+/// The table named by the first record with a readable `eventSourceARN`.
+fn find_table(raws: &[&RawValue]) -> Result<String, IngestError> {
+    #[derive(serde::Deserialize)]
+    struct Arn<'a> {
+        #[serde(rename = "eventSourceARN", borrow)]
+        arn: Option<std::borrow::Cow<'a, str>>,
+    }
+    for raw in raws {
+        if let Ok(Arn { arn: Some(arn) }) = serde_json::from_str::<Arn>(raw.get()) {
+            return change::table_from_stream_arn(&arn)
+                .map(str::to_owned)
+                .map_err(|reason| ChangeError::Event(reason).into());
+        }
+    }
+    Err(IngestError::NoTable)
+}
+
+type Prepared<'a> = Result<PreparedRow<'a>, ChangeError>;
+
+fn prepare_one<'a>(
+    raw: &'a RawValue,
+    index: usize,
+    table: &str,
+    schema: &TableSchema,
+) -> Prepared<'a> {
+    let rec = ChangeRecord::parse(raw, index)?;
+    if let Some(arn) = &rec.event_source_arn {
+        let t = change::table_from_stream_arn(arn).map_err(|reason| ChangeError::Record {
+            index,
+            event_id: Some(rec.event_id.to_string()),
+            sequence: Some(rec.sequence.to_string()),
+            reason,
+        })?;
+        if t != table {
+            return Err(ChangeError::Record {
+                index,
+                event_id: Some(rec.event_id.to_string()),
+                sequence: Some(rec.sequence.to_string()),
+                reason: format!("record is from table {t:?} but the batch is from {table:?}"),
+            });
+        }
+    }
+    Ok(PreparedRow::new(rec, schema))
+}
+
+fn prepare_all<'a>(
+    raws: &[&'a RawValue],
+    table: &str,
+    schema: &TableSchema,
+    threads: usize,
+) -> Vec<Prepared<'a>> {
+    let threads = threads.clamp(1, raws.len().max(1));
+    if threads == 1 {
+        return raws
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| prepare_one(raw, i, table, schema))
+            .collect();
+    }
+    let chunk = raws.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = raws
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                s.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, raw)| prepare_one(raw, c * chunk + i, table, schema))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(raws.len());
+        for (c, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                // A panic in a worker is a bug; surface it per record rather than abort.
+                Err(_) => out.extend((0..raws[c * chunk..].len().min(chunk)).map(|i| {
+                    Err(ChangeError::Record {
+                        index: c * chunk + i,
+                        event_id: None,
+                        sequence: None,
+                        reason: "internal error while preparing the record".into(),
+                    })
+                })),
+            }
+        }
+        out
+    })
+}

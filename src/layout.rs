@@ -1,0 +1,151 @@
+//! Every object key streamseal reads or writes, in one place.
+//!
+//! Keys are relative to the store's root (`s3://bucket/prefix` or `file:///dir`), one folder
+//! per table:
+//!
+//! ```text
+//! <table>/changes/dt=YYYY-MM-DD/hr=HH/<first-seq>-<last-seq>-<tag>.parquet  segments (Athena location)
+//! <table>/log/<written-at-ms>-<tag>.json                                     one segment record per segment
+//! <table>/quarantine/<sha256>.json                                           records that could not be converted
+//! ```
+//!
+//! Segment names are deterministic: sequence numbers are zero-padded to 40 digits (so names
+//! sort numerically) and `tag` is a hash of the segment's sequence numbers and event ids, so a
+//! redelivered batch maps to the same names while two different batches never collide. Log ids
+//! start with the write time in milliseconds, zero-padded, so listing the log with `StartAfter`
+//! returns exactly the segments written after a point in time.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::change::SequenceNumber;
+
+/// Width of the millisecond timestamp at the start of log ids (good past the year 2286).
+const LOG_TIME_DIGITS: usize = 16;
+
+/// The Hive partition of an instant: `dt=YYYY-MM-DD/hr=HH` (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourPartition {
+    /// Milliseconds since the epoch at the start of the hour.
+    pub hour_start_ms: i64,
+}
+
+impl HourPartition {
+    /// The hour containing `ms`.
+    pub fn of_millis(ms: i64) -> HourPartition {
+        HourPartition {
+            hour_start_ms: ms.div_euclid(3_600_000) * 3_600_000,
+        }
+    }
+
+    /// `dt=YYYY-MM-DD/hr=HH`.
+    pub fn path(&self) -> String {
+        let t = DateTime::<Utc>::from_timestamp_millis(self.hour_start_ms).unwrap_or_default();
+        format!(
+            "dt={:04}-{:02}-{:02}/hr={:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour()
+        )
+    }
+}
+
+/// Object keys of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLayout {
+    table: String,
+}
+
+impl TableLayout {
+    /// The layout of `table` (a validated DynamoDB table name).
+    pub fn new(table: &str) -> TableLayout {
+        TableLayout {
+            table: table.to_owned(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Folder of all segments: the Athena table location.
+    pub fn changes_prefix(&self) -> String {
+        format!("{}/changes/", self.table)
+    }
+
+    /// Key of a segment.
+    pub fn segment_key(
+        &self,
+        partition: HourPartition,
+        first: &SequenceNumber,
+        last: &SequenceNumber,
+        tag: &str,
+    ) -> String {
+        format!(
+            "{}/changes/{}/{}-{}-{}.parquet",
+            self.table,
+            partition.path(),
+            first.padded(),
+            last.padded(),
+            tag
+        )
+    }
+
+    /// Folder of the segment log.
+    pub fn log_prefix(&self) -> String {
+        format!("{}/log/", self.table)
+    }
+
+    /// Key of a segment record written at `written_ms`.
+    pub fn log_key(&self, written_ms: i64, tag: &str) -> String {
+        format!(
+            "{}/log/{:0width$}-{}.json",
+            self.table,
+            written_ms.max(0),
+            tag,
+            width = LOG_TIME_DIGITS
+        )
+    }
+
+    /// Folder of quarantined records.
+    pub fn quarantine_prefix(&self) -> String {
+        format!("{}/quarantine/", self.table)
+    }
+
+    /// Key of a quarantined record, named by the SHA-256 of its verbatim text.
+    pub fn quarantine_key(&self, sha256_hex: &str) -> String {
+        format!("{}/quarantine/{}.json", self.table, sha256_hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_utc_hours() {
+        // 2024-02-29T23:59:59.999Z and the next millisecond.
+        let ms = 1_709_251_199_999;
+        assert_eq!(HourPartition::of_millis(ms).path(), "dt=2024-02-29/hr=23");
+        assert_eq!(
+            HourPartition::of_millis(ms + 1).path(),
+            "dt=2024-03-01/hr=00"
+        );
+    }
+
+    #[test]
+    fn keys_sort_by_sequence_and_time() {
+        let l = TableLayout::new("orders");
+        let p = HourPartition::of_millis(0);
+        let a = SequenceNumber::parse("999999999999999999999").unwrap();
+        let b = SequenceNumber::parse("1000000000000000000000").unwrap();
+        assert!(l.segment_key(p, &a, &a, "t") < l.segment_key(p, &b, &b, "t"));
+        assert_eq!(
+            l.segment_key(p, &a, &b, "ab12"),
+            "orders/changes/dt=1970-01-01/hr=00/0000000000000000000999999999999999999999-0000000000000000001000000000000000000000-ab12.parquet"
+        );
+        assert!(l.log_key(9_999, "z") < l.log_key(10_000, "a"));
+        assert!(l.log_key(1, "x").starts_with(&l.log_prefix()));
+    }
+}

@@ -1,0 +1,37 @@
+//! streamseal: continuous, lossless, restorable backups of Amazon DynamoDB tables.
+//!
+//! A table's DynamoDB Stream is captured, batch by batch, into immutable Parquet *segments* in
+//! an object store (S3 or a local directory). Each segment keeps every change losslessly (the
+//! key and both images as DynamoDB JSON text, exactly as AWS sent them) next to typed columns
+//! for Athena, and is described by a *segment record* in a time-ordered log, which later stages
+//! (seal, verify, restore) read instead of listing the whole bucket.
+//!
+//! # Layout
+//!
+//! - [`item`]: lossless DynamoDB attribute values: parsing, validation, canonical form, item
+//!   hash and the order-independent [`item::StateDigest`].
+//! - [`change`]: change records parsed from Lambda DynamoDB stream events; sequence numbers.
+//! - [`schema`]: optional `schemas/<table>.toml` files: key schema and typed columns.
+//! - [`segment`]: change records → Arrow → Parquet bytes + [`segment::SegmentRecord`].
+//! - [`layout`]: every object key in one place.
+//! - [`store`]: the [`store::ObjectStore`] trait and its S3, local and in-memory backends,
+//!   plus the conformance suite they all pass.
+//! - [`ingest`]: the capture path every front end shares: batch in, segments and quarantined
+//!   records out, with `batchItemFailures` semantics.
+//! - [`lambda`]: the Lambda handler: configuration from the environment, dispatch by event
+//!   shape, metrics.
+//! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
+//!
+//! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
+//! `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Domain modules never call an AWS SDK;
+//! only `store::s3` does.
+
+pub mod change;
+pub mod ingest;
+pub mod item;
+pub mod lambda;
+pub mod layout;
+pub mod schema;
+pub mod segment;
+pub mod store;
+pub mod workload;

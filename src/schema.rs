@@ -1,0 +1,616 @@
+//! Table schema files: key attributes and typed columns projected out of the images.
+//!
+//! A schema file is optional. Without one, a table is backed up with its metadata columns and
+//! lossless image columns only. With one, analysts also get typed columns (`status STRING`,
+//! `total DECIMAL(12,2)`, …) next to the images. The format, with every field:
+//!
+//! ```toml
+//! table = "orders"                 # optional: refuse to apply this file to another table
+//!
+//! [key]                            # the table's primary key, recorded for restores
+//! partition = { name = "pk", type = "S" }
+//! sort = { name = "sk", type = "S" }            # omit for a hash-only key
+//!
+//! [[column]]
+//! name = "status"                  # Athena column name: a-z, 0-9, _ (not a metadata column)
+//! path = "status"                  # attribute path; dots walk into maps: "address.city"
+//! type = "string"                  # string | bigint | double | boolean | decimal(p,s) | date | timestamp
+//!
+//! [[column]]
+//! name = "created_at"
+//! path = "created_at"
+//! type = "timestamp"
+//! unit = "seconds"                 # for timestamps held as numbers: seconds (default) or milliseconds
+//! ```
+//!
+//! DynamoDB is schemaless, so a schema never rejects data: a value whose DynamoDB type does not
+//! fit its column (a string where `bigint` was declared, a number with more decimals than the
+//! column's scale) becomes NULL in that column, and the image column still holds it intact.
+//! Unknown fields, unknown types and malformed paths are errors that name the line.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, TimeUnit};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::item::{AttrValue, Item};
+
+/// The metadata and image columns every segment has, in order. Typed columns follow them.
+pub const BASE_COLUMNS: &[&str] = &[
+    "event_id",
+    "event_name",
+    "is_ttl_delete",
+    "sequence_number",
+    "approximate_creation_time",
+    "keys",
+    "new_image",
+    "old_image",
+];
+
+/// Names Athena reserves for the Hive partitions in the object path.
+const PARTITION_COLUMNS: &[&str] = &["dt", "hr"];
+
+/// A schema file that cannot be used. The message names the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The file could not be read.
+    #[error("cannot read schema file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid, with the line it happened on.
+    #[error("schema file {path}, line {line}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The DynamoDB scalar types a key attribute can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum KeyType {
+    /// String.
+    S,
+    /// Number.
+    N,
+    /// Binary.
+    B,
+}
+
+/// One key attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAttribute {
+    /// Attribute name.
+    pub name: String,
+    /// Its DynamoDB type.
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+}
+
+/// The table's primary key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySchema {
+    /// The partition (hash) key.
+    pub partition: KeyAttribute,
+    /// The sort (range) key, if the table has one.
+    #[serde(default)]
+    pub sort: Option<KeyAttribute>,
+}
+
+/// An Athena type a typed column can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `string`: from S.
+    String,
+    /// `bigint`: from an integral N that fits 64 bits.
+    Bigint,
+    /// `double`: from N (a projection for convenience; the image keeps the exact number).
+    Double,
+    /// `boolean`: from BOOL.
+    Boolean,
+    /// `decimal(p,s)`: from N with at most `p - s` integer and `s` fractional digits.
+    Decimal {
+        /// Total digits, 1..=38.
+        precision: u8,
+        /// Fractional digits, 0..=precision.
+        scale: i8,
+    },
+    /// `date`: from an S of the form `YYYY-MM-DD`.
+    Date,
+    /// `timestamp` (milliseconds, UTC): from an ISO-8601 S or an epoch N in `unit`.
+    Timestamp,
+}
+
+impl ColumnType {
+    fn parse(text: &str) -> Result<ColumnType, String> {
+        let t = text.trim().to_ascii_lowercase();
+        Ok(match t.as_str() {
+            "string" => ColumnType::String,
+            "bigint" => ColumnType::Bigint,
+            "double" => ColumnType::Double,
+            "boolean" => ColumnType::Boolean,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            _ => {
+                let inner = t
+                    .strip_prefix("decimal(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown column type {text:?} (expected string, bigint, double, boolean, decimal(p,s), date or timestamp)"
+                        )
+                    })?;
+                let (p, s) = inner.split_once(',').ok_or_else(|| {
+                    format!("{text:?}: decimal needs a precision and a scale, e.g. decimal(12,2)")
+                })?;
+                let precision: u8 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{text:?}: bad precision"))?;
+                let scale: i8 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{text:?}: bad scale"))?;
+                if !(1..=38).contains(&precision) || scale < 0 || scale as u8 > precision {
+                    return Err(format!(
+                        "{text:?}: decimal precision must be 1..=38 and scale 0..=precision"
+                    ));
+                }
+                ColumnType::Decimal { precision, scale }
+            }
+        })
+    }
+
+    /// The Arrow type of the column; all of them are Athena-readable Parquet types.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Bigint => DataType::Int64,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        }
+    }
+
+    /// The type as Athena DDL spells it.
+    pub fn athena_name(self) -> String {
+        match self {
+            ColumnType::String => "string".into(),
+            ColumnType::Bigint => "bigint".into(),
+            ColumnType::Double => "double".into(),
+            ColumnType::Boolean => "boolean".into(),
+            ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamp".into(),
+        }
+    }
+}
+
+/// How a number is read as a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpochUnit {
+    /// Seconds since 1970-01-01T00:00:00Z.
+    #[default]
+    Seconds,
+    /// Milliseconds since the epoch.
+    Milliseconds,
+}
+
+/// One typed column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Athena column name.
+    pub name: String,
+    /// Attribute path, split at dots.
+    pub path: Vec<String>,
+    /// Column type.
+    pub column_type: ColumnType,
+    /// Unit of numeric timestamps.
+    pub unit: EpochUnit,
+}
+
+/// A parsed, validated schema file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableSchema {
+    /// The table this file is for, if it says.
+    pub table: Option<String>,
+    /// The key schema, if given.
+    pub key: Option<KeySchema>,
+    /// Typed columns, in file order.
+    pub columns: Vec<Column>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSchema {
+    table: Option<String>,
+    key: Option<KeySchema>,
+    #[serde(default)]
+    column: Vec<Spanned<WireColumn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireColumn {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(rename = "type")]
+    column_type: Spanned<String>,
+    #[serde(default)]
+    unit: Option<Spanned<String>>,
+}
+
+impl TableSchema {
+    /// Reads and validates a schema file.
+    pub fn load(path: &Path) -> Result<TableSchema, SchemaError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        TableSchema::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses schema text; `origin` names it in errors (a file path or URL).
+    pub fn parse(text: &str, origin: &str) -> Result<TableSchema, SchemaError> {
+        let fail = |offset: usize, message: String| SchemaError::Invalid {
+            path: origin.to_owned(),
+            line: line_of(text, offset),
+            message,
+        };
+        let wire: WireSchema = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            fail(offset, e.message().trim().to_owned())
+        })?;
+        let mut columns: Vec<Column> = Vec::with_capacity(wire.column.len());
+        for spanned in &wire.column {
+            let c = spanned.get_ref();
+            let name = c.name.get_ref();
+            let valid_name = !name.is_empty()
+                && name.len() <= 255
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !valid_name {
+                return Err(fail(
+                    c.name.span().start,
+                    format!(
+                        "column name {name:?} must be lowercase letters, digits and '_', not starting with a digit"
+                    ),
+                ));
+            }
+            if BASE_COLUMNS.contains(&name.as_str()) || PARTITION_COLUMNS.contains(&name.as_str()) {
+                return Err(fail(
+                    c.name.span().start,
+                    format!("column name {name:?} is reserved for streamseal's own columns"),
+                ));
+            }
+            if columns.iter().any(|other| &other.name == name) {
+                return Err(fail(
+                    c.name.span().start,
+                    format!("column {name:?} is declared twice"),
+                ));
+            }
+            let path_text = c.path.get_ref();
+            let path: Vec<String> = path_text.split('.').map(str::to_owned).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(fail(
+                    c.path.span().start,
+                    format!(
+                        "attribute path {path_text:?} is malformed: use names separated by single dots, e.g. \"address.city\""
+                    ),
+                ));
+            }
+            let column_type = ColumnType::parse(c.column_type.get_ref())
+                .map_err(|m| fail(c.column_type.span().start, m))?;
+            let unit = match &c.unit {
+                None => EpochUnit::Seconds,
+                Some(u) if column_type != ColumnType::Timestamp => {
+                    return Err(fail(
+                        u.span().start,
+                        "unit applies only to timestamp columns".into(),
+                    ));
+                }
+                Some(u) => match u.get_ref().as_str() {
+                    "seconds" | "s" => EpochUnit::Seconds,
+                    "milliseconds" | "ms" => EpochUnit::Milliseconds,
+                    other => {
+                        return Err(fail(
+                            u.span().start,
+                            format!("unknown unit {other:?} (expected seconds or milliseconds)"),
+                        ));
+                    }
+                },
+            };
+            columns.push(Column {
+                name: name.clone(),
+                path,
+                column_type,
+                unit,
+            });
+        }
+        if let Some(table) = &wire.table {
+            crate::change::validate_table_name(table).map_err(|m| fail(0, m))?;
+        }
+        Ok(TableSchema {
+            table: wire.table,
+            key: wire.key,
+            columns,
+        })
+    }
+
+    /// Checks the file is meant for `table`.
+    pub fn check_table(&self, table: &str, origin: &str) -> Result<(), SchemaError> {
+        match &self.table {
+            Some(t) if t != table => Err(SchemaError::Invalid {
+                path: origin.to_owned(),
+                line: 1,
+                message: format!("this schema is for table {t:?}, not {table:?}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Arrow fields of the typed columns (all nullable).
+    pub fn typed_fields(&self) -> Vec<Arc<Field>> {
+        self.columns
+            .iter()
+            .map(|c| Arc::new(Field::new(&c.name, c.column_type.arrow_type(), true)))
+            .collect()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A typed value extracted from an image, ready for an Arrow builder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedValue {
+    /// No value, or a value of another type.
+    Null,
+    /// For `string`.
+    Str(String),
+    /// For `bigint`.
+    I64(i64),
+    /// For `double`.
+    F64(f64),
+    /// For `boolean`.
+    Bool(bool),
+    /// For `decimal(p,s)`: the unscaled integer.
+    Decimal(i128),
+    /// For `date`: days since the epoch.
+    Date(i32),
+    /// For `timestamp`: milliseconds since the epoch.
+    TimestampMs(i64),
+}
+
+impl Column {
+    /// Extracts this column's value from an item; a missing or mismatched value is `Null`.
+    pub fn extract(&self, item: &Item<'_>) -> TypedValue {
+        let Some(value) = lookup(item, &self.path) else {
+            return TypedValue::Null;
+        };
+        match (self.column_type, value) {
+            (ColumnType::String, AttrValue::S(s)) => TypedValue::Str(s.to_string()),
+            (ColumnType::Boolean, AttrValue::Bool(b)) => TypedValue::Bool(*b),
+            (ColumnType::Bigint, AttrValue::N(n)) => decimal_unscaled(n, 38, 0)
+                .and_then(|v| i64::try_from(v).ok())
+                .map_or(TypedValue::Null, TypedValue::I64),
+            (ColumnType::Double, AttrValue::N(n)) => n
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map_or(TypedValue::Null, TypedValue::F64),
+            (ColumnType::Decimal { precision, scale }, AttrValue::N(n)) => {
+                decimal_unscaled(n, precision, scale).map_or(TypedValue::Null, TypedValue::Decimal)
+            }
+            (ColumnType::Date, AttrValue::S(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .map(|d| (d - chrono::NaiveDate::default()).num_days())
+                .and_then(|d| i32::try_from(d).ok())
+                .map_or(TypedValue::Null, TypedValue::Date),
+            (ColumnType::Timestamp, AttrValue::S(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                        .map(|t| t.and_utc().timestamp_millis())
+                })
+                .map_or(TypedValue::Null, TypedValue::TimestampMs),
+            (ColumnType::Timestamp, AttrValue::N(n)) => {
+                let scale = match self.unit {
+                    EpochUnit::Seconds => 3,
+                    EpochUnit::Milliseconds => 0,
+                };
+                // Exact decimal arithmetic; fractional milliseconds are truncated toward zero.
+                decimal_truncated(n, scale)
+                    .and_then(|v| i64::try_from(v).ok())
+                    .map_or(TypedValue::Null, TypedValue::TimestampMs)
+            }
+            _ => TypedValue::Null,
+        }
+    }
+}
+
+fn lookup<'i, 'a>(item: &'i Item<'a>, path: &[String]) -> Option<&'i AttrValue<'a>> {
+    let (first, rest) = path.split_first()?;
+    let mut current = item.get(first)?;
+    for part in rest {
+        match current {
+            AttrValue::M(entries) => {
+                current = entries.iter().find(|(k, _)| k == part).map(|(_, v)| v)?
+            }
+            _ => return None,
+        }
+    }
+    Some(current)
+}
+
+/// Splits a normalised number into (negative, digits, scale) where value = digits × 10^-scale.
+fn decimal_parts(n: &str) -> Option<(bool, String, i64)> {
+    let norm = crate::item::normalize_number(n).ok()?;
+    let (negative, body) = match norm.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, norm.as_str()),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    Some((negative, format!("{int}{frac}"), frac.len() as i64))
+}
+
+/// The unscaled value of `n` at `scale`, if it fits `decimal(precision, scale)` without rounding.
+fn decimal_unscaled(n: &str, precision: u8, scale: i8) -> Option<i128> {
+    let (negative, digits, frac_len) = decimal_parts(n)?;
+    if frac_len > scale as i64 {
+        return None;
+    }
+    let padded = format!("{digits}{}", "0".repeat((scale as i64 - frac_len) as usize));
+    let trimmed = padded.trim_start_matches('0');
+    if trimmed.len() > precision as usize {
+        return None;
+    }
+    let v: i128 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
+    Some(if negative { -v } else { v })
+}
+
+/// `n × 10^scale`, truncated toward zero, if it fits an i128.
+fn decimal_truncated(n: &str, scale: i64) -> Option<i128> {
+    let (negative, digits, frac_len) = decimal_parts(n)?;
+    let shift = scale - frac_len;
+    let text = if shift >= 0 {
+        format!("{digits}{}", "0".repeat(shift as usize))
+    } else {
+        let keep = digits.len() as i64 + shift;
+        if keep <= 0 {
+            "0".to_owned()
+        } else {
+            digits[..keep as usize].to_owned()
+        }
+    };
+    let trimmed = text.trim_start_matches('0');
+    if trimmed.len() > 38 {
+        return None;
+    }
+    let v: i128 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
+    Some(if negative { -v } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDERS: &str = include_str!("../schemas/orders.toml");
+
+    #[test]
+    fn shipped_example_parses() {
+        let s = TableSchema::parse(ORDERS, "schemas/orders.toml").unwrap();
+        assert_eq!(s.table.as_deref(), Some("orders"));
+        assert!(s.key.is_some());
+        assert!(s.columns.len() >= 5);
+    }
+
+    #[test]
+    fn bad_files_name_the_line() {
+        let cases = [
+            (
+                "[[column]]\nname = \"a\"\npath = \"a\"\ntype = \"varchar\"\n",
+                4,
+                "unknown column type",
+            ),
+            (
+                "[[column]]\nname = \"a\"\npath = \"a..b\"\ntype = \"string\"\n",
+                3,
+                "malformed",
+            ),
+            (
+                "\n[[column]]\nname = \"a\"\npath = \"a\"\ntype = \"string\"\ncolour = 1\n",
+                6,
+                "unknown field",
+            ),
+            (
+                "[[column]]\nname = \"event_id\"\npath = \"a\"\ntype = \"string\"\n",
+                2,
+                "reserved",
+            ),
+            (
+                "[[column]]\nname = \"a\"\npath = \"a\"\ntype = \"decimal(40,2)\"\n",
+                4,
+                "precision",
+            ),
+            (
+                "table = \"x\"\n[key]\npartition = { name = \"pk\", type = \"Q\" }\n",
+                3,
+                "unknown variant",
+            ),
+            ("this is not toml", 1, ""),
+        ];
+        for (text, line, needle) in cases {
+            match TableSchema::parse(text, "t.toml") {
+                Err(SchemaError::Invalid {
+                    line: got, message, ..
+                }) => {
+                    assert_eq!(got, line, "{text:?}: {message}");
+                    assert!(message.contains(needle), "{text:?}: {message}");
+                }
+                other => panic!("{text:?}: expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_values_become_null() {
+        let schema = TableSchema::parse(
+            "[[column]]\nname = \"total\"\npath = \"p.total\"\ntype = \"decimal(6,2)\"\n\
+             [[column]]\nname = \"n\"\npath = \"n\"\ntype = \"bigint\"\n\
+             [[column]]\nname = \"at\"\npath = \"at\"\ntype = \"timestamp\"\n\
+             [[column]]\nname = \"d\"\npath = \"d\"\ntype = \"date\"\n",
+            "t",
+        )
+        .unwrap();
+        let item = Item::parse(
+            r#"{"p":{"M":{"total":{"N":"1234.5"}}},"n":{"S":"12"},"at":{"N":"1700000000.25"},"d":{"S":"2024-02-29"}}"#,
+        )
+        .unwrap();
+        let got: Vec<_> = schema.columns.iter().map(|c| c.extract(&item)).collect();
+        assert_eq!(
+            got,
+            vec![
+                TypedValue::Decimal(123450),
+                TypedValue::Null,
+                TypedValue::TimestampMs(1_700_000_000_250),
+                TypedValue::Date(19782),
+            ]
+        );
+        assert_eq!(decimal_unscaled("1.234", 6, 2), None, "no silent rounding");
+        assert_eq!(
+            decimal_unscaled("12345", 6, 2),
+            None,
+            "too many integer digits"
+        );
+        assert_eq!(decimal_unscaled("-0.5", 6, 2), Some(-50));
+    }
+}

@@ -1,0 +1,632 @@
+//! Segments: a run of change records turned into one Parquet object and its segment record.
+//!
+//! ```text
+//! ChangeRecord ──push──▶ SegmentBuilder (Arrow builders + running stats)
+//!                              │ finish
+//!                              ▼
+//!                        EncodedSegment { key, Parquet bytes, SegmentRecord }
+//! ```
+//!
+//! One row per change. Columns, in order: `event_id`, `event_name`, `is_ttl_delete`,
+//! `sequence_number` (as sent), `approximate_creation_time` (timestamp, ms, UTC), `keys`
+//! (canonical DynamoDB JSON), `new_image` and `old_image` (DynamoDB JSON exactly as received),
+//! then the schema file's typed columns. Only types that Athena, Spark, DuckDB and pyarrow all
+//! read: UTF-8 strings, booleans, signed 64-bit integers, doubles, decimals, dates and
+//! millisecond UTC timestamps. zstd compression; statistics per page for the small columns and
+//! per chunk (truncated) for the large text columns, where page statistics cost time and help
+//! no query.
+//!
+//! Encoding is deterministic: the same records and schema give the same bytes, so a redelivered
+//! batch produces an identical object under the identical name. Columns can be encoded on
+//! several threads (`encode_threads`); the output does not depend on the thread count.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::ArrowSchemaConverter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::change::{ChangeKind, ChangeRecord, SequenceNumber, StreamViewType};
+use crate::item::{ItemHash, StateDigest};
+use crate::layout::{HourPartition, TableLayout};
+use crate::schema::{ColumnType, TableSchema, TypedValue};
+
+/// Version of the segment file layout and of the segment record.
+pub const SEGMENT_FORMAT: u32 = 1;
+
+/// Columns holding whole items: large, unique per row, no use for dictionaries or page stats.
+const LARGE_TEXT_COLUMNS: &[&str] = &["new_image", "old_image", "keys", "event_id"];
+
+/// Why a segment could not be encoded or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// Arrow rejected the batch (a bug, or an Arrow limit such as 2 GiB of text).
+    #[error("building the Arrow batch for {key}: {source}")]
+    Arrow {
+        /// Object key of the segment.
+        key: String,
+        /// The Arrow error.
+        source: arrow_schema::ArrowError,
+    },
+    /// Parquet encoding or decoding failed.
+    #[error("Parquet {action} {key}: {source}")]
+    Parquet {
+        /// "encoding" or "reading".
+        action: &'static str,
+        /// Object key of the segment.
+        key: String,
+        /// The Parquet error.
+        source: parquet::errors::ParquetError,
+    },
+    /// A segment with no rows cannot be written.
+    #[error("segment {0} has no rows")]
+    Empty(String),
+}
+
+/// Tuning of the Parquet encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    /// zstd level (1 is fast and already compresses DynamoDB JSON 4-8×).
+    pub zstd_level: i32,
+    /// Threads that encode columns in parallel (1 = the calling thread only).
+    pub encode_threads: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            zstd_level: 1,
+            encode_threads: 1,
+        }
+    }
+}
+
+/// The description of one segment, written to the segment log next to the segment itself.
+/// Seal, verify and restore work from these records without opening the Parquet files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRecord {
+    /// [`SEGMENT_FORMAT`].
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// Object key of the Parquet file, relative to the store root.
+    pub key: String,
+    /// Size of the Parquet file in bytes.
+    pub bytes: u64,
+    /// Number of rows (changes).
+    pub rows: u64,
+    /// SHA-256 of the Parquet file, hex.
+    pub sha256: String,
+    /// Smallest sequence number in the segment.
+    pub first_sequence: String,
+    /// Largest sequence number in the segment.
+    pub last_sequence: String,
+    /// Earliest `ApproximateCreationDateTime`, ms since the epoch.
+    pub min_time_ms: Option<i64>,
+    /// Latest `ApproximateCreationDateTime`, ms since the epoch.
+    pub max_time_ms: Option<i64>,
+    /// Sum of `H(new) - H(old)` over the rows, when every row carries the images it needs
+    /// (`NEW_AND_OLD_IMAGES`); otherwise deep verify recomputes it.
+    pub digest_delta: Option<StateDigest>,
+    /// Inserts minus removes.
+    pub item_count_delta: i64,
+    /// How many rows are TTL deletions.
+    pub ttl_deletes: u64,
+    /// The stream's view type.
+    pub stream_view_type: StreamViewType,
+    /// The stream ARN the records came from.
+    pub event_source_arn: Option<String>,
+    /// The shard, when the front end knows it (the stream poller does; Lambda events do not).
+    pub shard_id: Option<String>,
+    /// When the segment was written (RFC 3339, UTC).
+    pub written_at: String,
+}
+
+/// A finished segment: its key, its bytes, and its record (with `written_at` still empty).
+#[derive(Debug, Clone)]
+pub struct EncodedSegment {
+    /// Object key.
+    pub key: String,
+    /// Name tag shared by the segment and its log entry.
+    pub tag: String,
+    /// The Parquet file.
+    pub bytes: Bytes,
+    /// Its description.
+    pub record: SegmentRecord,
+}
+
+enum TypedBuilder {
+    Str(StringBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Decimal(Decimal128Builder),
+    Date(Date32Builder),
+    Timestamp(TimestampMillisecondBuilder),
+}
+
+impl TypedBuilder {
+    fn new(t: ColumnType, capacity: usize) -> TypedBuilder {
+        match t {
+            ColumnType::String => {
+                TypedBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+            }
+            ColumnType::Bigint => TypedBuilder::I64(Int64Builder::with_capacity(capacity)),
+            ColumnType::Double => TypedBuilder::F64(Float64Builder::with_capacity(capacity)),
+            ColumnType::Boolean => TypedBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            ColumnType::Decimal { precision, scale } => TypedBuilder::Decimal(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_data_type(DataType::Decimal128(precision, scale)),
+            ),
+            ColumnType::Date => TypedBuilder::Date(Date32Builder::with_capacity(capacity)),
+            ColumnType::Timestamp => TypedBuilder::Timestamp(
+                TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            ),
+        }
+    }
+
+    fn append(&mut self, v: &TypedValue) {
+        match (self, v) {
+            (TypedBuilder::Str(b), TypedValue::Str(s)) => b.append_value(s),
+            (TypedBuilder::I64(b), TypedValue::I64(x)) => b.append_value(*x),
+            (TypedBuilder::F64(b), TypedValue::F64(x)) => b.append_value(*x),
+            (TypedBuilder::Bool(b), TypedValue::Bool(x)) => b.append_value(*x),
+            (TypedBuilder::Decimal(b), TypedValue::Decimal(x)) => b.append_value(*x),
+            (TypedBuilder::Date(b), TypedValue::Date(x)) => b.append_value(*x),
+            (TypedBuilder::Timestamp(b), TypedValue::TimestampMs(x)) => b.append_value(*x),
+            (b, _) => b.append_null(),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            TypedBuilder::Str(b) => b.append_null(),
+            TypedBuilder::I64(b) => b.append_null(),
+            TypedBuilder::F64(b) => b.append_null(),
+            TypedBuilder::Bool(b) => b.append_null(),
+            TypedBuilder::Decimal(b) => b.append_null(),
+            TypedBuilder::Date(b) => b.append_null(),
+            TypedBuilder::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            TypedBuilder::Str(mut b) => Arc::new(b.finish()),
+            TypedBuilder::I64(mut b) => Arc::new(b.finish()),
+            TypedBuilder::F64(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Bool(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Decimal(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Date(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Timestamp(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The Arrow schema of a segment for a table schema.
+pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
+    let mut fields = vec![
+        Arc::new(Field::new("event_id", DataType::Utf8, false)),
+        Arc::new(Field::new("event_name", DataType::Utf8, false)),
+        Arc::new(Field::new("is_ttl_delete", DataType::Boolean, false)),
+        Arc::new(Field::new("sequence_number", DataType::Utf8, false)),
+        Arc::new(Field::new(
+            "approximate_creation_time",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        )),
+        Arc::new(Field::new("keys", DataType::Utf8, false)),
+        Arc::new(Field::new("new_image", DataType::Utf8, true)),
+        Arc::new(Field::new("old_image", DataType::Utf8, true)),
+    ];
+    fields.extend(schema.typed_fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// A change record reduced to what a segment row needs: verbatim image texts borrowed from the
+/// event, the canonical keys, image hashes and typed values. The parsed item trees are dropped
+/// once this is built, so a large batch never holds all its trees at once. Preparing rows is
+/// independent per record, which is what lets a batch be prepared on several threads.
+#[derive(Debug, Clone)]
+pub struct PreparedRow<'a> {
+    /// `eventID`.
+    pub event_id: Cow<'a, str>,
+    /// `eventName`.
+    pub kind: ChangeKind,
+    /// Sequence number.
+    pub sequence: SequenceNumber,
+    /// Approximate creation time, ms since the epoch.
+    pub time_ms: Option<i64>,
+    /// TTL deletion.
+    pub ttl_delete: bool,
+    /// Canonical DynamoDB JSON of the key.
+    pub keys: String,
+    /// Verbatim new image.
+    pub new_image: Option<&'a str>,
+    /// Verbatim old image.
+    pub old_image: Option<&'a str>,
+    /// Hash of the new image (computed for `NEW_AND_OLD_IMAGES` streams, the digest needs it).
+    pub new_hash: Option<ItemHash>,
+    /// Hash of the old image (same condition).
+    pub old_hash: Option<ItemHash>,
+    /// Typed column values, in schema order.
+    pub typed: Vec<TypedValue>,
+    /// The stream's view type.
+    pub view_type: StreamViewType,
+    /// Stream ARN.
+    pub event_source_arn: Option<Cow<'a, str>>,
+}
+
+impl<'a> PreparedRow<'a> {
+    /// Reduces a parsed record to its row.
+    pub fn new(rec: ChangeRecord<'a>, schema: &TableSchema) -> PreparedRow<'a> {
+        let digest = rec.view_type == StreamViewType::NewAndOldImages;
+        let source = rec.new_image.as_ref().or(rec.old_image.as_ref());
+        let typed = match source {
+            Some(img) => schema
+                .columns
+                .iter()
+                .map(|c| c.extract(&img.item))
+                .collect(),
+            None => vec![TypedValue::Null; schema.columns.len()],
+        };
+        PreparedRow {
+            keys: rec.keys.item.canonical_json(),
+            new_hash: rec
+                .new_image
+                .as_ref()
+                .filter(|_| digest)
+                .map(|i| i.item.hash()),
+            old_hash: rec
+                .old_image
+                .as_ref()
+                .filter(|_| digest)
+                .map(|i| i.item.hash()),
+            new_image: rec.new_image.map(|i| i.text),
+            old_image: rec.old_image.map(|i| i.text),
+            typed,
+            event_id: rec.event_id,
+            kind: rec.kind,
+            sequence: rec.sequence,
+            time_ms: rec.approximate_creation_ms,
+            ttl_delete: rec.ttl_delete,
+            view_type: rec.view_type,
+            event_source_arn: rec.event_source_arn,
+        }
+    }
+}
+
+/// Accumulates one segment's rows and statistics.
+pub struct SegmentBuilder<'s> {
+    schema: &'s TableSchema,
+    event_id: StringBuilder,
+    event_name: StringBuilder,
+    ttl: BooleanBuilder,
+    sequence: StringBuilder,
+    time: TimestampMillisecondBuilder,
+    keys: StringBuilder,
+    new_image: StringBuilder,
+    old_image: StringBuilder,
+    typed: Vec<TypedBuilder>,
+    tag: Sha256,
+    rows: u64,
+    first: Option<SequenceNumber>,
+    last: Option<SequenceNumber>,
+    min_time: Option<i64>,
+    max_time: Option<i64>,
+    digest: StateDigest,
+    digest_complete: bool,
+    count_delta: i64,
+    ttl_deletes: u64,
+    view_type: Option<StreamViewType>,
+    arn: Option<String>,
+}
+
+impl<'s> SegmentBuilder<'s> {
+    /// A builder for about `capacity` rows of roughly `bytes_hint` bytes of images in total.
+    pub fn new(schema: &'s TableSchema, capacity: usize, bytes_hint: usize) -> SegmentBuilder<'s> {
+        SegmentBuilder {
+            schema,
+            event_id: StringBuilder::with_capacity(capacity, capacity * 32),
+            event_name: StringBuilder::with_capacity(capacity, capacity * 6),
+            ttl: BooleanBuilder::with_capacity(capacity),
+            sequence: StringBuilder::with_capacity(capacity, capacity * 40),
+            time: TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            keys: StringBuilder::with_capacity(capacity, capacity * 48),
+            new_image: StringBuilder::with_capacity(capacity, bytes_hint / 2),
+            old_image: StringBuilder::with_capacity(capacity, bytes_hint / 2),
+            typed: schema
+                .columns
+                .iter()
+                .map(|c| TypedBuilder::new(c.column_type, capacity))
+                .collect(),
+            tag: Sha256::new(),
+            rows: 0,
+            first: None,
+            last: None,
+            min_time: None,
+            max_time: None,
+            digest: StateDigest::ZERO,
+            digest_complete: true,
+            count_delta: 0,
+            ttl_deletes: 0,
+            view_type: None,
+            arn: None,
+        }
+    }
+
+    /// Number of rows so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends one change.
+    pub fn push(&mut self, row: &PreparedRow<'_>) {
+        self.rows += 1;
+        self.event_id.append_value(&row.event_id);
+        self.event_name.append_value(row.kind.as_str());
+        self.ttl.append_value(row.ttl_delete);
+        self.sequence.append_value(row.sequence.as_str());
+        self.time.append_option(row.time_ms);
+        self.keys.append_value(&row.keys);
+        self.new_image.append_option(row.new_image);
+        self.old_image.append_option(row.old_image);
+        for (builder, value) in self.typed.iter_mut().zip(&row.typed) {
+            builder.append(value);
+        }
+
+        self.tag.update(row.sequence.as_str().as_bytes());
+        self.tag.update(b"\n");
+        self.tag.update(row.event_id.as_bytes());
+        self.tag.update(b"\n");
+        if self.first.as_ref().is_none_or(|f| row.sequence < *f) {
+            self.first = Some(row.sequence.clone());
+        }
+        if self.last.as_ref().is_none_or(|l| row.sequence > *l) {
+            self.last = Some(row.sequence.clone());
+        }
+        if let Some(t) = row.time_ms {
+            self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+            self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        }
+        match row.kind {
+            ChangeKind::Insert => self.count_delta += 1,
+            ChangeKind::Remove => self.count_delta -= 1,
+            ChangeKind::Modify => {}
+        }
+        if row.ttl_delete {
+            self.ttl_deletes += 1;
+        }
+        self.view_type.get_or_insert(row.view_type);
+        if self.arn.is_none() {
+            self.arn = row.event_source_arn.as_deref().map(str::to_owned);
+        }
+        // The digest moves by H(new) - H(old); it is only known when the stream carries both.
+        if row.view_type == StreamViewType::NewAndOldImages && self.digest_complete {
+            if let Some(h) = &row.new_hash {
+                self.digest.add_item(h);
+            }
+            if let Some(h) = &row.old_hash {
+                self.digest.remove_item(h);
+            }
+        } else {
+            self.digest_complete = false;
+        }
+    }
+
+    /// Encodes the rows as Parquet and describes the result.
+    pub fn finish(
+        mut self,
+        layout: &TableLayout,
+        partition: HourPartition,
+        options: EncodeOptions,
+    ) -> Result<EncodedSegment, SegmentError> {
+        let tag = hex::encode(&self.tag.clone().finalize()[..8]);
+        let (Some(first), Some(last)) = (self.first.clone(), self.last.clone()) else {
+            return Err(SegmentError::Empty(layout.changes_prefix()));
+        };
+        let key = layout.segment_key(partition, &first, &last, &tag);
+        let schema = arrow_schema(self.schema);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.event_name.finish()),
+            Arc::new(self.ttl.finish()),
+            Arc::new(self.sequence.finish()),
+            Arc::new(self.time.finish()),
+            Arc::new(self.keys.finish()),
+            Arc::new(self.new_image.finish()),
+            Arc::new(self.old_image.finish()),
+        ];
+        columns.extend(self.typed.drain(..).map(TypedBuilder::finish));
+        let batch =
+            RecordBatch::try_new(schema, columns).map_err(|source| SegmentError::Arrow {
+                key: key.clone(),
+                source,
+            })?;
+        let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
+        let bytes =
+            encode_parquet(&batch, layout.table(), view_type, options).map_err(|source| {
+                SegmentError::Parquet {
+                    action: "encoding",
+                    key: key.clone(),
+                    source,
+                }
+            })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let record = SegmentRecord {
+            format: SEGMENT_FORMAT,
+            table: layout.table().to_owned(),
+            key: key.clone(),
+            bytes: bytes.len() as u64,
+            rows: self.rows,
+            sha256,
+            first_sequence: first.to_string(),
+            last_sequence: last.to_string(),
+            min_time_ms: self.min_time,
+            max_time_ms: self.max_time,
+            digest_delta: self.digest_complete.then_some(self.digest),
+            item_count_delta: self.count_delta,
+            ttl_deletes: self.ttl_deletes,
+            stream_view_type: view_type,
+            event_source_arn: self.arn,
+            shard_id: None,
+            written_at: String::new(),
+        };
+        Ok(EncodedSegment {
+            key,
+            tag,
+            bytes: Bytes::from(bytes),
+            record,
+        })
+    }
+}
+
+fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) -> WriterProperties {
+    let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_truncate_length(Some(64))
+        .set_max_row_group_row_count(None)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("streamseal.format".into(), SEGMENT_FORMAT.to_string()),
+            KeyValue::new("streamseal.table".into(), table.to_owned()),
+            KeyValue::new(
+                "streamseal.stream_view_type".into(),
+                view_type.as_str().to_owned(),
+            ),
+        ]));
+    for name in LARGE_TEXT_COLUMNS {
+        let path = ColumnPath::from(*name);
+        props = props
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+    }
+    props = props.set_column_dictionary_enabled(ColumnPath::from("sequence_number"), false);
+    props.build()
+}
+
+/// Encodes one batch as a one-row-group Parquet file, columns spread over `encode_threads`.
+fn encode_parquet(
+    batch: &RecordBatch,
+    table: &str,
+    view_type: StreamViewType,
+    options: EncodeOptions,
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    let mut props = writer_properties(table, view_type, options.zstd_level);
+    // Embed the Arrow schema like ArrowWriter does, so Arrow readers get the exact types back.
+    parquet::arrow::add_encoded_arrow_schema_to_metadata(batch.schema_ref(), &mut props);
+    let props = Arc::new(props);
+    let parquet_schema = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(batch.schema_ref())?;
+    let text_bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.get_buffer_memory_size())
+        .sum();
+    let mut out = Vec::with_capacity(text_bytes / 4 + 4096);
+    let mut writer = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props)?;
+    let factory = ArrowRowGroupWriterFactory::new(&writer, batch.schema());
+    let writers = factory.create_column_writers(0)?;
+
+    // Every column here is flat, so leaf i is column i. Largest columns first, so with two
+    // threads the two image columns land on different cores.
+    let mut order: Vec<usize> = (0..writers.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(batch.column(i).get_buffer_memory_size()));
+    let slots: Vec<std::sync::Mutex<Option<parquet::arrow::arrow_writer::ArrowColumnWriter>>> =
+        writers
+            .into_iter()
+            .map(|w| std::sync::Mutex::new(Some(w)))
+            .collect();
+    let results: Vec<
+        std::sync::Mutex<Option<Result<ArrowColumnChunk, parquet::errors::ParquetError>>>,
+    > = (0..slots.len())
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&i) = order.get(n) else { break };
+            let writer = slots[i].lock().ok().and_then(|mut s| s.take());
+            let result = match writer {
+                Some(mut w) => encode_column(&mut w, batch, i).and_then(|()| w.close()),
+                None => Err(parquet::errors::ParquetError::General(format!(
+                    "column {i} encoded twice"
+                ))),
+            };
+            if let Ok(mut slot) = results[i].lock() {
+                *slot = Some(result);
+            }
+        }
+    };
+    let threads = options.encode_threads.clamp(1, order.len().max(1));
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
+        });
+    }
+    let mut row_group = writer.next_row_group()?;
+    for (i, slot) in results.into_iter().enumerate() {
+        let result = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+            Err(parquet::errors::ParquetError::General(format!(
+                "column {i} was not encoded"
+            )))
+        });
+        result?.append_to_row_group(&mut row_group)?;
+    }
+    row_group.close()?;
+    writer.close()?;
+    Ok(out)
+}
+
+fn encode_column(
+    writer: &mut parquet::arrow::arrow_writer::ArrowColumnWriter,
+    batch: &RecordBatch,
+    i: usize,
+) -> Result<(), parquet::errors::ParquetError> {
+    let field = batch.schema_ref().field(i).clone();
+    for leaf in compute_leaves(&field, batch.column(i))? {
+        writer.write(&leaf)?;
+    }
+    Ok(())
+}
+
+/// Reads a segment back into Arrow batches (verify, restore and tests use this).
+pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, SegmentError> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|source| SegmentError::Parquet {
+            action: "reading",
+            key: key.to_owned(),
+            source,
+        })?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| SegmentError::Arrow {
+            key: key.to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,98 @@
+//! An in-process object store for unit tests and the in-process demo.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
+
+/// Objects in a sorted map behind a mutex.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+        // A panic while holding the lock cannot leave the map half-updated (every operation is a
+        // single map call), so a poisoned lock is safe to keep using.
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every key, in order (for tests).
+    pub fn keys(&self) -> Vec<String> {
+        self.objects().keys().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    fn url(&self) -> String {
+        "memory://".into()
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+        check_key(&self.url(), key)?;
+        let mut objects = self.objects();
+        if mode == PutMode::IfAbsent && objects.contains_key(key) {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        objects.insert(key.to_owned(), body);
+        Ok(PutOutcome::Created)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        check_key(&self.url(), key)?;
+        self.objects()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                store: self.url(),
+                key: key.to_owned(),
+            })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        check_key(&self.url(), key)?;
+        Ok(self.objects().get(key).map(|b| ObjectMeta {
+            key: key.to_owned(),
+            size: b.len() as u64,
+        }))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ObjectMeta>, StoreError> {
+        use std::ops::Bound;
+        let objects = self.objects();
+        let lower = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(objects
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|(k, v)| ObjectMeta {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(&self.url(), key)?;
+        self.objects().remove(key);
+        Ok(())
+    }
+}

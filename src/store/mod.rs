@@ -1,0 +1,173 @@
+//! Object stores: where segments, log entries, manifests and quarantined records live.
+//!
+//! One small trait, [`ObjectStore`], with three backends:
+//!
+//! - [`s3::S3Store`] (`s3://bucket/prefix`) through `aws-sdk-s3`: the production store.
+//! - [`local::LocalStore`] (`file:///path`): a directory, written atomically (temp file, fsync,
+//!   link or rename, fsync of the directory).
+//! - [`memory::MemoryStore`]: in process, for unit tests and the in-process demo.
+//!
+//! Objects are immutable in practice: data is written once with [`PutMode::IfAbsent`], which
+//! is how a redelivered batch is recognised (`AlreadyExists`) instead of producing a copy.
+//! [`conformance`] is the single test suite every backend passes.
+
+pub mod conformance;
+pub mod faulty;
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    Overwrite,
+    /// Write only if no object has the key (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was written.
+    Created,
+    /// `IfAbsent` and an object already had the key; nothing was written.
+    AlreadyExists,
+}
+
+/// What a listing or a HEAD returns about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A failed store operation, with the key it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object has the key.
+    #[error("object {key} not found in {store}")]
+    NotFound {
+        /// Store URL.
+        store: String,
+        /// Object key.
+        key: String,
+    },
+    /// A failure that may succeed when retried (network, throttling, 5xx, I/O interruption).
+    #[error("{op} {key} in {store} failed (transient, retry may succeed): {message}")]
+    Transient {
+        /// Operation name.
+        op: &'static str,
+        /// Store URL.
+        store: String,
+        /// Object key.
+        key: String,
+        /// Underlying error.
+        message: String,
+    },
+    /// A failure retrying will not fix (permissions, bad bucket, invalid key).
+    #[error("{op} {key} in {store} failed: {message}")]
+    Permanent {
+        /// Operation name.
+        op: &'static str,
+        /// Store URL.
+        store: String,
+        /// Object key.
+        key: String,
+        /// Underlying error.
+        message: String,
+    },
+    /// The store URL itself is unusable.
+    #[error("invalid store URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+}
+
+/// The operations streamseal needs from a bucket or a directory.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// The store's URL, for messages (`s3://bucket/prefix`, `file:///dir`, `memory://`).
+    fn url(&self) -> String;
+
+    /// Writes an object. With [`PutMode::IfAbsent`], an existing object is left untouched and
+    /// [`PutOutcome::AlreadyExists`] is returned.
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError>;
+
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+
+    /// Size of an object, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Objects whose keys start with `prefix` and sort after `start_after`, in key order, at
+    /// most `limit` of them (all when `None`).
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Opens a store from a URL: `s3://bucket[/prefix]`, `file:///abs/path` (or a plain path), or
+/// `memory://`. S3 settings (region, endpoint, credentials) come from the standard AWS
+/// environment; see [`s3::S3Store::from_env`].
+pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Ok(Arc::new(s3::S3Store::from_env(bucket, prefix).await?))
+    } else if let Some(path) = url.strip_prefix("file://") {
+        Ok(Arc::new(local::LocalStore::new(path)?))
+    } else if url == "memory://" {
+        Ok(Arc::new(memory::MemoryStore::new()))
+    } else if url.contains("://") {
+        Err(StoreError::BadUrl {
+            url: url.to_owned(),
+            reason: "expected s3://bucket/prefix, file:///path or memory://".into(),
+        })
+    } else {
+        Ok(Arc::new(local::LocalStore::new(url)?))
+    }
+}
+
+/// Checks a key is a relative, normalised path: no empty segments, no `.`/`..`, no leading `/`.
+pub(crate) fn check_key(store: &str, key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        || key.contains('\0');
+    if bad {
+        return Err(StoreError::Permanent {
+            op: "validate",
+            store: store.to_owned(),
+            key: key.to_owned(),
+            message: "object keys must be relative paths without empty, '.' or '..' segments"
+                .into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Amazon S3 (or an S3-compatible endpoint) as an object store: `s3://bucket/prefix`.
+//!
+//! Region, credentials and endpoint come from the standard AWS configuration chain
+//! (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3`, instance and
+//! Lambda roles, …). When an endpoint is overridden the client uses path-style addressing, which
+//! emulators and most S3-compatible stores need. Every put carries its SHA-256
+//! (`x-amz-checksum-sha256`), so S3 rejects a body corrupted in transit, and immutable writes
+//! use `If-None-Match: *` so a second writer of the same key is refused instead of overwriting.
+//! Encryption at rest is the bucket's default encryption (SSE-KMS in `deploy/template.yaml`).
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine as _;
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
+
+/// An S3 bucket, optionally under a key prefix.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+}
+
+/// Whether the environment points the SDK at a non-AWS endpoint.
+fn endpoint_overridden() -> bool {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+}
+
+impl S3Store {
+    /// Builds a client from the standard AWS environment.
+    pub async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&config);
+        if endpoint_overridden() {
+            builder = builder.force_path_style(true);
+        }
+        S3Store::new(Client::from_conf(builder.build()), bucket, prefix)
+    }
+
+    /// Wraps an existing client (built once per Lambda container and shared).
+    pub fn new(client: Client, bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(StoreError::BadUrl {
+                url: format!("s3://{bucket}/{prefix}"),
+                reason: format!("{bucket:?} is not a valid S3 bucket name"),
+            });
+        }
+        let trimmed = prefix.trim_matches('/');
+        let prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("{trimmed}/")
+        };
+        Ok(S3Store {
+            client,
+            bucket: bucket.to_owned(),
+            prefix,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let status = match &err {
+            SdkError::ServiceError(e) => Some(status_of(e.raw())),
+            SdkError::ResponseError(e) => Some(status_of(e.raw())),
+            _ => None,
+        };
+        let message = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+        let transient = match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(_) => {
+                status.is_some_and(|s| s == 408 || s == 409 || s == 429 || s >= 500)
+            }
+            _ => false,
+        };
+        if status == Some(404) {
+            return StoreError::NotFound {
+                store: self.url(),
+                key: key.to_owned(),
+            };
+        }
+        if transient {
+            StoreError::Transient {
+                op,
+                store: self.url(),
+                key: key.to_owned(),
+                message,
+            }
+        } else {
+            StoreError::Permanent {
+                op,
+                store: self.url(),
+                key: key.to_owned(),
+                message,
+            }
+        }
+    }
+}
+
+fn status_of(raw: &HttpResponse) -> u16 {
+    raw.status().as_u16()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+        check_key(&self.url(), key)?;
+        let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body));
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(body));
+        if mode == PutMode::IfAbsent {
+            request = request.if_none_match("*");
+        }
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(SdkError::ServiceError(e)) if status_of(e.raw()) == 412 => {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => Err(self.error("put", key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        check_key(&self.url(), key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient {
+                op: "get",
+                store: self.url(),
+                key: key.to_owned(),
+                message: format!("reading the body: {e}"),
+            })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        check_key(&self.url(), key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) => match self.error("head", key, e) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let remaining = limit.map(|l| l.saturating_sub(out.len()));
+            if remaining == Some(0) {
+                break;
+            }
+            let mut request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .max_keys(remaining.unwrap_or(1000).min(1000) as i32);
+            if let Some(t) = &token {
+                request = request.continuation_token(t);
+            } else if let Some(s) = start_after {
+                request = request.start_after(self.full_key(s));
+            }
+            let page = request
+                .send()
+                .await
+                .map_err(|e| self.error("list", prefix, e))?;
+            for object in page.contents() {
+                let Some(full) = object.key() else { continue };
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(&self.url(), key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        Ok(())
+    }
+}
