@@ -16,10 +16,11 @@
 //! a validated [`ChangeRecord`] that borrows its images from the event text. Sequence numbers
 //! are decimal strings of up to 40 digits and are ordered numerically ([`SequenceNumber`]).
 //!
-//! The `aws_lambda_events` crate models the same event, but reads images into owned maps and
-//! the creation time through a float-to-`DateTime` conversion; this module reads the images as
-//! borrowed JSON text (they are stored verbatim) and keeps every field a backup needs. A test
-//! checks both parsers agree on AWS's documented example events.
+//! The `aws_lambda_events` crate models the same event, but reads images into owned maps and,
+//! as of 1.2, truncates a fractional `ApproximateCreationDateTime` to whole seconds; this module
+//! reads the images as borrowed JSON text (they are stored verbatim), keeps milliseconds, and
+//! keeps every field a backup needs. A test (`tests/handler.rs`) checks both parsers agree on
+//! AWS's documented example events and pins the truncation.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;

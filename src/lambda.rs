@@ -181,6 +181,33 @@ impl Handler {
     }
 }
 
+/// Serves one Lambda invocation: handles the payload, prints the metrics line, and returns the
+/// JSON response. `streamseal-lambda` calls exactly this for every event.
+pub async fn serve(
+    handler: &Handler,
+    event: lambda_runtime::LambdaEvent<Box<RawValue>>,
+) -> Result<serde_json::Value, LambdaError> {
+    match handler.handle(&event.payload).await? {
+        Outcome::Stream(response, report) => {
+            println!(
+                "{}",
+                metrics_line(&report, chrono::Utc::now().timestamp_millis())
+            );
+            tracing::info!(
+                request_id = %event.context.request_id,
+                table = report.table.as_deref().unwrap_or(""),
+                records = report.records,
+                segments = report.segments.len(),
+                quarantined = report.quarantined.len(),
+                retry = report.batch_item_failures.len(),
+                "batch handled"
+            );
+            serde_json::to_value(response)
+                .map_err(|e| LambdaError::Unsupported(format!("serialising the response: {e}")))
+        }
+    }
+}
+
 /// The kinds of payload the function recognises.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EventShape {

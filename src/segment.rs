@@ -391,6 +391,15 @@ impl<'s> SegmentBuilder<'s> {
             builder.append(value);
         }
 
+        if self.rows == 1 {
+            // The stream (a recreated table gets a new one) and the view type are part of the
+            // identity of a segment, not only the sequence numbers.
+            self.tag
+                .update(row.event_source_arn.as_deref().unwrap_or("").as_bytes());
+            self.tag.update(b"\n");
+            self.tag.update(row.view_type.as_str().as_bytes());
+            self.tag.update(b"\n");
+        }
         self.tag.update(row.sequence.as_str().as_bytes());
         self.tag.update(b"\n");
         self.tag.update(row.event_id.as_bytes());

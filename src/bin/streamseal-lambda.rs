@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
-use streamseal::lambda::{Config, Handler, Outcome, metrics_line};
+use streamseal::lambda::{Config, Handler, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -26,25 +26,7 @@ async fn main() -> Result<(), Error> {
     tracing::info!(target_url = %config.target, schemas = ?config.schemas, "streamseal-lambda ready");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let handler = handler.clone();
-        async move {
-            match handler.handle(&event.payload).await? {
-                Outcome::Stream(response, report) => {
-                    println!(
-                        "{}",
-                        metrics_line(&report, chrono::Utc::now().timestamp_millis())
-                    );
-                    tracing::info!(
-                        table = report.table.as_deref().unwrap_or(""),
-                        records = report.records,
-                        segments = report.segments.len(),
-                        quarantined = report.quarantined.len(),
-                        retry = report.batch_item_failures.len(),
-                        "batch handled"
-                    );
-                    Ok::<_, Error>(serde_json::to_value(response)?)
-                }
-            }
-        }
+        async move { serve(&handler, event).await.map_err(Error::from) }
     }))
     .await
 }

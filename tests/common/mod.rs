@@ -1,0 +1,104 @@
+//! Shared test support: the moto emulator on loopback, S3 clients for it, fixtures, Python.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use streamseal::store::ObjectStore;
+use streamseal::store::s3::S3Store;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture's text.
+pub fn fixture(name: &str) -> String {
+    let path = root().join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The Python of the test venv (set up by scripts/test).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("STREAMSEAL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} not found: run the suite with scripts/test, which installs the pinned emulator, pyarrow and DuckDB",
+        path.display()
+    );
+    path
+}
+
+/// A moto server for this test process. It exits when the process does (its stdin closes).
+pub struct Moto {
+    _child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+/// The process-wide emulator, started on first use.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let mut child = Command::new(python())
+            .arg(root().join("tests/support/moto_server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server (python tests/support/moto_server.py)");
+        let stdout = child.stdout.take().expect("moto stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading moto's port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto printed {line:?}, not a port"));
+        Moto {
+            _child: child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    })
+}
+
+/// An S3 client for the emulator (dummy credentials; moto accepts any).
+pub fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A fresh bucket on the emulator, as a store under `prefix`.
+pub async fn fresh_s3_store(bucket: &str, prefix: &str) -> Arc<dyn ObjectStore> {
+    let client = s3_client();
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    Arc::new(S3Store::new(client, bucket, prefix).expect("S3 store"))
+}
+
+/// Environment for a child process (the CLI) to reach the emulator.
+pub fn moto_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto().endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
