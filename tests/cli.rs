@@ -1,0 +1,232 @@
+//! The `streamseal` binary as a user runs it: bad input gets one clear error line and writes
+//! nothing; good input lands in a local directory or in S3 (the emulator) and reruns are safe.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn streamseal(args: &[&str], env: &[(&str, String)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamseal"));
+    cmd.args(args).current_dir(common::root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn files_under(dir: &Path) -> usize {
+    if !dir.exists() {
+        return 0;
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_and_writes_nothing() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--events", "tests/fixtures/bad/not-json.txt"],
+            "tests/fixtures/bad/not-json.txt: not valid JSON at line 1 column 1",
+        ),
+        (
+            &["--events", "tests/fixtures/bad/wrong-shape.json"],
+            "missing field `Records`",
+        ),
+        (
+            &["--events", "tests/fixtures/bad/unknown-view-type.json"],
+            "record 1 (eventID c81e728d9d4c2f636f067f89cc14862c, sequence 4421584500000000017450439092): dynamodb.StreamViewType: unknown StreamViewType \"NEW_AND_OLDER_IMAGES\"",
+        ),
+        (
+            &[
+                "--events",
+                "tests/fixtures/view-new-image.json",
+                "--schema",
+                "tests/fixtures/bad/schema-unknown-type.toml",
+            ],
+            "schema file tests/fixtures/bad/schema-unknown-type.toml, line 6: unknown column type \"money\"",
+        ),
+        (
+            &["--events", "tests/fixtures/malformed-record.json"],
+            "record 1 (eventID 0b, sequence 6600000000000000000002): dynamodb.NewImage: attribute total: \"twelve\" is not a decimal number",
+        ),
+        (
+            &["--events", "tests/fixtures/does-not-exist.json"],
+            "cannot read events file tests/fixtures/does-not-exist.json",
+        ),
+        (
+            &[
+                "--events",
+                "tests/fixtures/view-new-image.json",
+                "--threads",
+                "0",
+            ],
+            "invalid value '0' for '--threads",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("backup");
+        let mut args = vec!["ingest", "--target", target.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = streamseal(&args, &[], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr was:\n{stderr}\nexpected to contain: {needle}"
+        );
+        let error_lines = stderr.lines().filter(|l| l.starts_with("error")).count();
+        assert_eq!(error_lines, 1, "{args:?}: one error line, got:\n{stderr}");
+        assert_eq!(files_under(&target), 0, "{args:?}: nothing written");
+    }
+}
+
+#[test]
+fn a_bad_event_later_in_the_input_stops_the_run_before_any_write() {
+    let good = common::fixture("view-new-and-old-images.json").replace('\n', "");
+    let bad = common::fixture("bad/unknown-view-type.json").replace('\n', "");
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamseal(
+        &["ingest", "--target", dir.path().to_str().unwrap()],
+        &[],
+        Some(&format!("{good}\n{bad}\n")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("stdin: event 2 (line 2)"), "{stderr}");
+    assert_eq!(files_under(dir.path()), 0);
+}
+
+#[test]
+fn quarantine_mode_keeps_bad_records_and_writes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamseal(
+        &[
+            "ingest",
+            "--target",
+            dir.path().to_str().unwrap(),
+            "--events",
+            "tests/fixtures/malformed-record.json",
+            "--quarantine-bad-records",
+        ],
+        &[],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("quarantined record 1"), "{stdout}");
+    assert_eq!(files_under(&dir.path().join("orders/quarantine")), 1);
+    assert_eq!(files_under(&dir.path().join("orders/changes")), 1);
+}
+
+#[test]
+fn ingest_to_s3_then_rerun_is_idempotent() {
+    let env = common::moto_env();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        common::s3_client()
+            .create_bucket()
+            .bucket("cli-ingest")
+            .send()
+            .await
+            .unwrap()
+    });
+    let args = [
+        "ingest",
+        "--target",
+        "s3://cli-ingest/backups",
+        "--schema",
+        "schemas/orders.toml",
+        "--events",
+        "tests/fixtures/sample-events.jsonl",
+        "--json",
+    ];
+    let first = streamseal(&args, &env, None);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let segments: Vec<&serde_json::Value> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["segments"].as_array().unwrap())
+        .collect();
+    assert!(!segments.is_empty());
+    assert!(segments.iter().all(|s| s["created"] == true));
+    let listed = rt.block_on(async {
+        common::s3_client()
+            .list_objects_v2()
+            .bucket("cli-ingest")
+            .prefix("backups/orders/changes/")
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(listed.contents().len(), segments.len());
+
+    let second = streamseal(&args, &env, None);
+    assert!(second.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["segments"].as_array().unwrap())
+            .all(|s| s["created"] == false)
+    );
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = streamseal(&["--help"], &[], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("ingest") && text.contains("sample-events"),
+        "{text}"
+    );
+    let out = streamseal(&["ingest", "--help"], &[], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--quarantine-bad-records") && text.contains("s3://bucket/prefix"),
+        "{text}"
+    );
+    let out = streamseal(&["ingest", "--bogus"], &[], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
+}
