@@ -1,1 +1,113 @@
-fn main() {}
+//! Capture-path throughput: records/s and MB/s of Lambda event JSON.
+//!
+//! Inputs are synthetic `orders` events (NEW_AND_OLD_IMAGES, ~1 KB items of realistic text and
+//! every DynamoDB type) of 1,000 and 10,000 records. Three stages are measured so the report
+//! shows where the time goes:
+//!
+//! - `parse`: split the event and parse + validate every record and image;
+//! - `prepare`: parse, plus canonical keys, image hashes (state digest) and typed columns;
+//! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
+//!   SHA-256 of the object, segment record), on 1 and on 2 threads.
+//!
+//! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use streamseal::change::{ChangeRecord, StreamViewType, parse_event};
+use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::schema::TableSchema;
+use streamseal::segment::{EncodeOptions, PreparedRow};
+use streamseal::store::memory::MemoryStore;
+use streamseal::workload::Workload;
+
+fn schema() -> TableSchema {
+    TableSchema::parse(
+        include_str!("../schemas/orders.toml"),
+        "schemas/orders.toml",
+    )
+    .expect("orders schema")
+}
+
+fn event(records: usize) -> String {
+    let mut w = Workload::new(11, "orders", StreamViewType::NewAndOldImages, 1024);
+    // Warm the table so most changes are MODIFYs carrying two images, as in steady state.
+    for _ in 0..2 {
+        w.next_event(records);
+    }
+    w.next_event(records)
+}
+
+fn bench(c: &mut Criterion) {
+    let schema = schema();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for records in [1_000usize, 10_000] {
+        let text = event(records);
+        let throughput = Throughput::ElementsAndBytes {
+            elements: records as u64,
+            bytes: text.len() as u64,
+        };
+
+        let mut group = c.benchmark_group("parse");
+        group.throughput(throughput.clone()).sample_size(20);
+        group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
+            b.iter(|| {
+                let raws = parse_event(text).expect("event");
+                for (i, raw) in raws.iter().enumerate() {
+                    black_box(ChangeRecord::parse(raw, i).expect("record"));
+                }
+            })
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("prepare");
+        group.throughput(throughput.clone()).sample_size(20);
+        group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
+            b.iter(|| {
+                let raws = parse_event(text).expect("event");
+                for (i, raw) in raws.iter().enumerate() {
+                    black_box(PreparedRow::new(
+                        ChangeRecord::parse(raw, i).expect("record"),
+                        &schema,
+                    ));
+                }
+            })
+        });
+        group.finish();
+
+        for threads in [1usize, 2] {
+            let mut group = c.benchmark_group(format!("ingest/threads={threads}"));
+            group.throughput(throughput.clone()).sample_size(20);
+            let schema = Arc::new(schema.clone());
+            group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
+                b.iter(|| {
+                    let ingestor = Ingestor::new(
+                        Arc::new(MemoryStore::new()),
+                        SchemaSource::Fixed(schema.clone(), "orders.toml".into()),
+                        IngestOptions {
+                            encode: EncodeOptions {
+                                zstd_level: 1,
+                                encode_threads: threads,
+                            },
+                            prepare_threads: threads,
+                            bad_records: BadRecordPolicy::Quarantine,
+                        },
+                    );
+                    let report = runtime
+                        .block_on(ingestor.ingest_event(text))
+                        .expect("ingest");
+                    assert!(report.error.is_none());
+                    black_box(report)
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
