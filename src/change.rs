@@ -12,14 +12,14 @@
 //! ```
 //!
 //! [`parse_event`] splits an event into raw records without interpreting them, so one bad record
-//! cannot make its neighbours unreadable; [`ChangeRecord::parse`] then turns each raw record into
-//! a validated [`ChangeRecord`] that borrows its images from the event text. Sequence numbers
-//! are decimal strings of up to 40 digits and are ordered numerically ([`SequenceNumber`]).
+//! cannot make its neighbours unreadable; [`ChangeRecord::parse`] then reads each raw record in a
+//! single pass into a validated [`ChangeRecord`], canonicalising the images as it goes (see
+//! [`crate::item`]). Sequence numbers are decimal strings of up to 40 digits and are ordered
+//! numerically ([`SequenceNumber`]).
 //!
 //! The `aws_lambda_events` crate models the same event, but reads images into owned maps and,
 //! as of 1.2, truncates a fractional `ApproximateCreationDateTime` to whole seconds; this module
-//! reads the images as borrowed JSON text (they are stored verbatim), keeps milliseconds, and
-//! keeps every field a backup needs. A test (`tests/handler.rs`) checks both parsers agree on
+//! never builds maps, keeps milliseconds, and keeps every field a backup needs. A test (`tests/handler.rs`) checks both parsers agree on
 //! AWS's documented example events and pins the truncation.
 
 use std::borrow::Cow;
@@ -27,9 +27,10 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::item::{Item, ItemError};
+use crate::item::{CanonicalItem, Canonicalizer, ColumnPaths, Str};
 
 /// Longest sequence number DynamoDB Streams produces.
 pub const MAX_SEQUENCE_DIGITS: usize = 40;
@@ -171,29 +172,8 @@ impl StreamViewType {
     }
 }
 
-/// An item image: its verbatim DynamoDB JSON text and the parsed, validated tree.
-#[derive(Debug, Clone)]
-pub struct Image<'a> {
-    /// The JSON text exactly as it appeared in the event.
-    pub text: &'a str,
-    /// The parsed value, borrowing from `text`.
-    pub item: Item<'a>,
-}
-
-impl<'a> Image<'a> {
-    fn parse(raw: &'a RawValue, field: &str) -> Result<Image<'a>, String> {
-        let text = raw.get();
-        let item = Item::parse(text).map_err(|e| match e {
-            ItemError::Json(msg) => format!("dynamodb.{field}: {msg}"),
-            ItemError::Invalid { path, reason } => {
-                format!("dynamodb.{field}: attribute {path}: {reason}")
-            }
-        })?;
-        Ok(Image { text, item })
-    }
-}
-
-/// One validated stream record.
+/// One validated stream record. Images are already in canonical form (see [`crate::item`]):
+/// read, checked and normalised in the same pass that read the record.
 #[derive(Debug, Clone)]
 pub struct ChangeRecord<'a> {
     /// `eventID`: unique per record.
@@ -208,42 +188,25 @@ pub struct ChangeRecord<'a> {
     pub view_type: StreamViewType,
     /// True for deletions made by DynamoDB's TTL process.
     pub ttl_delete: bool,
-    /// `dynamodb.Keys`.
-    pub keys: Image<'a>,
+    /// `dynamodb.Keys`, canonical.
+    pub keys: CanonicalItem,
     /// `dynamodb.NewImage`, when the view type carries it.
-    pub new_image: Option<Image<'a>>,
+    pub new_image: Option<CanonicalItem>,
     /// `dynamodb.OldImage`, when the view type carries it.
-    pub old_image: Option<Image<'a>>,
+    pub old_image: Option<CanonicalItem>,
     /// `dynamodb.SizeBytes`.
     pub size_bytes: Option<u64>,
     /// `eventSourceARN` (the stream's ARN), which names the table.
     pub event_source_arn: Option<Cow<'a, str>>,
 }
 
-/// Fields every record of a batch shares, plus where each record sits in the batch.
 #[derive(Debug, Deserialize)]
 struct WireEvent<'a> {
     #[serde(rename = "Records", borrow)]
     records: Vec<&'a RawValue>,
 }
 
-#[derive(Debug, Deserialize)]
-struct WireRecord<'a> {
-    #[serde(rename = "eventID", borrow, default)]
-    event_id: Option<Cow<'a, str>>,
-    #[serde(rename = "eventName", borrow, default)]
-    event_name: Option<Cow<'a, str>>,
-    #[serde(rename = "eventSource", borrow, default)]
-    event_source: Option<Cow<'a, str>>,
-    #[serde(rename = "eventSourceARN", borrow, default)]
-    event_source_arn: Option<Cow<'a, str>>,
-    #[serde(rename = "userIdentity", borrow, default)]
-    user_identity: Option<WireIdentity<'a>>,
-    #[serde(borrow)]
-    dynamodb: Option<WireStreamRecord<'a>>,
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct WireIdentity<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
@@ -251,22 +214,132 @@ struct WireIdentity<'a> {
     principal_id: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct WireStreamRecord<'a> {
-    #[serde(rename = "ApproximateCreationDateTime", default)]
+/// The fields of a record, read by hand so the images go through the canonicaliser in the
+/// same pass (a derived struct would need a second pass over each image).
+#[derive(Default)]
+struct WireRecord<'a> {
+    event_id: Option<Cow<'a, str>>,
+    event_name: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    event_source_arn: Option<Cow<'a, str>>,
+    user_identity: Option<WireIdentity<'a>>,
+    has_stream: bool,
     approximate_creation: Option<f64>,
-    #[serde(rename = "Keys", borrow, default)]
-    keys: Option<&'a RawValue>,
-    #[serde(rename = "NewImage", borrow, default)]
-    new_image: Option<&'a RawValue>,
-    #[serde(rename = "OldImage", borrow, default)]
-    old_image: Option<&'a RawValue>,
-    #[serde(rename = "SequenceNumber", borrow, default)]
+    keys: Option<CanonicalItem>,
+    new_image: Option<CanonicalItem>,
+    old_image: Option<CanonicalItem>,
     sequence_number: Option<Cow<'a, str>>,
-    #[serde(rename = "SizeBytes", default)]
     size_bytes: Option<u64>,
-    #[serde(rename = "StreamViewType", borrow, default)]
     stream_view_type: Option<Cow<'a, str>>,
+}
+
+struct RecordSeed<'s, 'a> {
+    wire: &'s mut WireRecord<'a>,
+    canon: &'s mut Canonicalizer,
+    paths: &'s ColumnPaths,
+    /// The image field being read when an error happened.
+    failed_image: &'s mut Option<&'static str>,
+}
+
+impl<'de, 's> DeserializeSeed<'de> for RecordSeed<'s, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 's> Visitor<'de> for RecordSeed<'s, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB stream record object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match key.0.as_ref() {
+                "eventID" => self.wire.event_id = Some(map.next_value::<Str>()?.0),
+                "eventName" => self.wire.event_name = Some(map.next_value::<Str>()?.0),
+                "eventSource" => self.wire.event_source = Some(map.next_value::<Str>()?.0),
+                "eventSourceARN" => self.wire.event_source_arn = Some(map.next_value::<Str>()?.0),
+                "userIdentity" => {
+                    self.wire.user_identity = map.next_value::<Option<WireIdentity>>()?
+                }
+                "dynamodb" => {
+                    self.wire.has_stream = true;
+                    map.next_value_seed(StreamSeed {
+                        wire: &mut *self.wire,
+                        canon: &mut *self.canon,
+                        paths: self.paths,
+                        failed_image: &mut *self.failed_image,
+                    })?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct StreamSeed<'s, 'a> {
+    wire: &'s mut WireRecord<'a>,
+    canon: &'s mut Canonicalizer,
+    paths: &'s ColumnPaths,
+    failed_image: &'s mut Option<&'static str>,
+}
+
+impl<'de, 's> DeserializeSeed<'de> for StreamSeed<'s, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the \"dynamodb\" object of a stream record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        static NO_COLUMNS: std::sync::OnceLock<ColumnPaths> = std::sync::OnceLock::new();
+        let no_columns = NO_COLUMNS.get_or_init(ColumnPaths::default);
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            let (field, paths): (&'static str, &ColumnPaths) = match key.0.as_ref() {
+                "Keys" => ("Keys", no_columns),
+                "NewImage" => ("NewImage", self.paths),
+                "OldImage" => ("OldImage", self.paths),
+                "ApproximateCreationDateTime" => {
+                    self.wire.approximate_creation = map.next_value::<Option<f64>>()?;
+                    continue;
+                }
+                "SequenceNumber" => {
+                    self.wire.sequence_number = Some(map.next_value::<Str>()?.0);
+                    continue;
+                }
+                "SizeBytes" => {
+                    self.wire.size_bytes = map.next_value::<Option<u64>>()?;
+                    continue;
+                }
+                "StreamViewType" => {
+                    self.wire.stream_view_type = Some(map.next_value::<Str>()?.0);
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *self.failed_image = Some(field);
+            let item = map.next_value_seed(self.canon.item_seed(paths))?;
+            *self.failed_image = None;
+            match field {
+                "Keys" => self.wire.keys = Some(item),
+                "NewImage" => self.wire.new_image = Some(item),
+                _ => self.wire.old_image = Some(item),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why an event or a record could not be read.
@@ -365,30 +438,45 @@ pub fn validate_table_name(name: &str) -> Result<(), String> {
 }
 
 impl<'a> ChangeRecord<'a> {
-    /// Parses and validates one raw record. `index` is its position in the batch, for messages.
-    pub fn parse(raw: &'a RawValue, index: usize) -> Result<ChangeRecord<'a>, ChangeError> {
-        let wire: WireRecord<'a> =
-            serde_json::from_str(raw.get()).map_err(|e| ChangeError::Record {
-                index,
-                event_id: None,
-                sequence: raw_sequence_number(raw),
-                reason: e.to_string(),
-            })?;
-        let event_id = wire.event_id.clone();
-        let sequence = wire
-            .dynamodb
-            .as_ref()
-            .and_then(|d| d.sequence_number.as_ref())
-            .map(|s| s.to_string());
-        Self::from_wire(wire).map_err(|reason| ChangeError::Record {
+    /// Parses and validates one raw record; `index` is its position in the batch, for messages.
+    /// Images are canonicalised with `canon`'s buffers and the values at `paths` captured.
+    pub fn parse(
+        raw: &'a RawValue,
+        index: usize,
+        canon: &mut Canonicalizer,
+        paths: &ColumnPaths,
+    ) -> Result<ChangeRecord<'a>, ChangeError> {
+        let mut wire = WireRecord::default();
+        let mut failed_image = None;
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let seed = RecordSeed {
+            wire: &mut wire,
+            canon: &mut *canon,
+            paths,
+            failed_image: &mut failed_image,
+        };
+        let parsed = seed.deserialize(&mut de).and_then(|()| de.end());
+        let fail = |wire: &WireRecord, reason: String| ChangeError::Record {
             index,
-            event_id: event_id.map(Cow::into_owned),
-            sequence,
+            event_id: wire.event_id.as_deref().map(str::to_owned),
+            sequence: wire
+                .sequence_number
+                .as_deref()
+                .map(str::to_owned)
+                .or_else(|| raw_sequence_number(raw)),
             reason,
-        })
+        };
+        if let Err(e) = parsed {
+            let reason = match failed_image {
+                Some(field) => format!("dynamodb.{field}: {}", canon.error(e)),
+                None => e.to_string(),
+            };
+            return Err(fail(&wire, reason));
+        }
+        Self::from_wire(&mut wire).map_err(|reason| fail(&wire, reason))
     }
 
-    fn from_wire(wire: WireRecord<'a>) -> Result<ChangeRecord<'a>, String> {
+    fn from_wire(wire: &mut WireRecord<'a>) -> Result<ChangeRecord<'a>, String> {
         if let Some(source) = &wire.event_source
             && source != "aws:dynamodb"
         {
@@ -396,7 +484,7 @@ impl<'a> ChangeRecord<'a> {
                 "eventSource is {source:?}; streamseal reads DynamoDB stream records (\"aws:dynamodb\")"
             ));
         }
-        let event_id = wire.event_id.ok_or("missing eventID")?;
+        let event_id = wire.event_id.clone().ok_or("missing eventID")?;
         let kind = match wire.event_name.as_deref() {
             Some("INSERT") => ChangeKind::Insert,
             Some("MODIFY") => ChangeKind::Modify,
@@ -408,36 +496,30 @@ impl<'a> ChangeRecord<'a> {
             }
             None => return Err("missing eventName".into()),
         };
-        let stream = wire.dynamodb.ok_or("missing the \"dynamodb\" object")?;
+        if !wire.has_stream {
+            return Err("missing the \"dynamodb\" object".into());
+        }
         let sequence = SequenceNumber::parse(
-            stream
-                .sequence_number
+            wire.sequence_number
                 .as_deref()
                 .ok_or("missing dynamodb.SequenceNumber")?,
         )?;
         let view_type = StreamViewType::parse(
-            stream
-                .stream_view_type
+            wire.stream_view_type
                 .as_deref()
                 .ok_or("missing dynamodb.StreamViewType")?,
         )
         .map_err(|e| format!("dynamodb.StreamViewType: {e}"))?;
-        let approximate_creation_ms = match stream.approximate_creation {
-            None => None,
-            Some(secs) => Some(epoch_seconds_to_ms(secs)?),
-        };
-        let keys = Image::parse(stream.keys.ok_or("missing dynamodb.Keys")?, "Keys")?;
-        if keys.item.0.is_empty() {
+        let approximate_creation_ms = wire
+            .approximate_creation
+            .map(epoch_seconds_to_ms)
+            .transpose()?;
+        let keys = wire.keys.take().ok_or("missing dynamodb.Keys")?;
+        if keys.text == "{}" {
             return Err("dynamodb.Keys is empty".into());
         }
-        let new_image = stream
-            .new_image
-            .map(|raw| Image::parse(raw, "NewImage"))
-            .transpose()?;
-        let old_image = stream
-            .old_image
-            .map(|raw| Image::parse(raw, "OldImage"))
-            .transpose()?;
+        let new_image = wire.new_image.take();
+        let old_image = wire.old_image.take();
         let needs_new = view_type.has_new() && kind != ChangeKind::Remove;
         let needs_old = view_type.has_old() && kind != ChangeKind::Insert;
         if needs_new && new_image.is_none() {
@@ -469,8 +551,8 @@ impl<'a> ChangeRecord<'a> {
             keys,
             new_image,
             old_image,
-            size_bytes: stream.size_bytes,
-            event_source_arn: wire.event_source_arn,
+            size_bytes: wire.size_bytes,
+            event_source_arn: wire.event_source_arn.clone(),
         })
     }
 }

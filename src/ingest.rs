@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{self, ChangeError, ChangeRecord};
+use crate::item::Canonicalizer;
 use crate::layout::{HourPartition, TableLayout};
 use crate::schema::{SchemaError, TableSchema};
 use crate::segment::{EncodeOptions, PreparedRow, SegmentBuilder, SegmentError};
@@ -507,8 +508,9 @@ fn prepare_one<'a>(
     index: usize,
     table: &str,
     schema: &TableSchema,
+    canon: &mut Canonicalizer,
 ) -> Prepared<'a> {
-    let rec = ChangeRecord::parse(raw, index)?;
+    let rec = ChangeRecord::parse(raw, index, canon, &schema.paths)?;
     if let Some(arn) = &rec.event_source_arn {
         let t = change::table_from_stream_arn(arn).map_err(|reason| ChangeError::Record {
             index,
@@ -536,10 +538,11 @@ fn prepare_all<'a>(
 ) -> Vec<Prepared<'a>> {
     let threads = threads.clamp(1, raws.len().max(1));
     if threads == 1 {
+        let mut canon = Canonicalizer::new();
         return raws
             .iter()
             .enumerate()
-            .map(|(i, raw)| prepare_one(raw, i, table, schema))
+            .map(|(i, raw)| prepare_one(raw, i, table, schema, &mut canon))
             .collect();
     }
     let chunk = raws.len().div_ceil(threads);
@@ -549,9 +552,10 @@ fn prepare_all<'a>(
             .enumerate()
             .map(|(c, part)| {
                 s.spawn(move || {
+                    let mut canon = Canonicalizer::new();
                     part.iter()
                         .enumerate()
-                        .map(|(i, raw)| prepare_one(raw, c * chunk + i, table, schema))
+                        .map(|(i, raw)| prepare_one(raw, c * chunk + i, table, schema, &mut canon))
                         .collect::<Vec<_>>()
                 })
             })

@@ -1,28 +1,35 @@
-//! Lossless DynamoDB attribute values: parsing, validation, canonical form and item hash.
+//! Lossless DynamoDB attribute values: validation, canonical form, item hash, state digest.
 //!
-//! Items travel through streamseal as *DynamoDB JSON* text (`{"id":{"S":"a"},"n":{"N":"1.5"}}`),
-//! exactly as AWS sends them. This module parses that text into a borrowed tree ([`Item`],
-//! [`AttrValue`]) without copying strings that need no unescaping, checks it against DynamoDB's
-//! rules (numbers of at most 38 significant digits with exponents inside DynamoDB's range, valid
-//! base64, non-empty duplicate-free sets, nesting limits), and writes its *canonical form*:
-//! DynamoDB JSON with map keys sorted, set elements sorted, numbers normalised (`"1.50"` and
-//! `"15e-1"` are both `"1.5"`, as DynamoDB itself stores them) and binary values re-encoded as
-//! standard base64. Two items are equal in DynamoDB if and only if their canonical forms are equal
-//! byte for byte.
+//! Items travel through streamseal as *DynamoDB JSON* (`{"id":{"S":"a"},"n":{"N":"1.5"}}`).
+//! This module reads that JSON in a single pass, without building a tree, and writes its
+//! *canonical form*:
 //!
-//! Numbers are never converted to floating point: they stay decimal strings end to end.
+//! - map entries sorted by their JSON-escaped name, set elements sorted by their canonical text;
+//! - numbers normalised the way DynamoDB stores them (`"1.50"`, `"15e-1"` → `"1.5"`; no
+//!   exponent, no leading or trailing zeros), never through floating point;
+//! - binary values re-encoded as standard padded base64;
+//! - strings re-escaped one fixed way (only `"`, `\` and control characters escaped).
 //!
-//! The [`ItemHash`] of an item is the SHA-256 of its canonical form, and a [`StateDigest`] is an
+//! Two items are equal in DynamoDB if and only if their canonical forms are equal byte for
+//! byte. Every value survives: S (empty, any Unicode, NUL), N (38 digits, exponents -130..+125),
+//! B (empty too), BOOL, NULL, SS/NS/BS, L, M nested to DynamoDB's 32 levels. While reading, the
+//! value is checked against DynamoDB's rules (valid numbers and base64, non-empty sets without
+//! duplicates, no duplicate names, nesting limit), and values at the schema's typed-column paths
+//! are captured ([`Captured`]).
+//!
+//! The [`ItemHash`] of an item is the SHA-256 of its canonical form. A [`StateDigest`] is an
 //! order-independent sum of item hashes modulo 2^256: the digest of a table is the sum over its
-//! items, and a change moves it by `H(new) - H(old)`. The canonical form is streamed straight into
-//! the hasher, so hashing an image allocates nothing beyond the parsed tree.
+//! items, and a change moves it by `H(new) - H(old)`.
+//!
+//! Why no tree: parsing images into owned maps and serialising them again costs more than
+//! Parquet encoding and compression together. Here each entry is written once into an output
+//! buffer; a map's entries are then put in order with one copy per nesting level.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest as _, Sha256};
 
 /// DynamoDB's documented limit on nested attribute depth (lists and maps inside each other).
@@ -34,153 +41,567 @@ pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
 const MIN_EXPONENT: i64 = -130;
 const MAX_EXPONENT: i64 = 125;
 
-/// Why a piece of DynamoDB JSON is not a valid DynamoDB value. The message names the attribute
-/// path so a user can find the offending value in their own data.
+/// Why a piece of DynamoDB JSON is not a valid DynamoDB item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ItemError {
-    /// The text is not JSON of the DynamoDB JSON shape.
-    #[error("not valid DynamoDB JSON: {0}")]
-    Json(String),
-    /// A value that parsed but breaks one of DynamoDB's rules.
-    #[error("attribute {path}: {reason}")]
+    /// The text is not DynamoDB JSON, or a value breaks one of DynamoDB's rules. `path` names
+    /// the attribute (`address.lines[2]`), empty when the problem is the item itself.
+    #[error("{}{message}", if .path.is_empty() { String::new() } else { format!("attribute {}: ", .path) })]
     Invalid {
-        /// Dotted path of the attribute, e.g. `address.lines[2]`.
+        /// Dotted path of the attribute.
         path: String,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong.
+        message: String,
     },
 }
 
-/// One DynamoDB attribute value, borrowing its strings from the JSON text where possible.
-///
-/// `N` keeps the number exactly as written; `B` and `BS` keep the base64 text as written. Both
-/// are validated when the item is [checked](Item::validate) and normalised only in the canonical
-/// form, so the stored image stays verbatim.
+/// A scalar captured at a typed-column path while canonicalising (see [`ColumnPaths`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum AttrValue<'a> {
-    /// String (may be empty, may contain any Unicode including NUL).
-    S(Cow<'a, str>),
-    /// Number, as its decimal text.
-    N(Cow<'a, str>),
-    /// Binary, as its base64 text.
-    B(Cow<'a, str>),
-    /// Boolean.
+pub enum Captured {
+    /// An S value.
+    S(String),
+    /// An N value, normalised.
+    N(String),
+    /// A BOOL value.
     Bool(bool),
-    /// The NULL type (`{"NULL": true}`).
-    Null,
-    /// String set.
-    Ss(Vec<Cow<'a, str>>),
-    /// Number set.
-    Ns(Vec<Cow<'a, str>>),
-    /// Binary set (base64 texts).
-    Bs(Vec<Cow<'a, str>>),
-    /// List.
-    L(Vec<AttrValue<'a>>),
-    /// Map, in the order the JSON listed its entries.
-    M(Vec<(Cow<'a, str>, AttrValue<'a>)>),
+    /// Any other type (B, NULL, sets, L, M): present, but no typed column can hold it.
+    Other,
 }
 
-/// A whole item (or a key): a map from attribute names to values.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Item<'a>(pub Vec<(Cow<'a, str>, AttrValue<'a>)>);
+/// The attribute paths whose values should be captured, as a trie over path segments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColumnPaths {
+    children: Vec<(String, ColumnPaths)>,
+    /// Columns whose path ends here.
+    columns: Vec<usize>,
+    /// Number of columns in the whole trie (root only).
+    count: usize,
+}
 
-impl<'a> Item<'a> {
-    /// Parses DynamoDB JSON text (an object of attribute names to typed values) and validates it.
-    pub fn parse(text: &'a str) -> Result<Item<'a>, ItemError> {
+impl ColumnPaths {
+    /// A trie of `paths`; column `i` is `paths[i]`.
+    pub fn new<'p>(paths: impl IntoIterator<Item = &'p [String]>) -> ColumnPaths {
+        let mut root = ColumnPaths::default();
+        for (i, path) in paths.into_iter().enumerate() {
+            let mut node = &mut root;
+            for segment in path {
+                let at = match node.children.iter().position(|(s, _)| s == segment) {
+                    Some(at) => at,
+                    None => {
+                        node.children
+                            .push((segment.clone(), ColumnPaths::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
+            }
+            node.columns.push(i);
+            root.count = i + 1;
+        }
+        root
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when nothing is captured.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn child(&self, name: &str) -> Option<&ColumnPaths> {
+        self.children
+            .iter()
+            .find(|(s, _)| s == name)
+            .map(|(_, c)| c)
+    }
+}
+
+/// Reusable buffers for canonicalising items. One per thread; it grows to the largest item seen.
+#[derive(Debug, Default)]
+pub struct Canonicalizer {
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    entries: Vec<Entry>,
+    binary: Vec<u8>,
+    error_path: Vec<String>,
+}
+
+/// One map entry or set element written into `out`: `[start, key_end)` is its sort key,
+/// `[start, end)` the whole entry.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: usize,
+    key_end: usize,
+    end: usize,
+}
+
+/// An item in canonical form, with its hash and captured typed values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanonicalItem {
+    /// Canonical DynamoDB JSON.
+    pub text: String,
+    /// SHA-256 of `text`.
+    pub hash: ItemHash,
+    /// Values at the requested column paths, by column index.
+    pub captured: Vec<Option<Captured>>,
+}
+
+impl Canonicalizer {
+    /// Fresh buffers.
+    pub fn new() -> Canonicalizer {
+        Canonicalizer::default()
+    }
+
+    /// Canonicalises an item from DynamoDB JSON text.
+    pub fn item(&mut self, text: &str, paths: &ColumnPaths) -> Result<CanonicalItem, ItemError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let item = ItemSeed { depth: 0 }
+        let item = self
+            .item_seed(paths)
             .deserialize(&mut de)
-            .map_err(|e| ItemError::Json(e.to_string()))?;
-        de.end().map_err(|e| ItemError::Json(e.to_string()))?;
-        item.validate()?;
+            .map_err(|e| self.error(e))?;
+        de.end().map_err(|e| self.error(e))?;
         Ok(item)
     }
 
-    /// Checks every value against DynamoDB's rules. [`Item::parse`] already calls this.
-    pub fn validate(&self) -> Result<(), ItemError> {
+    /// A seed that canonicalises the item a deserializer yields next (used inside larger
+    /// documents, such as a stream record, so the item is read in the same pass).
+    pub fn item_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
+        ItemSeed { c: self, paths }
+    }
+
+    /// Turns a deserialisation error into an [`ItemError`] carrying the attribute path.
+    pub fn error(&mut self, e: serde_json::Error) -> ItemError {
         let mut path = String::new();
-        validate_map(&self.0, &mut path)
-    }
-
-    /// Looks up a top-level attribute.
-    pub fn get(&self, name: &str) -> Option<&AttrValue<'a>> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-
-    /// Follows a dotted path (`address.city`) through nested maps.
-    pub fn get_path(&self, path: &str) -> Option<&AttrValue<'a>> {
-        let mut parts = path.split('.');
-        let mut current = self.get(parts.next()?)?;
-        for part in parts {
-            match current {
-                AttrValue::M(entries) => {
-                    current = entries.iter().find(|(k, _)| k == part).map(|(_, v)| v)?;
-                }
-                _ => return None,
+        for segment in self.error_path.drain(..).rev() {
+            if !path.is_empty() && !segment.starts_with('[') {
+                path.push('.');
             }
+            path.push_str(&segment);
         }
-        Some(current)
+        ItemError::Invalid {
+            path,
+            message: e.to_string(),
+        }
     }
+}
 
-    /// The canonical DynamoDB JSON text of this item (see the module docs).
-    pub fn canonical_json(&self) -> String {
-        let mut out = Vec::with_capacity(256);
-        write_canonical_map(&self.0, &mut out);
-        // The canonical writer only emits UTF-8: names and strings come from `str`, everything
-        // else is ASCII.
-        String::from_utf8(out).unwrap_or_default()
-    }
+/// See [`Canonicalizer::item_seed`].
+pub struct ItemSeed<'c> {
+    c: &'c mut Canonicalizer,
+    paths: &'c ColumnPaths,
+}
 
-    /// The SHA-256 of the canonical form, streamed into the hasher without building the text.
-    pub fn hash(&self) -> ItemHash {
-        let mut hasher = Sha256::new();
-        write_canonical_map(&self.0, &mut hasher);
-        ItemHash(hasher.finalize().into())
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = CanonicalItem;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<CanonicalItem, D::Error> {
+        let c = self.c;
+        c.out.clear();
+        c.entries.clear();
+        c.error_path.clear();
+        let mut captured = vec![None; self.paths.len()];
+        d.deserialize_map(MapSeed {
+            c: &mut *c,
+            node: Some(self.paths),
+            captured: &mut captured,
+            depth: 0,
+        })?;
+        let text = String::from_utf8(c.out.clone())
+            .map_err(|_| de::Error::custom("canonical form is not UTF-8 (a bug)"))?;
+        let hash = ItemHash(Sha256::digest(text.as_bytes()).into());
+        Ok(CanonicalItem {
+            text,
+            hash,
+            captured,
+        })
     }
 }
 
 /// Parses, validates and canonicalises DynamoDB JSON in one call.
 pub fn canonicalize(text: &str) -> Result<String, ItemError> {
-    Ok(Item::parse(text)?.canonical_json())
+    Ok(Canonicalizer::new()
+        .item(text, &ColumnPaths::default())?
+        .text)
+}
+
+/// The [`ItemHash`] of an item given as DynamoDB JSON.
+pub fn item_hash(text: &str) -> Result<ItemHash, ItemError> {
+    Ok(Canonicalizer::new()
+        .item(text, &ColumnPaths::default())?
+        .hash)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deserialisation: a hand-written visitor so strings borrow from the input when they can, and
-// the one-key `{"TYPE": value}` shape of DynamoDB JSON is enforced while parsing.
+// The single-pass canonicaliser: serde seeds that write canonical bytes as they read.
 
-struct ItemSeed {
+/// Reads a JSON object of attribute names to typed values (an item, or the body of an M).
+struct MapSeed<'c, 'p> {
+    c: &'c mut Canonicalizer,
+    node: Option<&'p ColumnPaths>,
+    captured: &'c mut Vec<Option<Captured>>,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ItemSeed {
-    type Value = Item<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(MapVisitor { depth: self.depth })
-            .map(Item)
+impl<'de> DeserializeSeed<'de> for MapSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-struct MapVisitor {
-    depth: usize,
-}
-
-impl<'de> Visitor<'de> for MapVisitor {
-    type Value = Vec<(Cow<'de, str>, AttrValue<'de>)>;
+impl<'de> Visitor<'de> for MapSeed<'_, '_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object of attribute names to DynamoDB typed values")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let c = self.c;
+        let base = c.entries.len();
+        let open = c.out.len();
+        c.out.push(b'{');
         while let Some(name) = map.next_key::<Str<'de>>()? {
-            let value = map.next_value_seed(ValueSeed { depth: self.depth })?;
-            entries.push((name.0, value));
+            let start = c.out.len();
+            write_json_string(&name.0, &mut c.out);
+            let key_end = c.out.len();
+            c.out.push(b':');
+            let node = self.node.and_then(|n| n.child(&name.0));
+            let seed = ValueSeed {
+                c: &mut *c,
+                node,
+                captured: &mut *self.captured,
+                depth: self.depth,
+            };
+            if let Err(e) = map.next_value_seed(seed) {
+                c.error_path.push(name.0.into_owned());
+                return Err(e);
+            }
+            c.entries.push(Entry {
+                start,
+                key_end,
+                end: c.out.len(),
+            });
         }
-        Ok(entries)
+        finish_sorted(c, base, open + 1, b'}', false).map_err(|(name, msg)| {
+            c.error_path.push(name);
+            de::Error::custom(msg)
+        })
+    }
+}
+
+/// Sorts the entries pushed since `base` (their bytes start at `content`), checks duplicates,
+/// and rewrites them in order separated by commas, followed by `close`.
+fn finish_sorted(
+    c: &mut Canonicalizer,
+    base: usize,
+    content: usize,
+    close: u8,
+    is_set: bool,
+) -> Result<(), (String, String)> {
+    let Canonicalizer {
+        out,
+        scratch,
+        entries,
+        ..
+    } = c;
+    let list = &mut entries[base..];
+    list.sort_unstable_by(|a, b| out[a.start..a.key_end].cmp(&out[b.start..b.key_end]));
+    if let Some(w) = list
+        .windows(2)
+        .find(|w| out[w[0].start..w[0].key_end] == out[w[1].start..w[1].key_end])
+    {
+        let key = String::from_utf8_lossy(&out[w[0].start..w[0].key_end]).into_owned();
+        return Err(if is_set {
+            (
+                String::new(),
+                format!("a set must not contain the same value twice ({key})"),
+            )
+        } else {
+            (
+                key.trim_matches('"').to_owned(),
+                "attribute name appears twice".to_owned(),
+            )
+        });
+    }
+    scratch.clear();
+    scratch.extend_from_slice(&out[content..]);
+    out.truncate(content);
+    for (i, e) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&scratch[e.start - content..e.end - content]);
+    }
+    out.push(close);
+    entries.truncate(base);
+    Ok(())
+}
+
+/// Reads one typed value `{"TYPE": value}`.
+struct ValueSeed<'c, 'p> {
+    c: &'c mut Canonicalizer,
+    node: Option<&'p ColumnPaths>,
+    captured: &'c mut Vec<Option<Captured>>,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl ValueSeed<'_, '_> {
+    fn wanted(&self) -> bool {
+        self.node.is_some_and(|n| !n.columns.is_empty())
+    }
+
+    fn capture(&mut self, value: impl FnOnce() -> Captured) {
+        if let Some(node) = self.node
+            && !node.columns.is_empty()
+        {
+            let v = value();
+            for &col in &node.columns {
+                if let Some(slot) = self.captured.get_mut(col) {
+                    *slot = Some(v.clone());
+                }
+            }
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB typed value such as {\"S\": \"text\"}")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let Some(tag) = map.next_key::<Str<'de>>()? else {
+            return Err(de::Error::custom(
+                "empty object where a typed value was expected",
+            ));
+        };
+        match tag.0.as_ref() {
+            "S" => {
+                let s = map.next_value::<Str>()?;
+                self.c.out.extend_from_slice(b"{\"S\":");
+                write_json_string(&s.0, &mut self.c.out);
+                self.c.out.push(b'}');
+                self.capture(|| Captured::S(s.0.clone().into_owned()));
+            }
+            "N" => {
+                let n = map.next_value::<Str>()?;
+                self.c.out.extend_from_slice(b"{\"N\":\"");
+                let at = self.c.out.len();
+                write_number(&n.0, &mut self.c.out).map_err(de::Error::custom)?;
+                let normalized = self
+                    .wanted()
+                    .then(|| String::from_utf8_lossy(&self.c.out[at..]).into_owned());
+                self.c.out.extend_from_slice(b"\"}");
+                if let Some(n) = normalized {
+                    self.capture(|| Captured::N(n));
+                }
+            }
+            "B" => {
+                let b = map.next_value::<Str>()?;
+                self.c.out.extend_from_slice(b"{\"B\":\"");
+                write_binary(&b.0, &mut self.c.binary, &mut self.c.out)
+                    .map_err(de::Error::custom)?;
+                self.c.out.extend_from_slice(b"\"}");
+                self.capture(|| Captured::Other);
+            }
+            "BOOL" => {
+                let v = map.next_value::<bool>()?;
+                self.c.out.extend_from_slice(if v {
+                    b"{\"BOOL\":true}"
+                } else {
+                    b"{\"BOOL\":false}"
+                });
+                self.capture(|| Captured::Bool(v));
+            }
+            "NULL" => {
+                if !map.next_value::<bool>()? {
+                    return Err(de::Error::custom("NULL must be true"));
+                }
+                self.c.out.extend_from_slice(b"{\"NULL\":true}");
+                self.capture(|| Captured::Other);
+            }
+            tag @ ("SS" | "NS" | "BS") => {
+                let kind = match tag {
+                    "SS" => SetKind::S,
+                    "NS" => SetKind::N,
+                    _ => SetKind::B,
+                };
+                self.c.out.extend_from_slice(b"{\"");
+                self.c.out.extend_from_slice(tag.as_bytes());
+                self.c.out.extend_from_slice(b"\":[");
+                let base = self.c.entries.len();
+                let content = self.c.out.len();
+                map.next_value_seed(SetSeed {
+                    c: &mut *self.c,
+                    kind,
+                })?;
+                if self.c.entries.len() == base {
+                    return Err(de::Error::custom("a set must not be empty"));
+                }
+                finish_sorted(self.c, base, content, b']', true)
+                    .map_err(|(_, m)| de::Error::custom(m))?;
+                self.c.out.push(b'}');
+                self.capture(|| Captured::Other);
+            }
+            "L" => {
+                let depth = nested(self.depth)?;
+                self.c.out.extend_from_slice(b"{\"L\":[");
+                map.next_value_seed(ListSeed {
+                    c: &mut *self.c,
+                    captured: &mut *self.captured,
+                    depth,
+                })?;
+                self.c.out.extend_from_slice(b"]}");
+                self.capture(|| Captured::Other);
+            }
+            "M" => {
+                let depth = nested(self.depth)?;
+                self.c.out.extend_from_slice(b"{\"M\":");
+                map.next_value_seed(MapSeed {
+                    c: &mut *self.c,
+                    node: self.node,
+                    captured: &mut *self.captured,
+                    depth,
+                })?;
+                self.c.out.push(b'}');
+                self.capture(|| Captured::Other);
+            }
+            other => {
+                return Err(de::Error::custom(format_args!(
+                    "unknown DynamoDB type {other:?} (expected S, N, B, BOOL, NULL, SS, NS, BS, L or M)"
+                )));
+            }
+        }
+        if let Some(extra) = map.next_key::<Str<'de>>()? {
+            let _ = map.next_value::<IgnoredAny>();
+            return Err(de::Error::custom(format_args!(
+                "a typed value has exactly one type key, found {:?} and {:?}",
+                tag.0, extra.0
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn nested<E: de::Error>(depth: usize) -> Result<usize, E> {
+    if depth + 1 > MAX_NESTING_DEPTH {
+        return Err(E::custom(format_args!(
+            "nested deeper than DynamoDB's limit of {MAX_NESTING_DEPTH} levels"
+        )));
+    }
+    Ok(depth + 1)
+}
+
+struct ListSeed<'c> {
+    c: &'c mut Canonicalizer,
+    captured: &'c mut Vec<Option<Captured>>,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of DynamoDB typed values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            if i > 0 {
+                self.c.out.push(b',');
+            }
+            // Values inside lists are never captured: typed columns address maps only.
+            let seed = ValueSeed {
+                c: &mut *self.c,
+                node: None,
+                captured: &mut *self.captured,
+                depth: self.depth,
+            };
+            match seq.next_element_seed(seed) {
+                Ok(Some(())) => i += 1,
+                Ok(None) => {
+                    if i > 0 {
+                        self.c.out.pop(); // the comma written for an element that did not come
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.c.error_path.push(format!("[{i}]"));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SetKind {
+    S,
+    N,
+    B,
+}
+
+struct SetSeed<'c> {
+    c: &'c mut Canonicalizer,
+    kind: SetKind,
+}
+
+impl<'de> DeserializeSeed<'de> for SetSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SetSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let c = self.c;
+        while let Some(s) = seq.next_element::<Str<'de>>()? {
+            let start = c.out.len();
+            match self.kind {
+                SetKind::S => write_json_string(&s.0, &mut c.out),
+                SetKind::N => {
+                    c.out.push(b'"');
+                    write_number(&s.0, &mut c.out).map_err(de::Error::custom)?;
+                    c.out.push(b'"');
+                }
+                SetKind::B => {
+                    c.out.push(b'"');
+                    write_binary(&s.0, &mut c.binary, &mut c.out).map_err(de::Error::custom)?;
+                    c.out.push(b'"');
+                }
+            }
+            let end = c.out.len();
+            c.entries.push(Entry {
+                start,
+                key_end: end,
+                end,
+            });
+        }
+        Ok(())
     }
 }
 
 /// A string that borrows from the input when it has no escapes.
-struct Str<'a>(Cow<'a, str>);
+pub(crate) struct Str<'a>(pub(crate) std::borrow::Cow<'a, str>);
 
 impl<'de> de::Deserialize<'de> for Str<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -191,246 +612,90 @@ impl<'de> de::Deserialize<'de> for Str<'de> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
+                Ok(Str(std::borrow::Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
+                Ok(Str(std::borrow::Cow::Owned(v.to_owned())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
+                Ok(Str(std::borrow::Cow::Owned(v)))
             }
         }
         d.deserialize_str(V)
     }
 }
 
-struct ValueSeed {
-    depth: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = AttrValue<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed {
-    type Value = AttrValue<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a DynamoDB typed value such as {\"S\": \"text\"}")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let Some(tag) = map.next_key::<Str<'de>>()? else {
-            return Err(de::Error::custom(
-                "empty object where a typed value was expected",
-            ));
-        };
-        let value = match tag.0.as_ref() {
-            "S" => AttrValue::S(map.next_value::<Str>()?.0),
-            "N" => AttrValue::N(map.next_value::<Str>()?.0),
-            "B" => AttrValue::B(map.next_value::<Str>()?.0),
-            "BOOL" => AttrValue::Bool(map.next_value::<bool>()?),
-            "NULL" => {
-                if !map.next_value::<bool>()? {
-                    return Err(de::Error::custom("NULL must be true"));
-                }
-                AttrValue::Null
-            }
-            "SS" => AttrValue::Ss(map.next_value::<StrList>()?.0),
-            "NS" => AttrValue::Ns(map.next_value::<StrList>()?.0),
-            "BS" => AttrValue::Bs(map.next_value::<StrList>()?.0),
-            "L" => {
-                let depth = self.nested()?;
-                AttrValue::L(map.next_value_seed(ListSeed { depth })?)
-            }
-            "M" => {
-                let depth = self.nested()?;
-                AttrValue::M(map.next_value_seed(MapSeed { depth })?)
-            }
-            other => {
-                return Err(de::Error::custom(format_args!(
-                    "unknown DynamoDB type {other:?} (expected S, N, B, BOOL, NULL, SS, NS, BS, L or M)"
-                )));
-            }
-        };
-        if let Some(extra) = map.next_key::<Str<'de>>()? {
-            return Err(de::Error::custom(format_args!(
-                "a typed value has exactly one type key, found {:?} and {:?}",
-                tag.0, extra.0
-            )));
-        }
-        Ok(value)
-    }
-}
-
-impl ValueSeed {
-    fn nested<E: de::Error>(&self) -> Result<usize, E> {
-        let depth = self.depth + 1;
-        if depth > MAX_NESTING_DEPTH {
-            return Err(E::custom(format_args!(
-                "nested deeper than DynamoDB's limit of {MAX_NESTING_DEPTH} levels"
-            )));
-        }
-        Ok(depth)
-    }
-}
-
-struct MapSeed {
-    depth: usize,
-}
-impl<'de> DeserializeSeed<'de> for MapSeed {
-    type Value = Vec<(Cow<'de, str>, AttrValue<'de>)>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(MapVisitor { depth: self.depth })
-    }
-}
-
-struct ListSeed {
-    depth: usize,
-}
-impl<'de> DeserializeSeed<'de> for ListSeed {
-    type Value = Vec<AttrValue<'de>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-impl<'de> Visitor<'de> for ListSeed {
-    type Value = Vec<AttrValue<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of DynamoDB typed values")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(v) = seq.next_element_seed(ValueSeed { depth: self.depth })? {
-            out.push(v);
-        }
-        Ok(out)
-    }
-}
-
-struct StrList<'a>(Vec<Cow<'a, str>>);
-impl<'de> de::Deserialize<'de> for StrList<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrList<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-                while let Some(s) = seq.next_element::<Str<'de>>()? {
-                    out.push(s.0);
-                }
-                Ok(StrList(out))
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Validation.
+// Scalars.
 
-fn invalid(path: &str, reason: impl Into<String>) -> ItemError {
-    ItemError::Invalid {
-        path: if path.is_empty() {
-            "(item)".into()
-        } else {
-            path.to_owned()
-        },
-        reason: reason.into(),
-    }
-}
-
-fn validate_map(entries: &[(Cow<str>, AttrValue)], path: &mut String) -> Result<(), ItemError> {
-    // Duplicate names: JSON allows them, DynamoDB does not. Small maps are the norm, so a
-    // quadratic scan beats hashing until a map is large.
-    if entries.len() <= 16 {
-        for (i, (k, _)) in entries.iter().enumerate() {
-            if entries[..i].iter().any(|(other, _)| other == k) {
-                return Err(invalid(path, format!("attribute name {k:?} appears twice")));
-            }
-        }
-    } else {
-        let mut names: Vec<&str> = entries.iter().map(|(k, _)| k.as_ref()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(invalid(
-                path,
-                format!("attribute name {:?} appears twice", w[0]),
-            ));
-        }
-    }
-    for (name, value) in entries {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(name);
-        validate_value(value, path)?;
-        path.truncate(len);
-    }
-    Ok(())
-}
-
-fn validate_value(value: &AttrValue, path: &mut String) -> Result<(), ItemError> {
-    match value {
-        AttrValue::S(_) | AttrValue::Bool(_) | AttrValue::Null => Ok(()),
-        AttrValue::N(n) => normalize_number(n)
-            .map(|_| ())
-            .map_err(|e| invalid(path, e)),
-        AttrValue::B(b) => decode_binary(b).map(|_| ()).map_err(|e| invalid(path, e)),
-        AttrValue::Ss(items) => check_set(path, items.iter().map(|s| Ok(s.as_bytes().to_vec()))),
-        AttrValue::Ns(items) => check_set(
-            path,
-            items
-                .iter()
-                .map(|n| normalize_number(n).map(String::into_bytes)),
-        ),
-        AttrValue::Bs(items) => check_set(path, items.iter().map(|b| decode_binary(b))),
-        AttrValue::L(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                validate_value(item, path)?;
-                path.truncate(len);
-            }
-            Ok(())
-        }
-        AttrValue::M(entries) => validate_map(entries, path),
-    }
-}
-
-fn check_set(
-    path: &str,
-    elements: impl Iterator<Item = Result<Vec<u8>, String>>,
-) -> Result<(), ItemError> {
-    let mut seen = Vec::new();
-    for element in elements {
-        seen.push(element.map_err(|e| invalid(path, e))?);
-    }
-    if seen.is_empty() {
-        return Err(invalid(path, "a set must not be empty"));
-    }
-    seen.sort_unstable();
-    if seen.windows(2).any(|w| w[0] == w[1]) {
-        return Err(invalid(path, "a set must not contain the same value twice"));
-    }
-    Ok(())
-}
-
-fn decode_binary(text: &str) -> Result<Vec<u8>, String> {
+fn write_binary(text: &str, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
+    buf.clear();
     BASE64
-        .decode(text)
-        .map_err(|e| format!("binary value is not valid base64 ({e})"))
+        .decode_vec(text, buf)
+        .map_err(|e| format!("binary value is not valid base64 ({e})"))?;
+    let at = out.len();
+    out.resize(at + base64::encoded_len(buf.len(), true).unwrap_or(0), 0);
+    let written = BASE64
+        .encode_slice(&buf[..], &mut out[at..])
+        .map_err(|e| format!("re-encoding binary value: {e}"))?;
+    out.truncate(at + written);
+    Ok(())
 }
 
 /// Normalises a DynamoDB number to the form DynamoDB stores: no exponent, no leading zeros, no
 /// trailing fractional zeros, no `+`, `0` for every zero. Rejects text that is not a decimal
 /// number, more than 38 significant digits, or a magnitude outside 1E-130..1E+126.
 pub fn normalize_number(text: &str) -> Result<String, String> {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    write_number(text, &mut out)?;
+    String::from_utf8(out).map_err(|_| format!("{text:?} is not a decimal number"))
+}
+
+/// True when `text` is already in normalised form and within DynamoDB's limits (the common case:
+/// DynamoDB sends numbers normalised), so it can be copied as is.
+fn is_normalized(text: &[u8]) -> bool {
+    let body = text.strip_prefix(b"-").unwrap_or(text);
+    let (int, frac) = match body.iter().position(|&b| b == b'.') {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sig_int = if int == b"0" {
+        0
+    } else if int[0] == b'0' {
+        return false;
+    } else {
+        int.len()
+    };
+    let (sig, leading_exp) = match frac {
+        None => {
+            if sig_int == 0 {
+                return text == b"0";
+            }
+            (sig_int, sig_int as i64 - 1)
+        }
+        Some(f) => {
+            if f.is_empty() || !f.iter().all(u8::is_ascii_digit) || f[f.len() - 1] == b'0' {
+                return false;
+            }
+            if sig_int > 0 {
+                (sig_int + f.len(), sig_int as i64 - 1)
+            } else {
+                let zeros = f.iter().take_while(|&&b| b == b'0').count();
+                (f.len() - zeros, -(zeros as i64) - 1)
+            }
+        }
+    };
+    sig <= MAX_SIGNIFICANT_DIGITS && (MIN_EXPONENT..=MAX_EXPONENT).contains(&leading_exp)
+}
+
+fn write_number(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    if is_normalized(text.as_bytes()) {
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
     let bad = || format!("{text:?} is not a decimal number");
     let bytes = text.as_bytes();
     let (negative, rest) = match bytes.first() {
@@ -463,12 +728,12 @@ pub fn normalize_number(text: &str) -> Result<String, String> {
     {
         return Err(bad());
     }
-    // All digits as one string; the value is digits × 10^(exponent - frac_len).
+    // All digits as one run; the value is digits × 10^(exponent - frac_len).
     let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
     let mut scale = exponent - frac_part.len() as i64;
-    let first = digits.iter().position(|&d| d != b'0');
-    let Some(first) = first else {
-        return Ok("0".to_owned());
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        out.push(b'0');
+        return Ok(());
     };
     let mut last = digits.len();
     while digits[last - 1] == b'0' {
@@ -482,154 +747,43 @@ pub fn normalize_number(text: &str) -> Result<String, String> {
             significant.len()
         ));
     }
-    // Exponent of the leading digit, as in scientific notation.
     let leading = scale + significant.len() as i64 - 1;
     if !(MIN_EXPONENT..=MAX_EXPONENT).contains(&leading) {
         return Err(format!(
             "{text:?} is outside DynamoDB's number range (1E-130 to 9.99E+125)"
         ));
     }
-    let mut out = String::with_capacity(significant.len() + 8);
     if negative {
-        out.push('-');
+        out.push(b'-');
     }
-    let sig = std::str::from_utf8(significant).map_err(|_| bad())?;
     if scale >= 0 {
-        out.push_str(sig);
-        out.extend(std::iter::repeat_n('0', scale as usize));
+        out.extend_from_slice(significant);
+        out.extend(std::iter::repeat_n(b'0', scale as usize));
     } else {
         let point = significant.len() as i64 + scale;
         if point > 0 {
-            out.push_str(&sig[..point as usize]);
-            out.push('.');
-            out.push_str(&sig[point as usize..]);
+            out.extend_from_slice(&significant[..point as usize]);
+            out.push(b'.');
+            out.extend_from_slice(&significant[point as usize..]);
         } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-point) as usize));
-            out.push_str(sig);
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-point) as usize));
+            out.extend_from_slice(significant);
         }
     }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Canonical form.
-
-/// Where canonical bytes go: a buffer (for the text) or a hasher (for the hash).
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-impl Sink for Sha256 {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
-    }
-}
-
-fn write_canonical_map<W: Sink>(entries: &[(Cow<str>, AttrValue)], out: &mut W) {
-    let mut order: Vec<&(Cow<str>, AttrValue)> = entries.iter().collect();
-    order.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    out.put(b"{");
-    for (i, (name, value)) in order.into_iter().enumerate() {
-        if i > 0 {
-            out.put(b",");
-        }
-        write_json_string(name, out);
-        out.put(b":");
-        write_canonical_value(value, out);
-    }
-    out.put(b"}");
-}
-
-fn write_canonical_value<W: Sink>(value: &AttrValue, out: &mut W) {
-    match value {
-        AttrValue::S(s) => {
-            out.put(b"{\"S\":");
-            write_json_string(s, out);
-            out.put(b"}");
-        }
-        AttrValue::N(n) => {
-            out.put(b"{\"N\":\"");
-            // Validated items always normalise; an unvalidated one keeps its text.
-            match normalize_number(n) {
-                Ok(norm) => out.put(norm.as_bytes()),
-                Err(_) => out.put(n.as_bytes()),
-            }
-            out.put(b"\"}");
-        }
-        AttrValue::B(b) => {
-            out.put(b"{\"B\":\"");
-            out.put(canonical_binary(b).as_bytes());
-            out.put(b"\"}");
-        }
-        AttrValue::Bool(true) => out.put(b"{\"BOOL\":true}"),
-        AttrValue::Bool(false) => out.put(b"{\"BOOL\":false}"),
-        AttrValue::Null => out.put(b"{\"NULL\":true}"),
-        AttrValue::Ss(items) => {
-            let mut sorted: Vec<&str> = items.iter().map(|s| s.as_ref()).collect();
-            sorted.sort_unstable();
-            write_string_set(b"SS", sorted.iter().copied(), out);
-        }
-        AttrValue::Ns(items) => {
-            let mut sorted: Vec<String> = items
-                .iter()
-                .map(|n| normalize_number(n).unwrap_or_else(|_| n.to_string()))
-                .collect();
-            sorted.sort_unstable();
-            write_string_set(b"NS", sorted.iter().map(String::as_str), out);
-        }
-        AttrValue::Bs(items) => {
-            let mut sorted: Vec<String> = items.iter().map(|b| canonical_binary(b)).collect();
-            sorted.sort_unstable();
-            write_string_set(b"BS", sorted.iter().map(String::as_str), out);
-        }
-        AttrValue::L(items) => {
-            out.put(b"{\"L\":[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.put(b",");
-                }
-                write_canonical_value(item, out);
-            }
-            out.put(b"]}");
-        }
-        AttrValue::M(entries) => {
-            out.put(b"{\"M\":");
-            write_canonical_map(entries, out);
-            out.put(b"}");
-        }
-    }
-}
-
-fn write_string_set<'s, W: Sink>(tag: &[u8], items: impl Iterator<Item = &'s str>, out: &mut W) {
-    out.put(b"{\"");
-    out.put(tag);
-    out.put(b"\":[");
-    for (i, s) in items.enumerate() {
-        if i > 0 {
-            out.put(b",");
-        }
-        write_json_string(s, out);
-    }
-    out.put(b"]}");
-}
-
-fn canonical_binary(text: &str) -> String {
-    match BASE64.decode(text) {
-        Ok(bytes) => BASE64.encode(bytes),
-        Err(_) => text.to_owned(),
-    }
+    Ok(())
 }
 
 /// Writes `s` as a JSON string with one fixed escaping: `"` `\` and control characters escaped,
 /// everything else (including non-ASCII) as UTF-8.
-fn write_json_string<W: Sink>(s: &str, out: &mut W) {
-    out.put(b"\"");
+pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -641,10 +795,10 @@ fn write_json_string<W: Sink>(s: &str, out: &mut W) {
             0x00..=0x1f => b"",
             _ => continue,
         };
-        out.put(&bytes[start..i]);
+        out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.put(&[
+            out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
@@ -653,12 +807,12 @@ fn write_json_string<W: Sink>(s: &str, out: &mut W) {
                 HEX[(b & 0xf) as usize],
             ]);
         } else {
-            out.put(escape);
+            out.extend_from_slice(escape);
         }
         start = i + 1;
     }
-    out.put(&bytes[start..]);
-    out.put(b"\"");
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -763,6 +917,7 @@ mod tests {
 
     #[test]
     fn numbers_normalise_like_dynamodb() {
+        let tiny = format!("0.{}1", "0".repeat(129));
         let cases = [
             ("0", "0"),
             ("-0", "0"),
@@ -775,7 +930,8 @@ mod tests {
             ("-1.2300E2", "-123"),
             (".5", "0.5"),
             ("5.", "5"),
-            ("1e-130", &format!("0.{}1", "0".repeat(129))),
+            ("0.05", "0.05"),
+            ("1e-130", tiny.as_str()),
             (
                 "12345678901234567890123456789012345678",
                 "12345678901234567890123456789012345678",
@@ -787,6 +943,7 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(normalize_number(input).as_deref(), Ok(want), "{input}");
+            assert!(is_normalized(want.as_bytes()), "{want} is normalised");
         }
         assert_eq!(
             normalize_number("9.9999999999999999999999999999999999999E+125").map(|s| s.len()),
@@ -811,9 +968,24 @@ mod tests {
             "1e126",
             "1e-131",
             "123456789012345678901234567890123456789",
+            "-",
+            ".",
+            "1.2.",
         ] {
             assert!(normalize_number(bad).is_err(), "{bad:?} should be rejected");
         }
+        // The fast path must not accept what the slow path rejects.
+        let huge = format!("1{}", "0".repeat(126));
+        assert!(!is_normalized(huge.as_bytes()));
+        assert!(normalize_number(&huge).is_err());
+        let tiny = format!("0.{}1", "0".repeat(130));
+        assert!(normalize_number(&tiny).is_err());
+        assert!(
+            !is_normalized(b"-0")
+                && !is_normalized(b"01")
+                && !is_normalized(b"1.0")
+                && !is_normalized(b"1.")
+        );
     }
 
     #[test]
@@ -826,41 +998,60 @@ mod tests {
             ca,
             r#"{"a":{"SS":["x","y"]},"b":{"N":"1.5"},"c":{"M":{"k":{"BS":["AA==","AQ=="]},"z":{"NULL":true}}}}"#
         );
+        assert_eq!(item_hash(a).unwrap(), item_hash(b).unwrap());
+        assert_eq!(canonicalize(&ca).unwrap(), ca, "idempotent");
         assert_eq!(
-            Item::parse(a).unwrap().hash(),
-            Item::parse(b).unwrap().hash()
+            canonicalize(r#"{"l":{"L":[]},"m":{"M":{}},"e":{"S":""}}"#).unwrap(),
+            r#"{"e":{"S":""},"l":{"L":[]},"m":{"M":{}}}"#
+        );
+        assert_eq!(
+            canonicalize(r#"{"l":{"L":[{"N":"1"},{"L":[{"S":"x"}]}]}}"#).unwrap(),
+            r#"{"l":{"L":[{"N":"1"},{"L":[{"S":"x"}]}]}}"#
+        );
+        assert_eq!(
+            canonicalize(r#"{"s":{"S":"\u00e9\/"}}"#).unwrap(),
+            "{\"s\":{\"S\":\"é/\"}}"
         );
     }
 
     #[test]
     fn hash_is_sha256_of_canonical_text() {
-        let item = Item::parse(r#"{"s":{"S":"é\u0000\"q"},"n":{"N":"2"}}"#).unwrap();
-        let text = item.canonical_json();
+        let text = canonicalize(r#"{"s":{"S":"é\u0000\"q"},"n":{"N":"2"}}"#).unwrap();
         assert_eq!(
             text,
             "{\"n\":{\"N\":\"2\"},\"s\":{\"S\":\"é\\u0000\\\"q\"}}"
         );
         let want: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        assert_eq!(item.hash().0, want);
+        assert_eq!(item_hash(&text).unwrap().0, want);
     }
 
     #[test]
     fn invalid_items_are_rejected_with_the_attribute_path() {
         let cases = [
-            (r#"{"a":{"X":"1"}}"#, "unknown DynamoDB type"),
+            (r#"{"a":{"X":"1"}}"#, "attribute a: unknown DynamoDB type"),
             (r#"{"a":{"S":"1","N":"1"}}"#, "exactly one type key"),
             (r#"{"a":{}}"#, "empty object"),
             (r#"{"a":{"NULL":false}}"#, "NULL must be true"),
-            (r#"{"a":{"M":{"b":{"L":[{"N":"x"}]}}}}"#, "a.b[0]"),
-            (r#"{"a":{"SS":[]}}"#, "must not be empty"),
+            (
+                r#"{"a":{"M":{"b":{"L":[{"S":"ok"},{"N":"x"}]}}}}"#,
+                "attribute a.b[1]: \"x\" is not a decimal number",
+            ),
+            (r#"{"a":{"SS":[]}}"#, "attribute a: a set must not be empty"),
             (r#"{"a":{"NS":["1","1.0"]}}"#, "same value twice"),
             (r#"{"a":{"B":"***"}}"#, "base64"),
-            (r#"{"a":{"S":"x"},"a":{"S":"y"}}"#, "appears twice"),
-            (r#"[1]"#, "DynamoDB JSON"),
-            (r#"{"a":{"S":"x"}} trailing"#, "DynamoDB JSON"),
+            (
+                r#"{"a":{"S":"x"},"a":{"S":"y"}}"#,
+                "attribute a: attribute name appears twice",
+            ),
+            (r#"{"a":{"S":5}}"#, "attribute a: invalid type"),
+            (r#"[1]"#, "invalid type"),
+            (r#"{"a":{"S":"x"}} trailing"#, "trailing characters"),
         ];
         for (text, want) in cases {
-            let err = Item::parse(text).unwrap_err().to_string();
+            let err = Canonicalizer::new()
+                .item(text, &ColumnPaths::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
     }
@@ -874,8 +1065,36 @@ mod tests {
             }
             format!(r#"{{"top":{s}}}"#)
         };
-        assert!(Item::parse(&nest(MAX_NESTING_DEPTH)).is_ok());
-        assert!(Item::parse(&nest(MAX_NESTING_DEPTH + 1)).is_err());
+        assert!(canonicalize(&nest(MAX_NESTING_DEPTH)).is_ok());
+        assert!(
+            canonicalize(&nest(MAX_NESTING_DEPTH + 1))
+                .unwrap_err()
+                .to_string()
+                .contains("32 levels")
+        );
+    }
+
+    #[test]
+    fn captures_values_at_column_paths() {
+        let paths = [
+            vec!["a".to_owned()],
+            vec!["m".to_owned(), "city".to_owned()],
+            vec!["n".to_owned()],
+            vec!["l".to_owned()],
+        ];
+        let trie = ColumnPaths::new(paths.iter().map(Vec::as_slice));
+        let item = Canonicalizer::new()
+            .item(r#"{"n":{"N":"1.50"},"m":{"M":{"city":{"S":"Zürich"}}},"a":{"BOOL":true},"l":{"L":[]}}"#, &trie)
+            .unwrap();
+        assert_eq!(
+            item.captured,
+            vec![
+                Some(Captured::Bool(true)),
+                Some(Captured::S("Zürich".into())),
+                Some(Captured::N("1.5".into())),
+                Some(Captured::Other)
+            ]
+        );
     }
 
     #[test]

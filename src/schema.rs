@@ -35,7 +35,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::item::{AttrValue, Item};
+use crate::item::{Captured, ColumnPaths};
 
 /// The metadata and image columns every segment has, in order. Typed columns follow them.
 pub const BASE_COLUMNS: &[&str] = &[
@@ -231,6 +231,8 @@ pub struct TableSchema {
     pub key: Option<KeySchema>,
     /// Typed columns, in file order.
     pub columns: Vec<Column>,
+    /// The columns' attribute paths as a trie, for capturing values while reading images.
+    pub paths: ColumnPaths,
 }
 
 #[derive(Deserialize)]
@@ -345,10 +347,12 @@ impl TableSchema {
         if let Some(table) = &wire.table {
             crate::change::validate_table_name(table).map_err(|m| fail(0, m))?;
         }
+        let paths = ColumnPaths::new(columns.iter().map(|c| c.path.as_slice()));
         Ok(TableSchema {
             table: wire.table,
             key: wire.key,
             columns,
+            paths,
         })
     }
 
@@ -403,38 +407,39 @@ pub enum TypedValue {
 }
 
 impl Column {
-    /// Extracts this column's value from an item; a missing or mismatched value is `Null`.
-    pub fn extract(&self, item: &Item<'_>) -> TypedValue {
-        let Some(value) = lookup(item, &self.path) else {
+    /// This column's value from what was captured at its path; a missing or mismatched value
+    /// is `Null` (the image keeps it).
+    pub fn typed(&self, captured: Option<&Captured>) -> TypedValue {
+        let Some(value) = captured else {
             return TypedValue::Null;
         };
         match (self.column_type, value) {
-            (ColumnType::String, AttrValue::S(s)) => TypedValue::Str(s.to_string()),
-            (ColumnType::Boolean, AttrValue::Bool(b)) => TypedValue::Bool(*b),
-            (ColumnType::Bigint, AttrValue::N(n)) => decimal_unscaled(n, 38, 0)
+            (ColumnType::String, Captured::S(s)) => TypedValue::Str(s.clone()),
+            (ColumnType::Boolean, Captured::Bool(b)) => TypedValue::Bool(*b),
+            (ColumnType::Bigint, Captured::N(n)) => decimal_unscaled(n, 38, 0)
                 .and_then(|v| i64::try_from(v).ok())
                 .map_or(TypedValue::Null, TypedValue::I64),
-            (ColumnType::Double, AttrValue::N(n)) => n
+            (ColumnType::Double, Captured::N(n)) => n
                 .parse::<f64>()
                 .ok()
                 .filter(|f| f.is_finite())
                 .map_or(TypedValue::Null, TypedValue::F64),
-            (ColumnType::Decimal { precision, scale }, AttrValue::N(n)) => {
+            (ColumnType::Decimal { precision, scale }, Captured::N(n)) => {
                 decimal_unscaled(n, precision, scale).map_or(TypedValue::Null, TypedValue::Decimal)
             }
-            (ColumnType::Date, AttrValue::S(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            (ColumnType::Date, Captured::S(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
                 .ok()
                 .map(|d| (d - chrono::NaiveDate::default()).num_days())
                 .and_then(|d| i32::try_from(d).ok())
                 .map_or(TypedValue::Null, TypedValue::Date),
-            (ColumnType::Timestamp, AttrValue::S(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            (ColumnType::Timestamp, Captured::S(s)) => chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.timestamp_millis())
                 .or_else(|_| {
                     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
                         .map(|t| t.and_utc().timestamp_millis())
                 })
                 .map_or(TypedValue::Null, TypedValue::TimestampMs),
-            (ColumnType::Timestamp, AttrValue::N(n)) => {
+            (ColumnType::Timestamp, Captured::N(n)) => {
                 let scale = match self.unit {
                     EpochUnit::Seconds => 3,
                     EpochUnit::Milliseconds => 0,
@@ -447,20 +452,6 @@ impl Column {
             _ => TypedValue::Null,
         }
     }
-}
-
-fn lookup<'i, 'a>(item: &'i Item<'a>, path: &[String]) -> Option<&'i AttrValue<'a>> {
-    let (first, rest) = path.split_first()?;
-    let mut current = item.get(first)?;
-    for part in rest {
-        match current {
-            AttrValue::M(entries) => {
-                current = entries.iter().find(|(k, _)| k == part).map(|(_, v)| v)?
-            }
-            _ => return None,
-        }
-    }
-    Some(current)
 }
 
 /// Splits a normalised number into (negative, digits, scale) where value = digits × 10^-scale.
@@ -591,11 +582,18 @@ mod tests {
             "t",
         )
         .unwrap();
-        let item = Item::parse(
-            r#"{"p":{"M":{"total":{"N":"1234.5"}}},"n":{"S":"12"},"at":{"N":"1700000000.25"},"d":{"S":"2024-02-29"}}"#,
-        )
-        .unwrap();
-        let got: Vec<_> = schema.columns.iter().map(|c| c.extract(&item)).collect();
+        let item = crate::item::Canonicalizer::new()
+            .item(
+                r#"{"p":{"M":{"total":{"N":"1234.5"}}},"n":{"S":"12"},"at":{"N":"1700000000.25"},"d":{"S":"2024-02-29"}}"#,
+                &schema.paths,
+            )
+            .unwrap();
+        let got: Vec<_> = schema
+            .columns
+            .iter()
+            .zip(&item.captured)
+            .map(|(c, v)| c.typed(v.as_ref()))
+            .collect();
         assert_eq!(
             got,
             vec![

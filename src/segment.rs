@@ -239,10 +239,9 @@ pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A change record reduced to what a segment row needs: verbatim image texts borrowed from the
-/// event, the canonical keys, image hashes and typed values. The parsed item trees are dropped
-/// once this is built, so a large batch never holds all its trees at once. Preparing rows is
-/// independent per record, which is what lets a batch be prepared on several threads.
+/// A change record reduced to what a segment row needs: canonical key and image texts, image
+/// hashes and typed values. Preparing rows is independent per record, which is what lets a
+/// batch be prepared on several threads.
 #[derive(Debug, Clone)]
 pub struct PreparedRow<'a> {
     /// `eventID`.
@@ -257,13 +256,13 @@ pub struct PreparedRow<'a> {
     pub ttl_delete: bool,
     /// Canonical DynamoDB JSON of the key.
     pub keys: String,
-    /// Verbatim new image.
-    pub new_image: Option<&'a str>,
-    /// Verbatim old image.
-    pub old_image: Option<&'a str>,
-    /// Hash of the new image (computed for `NEW_AND_OLD_IMAGES` streams, the digest needs it).
+    /// Canonical new image.
+    pub new_image: Option<String>,
+    /// Canonical old image.
+    pub old_image: Option<String>,
+    /// Hash of the new image.
     pub new_hash: Option<ItemHash>,
-    /// Hash of the old image (same condition).
+    /// Hash of the old image.
     pub old_hash: Option<ItemHash>,
     /// Typed column values, in schema order.
     pub typed: Vec<TypedValue>,
@@ -276,28 +275,20 @@ pub struct PreparedRow<'a> {
 impl<'a> PreparedRow<'a> {
     /// Reduces a parsed record to its row.
     pub fn new(rec: ChangeRecord<'a>, schema: &TableSchema) -> PreparedRow<'a> {
-        let digest = rec.view_type == StreamViewType::NewAndOldImages;
         let source = rec.new_image.as_ref().or(rec.old_image.as_ref());
         let typed = match source {
             Some(img) => schema
                 .columns
                 .iter()
-                .map(|c| c.extract(&img.item))
+                .zip(&img.captured)
+                .map(|(c, v)| c.typed(v.as_ref()))
                 .collect(),
             None => vec![TypedValue::Null; schema.columns.len()],
         };
         PreparedRow {
-            keys: rec.keys.item.canonical_json(),
-            new_hash: rec
-                .new_image
-                .as_ref()
-                .filter(|_| digest)
-                .map(|i| i.item.hash()),
-            old_hash: rec
-                .old_image
-                .as_ref()
-                .filter(|_| digest)
-                .map(|i| i.item.hash()),
+            keys: rec.keys.text,
+            new_hash: rec.new_image.as_ref().map(|i| i.hash),
+            old_hash: rec.old_image.as_ref().map(|i| i.hash),
             new_image: rec.new_image.map(|i| i.text),
             old_image: rec.old_image.map(|i| i.text),
             typed,
@@ -385,8 +376,8 @@ impl<'s> SegmentBuilder<'s> {
         self.sequence.append_value(row.sequence.as_str());
         self.time.append_option(row.time_ms);
         self.keys.append_value(&row.keys);
-        self.new_image.append_option(row.new_image);
-        self.old_image.append_option(row.old_image);
+        self.new_image.append_option(row.new_image.as_deref());
+        self.old_image.append_option(row.old_image.as_deref());
         for (builder, value) in self.typed.iter_mut().zip(&row.typed) {
             builder.append(value);
         }

@@ -372,7 +372,7 @@ impl Workload {
 mod tests {
     use super::*;
     use crate::change::{ChangeRecord, parse_event};
-    use crate::item::Item;
+    use crate::item::{Canonicalizer, ColumnPaths, canonicalize};
 
     #[test]
     fn events_parse_and_items_are_valid_and_sized() {
@@ -383,7 +383,9 @@ mod tests {
         let mut kinds = std::collections::HashSet::new();
         let mut ttl = 0;
         for (i, raw) in raws.iter().enumerate() {
-            let rec = ChangeRecord::parse(raw, i).unwrap_or_else(|e| panic!("{e}\n{}", raw.get()));
+            let rec =
+                ChangeRecord::parse(raw, i, &mut Canonicalizer::new(), &ColumnPaths::default())
+                    .unwrap_or_else(|e| panic!("{e}\n{}", raw.get()));
             kinds.insert(rec.kind);
             ttl += rec.ttl_delete as usize;
             if let Some(img) = &rec.new_image {
@@ -397,7 +399,7 @@ mod tests {
         assert_eq!(kinds.len(), 3);
         assert!(ttl > 0);
         for item in w.items() {
-            Item::parse(item).unwrap();
+            canonicalize(item).unwrap();
         }
     }
 
