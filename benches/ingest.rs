@@ -4,6 +4,7 @@
 //! every DynamoDB type) of 1,000 and 10,000 records. Three stages are measured so the report
 //! shows where the time goes:
 //!
+//! - `split`: cut the event into raw records (what lets records be read in parallel);
 //! - `parse`: split the event and read every record, validating and canonicalising the images
 //!   and hashing them (the state digest);
 //! - `prepare`: parse, plus the typed-column captures of `schemas/orders.toml`;
@@ -53,6 +54,13 @@ fn bench(c: &mut Criterion) {
             elements: records as u64,
             bytes: text.len() as u64,
         };
+
+        let mut group = c.benchmark_group("split");
+        group.throughput(throughput.clone()).sample_size(20);
+        group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
+            b.iter(|| black_box(parse_event(text).expect("event").len()))
+        });
+        group.finish();
 
         let mut group = c.benchmark_group("parse");
         group.throughput(throughput.clone()).sample_size(20);

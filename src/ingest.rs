@@ -164,7 +164,7 @@ pub struct Ingestor {
 enum Unit<'a> {
     Segment {
         indices: Vec<usize>,
-        encoded: crate::segment::EncodedSegment,
+        encoded: Box<crate::segment::EncodedSegment>,
     },
     Quarantine {
         index: usize,
@@ -326,13 +326,13 @@ impl Ingestor {
                 (None, Some((p, _, _))) => *p,
                 (None, None) => HourPartition::of_millis(fallback_ms),
             };
-            if current.as_ref().is_some_and(|(p, _, _)| *p != partition) {
-                if let Some((p, builder, indices)) = current.take() {
-                    units.push(Unit::Segment {
-                        encoded: builder.finish(&layout, p, self.options.encode)?,
-                        indices,
-                    });
-                }
+            if current.as_ref().is_some_and(|(p, _, _)| *p != partition)
+                && let Some((p, builder, indices)) = current.take()
+            {
+                units.push(Unit::Segment {
+                    encoded: Box::new(builder.finish(&layout, p, self.options.encode)?),
+                    indices,
+                });
             }
             let (_, builder, indices) = current.get_or_insert_with(|| {
                 (
@@ -346,7 +346,7 @@ impl Ingestor {
         }
         if let Some((p, builder, indices)) = current.take() {
             units.push(Unit::Segment {
-                encoded: builder.finish(&layout, p, self.options.encode)?,
+                encoded: Box::new(builder.finish(&layout, p, self.options.encode)?),
                 indices,
             });
         }

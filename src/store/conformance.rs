@@ -134,10 +134,10 @@ pub async fn run(store: Arc<dyn ObjectStore>) -> Result<(), String> {
                 )
                 .await
         });
-        if tasks.len() >= 32 {
-            if let Some(r) = tasks.join_next().await {
-                r.map_err(|err| err.to_string())?.map_err(e)?;
-            }
+        if tasks.len() >= 32
+            && let Some(r) = tasks.join_next().await
+        {
+            r.map_err(|err| err.to_string())?.map_err(e)?;
         }
     }
     while let Some(r) = tasks.join_next().await {

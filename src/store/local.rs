@@ -190,19 +190,17 @@ impl LocalStore {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StoreError>> {
-    async move {
-        tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-            Err(StoreError::Transient {
-                op: "io",
-                store: "file://".into(),
-                key: String::new(),
-                message: format!("I/O task failed: {e}"),
-            })
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Transient {
+            op: "io",
+            store: "file://".into(),
+            key: String::new(),
+            message: format!("I/O task failed: {e}"),
         })
-    }
+    })
 }
 
 #[async_trait]
