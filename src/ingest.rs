@@ -161,6 +161,14 @@ pub struct Ingestor {
     cache: Mutex<HashMap<String, Arc<TableSchema>>>,
 }
 
+/// An event split into records, with its table, schema and prepared rows.
+struct Batch<'a> {
+    raws: Vec<&'a RawValue>,
+    table: String,
+    schema: Arc<TableSchema>,
+    prepared: Vec<Prepared<'a>>,
+}
+
 enum Unit<'a> {
     Segment {
         indices: Vec<usize>,
@@ -250,35 +258,25 @@ impl Ingestor {
     /// number of records. Under [`BadRecordPolicy::Reject`] the first bad record is an error.
     /// The CLI checks a whole input this way before writing any of it.
     pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
-        let raws = change::parse_event(text)?;
-        if raws.is_empty() {
+        let Some(batch) = self.prepare_batch(text).await? else {
             return Ok(0);
+        };
+        if self.options.bad_records == BadRecordPolicy::Reject
+            && let Some(Err(e)) = batch.prepared.into_iter().find(Result::is_err)
+        {
+            return Err(e.into());
         }
-        let table = find_table(&raws)?;
-        let schema = self.schema_for(&table).await?;
-        for result in prepare_all(&raws, &table, &schema, self.options.prepare_threads) {
-            if let Err(e) = result
-                && self.options.bad_records == BadRecordPolicy::Reject
-            {
-                return Err(e.into());
-            }
-        }
-        Ok(raws.len())
+        Ok(batch.raws.len())
     }
 
-    /// Ingests one Lambda DynamoDB stream event (`{"Records": [...]}`).
-    pub async fn ingest_event(&self, text: &str) -> Result<IngestReport, IngestError> {
+    /// Steps shared by checking and ingesting: split the event, find its table and schema, and
+    /// prepare every record. `None` for an event without records.
+    async fn prepare_batch<'a>(&self, text: &'a str) -> Result<Option<Batch<'a>>, IngestError> {
         let raws = change::parse_event(text)?;
-        let mut report = IngestReport {
-            records: raws.len(),
-            event_bytes: text.len(),
-            ..Default::default()
-        };
         if raws.is_empty() {
-            return Ok(report);
+            return Ok(None);
         }
         let table = find_table(&raws)?;
-        report.table = Some(table.clone());
         let schema = match self.schema_for(&table).await {
             Ok(schema) => schema,
             // Capture must not stop because of a schema file: typed columns are a convenience,
@@ -290,11 +288,36 @@ impl Ingestor {
             }
             Err(e) => return Err(e),
         };
-        let layout = TableLayout::new(&table);
-
-        // Step 1: prepare (CPU-bound; on the blocking pool would need owned data, and a batch
-        // is at most 6 MB, so it runs inline, split across scoped threads when asked).
+        // CPU-bound; a batch is at most 6 MB, so it runs inline, split across scoped threads
+        // when asked.
         let prepared = prepare_all(&raws, &table, &schema, self.options.prepare_threads);
+        Ok(Some(Batch {
+            raws,
+            table,
+            schema,
+            prepared,
+        }))
+    }
+
+    /// Ingests one Lambda DynamoDB stream event (`{"Records": [...]}`).
+    pub async fn ingest_event(&self, text: &str) -> Result<IngestReport, IngestError> {
+        let mut report = IngestReport {
+            event_bytes: text.len(),
+            ..Default::default()
+        };
+        // Step 1: prepare.
+        let Some(Batch {
+            raws,
+            table,
+            schema,
+            prepared,
+        }) = self.prepare_batch(text).await?
+        else {
+            return Ok(report);
+        };
+        report.records = raws.len();
+        report.table = Some(table.clone());
+        let layout = TableLayout::new(&table);
 
         // Step 2: group and encode.
         let mut units: Vec<Unit> = Vec::new();

@@ -35,16 +35,11 @@ impl LocalStore {
                 reason: "no directory given".into(),
             });
         }
-        let root = if root.is_absolute() {
-            root.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| StoreError::BadUrl {
-                    url: root.display().to_string(),
-                    reason: format!("cannot resolve a relative path: {e}"),
-                })?
-                .join(root)
-        };
+        // Absolute, without `.` components, so messages and URLs name the directory plainly.
+        let root = std::path::absolute(root).map_err(|e| StoreError::BadUrl {
+            url: root.display().to_string(),
+            reason: format!("cannot resolve the path: {e}"),
+        })?;
         Ok(LocalStore { root })
     }
 
