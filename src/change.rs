@@ -307,6 +307,10 @@ impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
             let (field, paths): (&'static str, &ColumnPaths) = match key.0.as_ref() {
                 "Keys" => ("Keys", no_columns),
                 "NewImage" => ("NewImage", self.paths),
+                // Typed columns come from the new image, or the old one when there is no new
+                // one (REMOVE); AWS sends NewImage first, so the old image's captures are
+                // usually skipped.
+                "OldImage" if self.wire.new_image.is_some() => ("OldImage", no_columns),
                 "OldImage" => ("OldImage", self.paths),
                 "ApproximateCreationDateTime" => {
                     self.wire.approximate_creation = map.next_value::<Option<f64>>()?;

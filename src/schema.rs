@@ -409,12 +409,15 @@ pub enum TypedValue {
 impl Column {
     /// This column's value from what was captured at its path; a missing or mismatched value
     /// is `Null` (the image keeps it).
-    pub fn typed(&self, captured: Option<&Captured>) -> TypedValue {
+    pub fn typed(&self, captured: Option<Captured>) -> TypedValue {
         let Some(value) = captured else {
             return TypedValue::Null;
         };
-        match (self.column_type, value) {
-            (ColumnType::String, Captured::S(s)) => TypedValue::Str(s.clone()),
+        match (self.column_type, &value) {
+            (ColumnType::String, Captured::S(_)) => match value {
+                Captured::S(s) => TypedValue::Str(s),
+                _ => TypedValue::Null,
+            },
             (ColumnType::Boolean, Captured::Bool(b)) => TypedValue::Bool(*b),
             (ColumnType::Bigint, Captured::N(n)) => decimal_unscaled(n, 38, 0)
                 .and_then(|v| i64::try_from(v).ok())
@@ -440,7 +443,7 @@ impl Column {
                 })
                 .map_or(TypedValue::Null, TypedValue::TimestampMs),
             (ColumnType::Timestamp, Captured::N(n)) => {
-                let scale = match self.unit {
+                let scale: u32 = match self.unit {
                     EpochUnit::Seconds => 3,
                     EpochUnit::Milliseconds => 0,
                 };
@@ -454,60 +457,51 @@ impl Column {
     }
 }
 
-/// Splits a normalised number into (negative, digits, scale) where value = digits × 10^-scale.
-fn decimal_parts(n: &str) -> Option<(bool, String, i64)> {
-    let norm = crate::item::normalize_number(n).ok()?;
-    let (negative, body) = match norm.strip_prefix('-') {
+/// `n × 10^scale` as an integer, for a number in normalised form (what [`Captured::N`] holds).
+/// With `exact`, `None` when fractional digits would be dropped; otherwise they are truncated
+/// toward zero. `None` when the result has more than `max_digits` digits. No allocation: typed
+/// columns are computed for every row.
+fn scaled(n: &str, scale: u32, exact: bool, max_digits: u32) -> Option<i128> {
+    let (negative, body) = match n.strip_prefix('-') {
         Some(b) => (true, b),
-        None => (false, norm.as_str()),
+        None => (false, n),
     };
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    Some((negative, format!("{int}{frac}"), frac.len() as i64))
+    if exact && frac.len() > scale as usize {
+        return None;
+    }
+    let kept = &frac[..frac.len().min(scale as usize)];
+    let mut value: i128 = 0;
+    let mut digits = 0u32;
+    for b in int.bytes().chain(kept.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+        if value != 0 {
+            digits += 1;
+        }
+    }
+    for _ in kept.len()..scale as usize {
+        value = value.checked_mul(10)?;
+        if value != 0 {
+            digits += 1;
+        }
+    }
+    if digits > max_digits {
+        return None;
+    }
+    Some(if negative { -value } else { value })
 }
 
 /// The unscaled value of `n` at `scale`, if it fits `decimal(precision, scale)` without rounding.
 fn decimal_unscaled(n: &str, precision: u8, scale: i8) -> Option<i128> {
-    let (negative, digits, frac_len) = decimal_parts(n)?;
-    if frac_len > scale as i64 {
-        return None;
-    }
-    let padded = format!("{digits}{}", "0".repeat((scale as i64 - frac_len) as usize));
-    let trimmed = padded.trim_start_matches('0');
-    if trimmed.len() > precision as usize {
-        return None;
-    }
-    let v: i128 = if trimmed.is_empty() {
-        0
-    } else {
-        trimmed.parse().ok()?
-    };
-    Some(if negative { -v } else { v })
+    scaled(n, u32::try_from(scale).ok()?, true, u32::from(precision))
 }
 
-/// `n × 10^scale`, truncated toward zero, if it fits an i128.
-fn decimal_truncated(n: &str, scale: i64) -> Option<i128> {
-    let (negative, digits, frac_len) = decimal_parts(n)?;
-    let shift = scale - frac_len;
-    let text = if shift >= 0 {
-        format!("{digits}{}", "0".repeat(shift as usize))
-    } else {
-        let keep = digits.len() as i64 + shift;
-        if keep <= 0 {
-            "0".to_owned()
-        } else {
-            digits[..keep as usize].to_owned()
-        }
-    };
-    let trimmed = text.trim_start_matches('0');
-    if trimmed.len() > 38 {
-        return None;
-    }
-    let v: i128 = if trimmed.is_empty() {
-        0
-    } else {
-        trimmed.parse().ok()?
-    };
-    Some(if negative { -v } else { v })
+/// `n × 10^scale`, truncated toward zero, if it fits 38 digits.
+fn decimal_truncated(n: &str, scale: u32) -> Option<i128> {
+    scaled(n, scale, false, 38)
 }
 
 #[cfg(test)]
@@ -591,8 +585,8 @@ mod tests {
         let got: Vec<_> = schema
             .columns
             .iter()
-            .zip(&item.captured)
-            .map(|(c, v)| c.typed(v.as_ref()))
+            .zip(item.captured)
+            .map(|(c, v)| c.typed(v))
             .collect();
         assert_eq!(
             got,
@@ -610,5 +604,18 @@ mod tests {
             "too many integer digits"
         );
         assert_eq!(decimal_unscaled("-0.5", 6, 2), Some(-50));
+        assert_eq!(decimal_unscaled("9999.99", 6, 2), Some(999999));
+        assert_eq!(
+            decimal_unscaled("10000", 6, 2),
+            None,
+            "7 digits do not fit decimal(6,2)"
+        );
+        assert_eq!(decimal_unscaled("0", 6, 2), Some(0));
+        assert_eq!(
+            decimal_truncated("1700000000.2509", 3),
+            Some(1_700_000_000_250)
+        );
+        assert_eq!(decimal_truncated("-1.9", 0), Some(-1));
+        assert_eq!(decimal_truncated(&"9".repeat(39), 0), None);
     }
 }

@@ -274,17 +274,19 @@ pub struct PreparedRow<'a> {
 
 impl<'a> PreparedRow<'a> {
     /// Reduces a parsed record to its row.
-    pub fn new(rec: ChangeRecord<'a>, schema: &TableSchema) -> PreparedRow<'a> {
-        let source = rec.new_image.as_ref().or(rec.old_image.as_ref());
-        let typed = match source {
+    pub fn new(mut rec: ChangeRecord<'a>, schema: &TableSchema) -> PreparedRow<'a> {
+        let source = rec.new_image.as_mut().or(rec.old_image.as_mut());
+        let mut typed: Vec<TypedValue> = match source {
             Some(img) => schema
                 .columns
                 .iter()
-                .zip(&img.captured)
-                .map(|(c, v)| c.typed(v.as_ref()))
+                .zip(std::mem::take(&mut img.captured))
+                .map(|(c, v)| c.typed(v))
                 .collect(),
-            None => vec![TypedValue::Null; schema.columns.len()],
+            None => Vec::new(),
         };
+        // One value per column whatever was captured, so every Arrow column has every row.
+        typed.resize(schema.columns.len(), TypedValue::Null);
         PreparedRow {
             keys: rec.keys.text,
             new_hash: rec.new_image.as_ref().map(|i| i.hash),
