@@ -375,8 +375,16 @@ fn describe(event_id: &Option<String>, sequence: &Option<String>) -> String {
     }
 }
 
-/// Splits a Lambda DynamoDB stream event into its raw records.
-pub fn parse_event(text: &str) -> Result<Vec<&RawValue>, ChangeError> {
+/// Splits a Lambda DynamoDB stream event into its raw records (each a JSON object's text).
+///
+/// A byte-level scanner finds the record boundaries of the usual `{"Records":[{…},{…}]}` shape
+/// without parsing the records (each is parsed, and so validated, on its own afterwards, which
+/// is what lets records be read in parallel and a broken record be quarantined alone). Any
+/// other shape goes through serde_json, which also produces the error message.
+pub fn parse_event(text: &str) -> Result<Vec<&str>, ChangeError> {
+    if let Some(records) = split_records(text) {
+        return Ok(records);
+    }
     let event: WireEvent = serde_json::from_str(text).map_err(|e| {
         ChangeError::Event(if e.is_data() {
             format!("{e} (expected an object with a \"Records\" array)")
@@ -384,12 +392,85 @@ pub fn parse_event(text: &str) -> Result<Vec<&RawValue>, ChangeError> {
             e.to_string()
         })
     })?;
-    Ok(event.records)
+    Ok(event.records.into_iter().map(RawValue::get).collect())
+}
+
+/// The scanner behind [`parse_event`]: `None` unless the text is exactly
+/// `{"Records":[ {…}, … ]}` (any whitespace), every element an object with balanced brackets
+/// outside strings.
+fn split_records(text: &str) -> Option<Vec<&str>> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while i < b.len() && matches!(b[i], b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let expect = |i: usize, token: &[u8]| {
+        b.get(i..i + token.len())
+            .filter(|s| *s == token)
+            .map(|_| i + token.len())
+    };
+    let mut i = expect(ws(0), b"{")?;
+    i = expect(ws(i), b"\"Records\"")?;
+    i = expect(ws(i), b":")?;
+    i = expect(ws(i), b"[")?;
+    let mut records = Vec::new();
+    i = ws(i);
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'{') {
+                return None;
+            }
+            let start = i;
+            let mut depth = 0usize;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        // Jump to the closing quote, stepping over escaped characters.
+                        i += 1;
+                        loop {
+                            i += memchr::memchr2(b'"', b'\\', &b[i..])?;
+                            if b[i] == b'\\' {
+                                i += 2;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            records.push(text.get(start..i)?);
+            i = ws(i);
+            match b.get(i)? {
+                b',' => i = ws(i + 1),
+                b']' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    i = expect(ws(i), b"}")?;
+    (ws(i) == b.len()).then_some(records)
 }
 
 /// The sequence number of a raw record, if it has a readable one. Used to report a record that
 /// failed to parse back to Lambda (`batchItemFailures` names records by sequence number).
-pub fn raw_sequence_number(raw: &RawValue) -> Option<String> {
+pub fn raw_sequence_number(raw: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Outer<'a> {
         #[serde(borrow)]
@@ -400,7 +481,7 @@ pub fn raw_sequence_number(raw: &RawValue) -> Option<String> {
         #[serde(rename = "SequenceNumber", borrow)]
         sequence_number: Cow<'a, str>,
     }
-    let outer: Outer = serde_json::from_str(raw.get()).ok()?;
+    let outer: Outer = serde_json::from_str(raw).ok()?;
     SequenceNumber::parse(&outer.dynamodb.sequence_number)
         .ok()
         .map(|s| s.0)
@@ -445,14 +526,14 @@ impl<'a> ChangeRecord<'a> {
     /// Parses and validates one raw record; `index` is its position in the batch, for messages.
     /// Images are canonicalised with `canon`'s buffers and the values at `paths` captured.
     pub fn parse(
-        raw: &'a RawValue,
+        raw: &'a str,
         index: usize,
         canon: &mut Canonicalizer,
         paths: &ColumnPaths,
     ) -> Result<ChangeRecord<'a>, ChangeError> {
         let mut wire = WireRecord::default();
         let mut failed_image = None;
-        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let mut de = serde_json::Deserializer::from_str(raw);
         let seed = RecordSeed {
             wire: &mut wire,
             canon: &mut *canon,
@@ -577,6 +658,38 @@ fn epoch_seconds_to_ms(secs: f64) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scanner_and_serde_split_events_alike() {
+        let cases = [
+            r#"{"Records":[]}"#,
+            r#" { "Records" : [ {"a":1} , {"b":"x}]\\\"{"} ] } "#,
+            "{\"Records\":[{\"s\":\"\\\\\"},{\"l\":[[],{}],\"u\":\"é\\u0022\"}]}\n",
+        ];
+        for text in cases {
+            let fast = split_records(text).unwrap_or_else(|| panic!("scanner refused {text}"));
+            let event: WireEvent = serde_json::from_str(text).unwrap();
+            let slow: Vec<&str> = event.records.iter().map(|r| r.get()).collect();
+            assert_eq!(fast, slow, "{text}");
+        }
+        // Other shapes fall back to serde (which explains what is wrong).
+        for text in [
+            r#"{"records":[]}"#,
+            r#"{"Records":[1]}"#,
+            r#"{"Records":[{}],"x":1}"#,
+            r#"{"Records":[{"a":"}"#,
+            "",
+            "[]",
+        ] {
+            assert!(split_records(text).is_none(), "{text}");
+        }
+        assert!(
+            parse_event(r#"{"records":[]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("Records")
+        );
+    }
 
     #[test]
     fn sequence_numbers_order_numerically() {

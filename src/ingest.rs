@@ -163,7 +163,7 @@ pub struct Ingestor {
 
 /// An event split into records, with its table, schema and prepared rows.
 struct Batch<'a> {
-    raws: Vec<&'a RawValue>,
+    raws: Vec<&'a str>,
     table: String,
     schema: Arc<TableSchema>,
     prepared: Vec<Prepared<'a>>,
@@ -176,7 +176,7 @@ enum Unit<'a> {
     },
     Quarantine {
         index: usize,
-        raw: &'a RawValue,
+        raw: &'a str,
         reason: String,
     },
 }
@@ -470,25 +470,32 @@ impl Ingestor {
         &self,
         layout: &TableLayout,
         index: usize,
-        raw: &RawValue,
+        raw: &str,
         reason: &str,
     ) -> Result<QuarantinedRecord, StoreError> {
-        let sha = hex::encode(Sha256::digest(raw.get().as_bytes()));
+        let sha = hex::encode(Sha256::digest(raw.as_bytes()));
         let key = layout.quarantine_key(&sha);
+        // The record as it came: embedded as JSON when it is JSON, else kept as its text, so
+        // even a record that is not valid JSON is in the backup byte for byte.
         #[derive(Serialize)]
         struct Body<'a> {
             format: u32,
             table: &'a str,
             reason: &'a str,
             sequence_number: Option<String>,
-            record: &'a RawValue,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            record: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            record_text: Option<&'a str>,
         }
+        let as_json = serde_json::from_str::<&RawValue>(raw).ok();
         let body = serde_json::to_vec(&Body {
             format: 1,
             table: layout.table(),
             reason,
             sequence_number: change::raw_sequence_number(raw),
-            record: raw,
+            record: as_json,
+            record_text: if as_json.is_none() { Some(raw) } else { None },
         })
         .map_err(|e| StoreError::Permanent {
             op: "serialize",
@@ -508,14 +515,14 @@ impl Ingestor {
 }
 
 /// The table named by the first record with a readable `eventSourceARN`.
-fn find_table(raws: &[&RawValue]) -> Result<String, IngestError> {
+fn find_table(raws: &[&str]) -> Result<String, IngestError> {
     #[derive(serde::Deserialize)]
     struct Arn<'a> {
         #[serde(rename = "eventSourceARN", borrow)]
         arn: Option<std::borrow::Cow<'a, str>>,
     }
     for raw in raws {
-        if let Ok(Arn { arn: Some(arn) }) = serde_json::from_str::<Arn>(raw.get()) {
+        if let Ok(Arn { arn: Some(arn) }) = serde_json::from_str::<Arn>(raw) {
             return change::table_from_stream_arn(&arn)
                 .map(str::to_owned)
                 .map_err(|reason| ChangeError::Event(reason).into());
@@ -527,7 +534,7 @@ fn find_table(raws: &[&RawValue]) -> Result<String, IngestError> {
 type Prepared<'a> = Result<PreparedRow<'a>, ChangeError>;
 
 fn prepare_one<'a>(
-    raw: &'a RawValue,
+    raw: &'a str,
     index: usize,
     table: &str,
     schema: &TableSchema,
@@ -554,7 +561,7 @@ fn prepare_one<'a>(
 }
 
 fn prepare_all<'a>(
-    raws: &[&'a RawValue],
+    raws: &[&'a str],
     table: &str,
     schema: &TableSchema,
     threads: usize,

@@ -385,7 +385,7 @@ mod tests {
         for (i, raw) in raws.iter().enumerate() {
             let rec =
                 ChangeRecord::parse(raw, i, &mut Canonicalizer::new(), &ColumnPaths::default())
-                    .unwrap_or_else(|e| panic!("{e}\n{}", raw.get()));
+                    .unwrap_or_else(|e| panic!("{e}\n{raw}"));
             kinds.insert(rec.kind);
             ttl += rec.ttl_delete as usize;
             if let Some(img) = &rec.new_image {

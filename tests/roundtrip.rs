@@ -237,6 +237,21 @@ proptest! {
     }
 
     #[test]
+    fn the_record_splitter_agrees_with_a_json_parser(items in prop::collection::vec(item(), 0..6), pretty in any::<bool>()) {
+        let mut event = event_of(&items);
+        if pretty {
+            event = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&event).unwrap()).unwrap();
+        }
+        let split = streamseal::change::parse_event(&event).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&event).unwrap();
+        let want = parsed["Records"].as_array().unwrap();
+        prop_assert_eq!(split.len(), want.len());
+        for (raw, want) in split.iter().zip(want) {
+            prop_assert_eq!(&serde_json::from_str::<serde_json::Value>(raw).unwrap(), want);
+        }
+    }
+
+    #[test]
     fn canonical_form_is_stable_and_idempotent(item in item()) {
         let c1 = canonicalize(&item).unwrap();
         let c2 = canonicalize(&c1).unwrap();
