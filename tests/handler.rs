@@ -12,9 +12,9 @@ use serde_json::value::RawValue;
 use streamseal::item::{Canonicalizer, ColumnPaths, StateDigest, item_hash};
 use streamseal::lambda::{Config, Handler, serve};
 use streamseal::segment::{SegmentRecord, read_segment};
+use streamseal::store::ObjectStore;
 use streamseal::store::faulty::FaultyStore;
 use streamseal::store::memory::MemoryStore;
-use streamseal::store::{ObjectStore, PutMode};
 use streamseal::workload::Workload;
 
 fn config() -> Config {
@@ -474,6 +474,4 @@ async fn non_stream_events_are_refused_clearly() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("stream ARN"), "{err}");
-    // Store untouched.
-    let _ = PutMode::IfAbsent;
 }
