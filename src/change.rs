@@ -432,7 +432,7 @@ fn split_records(text: &str) -> Option<Vec<&str>> {
                         // Jump to the closing quote, stepping over escaped characters.
                         i += 1;
                         loop {
-                            i += memchr::memchr2(b'"', b'\\', &b[i..])?;
+                            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
                             if b[i] == b'\\' {
                                 i += 2;
                             } else {
@@ -678,6 +678,9 @@ mod tests {
             r#"{"Records":[1]}"#,
             r#"{"Records":[{}],"x":1}"#,
             r#"{"Records":[{"a":"}"#,
+            r#"{"Records":[{"a":"\"#,
+            r#"{"Records":[{"a":"\\"#,
+            r#"{"Records":[{"a":1}}]}"#,
             "",
             "[]",
         ] {

@@ -252,6 +252,20 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_input_never_panics(prefix in "\\PC{0,8}", body in "[\\[\\]{}\"\\\\:,a1 ]{0,40}", items in prop::collection::vec(item(), 0..2), cut in any::<prop::sample::Index>()) {
+        // Garbage, near-misses of the event shape, and valid events cut at a random byte.
+        let _ = streamseal::change::parse_event(&format!("{prefix}{body}"));
+        let _ = streamseal::change::parse_event(&format!("{{\"Records\":[{body}]}}"));
+        let event = event_of(&items);
+        let mut at = cut.index(event.len() + 1);
+        while !event.is_char_boundary(at) {
+            at -= 1;
+        }
+        let _ = streamseal::change::parse_event(&event[..at]);
+        let _ = canonicalize(&event[..at]);
+    }
+
+    #[test]
     fn canonical_form_is_stable_and_idempotent(item in item()) {
         let c1 = canonicalize(&item).unwrap();
         let c2 = canonicalize(&c1).unwrap();
@@ -312,4 +326,14 @@ fn numbers_never_pass_through_floating_point() {
             .to_string(),
         "1.2345678901234567890123456789012345678"
     );
+}
+
+#[test]
+fn every_prefix_of_a_real_event_is_handled_without_panicking() {
+    // A stream cut anywhere (inside strings, after a backslash, between records) must give an
+    // error or a shorter batch, never a crash.
+    let event = common::fixture("all-types.json") + &common::fixture("malformed-record.json");
+    for at in (0..=event.len()).filter(|&i| event.is_char_boundary(i)) {
+        let _ = streamseal::change::parse_event(&event[..at]);
+    }
 }
