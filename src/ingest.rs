@@ -415,7 +415,7 @@ impl Ingestor {
             tracing::warn!(table, error = %error, first_unwritten_record = from, "stopping: store write failed; reporting the rest for retry");
             report.failed_from = Some(from);
             report.error = Some(error.to_string());
-            for raw in &raws[from..] {
+            for raw in raws.get(from..).unwrap_or_default() {
                 match change::raw_sequence_number(raw) {
                     Some(seq) => report.batch_item_failures.push(seq),
                     None if report.batch_item_failures.is_empty() => {
