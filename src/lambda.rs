@@ -41,6 +41,9 @@ pub enum LambdaError {
     /// The event has a shape this function does not handle.
     #[error("unsupported event: {0}")]
     Unsupported(String),
+    /// The response could not be serialised (a bug; Lambda retries the batch).
+    #[error("serialising the response: {0}")]
+    Response(String),
     /// A record that must be retried has no readable sequence number; the whole batch is
     /// failed so Lambda retries it (writes are idempotent, so nothing is duplicated).
     #[error("retrying the whole batch: {0}")]
@@ -202,8 +205,7 @@ pub async fn serve(
                 retry = report.batch_item_failures.len(),
                 "batch handled"
             );
-            serde_json::to_value(response)
-                .map_err(|e| LambdaError::Unsupported(format!("serialising the response: {e}")))
+            serde_json::to_value(response).map_err(|e| LambdaError::Response(e.to_string()))
         }
     }
 }
