@@ -9,7 +9,8 @@
 //!
 //! One row per change. Columns, in order: `event_id`, `event_name`, `is_ttl_delete`,
 //! `sequence_number` (as sent), `approximate_creation_time` (timestamp, ms, UTC), `keys`
-//! (canonical DynamoDB JSON), `new_image` and `old_image` (DynamoDB JSON exactly as received),
+//! (canonical DynamoDB JSON), `new_image` and `old_image` (canonical DynamoDB JSON, see
+//! [`crate::item`]),
 //! then the schema file's typed columns. Only types that Athena, Spark, DuckDB and pyarrow all
 //! read: UTF-8 strings, booleans, signed 64-bit integers, doubles, decimals, dates and
 //! millisecond UTC timestamps. zstd compression; statistics per page for the small columns and
