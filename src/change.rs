@@ -334,7 +334,12 @@ impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
                 }
             };
             *self.failed_image = Some(field);
-            let item = map.next_value_seed(self.canon.item_seed(paths))?;
+            let seed = if field == "Keys" {
+                self.canon.key_seed(paths)
+            } else {
+                self.canon.item_seed(paths)
+            };
+            let item = map.next_value_seed(seed)?;
             *self.failed_image = None;
             match field {
                 "Keys" => self.wire.keys = Some(item),

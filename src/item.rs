@@ -143,8 +143,9 @@ struct Entry {
 pub struct CanonicalItem {
     /// Canonical DynamoDB JSON.
     pub text: String,
-    /// SHA-256 of `text`.
-    pub hash: ItemHash,
+    /// SHA-256 of `text`, when the seed was asked to hash (images yes, keys no: the state
+    /// digest needs image hashes only, and keys are read for every record).
+    pub hash: Option<ItemHash>,
     /// Values at the requested column paths, by column index.
     pub captured: Vec<Option<Captured>>,
 }
@@ -169,7 +170,20 @@ impl Canonicalizer {
     /// A seed that canonicalises the item a deserializer yields next (used inside larger
     /// documents, such as a stream record, so the item is read in the same pass).
     pub fn item_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
-        ItemSeed { c: self, paths }
+        ItemSeed {
+            c: self,
+            paths,
+            hash: true,
+        }
+    }
+
+    /// Like [`Canonicalizer::item_seed`], without computing the hash (for keys).
+    pub fn key_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
+        ItemSeed {
+            c: self,
+            paths,
+            hash: false,
+        }
     }
 
     /// Turns a deserialisation error into an [`ItemError`] carrying the attribute path.
@@ -192,6 +206,7 @@ impl Canonicalizer {
 pub struct ItemSeed<'c> {
     c: &'c mut Canonicalizer,
     paths: &'c ColumnPaths,
+    hash: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
@@ -210,7 +225,9 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
         })?;
         let text = String::from_utf8(c.out.clone())
             .map_err(|_| de::Error::custom("canonical form is not UTF-8 (a bug)"))?;
-        let hash = ItemHash(Sha256::digest(text.as_bytes()).into());
+        let hash = self
+            .hash
+            .then(|| ItemHash(Sha256::digest(text.as_bytes()).into()));
         Ok(CanonicalItem {
             text,
             hash,
@@ -228,9 +245,8 @@ pub fn canonicalize(text: &str) -> Result<String, ItemError> {
 
 /// The [`ItemHash`] of an item given as DynamoDB JSON.
 pub fn item_hash(text: &str) -> Result<ItemHash, ItemError> {
-    Ok(Canonicalizer::new()
-        .item(text, &ColumnPaths::default())?
-        .hash)
+    let canonical = canonicalize(text)?;
+    Ok(ItemHash(Sha256::digest(canonical.as_bytes()).into()))
 }
 
 // ---------------------------------------------------------------------------------------------

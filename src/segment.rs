@@ -290,8 +290,8 @@ impl<'a> PreparedRow<'a> {
         typed.resize(schema.columns.len(), TypedValue::Null);
         PreparedRow {
             keys: rec.keys.text,
-            new_hash: rec.new_image.as_ref().map(|i| i.hash),
-            old_hash: rec.old_image.as_ref().map(|i| i.hash),
+            new_hash: rec.new_image.as_ref().and_then(|i| i.hash),
+            old_hash: rec.old_image.as_ref().and_then(|i| i.hash),
             new_image: rec.new_image.map(|i| i.text),
             old_image: rec.old_image.map(|i| i.text),
             typed,
