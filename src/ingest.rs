@@ -169,6 +169,7 @@ struct Batch<'a> {
     prepared: Vec<Prepared<'a>>,
 }
 
+/// What step 3 writes: a segment (covering some records) or one quarantined record.
 enum Unit<'a> {
     Segment {
         indices: Vec<usize>,
@@ -179,6 +180,16 @@ enum Unit<'a> {
         raw: &'a str,
         reason: String,
     },
+}
+
+impl Unit<'_> {
+    /// The smallest batch index among the records this unit makes durable.
+    fn first_index(&self) -> usize {
+        match self {
+            Unit::Quarantine { index, .. } => *index,
+            Unit::Segment { indices, .. } => indices.first().copied().unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl Ingestor {
@@ -379,18 +390,8 @@ impl Ingestor {
             Unit::Quarantine { .. } => 0,
             Unit::Segment { .. } => 1,
         });
-        let mut unwritten: Option<(usize, StoreError)> = None;
-        let mut pending_min: Option<usize> = None;
-        for unit in &units {
-            if unwritten.is_some() {
-                // Everything not yet written must be retried.
-                let first = match unit {
-                    Unit::Quarantine { index, .. } => *index,
-                    Unit::Segment { indices, .. } => indices.first().copied().unwrap_or(usize::MAX),
-                };
-                pending_min = Some(pending_min.map_or(first, |m: usize| m.min(first)));
-                continue;
-            }
+        let mut failure: Option<(usize, StoreError)> = None;
+        for (position, unit) in units.iter().enumerate() {
             let result = match unit {
                 Unit::Quarantine { index, raw, reason } => self
                     .write_quarantine(&layout, *index, raw, reason)
@@ -402,16 +403,20 @@ impl Ingestor {
                     .map(|s| report.segments.push(s)),
             };
             if let Err(e) = result {
-                let first = match unit {
-                    Unit::Quarantine { index, .. } => *index,
-                    Unit::Segment { indices, .. } => indices.first().copied().unwrap_or(usize::MAX),
-                };
-                pending_min = Some(pending_min.map_or(first, |m: usize| m.min(first)));
-                unwritten = Some((first, e));
+                failure = Some((position, e));
+                break;
             }
         }
-        if let Some((_, error)) = unwritten {
-            let from = pending_min.unwrap_or(0);
+        if let Some((position, error)) = failure {
+            // The failed unit and every unit after it are not written: retry from the
+            // smallest record index among them.
+            let from = units
+                .get(position..)
+                .unwrap_or_default()
+                .iter()
+                .map(Unit::first_index)
+                .min()
+                .unwrap_or(0);
             tracing::warn!(table, error = %error, first_unwritten_record = from, "stopping: store write failed; reporting the rest for retry");
             report.failed_from = Some(from);
             report.error = Some(error.to_string());
