@@ -207,11 +207,6 @@ impl Ingestor {
         }
     }
 
-    /// The store this ingestor writes to.
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
     async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
         if let Some(s) = self
             .cache

@@ -152,11 +152,6 @@ impl Handler {
         })
     }
 
-    /// The ingestor behind this handler.
-    pub fn ingestor(&self) -> &Ingestor {
-        &self.ingestor
-    }
-
     /// Handles one invocation payload.
     pub async fn handle(&self, payload: &RawValue) -> Result<Outcome, LambdaError> {
         match classify(payload) {

@@ -184,19 +184,6 @@ impl ColumnType {
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
         }
     }
-
-    /// The type as Athena DDL spells it.
-    pub fn athena_name(self) -> String {
-        match self {
-            ColumnType::String => "string".into(),
-            ColumnType::Bigint => "bigint".into(),
-            ColumnType::Double => "double".into(),
-            ColumnType::Boolean => "boolean".into(),
-            ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
-            ColumnType::Date => "date".into(),
-            ColumnType::Timestamp => "timestamp".into(),
-        }
-    }
 }
 
 /// How a number is read as a timestamp.

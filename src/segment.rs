@@ -365,11 +365,6 @@ impl<'s> SegmentBuilder<'s> {
         }
     }
 
-    /// Number of rows so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Appends one change.
     pub fn push(&mut self, row: &PreparedRow<'_>) {
         self.rows += 1;

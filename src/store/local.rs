@@ -43,11 +43,6 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(&self.url(), key)?;
         Ok(self.root.join(key))
