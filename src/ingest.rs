@@ -29,6 +29,7 @@ use sha2::{Digest as _, Sha256};
 use crate::change::{self, ChangeError, ChangeRecord};
 use crate::item::Canonicalizer;
 use crate::layout::{HourPartition, TableLayout};
+use crate::log::{LOG_FORMAT, LogEntry, QuarantineRecord};
 use crate::schema::{SchemaError, TableSchema};
 use crate::segment::{EncodeOptions, PreparedRow, SegmentBuilder, SegmentError};
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
@@ -448,15 +449,7 @@ impl Ingestor {
         let mut record = encoded.record.clone();
         record.written_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let log_key = layout.log_key(now.timestamp_millis(), &encoded.tag);
-        let body = serde_json::to_vec(&record).map_err(|e| StoreError::Permanent {
-            op: "serialize",
-            store: self.store.url(),
-            key: log_key.clone(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(&log_key, Bytes::from(body), PutMode::IfAbsent)
-            .await?;
+        self.write_log(&log_key, &LogEntry::Segment(record)).await?;
         Ok(WrittenSegment {
             key: encoded.key.clone(),
             log_key,
@@ -464,6 +457,19 @@ impl Ingestor {
             bytes: encoded.record.bytes,
             created: outcome == PutOutcome::Created,
         })
+    }
+
+    async fn write_log(&self, log_key: &str, entry: &LogEntry) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(entry).map_err(|e| StoreError::Permanent {
+            op: "serialize",
+            store: self.store.url(),
+            key: log_key.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put(log_key, Bytes::from(body), PutMode::IfAbsent)
+            .await?;
+        Ok(())
     }
 
     async fn write_quarantine(
@@ -506,6 +512,18 @@ impl Ingestor {
         self.store
             .put(&key, Bytes::from(body), PutMode::IfAbsent)
             .await?;
+        // The log entry lets a seal count quarantined records without listing `quarantine/`.
+        let now = chrono::Utc::now();
+        let entry = LogEntry::Quarantine(QuarantineRecord {
+            format: LOG_FORMAT,
+            table: layout.table().to_owned(),
+            key: key.clone(),
+            sequence_number: change::raw_sequence_number(raw),
+            reason: reason.to_owned(),
+            written_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        let log_key = layout.log_key(now.timestamp_millis(), &format!("q{}", &sha[..16]));
+        self.write_log(&log_key, &entry).await?;
         Ok(QuarantinedRecord {
             key,
             index,

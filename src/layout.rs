@@ -5,15 +5,21 @@
 //!
 //! ```text
 //! <table>/changes/dt=YYYY-MM-DD/hr=HH/<first-seq>-<last-seq>-<tag>.parquet  segments (Athena location)
-//! <table>/log/<written-at-ms>-<tag>.json                                     one segment record per segment
+//! <table>/log/<YYYY-MM-DDTHH>/<written-at-ms>-<tag>.json                     one log entry per segment, quarantined record or gap
 //! <table>/quarantine/<sha256>.json                                           records that could not be converted
+//! <table>/snapshots/<generation>.json                                        sealed manifests, written once
+//! <table>/snapshots/head.json                                                hint: the latest generation (rewritten)
+//! <table>/snapshot-files/<generation>-<sha256-prefix>.json                   a manifest's file list, written once
 //! ```
 //!
 //! Segment names are deterministic: sequence numbers are zero-padded to 40 digits (so names
 //! sort numerically) and `tag` is a hash of the segment's sequence numbers and event ids, so a
 //! redelivered batch maps to the same names while two different batches never collide. Log ids
 //! start with the write time in milliseconds, zero-padded, so listing the log with `StartAfter`
-//! returns exactly the segments written after a point in time.
+//! returns exactly the entries written after a point in time. The log is grouped in one folder
+//! per UTC hour of writing: on S3 that changes nothing (keys still sort by time), and on a
+//! local disk a listing after a point in time reads only the folders from that hour on instead
+//! of one directory holding the whole history.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
@@ -21,6 +27,18 @@ use crate::change::SequenceNumber;
 
 /// Width of the millisecond timestamp at the start of log ids (good past the year 2286).
 const LOG_TIME_DIGITS: usize = 16;
+
+/// `<YYYY-MM-DDTHH>/<ms:16>`: the hour folder and time prefix of a log key.
+fn log_stem(ms: i64) -> String {
+    let ms = ms.max(0);
+    format!("{}/{:0width$}", hour_folder(ms), ms, width = LOG_TIME_DIGITS)
+}
+
+/// `YYYY-MM-DDTHH` of the UTC hour containing `ms`.
+fn hour_folder(ms: i64) -> String {
+    let t = DateTime::<Utc>::from_timestamp_millis(ms.max(0)).unwrap_or_default();
+    t.format("%Y-%m-%dT%H").to_string()
+}
 
 /// The Hive partition of an instant: `dt=YYYY-MM-DD/hr=HH` (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,14 +115,52 @@ impl TableLayout {
         format!("{}/log/", self.table)
     }
 
-    /// Key of a segment record written at `written_ms`.
+    /// Key of a log entry written at `written_ms`.
     pub fn log_key(&self, written_ms: i64, tag: &str) -> String {
+        format!("{}{}-{}.json", self.log_prefix(), log_stem(written_ms), tag)
+    }
+
+    /// The `start_after` that lists the log entries written at or after `ms`.
+    pub fn log_start_at(&self, ms: i64) -> String {
+        // Every key of time `ms` is `<stem>-<tag>.json`, and `<stem>` sorts before it.
+        format!("{}{}", self.log_prefix(), log_stem(ms))
+    }
+
+    /// The write time (ms) encoded in a log key of this table, if it is one.
+    pub fn log_key_time(&self, key: &str) -> Option<i64> {
+        let rest = key.strip_prefix(&self.log_prefix())?;
+        let (hour, name) = rest.split_once('/')?;
+        let digits = name.get(..LOG_TIME_DIGITS)?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) || !name[LOG_TIME_DIGITS..].starts_with('-')
+        {
+            return None;
+        }
+        let ms: i64 = digits.parse().ok()?;
+        (hour == hour_folder(ms) && name.ends_with(".json")).then_some(ms)
+    }
+
+    /// Folder of sealed manifests.
+    pub fn snapshots_prefix(&self) -> String {
+        format!("{}/snapshots/", self.table)
+    }
+
+    /// Key of the manifest of snapshot `id`.
+    pub fn snapshot_key(&self, id: &str) -> String {
+        format!("{}/snapshots/{}.json", self.table, id)
+    }
+
+    /// Key of the hint naming the latest snapshot.
+    pub fn snapshot_head_key(&self) -> String {
+        format!("{}/snapshots/head.json", self.table)
+    }
+
+    /// Key of a manifest's file list.
+    pub fn snapshot_files_key(&self, id: &str, sha256_hex: &str) -> String {
         format!(
-            "{}/log/{:0width$}-{}.json",
+            "{}/snapshot-files/{}-{}.json",
             self.table,
-            written_ms.max(0),
-            tag,
-            width = LOG_TIME_DIGITS
+            id,
+            &sha256_hex[..sha256_hex.len().min(16)]
         )
     }
 
@@ -146,6 +202,17 @@ mod tests {
             "orders/changes/dt=1970-01-01/hr=00/0000000000000000000999999999999999999999-0000000000000000001000000000000000000000-ab12.parquet"
         );
         assert!(l.log_key(9_999, "z") < l.log_key(10_000, "a"));
+        assert!(l.log_key(3_599_999, "z") < l.log_key(3_600_000, "a"));
         assert!(l.log_key(1, "x").starts_with(&l.log_prefix()));
+        assert_eq!(
+            l.log_key(1_764_254_400_123, "ab"),
+            "orders/log/2025-11-27T14/0001764254400123-ab.json"
+        );
+        let k = l.log_key(1_764_254_400_123, "ab");
+        assert_eq!(l.log_key_time(&k), Some(1_764_254_400_123));
+        assert!(l.log_start_at(1_764_254_400_123) < k);
+        assert!(l.log_start_at(1_764_254_400_124) > k);
+        assert_eq!(l.log_key_time("orders/log/2025-11-27T15/0001764254400123-ab.json"), None);
+        assert_eq!(l.log_key_time("other/log/2025-11-27T14/0001764254400123-ab.json"), None);
     }
 }

@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod item;
 pub mod lambda;
 pub mod layout;
+pub mod log;
 pub mod schema;
 pub mod segment;
 pub mod store;

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{ChangeKind, ChangeRecord, SequenceNumber, StreamViewType};
+use crate::log::{SequenceList, SequenceListBuilder};
 use crate::item::{ItemHash, StateDigest};
 use crate::layout::{HourPartition, TableLayout};
 use crate::schema::{ColumnType, TableSchema, TypedValue};
@@ -137,6 +138,41 @@ pub struct SegmentRecord {
     pub shard_id: Option<String>,
     /// When the segment was written (RFC 3339, UTC).
     pub written_at: String,
+    /// The sequence number of every row, in row order (front-coded), so a seal can resolve
+    /// records stored twice by redelivered or bisected batches without opening the Parquet.
+    pub sequence_numbers: SequenceList,
+}
+
+/// The name tag of a segment: the first 8 bytes (hex) of SHA-256 over the stream ARN, the view
+/// type, and every row's sequence number and event id. The stream (a recreated table gets a new
+/// one) and the view type are part of a segment's identity, not only its sequence numbers. Deep
+/// verify recomputes it from the rows to prove an object is the segment its name claims.
+#[derive(Clone)]
+pub struct SegmentTag(Sha256);
+
+impl SegmentTag {
+    /// Starts the tag of a segment from `arn` with `view_type`.
+    pub fn new(arn: Option<&str>, view_type: StreamViewType) -> SegmentTag {
+        let mut h = Sha256::new();
+        h.update(arn.unwrap_or("").as_bytes());
+        h.update(b"\n");
+        h.update(view_type.as_str().as_bytes());
+        h.update(b"\n");
+        SegmentTag(h)
+    }
+
+    /// Adds a row.
+    pub fn push(&mut self, sequence: &str, event_id: &str) {
+        self.0.update(sequence.as_bytes());
+        self.0.update(b"\n");
+        self.0.update(event_id.as_bytes());
+        self.0.update(b"\n");
+    }
+
+    /// The tag: 16 hex digits.
+    pub fn finish(self) -> String {
+        hex::encode(&self.0.finalize()[..8])
+    }
 }
 
 /// A finished segment: its key, its bytes, and its record (with `written_at` still empty).
@@ -318,7 +354,8 @@ pub struct SegmentBuilder<'s> {
     new_image: StringBuilder,
     old_image: StringBuilder,
     typed: Vec<TypedBuilder>,
-    tag: Sha256,
+    tag: Option<SegmentTag>,
+    sequences: SequenceListBuilder,
     rows: u64,
     first: Option<SequenceNumber>,
     last: Option<SequenceNumber>,
@@ -350,7 +387,8 @@ impl<'s> SegmentBuilder<'s> {
                 .iter()
                 .map(|c| TypedBuilder::new(c.column_type, capacity))
                 .collect(),
-            tag: Sha256::new(),
+            tag: None,
+            sequences: SequenceListBuilder::default(),
             rows: 0,
             first: None,
             last: None,
@@ -380,19 +418,10 @@ impl<'s> SegmentBuilder<'s> {
             builder.append(value);
         }
 
-        if self.rows == 1 {
-            // The stream (a recreated table gets a new one) and the view type are part of the
-            // identity of a segment, not only the sequence numbers.
-            self.tag
-                .update(row.event_source_arn.as_deref().unwrap_or("").as_bytes());
-            self.tag.update(b"\n");
-            self.tag.update(row.view_type.as_str().as_bytes());
-            self.tag.update(b"\n");
-        }
-        self.tag.update(row.sequence.as_str().as_bytes());
-        self.tag.update(b"\n");
-        self.tag.update(row.event_id.as_bytes());
-        self.tag.update(b"\n");
+        self.tag
+            .get_or_insert_with(|| SegmentTag::new(row.event_source_arn.as_deref(), row.view_type))
+            .push(row.sequence.as_str(), &row.event_id);
+        self.sequences.push(row.sequence.as_str());
         if self.first.as_ref().is_none_or(|f| row.sequence < *f) {
             self.first = Some(row.sequence.clone());
         }
@@ -435,10 +464,12 @@ impl<'s> SegmentBuilder<'s> {
         partition: HourPartition,
         options: EncodeOptions,
     ) -> Result<EncodedSegment, SegmentError> {
-        let tag = hex::encode(&self.tag.clone().finalize()[..8]);
-        let (Some(first), Some(last)) = (self.first.clone(), self.last.clone()) else {
+        let (Some(first), Some(last), Some(tag)) =
+            (self.first.clone(), self.last.clone(), self.tag.take())
+        else {
             return Err(SegmentError::Empty(layout.changes_prefix()));
         };
+        let tag = tag.finish();
         let key = layout.segment_key(partition, &first, &last, &tag);
         let schema = arrow_schema(self.schema);
         let mut columns: Vec<ArrayRef> = vec![
@@ -485,6 +516,7 @@ impl<'s> SegmentBuilder<'s> {
             event_source_arn: self.arn,
             shard_id: None,
             written_at: String::new(),
+            sequence_numbers: std::mem::take(&mut self.sequences).finish(),
         };
         Ok(EncodedSegment {
             key,

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 
 use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
 
@@ -160,7 +161,12 @@ impl LocalStore {
                 if file_type.is_dir() {
                     // Descend only where keys under this directory can match the prefix.
                     let as_dir = format!("{key}/");
-                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                    // ...and skip folders whose every key sorts before `start_after` (the
+                    // comparison is decided inside the folder name), so listing a log
+                    // after a point in time reads only the folders from that point on.
+                    let all_before = start_after
+                        .is_some_and(|s| as_dir.as_str() < s && !s.starts_with(as_dir.as_str()));
+                    if (as_dir.starts_with(prefix) || prefix.starts_with(&as_dir)) && !all_before {
                         stack.push(path);
                     }
                 } else if key.starts_with(prefix) && start_after.is_none_or(|s| key.as_str() > s) {
@@ -168,7 +174,11 @@ impl LocalStore {
                         .metadata()
                         .map_err(|e| self.io_error("list", &key, e))?
                         .len();
-                    out.push(ObjectMeta { key, size });
+                    out.push(ObjectMeta {
+                        key,
+                        size,
+                        sha256: None,
+                    });
                 }
             }
         }
@@ -217,15 +227,38 @@ impl ObjectStore for LocalStore {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
-        match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
-                key: key.to_owned(),
-                size: m.len(),
-            })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io_error("head", key, e)),
-        }
+        let this = LocalStore {
+            root: self.root.clone(),
+        };
+        let key = key.to_owned();
+        blocking(move || {
+            // A file has no stored checksum, so it is computed: HEAD on a disk costs a read.
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(this.io_error("head", &key, e)),
+            };
+            let meta = file.metadata().map_err(|e| this.io_error("head", &key, e))?;
+            if !meta.is_file() {
+                return Ok(None);
+            }
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)
+                    .map_err(|e| this.io_error("head", &key, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(Some(ObjectMeta {
+                key,
+                size: meta.len(),
+                sha256: Some(hex::encode(hasher.finalize())),
+            }))
+        })
+        .await
     }
 
     async fn list(

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 
 use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
 
@@ -64,6 +65,7 @@ impl ObjectStore for MemoryStore {
         Ok(self.objects().get(key).map(|b| ObjectMeta {
             key: key.to_owned(),
             size: b.len() as u64,
+            sha256: Some(hex::encode(Sha256::digest(b))),
         }))
     }
 
@@ -86,6 +88,7 @@ impl ObjectStore for MemoryStore {
             .map(|(k, v)| ObjectMeta {
                 key: k.clone(),
                 size: v.len() as u64,
+                sha256: None,
             })
             .collect())
     }

@@ -41,6 +41,25 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// How long a written object must stay undeletable and unchanged, where the store enforces it
+/// (S3 Object Lock on a bucket created with it enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Governance (privileged users may lift it) or compliance (nobody can, not even root).
+    pub mode: RetentionMode,
+    /// End of the retention period, ms since the epoch.
+    pub until_ms: i64,
+}
+
+/// S3 Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetentionMode {
+    /// Users with `s3:BypassGovernanceRetention` may delete or shorten it.
+    Governance,
+    /// Nobody can delete the object version or shorten the period.
+    Compliance,
+}
+
 /// What a listing or a HEAD returns about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -48,6 +67,11 @@ pub struct ObjectMeta {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// SHA-256 of the content (hex) as the store records it: returned by `head` (S3 reports
+    /// the `x-amz-checksum-sha256` the object was written with; the local and memory stores
+    /// compute it), never by `list`. `None` when the store has no checksum for the object,
+    /// for example an S3 object written by another tool without one.
+    pub sha256: Option<String>,
 }
 
 /// A failed store operation, with the key it was about.
@@ -112,10 +136,23 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// [`PutOutcome::AlreadyExists`] is returned.
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError>;
 
+    /// Writes an object under a retention period where the store can enforce one (S3 Object
+    /// Lock). Stores that cannot (local, memory) write it like [`ObjectStore::put`].
+    async fn put_retained(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+        retention: Option<Retention>,
+    ) -> Result<PutOutcome, StoreError> {
+        let _ = retention;
+        self.put(key, body, mode).await
+    }
+
     /// Reads a whole object.
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
 
-    /// Size of an object, or `None` if it does not exist.
+    /// Size and SHA-256 of an object, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
     /// Objects whose keys start with `prefix` and sort after `start_after`, in key order, at
