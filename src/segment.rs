@@ -78,6 +78,15 @@ pub enum SegmentError {
     /// A segment with no rows cannot be written.
     #[error("segment {0} has no rows")]
     Empty(String),
+    /// A Parquet file that is not a streamseal segment (columns missing or mistyped, images
+    /// that are not valid DynamoDB JSON).
+    #[error("{key} is not a valid streamseal segment: {reason}")]
+    NotASegment {
+        /// Object key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Tuning of the Parquet encoder.
@@ -659,4 +668,117 @@ pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Segment
             key: key.to_owned(),
             source,
         })
+}
+
+/// What one row of a stored segment contributes, recomputed from the stored images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowEffect {
+    /// Sequence number as stored.
+    pub sequence: String,
+    /// Event id.
+    pub event_id: String,
+    /// `H(new) - H(old)` when the segment carries both images, else `None`.
+    pub digest: Option<StateDigest>,
+    /// +1 INSERT, -1 REMOVE, 0 MODIFY.
+    pub count: i64,
+}
+
+/// A stored segment read back for checking: its view type (from the file's metadata) and the
+/// effect of every row, in row order.
+#[derive(Debug, Clone)]
+pub struct SegmentContents {
+    /// View type recorded in the file.
+    pub view_type: Option<StreamViewType>,
+    /// Rows.
+    pub rows: Vec<RowEffect>,
+}
+
+impl SegmentContents {
+    /// Reads Parquet bytes and recomputes each row's effect (rehashing both images).
+    pub fn read(key: &str, bytes: Bytes) -> Result<SegmentContents, SegmentError> {
+        let not = |reason: String| SegmentError::NotASegment {
+            key: key.to_owned(),
+            reason,
+        };
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|source| SegmentError::Parquet {
+                action: "reading",
+                key: key.to_owned(),
+                source,
+            })?;
+        let view_type = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| {
+                kv.iter()
+                    .find(|e| e.key == "streamseal.stream_view_type")
+                    .and_then(|e| e.value.as_deref())
+                    .and_then(|v| StreamViewType::parse(v).ok())
+            });
+        let reader = builder
+            .with_batch_size(8192)
+            .build()
+            .map_err(|source| SegmentError::Parquet {
+                action: "reading",
+                key: key.to_owned(),
+                source,
+            })?;
+        let both = view_type == Some(StreamViewType::NewAndOldImages);
+        let mut rows = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|source| SegmentError::Arrow {
+                key: key.to_owned(),
+                source,
+            })?;
+            let col = |name: &str| -> Result<&arrow_array::StringArray, SegmentError> {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>())
+                    .ok_or_else(|| not(format!("no string column {name:?}")))
+            };
+            let (seq, id, name, new, old) = (
+                col("sequence_number")?,
+                col("event_id")?,
+                col("event_name")?,
+                col("new_image")?,
+                col("old_image")?,
+            );
+            for i in 0..batch.num_rows() {
+                let hash = |a: &arrow_array::StringArray, which: &str| {
+                    if arrow_array::Array::is_null(a, i) {
+                        return Ok(None);
+                    }
+                    crate::item::item_hash(a.value(i))
+                        .map(Some)
+                        .map_err(|e| not(format!("row {i}: {which} image: {e}")))
+                };
+                let digest = if both {
+                    let mut d = StateDigest::ZERO;
+                    if let Some(h) = hash(new, "new")? {
+                        d.add_item(&h);
+                    }
+                    if let Some(h) = hash(old, "old")? {
+                        d.remove_item(&h);
+                    }
+                    Some(d)
+                } else {
+                    None
+                };
+                let count = match name.value(i) {
+                    "INSERT" => 1,
+                    "REMOVE" => -1,
+                    "MODIFY" => 0,
+                    other => return Err(not(format!("row {i}: event_name {other:?}"))),
+                };
+                rows.push(RowEffect {
+                    sequence: seq.value(i).to_owned(),
+                    event_id: id.value(i).to_owned(),
+                    digest,
+                    count,
+                });
+            }
+        }
+        Ok(SegmentContents { view_type, rows })
+    }
 }

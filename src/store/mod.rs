@@ -208,3 +208,78 @@ pub(crate) fn check_key(store: &str, key: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Reads many objects with at most `concurrency` requests in flight; results are in the order
+/// of `keys`. Seal and verify use it to read hundreds of small log entries without paying one
+/// round trip each in sequence.
+pub async fn get_many(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+) -> Vec<Result<Bytes, StoreError>> {
+    run_many(store, keys, concurrency, |s, k| async move { s.get(&k).await }).await
+}
+
+/// HEADs many objects with at most `concurrency` requests in flight, in the order of `keys`.
+pub async fn head_many(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+) -> Vec<Result<Option<ObjectMeta>, StoreError>> {
+    run_many(store, keys, concurrency, |s, k| async move { s.head(&k).await }).await
+}
+
+async fn run_many<T, F, Fut>(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+    op: F,
+) -> Vec<Result<T, StoreError>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn ObjectStore>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    let mut out: Vec<Option<Result<T, StoreError>>> = (0..keys.len()).map(|_| None).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0;
+    while next < keys.len() || !tasks.is_empty() {
+        while next < keys.len() && tasks.len() < concurrency.max(1) {
+            let fut = op(store.clone(), keys[next].clone());
+            let i = next;
+            tasks.spawn(async move { (i, fut.await) });
+            next += 1;
+        }
+        match tasks.join_next().await {
+            Some(Ok((i, r))) => out[i] = Some(r),
+            Some(Err(e)) => {
+                // A panicked or cancelled task: report it on every key still without a result
+                // rather than guess which one it was.
+                for (slot, key) in out.iter_mut().zip(keys) {
+                    if slot.is_none() {
+                        *slot = Some(Err(StoreError::Transient {
+                            op: "read",
+                            store: store.url(),
+                            key: key.clone(),
+                            message: format!("task failed: {e}"),
+                        }));
+                    }
+                }
+            }
+            None => break,
+        }
+    }
+    out.into_iter()
+        .zip(keys)
+        .map(|(r, key)| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Transient {
+                    op: "read",
+                    store: store.url(),
+                    key: key.clone(),
+                    message: "no result".into(),
+                })
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,521 @@
+//! Sealed snapshot manifests: what a snapshot is made of, written once, checkable.
+//!
+//! A snapshot is a chain: its manifest names its parent (by id and manifest digest), the base
+//! state it inherits, and the segments sealed *since the parent*, listed in a separate
+//! file-list object whose size and SHA-256 the manifest records. The table as of the snapshot
+//! is base + every segment of every manifest in the chain. Keeping each manifest to its own new
+//! segments is what keeps sealing O(new changes): a seal reads the parent's small manifest,
+//! never the history's file lists. The format is documented in `docs/manifest.md`.
+//!
+//! Each manifest carries `manifest_sha256`, the SHA-256 of its own canonical content (the
+//! manifest serialised by this module with that field empty), so any edit to any field is
+//! detected, and a child records its parent's digest, so an edited ancestor breaks the chain.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::change::StreamViewType;
+use crate::layout::TableLayout;
+use crate::store::{ObjectStore, StoreError};
+use crate::item::StateDigest;
+use crate::log::{GapRecord, SequenceList};
+use crate::schema::KeySchema;
+
+/// Version of the manifest and file-list formats.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Width of a snapshot id: the zero-padded generation number.
+pub const SNAPSHOT_ID_DIGITS: usize = 10;
+
+/// A sealed snapshot manifest (`<table>/snapshots/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// Snapshot id: the generation, zero-padded (ids sort in sealing order).
+    pub snapshot_id: String,
+    /// 1 for the first snapshot of a table, parent's + 1 after.
+    pub generation: u64,
+    /// When the seal ran (RFC 3339, UTC).
+    pub created_at: String,
+    /// Who or what asked (an alarm name, a Health event, a person's `--reason`).
+    pub reason: String,
+    /// The snapshot this one extends.
+    pub parent: Option<ParentRef>,
+    /// The table's key schema, when a schema file gave it.
+    pub key_schema: Option<KeySchema>,
+    /// Full-state files the chain starts from (bootstrap or compaction), inherited by children.
+    pub base: Vec<BaseFile>,
+    /// The file list of the segments sealed by this snapshot.
+    pub files: FilesRef,
+    /// The whole chain: base plus every snapshot's segments.
+    pub totals: Totals,
+    /// How far the snapshot reaches.
+    pub watermark: Watermark,
+    /// Quarantined records in the chain (kept verbatim, not in segments).
+    pub quarantined_records: u64,
+    /// Known gaps in the chain (changes reported missing, e.g. by the on-failure destination).
+    pub known_gaps: u64,
+    /// Log entries this seal could not use (malformed, foreign); verify fails while any exist.
+    pub rejected_log_entries: u64,
+    /// Order-independent digest of the table state (base + all changes), when every segment in
+    /// the chain carries both images; `null` otherwise.
+    pub state_digest: Option<StateDigest>,
+    /// Live items: base items plus inserts minus removes.
+    pub item_count: i64,
+    /// The stream's view type, from the segments.
+    pub stream_view_type: Option<StreamViewType>,
+    /// End of the Object Lock retention the manifest was written with (RFC 3339), if any.
+    pub retain_until: Option<String>,
+    /// SHA-256 of this manifest's canonical content with this field empty.
+    pub manifest_sha256: String,
+}
+
+/// A link to the parent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRef {
+    /// Parent snapshot id.
+    pub snapshot_id: String,
+    /// The parent's `manifest_sha256`.
+    pub manifest_sha256: String,
+}
+
+/// A full-state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseFile {
+    /// Object key.
+    pub key: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Items.
+    pub rows: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// Where a manifest's file list is and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesRef {
+    /// Object key of the file list.
+    pub key: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// Segments sealed by this snapshot.
+    pub segments: u64,
+    /// Rows they contribute (duplicates excluded).
+    pub rows: u64,
+    /// Their Parquet bytes.
+    pub segment_bytes: u64,
+    /// Segments dropped because every row was already sealed (redeliveries).
+    pub duplicate_segments: u64,
+    /// Rows skipped as duplicates, in dropped and in partly overlapping segments.
+    pub duplicate_rows: u64,
+}
+
+/// Sums over the whole chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// Segments.
+    pub segments: u64,
+    /// Rows (changes), duplicates excluded.
+    pub rows: u64,
+    /// Bytes of segments and base files.
+    pub bytes: u64,
+}
+
+/// How far a snapshot reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watermark {
+    /// Last sequence number sealed per shard, for segments whose shard is known (the stream
+    /// poller records it; Lambda events do not carry it).
+    pub shards: BTreeMap<String, String>,
+    /// Newest `ApproximateCreationDateTime` sealed in the chain (ms).
+    pub newest_change_ms: Option<i64>,
+    /// The snapshot holds every change created before this instant (ms), as far as the
+    /// capture can tell: the oldest "latest change" among the streams or shards that delivered
+    /// to this seal. See `docs/manifest.md` for what it can and cannot promise.
+    pub consistent_through_ms: Option<i64>,
+    /// The `start_after` this seal listed the log from (`None`: the beginning).
+    pub log_listed_after: Option<String>,
+    /// The newest log key consumed by this seal or its ancestors.
+    pub log_cursor: Option<String>,
+    /// Log keys already sealed whose write time is within the overlap window before the cursor:
+    /// the next seal lists from the window's start and skips these. The window covers entries
+    /// that become visible after later-written ones (a slow writer).
+    pub recent_log_keys: Vec<String>,
+}
+
+/// A manifest's file list (`<table>/snapshot-files/<id>-<sha>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotFiles {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// Snapshot id.
+    pub snapshot_id: String,
+    /// Segments sealed by this snapshot, in log order.
+    pub segments: Vec<SealedSegment>,
+    /// Segments whose every row was already sealed.
+    pub duplicates: Vec<DuplicateSegment>,
+    /// Quarantine log entries sealed by this snapshot.
+    pub quarantined: Vec<SealedQuarantine>,
+    /// Gap log entries sealed by this snapshot.
+    pub gaps: Vec<SealedGap>,
+    /// Log entries this seal could not use, and why.
+    pub rejected: Vec<RejectedEntry>,
+}
+
+/// A segment in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSegment {
+    /// Object key.
+    pub key: String,
+    /// Its log entry.
+    pub log_key: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Rows in the object.
+    pub rows: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Smallest sequence number.
+    pub first_sequence: String,
+    /// Largest sequence number.
+    pub last_sequence: String,
+    /// Earliest change time (ms).
+    pub min_time_ms: Option<i64>,
+    /// Latest change time (ms).
+    pub max_time_ms: Option<i64>,
+    /// Shard, when known.
+    pub shard_id: Option<String>,
+    /// Stream ARN.
+    pub event_source_arn: Option<String>,
+    /// Rows that count: a row counts when it is the first in the segment with its sequence
+    /// number and that number is not in `skipped_sequences`.
+    pub counted_rows: u64,
+    /// Sequence numbers already counted in an earlier segment; readers skip them (front-coded).
+    pub skipped_sequences: SequenceList,
+    /// Digest delta of the counted rows, when the stream carries both images.
+    pub digest_delta: Option<StateDigest>,
+    /// Item-count delta of the counted rows.
+    pub item_count_delta: i64,
+}
+
+/// A segment left out because all its rows were sealed already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateSegment {
+    /// Object key.
+    pub key: String,
+    /// Its log entry.
+    pub log_key: String,
+    /// Its rows.
+    pub rows: u64,
+}
+
+/// A quarantined record sealed into the snapshot's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedQuarantine {
+    /// Quarantine object key.
+    pub key: String,
+    /// Its log entry.
+    pub log_key: String,
+    /// Sequence number, when readable.
+    pub sequence_number: Option<String>,
+}
+
+/// A known gap sealed into the snapshot's counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedGap {
+    /// Its log entry.
+    pub log_key: String,
+    /// The gap.
+    pub gap: GapRecord,
+}
+
+/// A log entry the seal could not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectedEntry {
+    /// Log key.
+    pub log_key: String,
+    /// The object it names, if readable.
+    pub object: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// The hint object naming the latest snapshot (`<table>/snapshots/head.json`). It is only a
+/// starting point: readers list snapshots after it to find newer ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Latest snapshot id when written.
+    pub snapshot_id: String,
+}
+
+impl Manifest {
+    /// SHA-256 over the canonical content: this manifest serialised with
+    /// `manifest_sha256` empty.
+    pub fn compute_sha256(&self) -> String {
+        let mut body = self.clone();
+        body.manifest_sha256 = String::new();
+        // Serialising plain structs, vectors and BTreeMaps cannot fail, and the field order
+        // is fixed by the struct, so the bytes are canonical.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    /// Fills in `manifest_sha256`.
+    pub fn seal_digest(&mut self) {
+        self.manifest_sha256 = self.compute_sha256();
+    }
+
+    /// Whether `manifest_sha256` matches the content.
+    pub fn digest_ok(&self) -> bool {
+        self.manifest_sha256 == self.compute_sha256()
+    }
+
+    /// Pretty JSON, as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// A snapshot id from a generation.
+pub fn snapshot_id(generation: u64) -> String {
+    format!("{generation:0width$}", width = SNAPSHOT_ID_DIGITS)
+}
+
+/// The generation of a snapshot id, if it is one.
+pub fn parse_snapshot_id(id: &str) -> Option<u64> {
+    (id.len() == SNAPSHOT_ID_DIGITS && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            table: "orders".into(),
+            snapshot_id: snapshot_id(1),
+            generation: 1,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            reason: "test".into(),
+            parent: None,
+            key_schema: None,
+            base: vec![],
+            files: FilesRef {
+                key: "orders/snapshot-files/0000000001-ab.json".into(),
+                bytes: 10,
+                sha256: "00".into(),
+                segments: 1,
+                rows: 2,
+                segment_bytes: 3,
+                duplicate_segments: 0,
+                duplicate_rows: 0,
+            },
+            totals: Totals::default(),
+            watermark: Watermark::default(),
+            quarantined_records: 0,
+            known_gaps: 0,
+            rejected_log_entries: 0,
+            state_digest: Some(StateDigest::ZERO),
+            item_count: 0,
+            stream_view_type: None,
+            retain_until: None,
+            manifest_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn digest_covers_every_field_and_survives_a_round_trip() {
+        let mut m = sample();
+        m.seal_digest();
+        assert!(m.digest_ok());
+        let back: Manifest = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert!(back.digest_ok());
+        let mut edited = back.clone();
+        edited.item_count = 1;
+        assert!(!edited.digest_ok());
+        let mut edited = back;
+        edited.files.rows = 3;
+        assert!(!edited.digest_ok());
+    }
+
+    #[test]
+    fn ids_are_fixed_width_generations() {
+        assert_eq!(snapshot_id(42), "0000000042");
+        assert_eq!(parse_snapshot_id("0000000042"), Some(42));
+        assert_eq!(parse_snapshot_id("42"), None);
+        assert_eq!(parse_snapshot_id("000000004x"), None);
+        assert_eq!(parse_snapshot_id("head"), None);
+    }
+}
+
+/// A manifest or file list that cannot be read or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Not valid JSON of the expected shape.
+    #[error("{key} is not a valid streamseal {what}: {message}")]
+    Parse {
+        /// Object key.
+        key: String,
+        /// "manifest" or "file list".
+        what: &'static str,
+        /// Parser message.
+        message: String,
+    },
+    /// The content does not match its recorded digest.
+    #[error(
+        "{key}: {what} (the object was altered after sealing; run `streamseal verify` for details)"
+    )]
+    Integrity {
+        /// Object key.
+        key: String,
+        /// What does not match.
+        what: String,
+    },
+    /// The table has no sealed snapshot.
+    #[error(
+        "table {table} has no sealed snapshot in {store} (seal one with `streamseal seal --table {table} --target {store}`)"
+    )]
+    NoSnapshots {
+        /// Table.
+        table: String,
+        /// Store URL.
+        store: String,
+    },
+    /// A snapshot id that is not one.
+    #[error("{0:?} is not a snapshot id (expected \"latest\" or {SNAPSHOT_ID_DIGITS} digits, e.g. 0000000001)")]
+    BadId(String),
+}
+
+/// Reads and parses a manifest, without judging its digest (verify reports that itself).
+pub async fn read_manifest(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    id: &str,
+) -> Result<Manifest, ManifestError> {
+    let key = layout.snapshot_key(id);
+    let bytes = store.get(&key).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
+        key,
+        what: "manifest",
+        message: e.to_string(),
+    })
+}
+
+/// Reads a manifest's file list and checks it against the size and SHA-256 the manifest
+/// recorded.
+pub async fn read_files(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<SnapshotFiles, ManifestError> {
+    let key = &manifest.files.key;
+    let bytes = store.get(key).await?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != manifest.files.bytes || sha != manifest.files.sha256 {
+        return Err(ManifestError::Integrity {
+            key: key.clone(),
+            what: format!(
+                "file list is {} bytes with SHA-256 {sha}, the manifest recorded {} bytes with {}",
+                bytes.len(),
+                manifest.files.bytes,
+                manifest.files.sha256
+            ),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
+        key: key.clone(),
+        what: "file list",
+        message: e.to_string(),
+    })
+}
+
+/// Every snapshot id of the table, oldest first (lists `snapshots/`, one entry per seal).
+pub async fn list_snapshot_ids(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    after: Option<&str>,
+) -> Result<Vec<String>, ManifestError> {
+    let prefix = layout.snapshots_prefix();
+    let start = after.map(|id| layout.snapshot_key(id));
+    Ok(store
+        .list(&prefix, start.as_deref(), None)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.key.strip_prefix(&prefix)?.strip_suffix(".json")?;
+            parse_snapshot_id(name).map(|_| name.to_owned())
+        })
+        .collect())
+}
+
+/// The latest snapshot id: the head hint, then a listing of anything sealed after it (the
+/// hint can lag behind a seal that crashed before updating it). O(1) listings in the usual case.
+pub async fn latest_snapshot_id(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+) -> Result<Option<String>, ManifestError> {
+    let hint = match store.get(&layout.snapshot_head_key()).await {
+        Ok(bytes) => serde_json::from_slice::<Head>(&bytes)
+            .ok()
+            .map(|h| h.snapshot_id)
+            .filter(|id| parse_snapshot_id(id).is_some()),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let newer = list_snapshot_ids(store, layout, hint.as_deref()).await?;
+    Ok(newer.into_iter().next_back().or(hint))
+}
+
+/// Resolves `latest` or an id to an id that exists.
+pub async fn resolve_snapshot(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    which: &str,
+) -> Result<String, ManifestError> {
+    if which == "latest" {
+        return latest_snapshot_id(store, layout)
+            .await?
+            .ok_or_else(|| ManifestError::NoSnapshots {
+                table: layout.table().to_owned(),
+                store: store.url(),
+            });
+    }
+    let id = if parse_snapshot_id(which).is_some() {
+        which.to_owned()
+    } else if let Some(n) = which.parse::<u64>().ok().filter(|n| *n > 0) {
+        // `--snapshot 3` is friendlier than ten digits.
+        snapshot_id(n)
+    } else {
+        return Err(ManifestError::BadId(which.to_owned()));
+    };
+    Ok(id)
+}
