@@ -31,7 +31,12 @@ const LOG_TIME_DIGITS: usize = 16;
 /// `<YYYY-MM-DDTHH>/<ms:16>`: the hour folder and time prefix of a log key.
 fn log_stem(ms: i64) -> String {
     let ms = ms.max(0);
-    format!("{}/{:0width$}", hour_folder(ms), ms, width = LOG_TIME_DIGITS)
+    format!(
+        "{}/{:0width$}",
+        hour_folder(ms),
+        ms,
+        width = LOG_TIME_DIGITS
+    )
 }
 
 /// `YYYY-MM-DDTHH` of the UTC hour containing `ms`.
@@ -212,7 +217,13 @@ mod tests {
         assert_eq!(l.log_key_time(&k), Some(1_764_254_400_123));
         assert!(l.log_start_at(1_764_254_400_123) < k);
         assert!(l.log_start_at(1_764_254_400_124) > k);
-        assert_eq!(l.log_key_time("orders/log/2025-11-27T15/0001764254400123-ab.json"), None);
-        assert_eq!(l.log_key_time("other/log/2025-11-27T14/0001764254400123-ab.json"), None);
+        assert_eq!(
+            l.log_key_time("orders/log/2025-11-27T15/0001764254400123-ab.json"),
+            None
+        );
+        assert_eq!(
+            l.log_key_time("other/log/2025-11-27T14/0001764254400123-ab.json"),
+            None
+        );
     }
 }

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::change::StreamViewType;
-use crate::layout::TableLayout;
-use crate::store::{ObjectStore, StoreError};
 use crate::item::StateDigest;
+use crate::layout::TableLayout;
 use crate::log::{GapRecord, SequenceList};
 use crate::schema::KeySchema;
+use crate::store::{ObjectStore, StoreError};
 
 /// Version of the manifest and file-list formats.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -412,7 +412,9 @@ pub enum ManifestError {
         store: String,
     },
     /// A snapshot id that is not one.
-    #[error("{0:?} is not a snapshot id (expected \"latest\" or {SNAPSHOT_ID_DIGITS} digits, e.g. 0000000001)")]
+    #[error(
+        "{0:?} is not a snapshot id (expected \"latest\" or {SNAPSHOT_ID_DIGITS} digits, e.g. 0000000001)"
+    )]
     BadId(String),
 }
 
@@ -502,12 +504,12 @@ pub async fn resolve_snapshot(
     which: &str,
 ) -> Result<String, ManifestError> {
     if which == "latest" {
-        return latest_snapshot_id(store, layout)
-            .await?
-            .ok_or_else(|| ManifestError::NoSnapshots {
+        return latest_snapshot_id(store, layout).await?.ok_or_else(|| {
+            ManifestError::NoSnapshots {
                 table: layout.table().to_owned(),
                 store: store.url(),
-            });
+            }
+        });
     }
     let id = if parse_snapshot_id(which).is_some() {
         which.to_owned()

@@ -289,11 +289,12 @@ async fn seal_once(
     let mut lookback_log_entries = 0;
     if let Some(p) = &parent {
         let skew = options.clock_skew_ms.max(0);
-        let possible_repeat = |c: &Candidate| match (c.record.min_time_ms, p.watermark.newest_change_ms) {
-            (Some(t), Some(newest)) => t <= newest + skew,
-            (_, None) => false,
-            (None, Some(_)) => true,
-        };
+        let possible_repeat =
+            |c: &Candidate| match (c.record.min_time_ms, p.watermark.newest_change_ms) {
+                (Some(t), Some(newest)) => t <= newest + skew,
+                (_, None) => false,
+                (None, Some(_)) => true,
+            };
         let from = candidates
             .iter()
             .filter(|c| possible_repeat(c))
@@ -307,11 +308,7 @@ async fn seal_once(
         if let Some(from) = from {
             let new_set: HashSet<&str> = new_keys.iter().map(String::as_str).collect();
             let older = store
-                .list(
-                    &layout.log_prefix(),
-                    Some(&layout.log_start_at(from)),
-                    None,
-                )
+                .list(&layout.log_prefix(), Some(&layout.log_start_at(from)), None)
                 .await?;
             let sealed_keys: Vec<String> = older
                 .into_iter()
@@ -505,7 +502,11 @@ async fn seal_once(
     })
     .unwrap_or_default();
     if let Err(e) = store
-        .put(&layout.snapshot_head_key(), Bytes::from(head), PutMode::Overwrite)
+        .put(
+            &layout.snapshot_head_key(),
+            Bytes::from(head),
+            PutMode::Overwrite,
+        )
         .await
     {
         tracing::warn!(error = %e, "could not update the latest-snapshot hint; readers will list snapshots instead");
@@ -537,7 +538,13 @@ pub fn check_segment_entry(
         .filter(|rest| !rest.contains(".."))
         .and_then(|rest| rest.rsplit_once('/'))
         .and_then(|(_, name)| name.strip_suffix(".parquet"))
-        .ok_or_else(|| format!("object {} is not a segment of table {}", r.key, layout.table()))?;
+        .ok_or_else(|| {
+            format!(
+                "object {} is not a segment of table {}",
+                r.key,
+                layout.table()
+            )
+        })?;
     let mut parts = name.splitn(3, '-');
     let (first, last, tag) = (parts.next(), parts.next(), parts.next());
     let (Some(first), Some(last), Some(tag)) = (first, last, tag) else {
@@ -557,7 +564,9 @@ pub fn check_segment_entry(
         .and_then(|n| n.split_once('-'))
         .map(|(_, t)| t);
     if log_tag != Some(tag) {
-        return Err(format!("log entry name does not carry the segment's tag {tag}"));
+        return Err(format!(
+            "log entry name does not carry the segment's tag {tag}"
+        ));
     }
     let seqs = r.sequence_numbers.decode().map_err(|e| e.to_string())?;
     if seqs.len() as u64 != r.rows || seqs.is_empty() {
@@ -580,6 +589,14 @@ pub fn check_segment_entry(
     }
     if min.as_ref() != Some(&f) || max.as_ref() != Some(&l) {
         return Err("sequence list does not span the entry's first..last".into());
+    }
+    if let Some(arn) = &r.event_source_arn
+        && crate::change::table_from_stream_arn(arn).ok() != Some(layout.table())
+    {
+        return Err(format!(
+            "records come from stream {arn}, not table {}'s",
+            layout.table()
+        ));
     }
     if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("sha256 is not 64 hex digits".into());
@@ -652,15 +669,19 @@ fn next_watermark(
     listed_after: Option<String>,
     window: i64,
 ) -> Watermark {
-    let mut shards: BTreeMap<String, String> =
-        parent.map(|p| p.watermark.shards.clone()).unwrap_or_default();
+    let mut shards: BTreeMap<String, String> = parent
+        .map(|p| p.watermark.shards.clone())
+        .unwrap_or_default();
     // Latest change per stream or shard that delivered to this seal.
     let mut latest: HashMap<String, i64> = HashMap::new();
     let mut newest = parent.and_then(|p| p.watermark.newest_change_ms);
     for s in &files.segments {
         if let Some(shard) = &s.shard_id {
             let last = shards.entry(shard.clone()).or_default();
-            let bigger = match (SequenceNumber::parse(last), SequenceNumber::parse(&s.last_sequence)) {
+            let bigger = match (
+                SequenceNumber::parse(last),
+                SequenceNumber::parse(&s.last_sequence),
+            ) {
                 (Ok(a), Ok(b)) => b > a,
                 _ => true,
             };

@@ -43,9 +43,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{ChangeKind, ChangeRecord, SequenceNumber, StreamViewType};
-use crate::log::{SequenceList, SequenceListBuilder};
 use crate::item::{ItemHash, StateDigest};
 use crate::layout::{HourPartition, TableLayout};
+use crate::log::{SequenceList, SequenceListBuilder};
 use crate::schema::{ColumnType, TableSchema, TypedValue};
 
 /// Version of the segment file layout and of the segment record.
@@ -716,14 +716,15 @@ impl SegmentContents {
                     .and_then(|e| e.value.as_deref())
                     .and_then(|v| StreamViewType::parse(v).ok())
             });
-        let reader = builder
-            .with_batch_size(8192)
-            .build()
-            .map_err(|source| SegmentError::Parquet {
-                action: "reading",
-                key: key.to_owned(),
-                source,
-            })?;
+        let reader =
+            builder
+                .with_batch_size(8192)
+                .build()
+                .map_err(|source| SegmentError::Parquet {
+                    action: "reading",
+                    key: key.to_owned(),
+                    source,
+                })?;
         let both = view_type == Some(StreamViewType::NewAndOldImages);
         let mut rows = Vec::new();
         for batch in reader {

@@ -226,8 +226,7 @@ pub async fn verify(
             }
         };
         if let Some(p) = &m.parent {
-            if manifest::parse_snapshot_id(&p.snapshot_id) != Some(m.generation.saturating_sub(1))
-            {
+            if manifest::parse_snapshot_id(&p.snapshot_id) != Some(m.generation.saturating_sub(1)) {
                 find(
                     &key,
                     format!(
@@ -289,8 +288,15 @@ pub async fn verify(
 
     // The log range the snapshot consumed: nothing in it may be unaccounted for.
     if let Some((m, Some(files))) = chain.first() {
-        check_log(store.as_ref(), &layout, m, files, chain.get(1).map(|(p, _)| p), &mut find)
-            .await?;
+        check_log(
+            store.as_ref(),
+            &layout,
+            m,
+            files,
+            chain.get(1).map(|(p, _)| p),
+            &mut find,
+        )
+        .await?;
         for r in &files.rejected {
             find(
                 &r.log_key,
@@ -481,8 +487,12 @@ fn check_files(m: &Manifest, f: &SnapshotFiles, find: &mut impl FnMut(&str, Stri
     }
     for s in &f.segments {
         match s.skipped_sequences.decode() {
-            Ok(skipped) if s.counted_rows + skipped.len() as u64 <= s.rows && s.counted_rows > 0 => {}
-            Ok(_) => find(&s.key, "counted rows plus skipped rows exceed the rows".into()),
+            Ok(skipped)
+                if s.counted_rows + skipped.len() as u64 <= s.rows && s.counted_rows > 0 => {}
+            Ok(_) => find(
+                &s.key,
+                "counted rows plus skipped rows exceed the rows".into(),
+            ),
             Err(e) => find(&s.key, format!("skipped sequence list: {e}")),
         }
     }
@@ -506,7 +516,13 @@ async fn check_log(
     accounted.extend(files.gaps.iter().map(|s| s.log_key.as_str()));
     accounted.extend(files.rejected.iter().map(|s| s.log_key.as_str()));
     let before: HashSet<&str> = parent
-        .map(|p| p.watermark.recent_log_keys.iter().map(String::as_str).collect())
+        .map(|p| {
+            p.watermark
+                .recent_log_keys
+                .iter()
+                .map(String::as_str)
+                .collect()
+        })
         .unwrap_or_default();
     let listed = store
         .list(
@@ -582,7 +598,9 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
         if !key.ends_with(&format!("-{tag}.parquet")) {
             find(
                 key,
-                format!("rows hash to tag {tag}, which is not the object's name (a foreign object)"),
+                format!(
+                    "rows hash to tag {tag}, which is not the object's name (a foreign object)"
+                ),
             );
         }
     } else {
@@ -615,7 +633,10 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
     if counted != s.counted_rows {
         find(
             key,
-            format!("{counted} rows count after skips, sealed as {}", s.counted_rows),
+            format!(
+                "{counted} rows count after skips, sealed as {}",
+                s.counted_rows
+            ),
         );
     }
     if count != s.item_count_delta {

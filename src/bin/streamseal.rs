@@ -85,7 +85,12 @@ struct SealArgs {
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     retention_days: Option<u32>,
     /// Object Lock mode for --retention-days.
-    #[arg(long, value_enum, default_value = "compliance", requires = "retention_days")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "compliance",
+        requires = "retention_days"
+    )]
     retention_mode: streamseal::store::RetentionMode,
     /// Skip the quick verify after sealing.
     #[arg(long)]
@@ -424,10 +429,7 @@ async fn seal(args: SealArgs) -> Result<()> {
         )
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"seal": report, "verify": verify})
-        );
+        println!("{}", serde_json::json!({"seal": report, "verify": verify}));
     } else {
         let m = &report.manifest;
         println!(
@@ -447,7 +449,8 @@ async fn seal(args: SealArgs) -> Result<()> {
             m.totals.rows,
             m.item_count,
             m.state_digest
-                .map_or("unknown (stream lacks NEW_AND_OLD_IMAGES)".into(), |d| d.to_hex())
+                .map_or("unknown (stream lacks NEW_AND_OLD_IMAGES)".into(), |d| d
+                    .to_hex())
         );
         println!(
             "  newest change {}, lag {}; manifest {}",

@@ -217,15 +217,30 @@ pub async fn run(store: Arc<dyn ObjectStore>) -> Result<(), String> {
 
     // start_after across folders: a listing after a point skips whole earlier folders (the
     // local store prunes them) and still returns every later key, in order.
-    for key in ["t/tree/a/1", "t/tree/b/1", "t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"] {
+    for key in [
+        "t/tree/a/1",
+        "t/tree/b/1",
+        "t/tree/b/2",
+        "t/tree/c/1",
+        "t/tree/c/d/1",
+    ] {
         s.put(key, Bytes::from_static(b"x"), PutMode::IfAbsent)
             .await
             .map_err(e)?;
     }
     for (after, expected) in [
-        ("t/tree/b/1", &["t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..]),
-        ("t/tree/b", &["t/tree/b/1", "t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..]),
-        ("t/tree/a/9", &["t/tree/b/1", "t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..]),
+        (
+            "t/tree/b/1",
+            &["t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..],
+        ),
+        (
+            "t/tree/b",
+            &["t/tree/b/1", "t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..],
+        ),
+        (
+            "t/tree/a/9",
+            &["t/tree/b/1", "t/tree/b/2", "t/tree/c/1", "t/tree/c/d/1"][..],
+        ),
         ("t/tree/c/", &["t/tree/c/1", "t/tree/c/d/1"][..]),
         ("t/tree/c/2", &["t/tree/c/d/1"][..]),
         ("t/tree/d", &[][..]),

@@ -238,7 +238,9 @@ impl ObjectStore for LocalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(this.io_error("head", &key, e)),
             };
-            let meta = file.metadata().map_err(|e| this.io_error("head", &key, e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| this.io_error("head", &key, e))?;
             if !meta.is_file() {
                 return Ok(None);
             }

@@ -217,7 +217,13 @@ pub async fn get_many(
     keys: &[String],
     concurrency: usize,
 ) -> Vec<Result<Bytes, StoreError>> {
-    run_many(store, keys, concurrency, |s, k| async move { s.get(&k).await }).await
+    run_many(
+        store,
+        keys,
+        concurrency,
+        |s, k| async move { s.get(&k).await },
+    )
+    .await
 }
 
 /// HEADs many objects with at most `concurrency` requests in flight, in the order of `keys`.
@@ -226,7 +232,13 @@ pub async fn head_many(
     keys: &[String],
     concurrency: usize,
 ) -> Vec<Result<Option<ObjectMeta>, StoreError>> {
-    run_many(store, keys, concurrency, |s, k| async move { s.head(&k).await }).await
+    run_many(
+        store,
+        keys,
+        concurrency,
+        |s, k| async move { s.head(&k).await },
+    )
+    .await
 }
 
 async fn run_many<T, F, Fut>(
