@@ -9,11 +9,20 @@
 //! | `STREAMSEAL_SCHEMAS` | where `<table>.toml` schema files live: `s3://bucket/prefix`, `file:///dir` or a directory in the deployment package | none: key and image columns only |
 //! | `STREAMSEAL_ENCODE_THREADS` | threads for preparing records and encoding Parquet | number of CPUs Lambda gives the function |
 //! | `STREAMSEAL_ZSTD_LEVEL` | zstd level of segments | 1 |
+//! | `STREAMSEAL_SEAL_TABLES` | tables an outage event seals when it names none (comma-separated); events naming other tables are refused | none |
+//! | `STREAMSEAL_RETENTION_DAYS` | Object Lock retention of sealed manifests, in days | none |
+//! | `STREAMSEAL_RETENTION_MODE` | `compliance` or `governance` | `compliance` |
 //!
 //! A DynamoDB stream event is answered with `{"batchItemFailures": [...]}` (the function's event
 //! source mapping must enable `ReportBatchItemFailures`): empty on success, or every record from
 //! the first one not durably written. Records that can never be converted are quarantined and
 //! counted in the `QuarantinedRecords` metric, emitted in CloudWatch Embedded Metric Format.
+//!
+//! Outage events (see [`crate::trigger`]) seal the named or configured tables, verify each new
+//! snapshot (quick, over the segments it sealed; deep on request) and return a report per
+//! table: snapshot id, watermark, rows, bytes, verify result, and the lag between the newest
+//! sealed change and now. A failed seal or verify fails the invocation, with the report in the
+//! error message, so a Step Functions `Catch` or an alarm on `Errors` sees it.
 
 use std::sync::Arc;
 
@@ -23,8 +32,12 @@ use serde_json::value::RawValue;
 use crate::ingest::{
     BadRecordPolicy, IngestError, IngestOptions, IngestReport, Ingestor, SchemaSource,
 };
+use crate::seal::{self, SealOptions};
 use crate::segment::EncodeOptions;
-use crate::store::{self, ObjectStore, StoreError};
+use crate::store::{self, ObjectStore, RetentionMode, StoreError};
+use crate::trigger::{self, Action, Parsed, Request};
+use crate::verify::{self, Mode, Scope, VerifyOptions, VerifyReport};
+use serde::Serialize;
 
 /// A configuration or invocation error, reported to Lambda as a function error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +61,9 @@ pub enum LambdaError {
     /// failed so Lambda retries it (writes are idempotent, so nothing is duplicated).
     #[error("retrying the whole batch: {0}")]
     RetryBatch(String),
+    /// A seal or verify requested by an outage event failed; the report is the message.
+    #[error("seal/verify failed: {0}")]
+    TriggerFailed(String),
 }
 
 /// Settings read from the environment once per container.
@@ -59,6 +75,10 @@ pub struct Config {
     pub schemas: Option<String>,
     /// Ingest tuning.
     pub options: IngestOptions,
+    /// `STREAMSEAL_SEAL_TABLES`.
+    pub seal_tables: Vec<String>,
+    /// `STREAMSEAL_RETENTION_DAYS` and `STREAMSEAL_RETENTION_MODE`.
+    pub retention: Option<(RetentionMode, u32)>,
 }
 
 impl Config {
@@ -98,7 +118,48 @@ impl Config {
                 })?,
             None => 1,
         };
+        let seal_tables: Vec<String> = get("STREAMSEAL_SEAL_TABLES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for t in &seal_tables {
+            crate::change::validate_table_name(t).map_err(|e| {
+                LambdaError::Config(format!("STREAMSEAL_SEAL_TABLES: table {t:?}: {e}"))
+            })?;
+        }
+        let retention = match get("STREAMSEAL_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(v) => {
+                let days = v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=36_500).contains(d))
+                    .ok_or_else(|| {
+                        LambdaError::Config(format!(
+                            "STREAMSEAL_RETENTION_DAYS={v:?} is not a number of days from 1 to 36500"
+                        ))
+                    })?;
+                let mode = match get("STREAMSEAL_RETENTION_MODE").as_deref().map(str::trim) {
+                    None | Some("") | Some("compliance") | Some("COMPLIANCE") => {
+                        RetentionMode::Compliance
+                    }
+                    Some("governance") | Some("GOVERNANCE") => RetentionMode::Governance,
+                    Some(other) => {
+                        return Err(LambdaError::Config(format!(
+                            "STREAMSEAL_RETENTION_MODE={other:?} is not compliance or governance"
+                        )));
+                    }
+                };
+                Some((mode, days))
+            }
+        };
         Ok(Config {
+            seal_tables,
+            retention,
             target,
             schemas: get("STREAMSEAL_SCHEMAS").filter(|s| !s.trim().is_empty()),
             options: IngestOptions {
@@ -122,6 +183,9 @@ impl Config {
 #[derive(Debug)]
 pub struct Handler {
     ingestor: Ingestor,
+    store: Arc<dyn ObjectStore>,
+    seal_tables: Vec<String>,
+    retention: Option<(RetentionMode, u32)>,
 }
 
 /// What a handled event produced.
@@ -129,6 +193,58 @@ pub struct Handler {
 pub enum Outcome {
     /// A stream batch: the response for Lambda and the report behind it.
     Stream(DynamoDbEventResponse, IngestReport),
+    /// An outage event: what was sealed and verified.
+    Trigger(TriggerReport),
+}
+
+/// The answer to an outage event.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerReport {
+    /// `seal`, `verify`, or `ignore`.
+    pub action: String,
+    /// Which kind of event.
+    pub trigger: String,
+    /// The reason recorded in manifests (or why the event was ignored).
+    pub reason: String,
+    /// True when every table sealed and verified.
+    pub ok: bool,
+    /// One entry per table.
+    pub tables: Vec<TableOutcome>,
+}
+
+/// What happened to one table.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableOutcome {
+    /// Table.
+    pub table: String,
+    /// Snapshot sealed or verified.
+    pub snapshot_id: Option<String>,
+    /// Its manifest key.
+    pub manifest_key: Option<String>,
+    /// Newest sealed change (RFC 3339).
+    pub newest_change: Option<String>,
+    /// Consistent-through instant (RFC 3339).
+    pub consistent_through: Option<String>,
+    /// Last sequence number per known shard.
+    pub shards: std::collections::BTreeMap<String, String>,
+    /// Rows sealed by this snapshot.
+    pub new_rows: u64,
+    /// Segments sealed by this snapshot.
+    pub new_segments: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Rows in the whole chain.
+    pub total_rows: u64,
+    /// Live items.
+    pub item_count: i64,
+    /// Lag between the newest sealed change and the seal, ms.
+    pub lag_ms: Option<i64>,
+    /// Seal time, ms.
+    pub seal_ms: Option<u64>,
+    /// Verify result.
+    pub verify: Option<VerifyReport>,
+    /// The error, if the seal or verify could not run.
+    pub error: Option<String>,
 }
 
 impl Handler {
@@ -148,12 +264,29 @@ impl Handler {
             None => SchemaSource::None,
         };
         Ok(Handler {
-            ingestor: Ingestor::new(target, schemas, config.options),
+            ingestor: Ingestor::new(target.clone(), schemas, config.options),
+            store: target,
+            seal_tables: config.seal_tables.clone(),
+            retention: config.retention,
         })
     }
 
     /// Handles one invocation payload.
     pub async fn handle(&self, payload: &RawValue) -> Result<Outcome, LambdaError> {
+        match trigger::parse(payload) {
+            Parsed::NotATrigger => {}
+            Parsed::Invalid(why) => return Err(LambdaError::Unsupported(why)),
+            Parsed::Ignore { trigger, why } => {
+                return Ok(Outcome::Trigger(TriggerReport {
+                    action: "ignore".into(),
+                    trigger: trigger.into(),
+                    reason: why,
+                    ok: true,
+                    tables: vec![],
+                }));
+            }
+            Parsed::Run(request) => return self.run_trigger(request).await,
+        }
         match classify(payload) {
             EventShape::DynamoDbStream => {
                 let report = self.ingestor.ingest_event(payload.get()).await?;
@@ -179,6 +312,99 @@ impl Handler {
     }
 }
 
+impl Handler {
+    async fn run_trigger(&self, request: Request) -> Result<Outcome, LambdaError> {
+        let tables =
+            trigger::resolve_tables(&request, &self.seal_tables).map_err(LambdaError::Config)?;
+        let mut report = TriggerReport {
+            action: match request.action {
+                Action::Seal => "seal".into(),
+                Action::Verify => "verify".into(),
+            },
+            trigger: request.trigger.into(),
+            reason: request.reason.clone(),
+            ok: true,
+            tables: vec![],
+        };
+        for table in tables {
+            let outcome = self.seal_and_verify(&request, &table).await;
+            let good = outcome.error.is_none() && outcome.verify.as_ref().is_some_and(|v| v.ok);
+            report.ok &= good;
+            report.tables.push(outcome);
+        }
+        if report.ok {
+            Ok(Outcome::Trigger(report))
+        } else {
+            Err(LambdaError::TriggerFailed(
+                serde_json::to_string(&report).unwrap_or_default(),
+            ))
+        }
+    }
+
+    async fn seal_and_verify(&self, request: &Request, table: &str) -> TableOutcome {
+        let mut out = TableOutcome {
+            table: table.to_owned(),
+            ..Default::default()
+        };
+        let mut which = request.snapshot.clone().unwrap_or_else(|| "latest".into());
+        if request.action == Action::Seal {
+            let options = SealOptions {
+                reason: request.reason.clone(),
+                retention: self.retention,
+                ..Default::default()
+            };
+            match seal::seal(&self.store, table, &options).await {
+                Err(e) => {
+                    out.error = Some(format!("seal failed: {e}"));
+                    return out;
+                }
+                Ok(r) => {
+                    let m = &r.manifest;
+                    let fmt = |ms: Option<i64>| {
+                        ms.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    };
+                    out.snapshot_id = Some(m.snapshot_id.clone());
+                    out.manifest_key = Some(r.manifest_key.clone());
+                    out.newest_change = fmt(m.watermark.newest_change_ms);
+                    out.consistent_through = fmt(m.watermark.consistent_through_ms);
+                    out.shards = m.watermark.shards.clone();
+                    out.new_rows = m.files.rows;
+                    out.new_segments = m.files.segments;
+                    out.new_bytes = m.files.segment_bytes;
+                    out.total_rows = m.totals.rows;
+                    out.item_count = m.item_count;
+                    out.lag_ms = r.lag_ms;
+                    out.seal_ms = Some(r.elapsed_ms);
+                    which = m.snapshot_id.clone();
+                }
+            }
+        }
+        let options = VerifyOptions {
+            mode: if request.deep {
+                Mode::Deep
+            } else {
+                Mode::Quick
+            },
+            // After a seal, its own segments (O(new)); a verify request checks the whole chain.
+            scope: if request.action == Action::Seal {
+                Scope::Snapshot
+            } else {
+                Scope::Chain
+            },
+            ..Default::default()
+        };
+        match verify::verify(&self.store, table, &which, options).await {
+            Ok(v) => {
+                out.snapshot_id.get_or_insert(v.snapshot_id.clone());
+                out.verify = Some(v);
+            }
+            Err(e) => out.error = Some(format!("verify could not run: {e}")),
+        }
+        out
+    }
+}
+
 /// Serves one Lambda invocation: handles the payload, prints the metrics line, and returns the
 /// JSON response. `streamseal-lambda` calls exactly this for every event.
 pub async fn serve(
@@ -201,6 +427,21 @@ pub async fn serve(
                 "batch handled"
             );
             serde_json::to_value(response).map_err(|e| LambdaError::Response(e.to_string()))
+        }
+        Outcome::Trigger(report) => {
+            for t in &report.tables {
+                tracing::info!(
+                    request_id = %event.context.request_id,
+                    trigger = %report.trigger,
+                    table = %t.table,
+                    snapshot = t.snapshot_id.as_deref().unwrap_or(""),
+                    new_rows = t.new_rows,
+                    lag_ms = t.lag_ms.unwrap_or(-1),
+                    verified = t.verify.as_ref().is_some_and(|v| v.ok),
+                    "outage event handled"
+                );
+            }
+            serde_json::to_value(report).map_err(|e| LambdaError::Response(e.to_string()))
         }
     }
 }

@@ -20,6 +20,11 @@
 //!   records out, with `batchItemFailures` semantics.
 //! - [`lambda`]: the Lambda handler: configuration from the environment, dispatch by event
 //!   shape, metrics.
+//! - [`log`]: the segment log entries (segments, quarantined records, gaps) seal reads.
+//! - [`manifest`]: sealed snapshot manifests, their file lists and digests.
+//! - [`seal`]: sealing in O(new changes), resolving duplicate records.
+//! - [`verify`]: quick and deep verification of a snapshot and its chain.
+//! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions).
 //! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
 //!
 //! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
@@ -37,5 +42,6 @@ pub mod schema;
 pub mod seal;
 pub mod segment;
 pub mod store;
+pub mod trigger;
 pub mod verify;
 pub mod workload;

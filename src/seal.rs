@@ -550,7 +550,7 @@ pub fn check_segment_entry(
     let (Some(first), Some(last), Some(tag)) = (first, last, tag) else {
         return Err(format!("object name {name:?} is not <first>-<last>-<tag>"));
     };
-    let seq = |s: &str| SequenceNumber::parse(s).map_err(|e| format!("{e}"));
+    let seq = |s: &str| SequenceNumber::parse(s);
     let (f, l) = (seq(&r.first_sequence)?, seq(&r.last_sequence)?);
     if first != f.padded() || last != l.padded() {
         return Err(format!(

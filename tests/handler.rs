@@ -11,6 +11,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
 use streamseal::item::{Canonicalizer, ColumnPaths, StateDigest, item_hash};
 use streamseal::lambda::{Config, Handler, serve};
+use streamseal::log::LogEntry;
 use streamseal::segment::{SegmentRecord, read_segment};
 use streamseal::store::ObjectStore;
 use streamseal::store::faulty::FaultyStore;
@@ -90,7 +91,10 @@ async fn log_records(store: &dyn ObjectStore, table: &str) -> Vec<SegmentRecord>
         .await
         .unwrap()
     {
-        out.push(serde_json::from_slice(&store.get(&meta.key).await.unwrap()).unwrap());
+        let bytes = store.get(&meta.key).await.unwrap();
+        if let LogEntry::Segment(r) = LogEntry::parse(&meta.key, &bytes).unwrap() {
+            out.push(r);
+        }
     }
     out
 }

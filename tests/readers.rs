@@ -10,8 +10,9 @@ use std::sync::Arc;
 use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::log::LogEntry;
 use streamseal::schema::TableSchema;
-use streamseal::segment::{EncodeOptions, SegmentRecord};
+use streamseal::segment::EncodeOptions;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
 
@@ -65,9 +66,10 @@ async fn expected_rows(store: &dyn ObjectStore) -> BTreeMap<String, u64> {
             .await
             .unwrap()
         {
-            let r: SegmentRecord =
-                serde_json::from_slice(&store.get(&meta.key).await.unwrap()).unwrap();
-            out.insert(r.key, r.rows);
+            let bytes = store.get(&meta.key).await.unwrap();
+            if let LogEntry::Segment(r) = LogEntry::parse(&meta.key, &bytes).unwrap() {
+                out.insert(r.key, r.rows);
+            }
         }
     }
     out

@@ -1,0 +1,183 @@
+//! Every outage event shape drives the Lambda handler (`serve`, what the binary runs) to a
+//! sealed, verified snapshot; other states and foreign tables are handled as documented.
+
+mod common;
+
+use std::sync::Arc;
+
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::value::RawValue;
+use streamseal::change::StreamViewType;
+use streamseal::lambda::{Config, Handler, serve};
+use streamseal::store::ObjectStore;
+use streamseal::store::local::LocalStore;
+use streamseal::verify::{Mode, Scope, VerifyOptions, verify};
+use streamseal::workload::Workload;
+
+fn event(text: &str) -> LambdaEvent<Box<RawValue>> {
+    LambdaEvent::new(
+        RawValue::from_string(text.to_owned()).unwrap(),
+        Context::default(),
+    )
+}
+
+fn config(seal_tables: &str) -> Config {
+    let seal_tables = seal_tables.to_owned();
+    Config::from_lookup(move |k| match k {
+        "STREAMSEAL_TARGET" => Some("memory://".into()),
+        "STREAMSEAL_SEAL_TABLES" => Some(seal_tables.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+/// A handler over a local store that has captured a few batches of `orders`.
+async fn captured(seal_tables: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>, Handler) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let handler = Handler::with_store(store.clone(), &config(seal_tables))
+        .await
+        .unwrap();
+    let mut w = Workload::new(21, "orders", StreamViewType::NewAndOldImages, 300);
+    for _ in 0..4 {
+        let response = serve(&handler, event(&w.next_event(25))).await.unwrap();
+        assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    }
+    (dir, store, handler)
+}
+
+async fn independently_verified(store: &Arc<dyn ObjectStore>, id: &str) {
+    let r = verify(
+        store,
+        "orders",
+        id,
+        VerifyOptions {
+            mode: Mode::Deep,
+            scope: Scope::Chain,
+            concurrency: 4,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.rows_read, 100);
+}
+
+#[tokio::test]
+async fn every_outage_event_seals_and_verifies() {
+    for (fixture, trigger, deep) in [
+        ("triggers/cloudwatch-alarm.json", "cloudwatch-alarm", false),
+        ("triggers/aws-health.json", "aws-health", false),
+        ("triggers/seal-requested.json", "seal-requested", true),
+        ("triggers/step-functions-seal.json", "step-functions", false),
+    ] {
+        let (_dir, store, handler) = captured("orders").await;
+        let response = serve(&handler, event(&common::fixture(fixture)))
+            .await
+            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert_eq!(response["action"], "seal", "{fixture}: {response}");
+        assert_eq!(response["trigger"], trigger);
+        assert_eq!(response["ok"], true, "{fixture}: {response}");
+        let t = &response["tables"][0];
+        assert_eq!(t["table"], "orders");
+        assert_eq!(t["snapshot_id"], "0000000001");
+        assert_eq!(t["new_rows"], 100);
+        assert_eq!(t["verify"]["ok"], true);
+        assert_eq!(t["verify"]["mode"], if deep { "deep" } else { "quick" });
+        assert!(t["newest_change"].is_string() && t["lag_ms"].is_i64());
+        assert!(
+            t["manifest_key"]
+                .as_str()
+                .unwrap()
+                .starts_with("orders/snapshots/")
+        );
+        independently_verified(&store, "0000000001").await;
+    }
+}
+
+#[tokio::test]
+async fn step_functions_verify_checks_the_latest_snapshot() {
+    let (_dir, store, handler) = captured("orders").await;
+    serve(
+        &handler,
+        event(&common::fixture("triggers/step-functions-seal.json")),
+    )
+    .await
+    .unwrap();
+    let response = serve(
+        &handler,
+        event(&common::fixture("triggers/step-functions-verify.json")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response["action"], "verify");
+    assert_eq!(response["ok"], true, "{response}");
+    assert_eq!(response["tables"][0]["verify"]["mode"], "deep");
+    assert_eq!(response["tables"][0]["verify"]["scope"], "chain");
+
+    // A damaged segment makes the verify task fail, with the finding in the error.
+    let seg = store
+        .list("orders/changes/", None, Some(1))
+        .await
+        .unwrap()
+        .remove(0)
+        .key;
+    store.delete(&seg).await.unwrap();
+    let err = serve(
+        &handler,
+        event(&common::fixture("triggers/step-functions-verify.json")),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&seg), "{err}");
+}
+
+#[tokio::test]
+async fn alarms_leaving_alarm_state_are_ignored() {
+    let (_dir, store, handler) = captured("orders").await;
+    let response = serve(
+        &handler,
+        event(&common::fixture("triggers/cloudwatch-alarm-ok.json")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response["action"], "ignore");
+    assert!(
+        store
+            .list("orders/snapshots/", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn tables_outside_the_configured_list_are_refused() {
+    let (_dir, store, handler) = captured("customers").await;
+    let err = serve(
+        &handler,
+        event(&common::fixture("triggers/seal-requested.json")),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("STREAMSEAL_SEAL_TABLES"), "{err}");
+    assert!(
+        store
+            .list("orders/snapshots/", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // An alarm with no configured tables cannot guess which to seal.
+    let (_dir, _store, handler) = captured("").await;
+    let err = serve(
+        &handler,
+        event(&common::fixture("triggers/cloudwatch-alarm.json")),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("STREAMSEAL_SEAL_TABLES is not set"), "{err}");
+}
