@@ -711,10 +711,12 @@ fn next_watermark(
         .map(|m| m.key.clone())
         .max()
         .or_else(|| parent.and_then(|p| p.watermark.log_cursor.clone()));
+    // Exactly the keys the next seal's listing (from `cursor - window`, inclusive) will see
+    // again: it must know they are sealed.
     let recent_log_keys = match cursor.as_deref().and_then(|c| layout.log_key_time(c)) {
         Some(c) => listed
             .iter()
-            .filter(|m| layout.log_key_time(&m.key).is_some_and(|t| t > c - window))
+            .filter(|m| layout.log_key_time(&m.key).is_some_and(|t| t >= c - window))
             .map(|m| m.key.clone())
             .collect(),
         None => vec![],
