@@ -411,6 +411,18 @@ pub enum ManifestError {
         /// Store URL.
         store: String,
     },
+    /// The named snapshot does not exist.
+    #[error(
+        "snapshot {id} of table {table} does not exist in {store} (list them with `streamseal snapshots --table {table} --target {store}`)"
+    )]
+    UnknownSnapshot {
+        /// Table.
+        table: String,
+        /// Snapshot id.
+        id: String,
+        /// Store URL.
+        store: String,
+    },
     /// A snapshot id that is not one.
     #[error(
         "{0:?} is not a snapshot id (expected \"latest\" or {SNAPSHOT_ID_DIGITS} digits, e.g. 0000000001)"

@@ -199,6 +199,14 @@ pub async fn verify(
         let key = layout.snapshot_key(&cur);
         let m = match manifest::read_manifest(store.as_ref(), &layout, &cur).await {
             Ok(m) => m,
+            Err(ManifestError::Store(StoreError::NotFound { .. })) if chain.is_empty() => {
+                return Err(ManifestError::UnknownSnapshot {
+                    table: table.to_owned(),
+                    id: cur,
+                    store: store.url(),
+                }
+                .into());
+            }
             Err(ManifestError::Store(StoreError::NotFound { .. })) => {
                 find(&key, "manifest is missing".into());
                 break;

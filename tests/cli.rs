@@ -230,3 +230,158 @@ fn help_explains_the_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
 }
+
+/// `seal`, `verify` and `snapshots` as an operator runs them on a local backup and on S3:
+/// reports in text and JSON, a tampered segment fails verify with exit status 1 naming it,
+/// bad flags and unknown snapshots get clear errors.
+#[test]
+fn seal_verify_and_snapshots_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_str().unwrap().to_owned();
+    let run = |args: &[&str]| streamseal(args, &[], None);
+    let ok = run(&[
+        "ingest",
+        "--events",
+        "tests/fixtures/sample-events.jsonl",
+        "--target",
+        &target,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let sealed = run(&[
+        "seal", "--table", "orders", "--target", &target, "--reason", "drill", "--json",
+    ]);
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&sealed.stdout).unwrap();
+    assert_eq!(report["seal"]["manifest"]["reason"], "drill");
+    assert_eq!(report["seal"]["manifest"]["snapshot_id"], "0000000001");
+    assert_eq!(report["verify"]["ok"], true);
+    let rows = report["seal"]["manifest"]["totals"]["rows"]
+        .as_u64()
+        .unwrap();
+    assert!(rows > 0);
+
+    let text = run(&["seal", "--table", "orders", "--target", &target]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success());
+    assert!(
+        out.contains("sealed snapshot 0000000002 of orders") && out.contains("OK:"),
+        "{out}"
+    );
+
+    let listed = run(&["snapshots", "--table", "orders", "--target", &target]);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        out.contains("0000000001") && out.contains("0000000002") && out.contains("drill"),
+        "{out}"
+    );
+
+    let deep = run(&[
+        "verify", "--table", "orders", "--target", &target, "--deep", "--json",
+    ]);
+    assert!(
+        deep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deep.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&deep.stdout).unwrap();
+    assert_eq!(v["rows_read"].as_u64(), Some(rows));
+
+    // Truncate a segment: verify exits 1 and names it, in text and in JSON.
+    let seg = std::fs::read_dir(dir.path().join("orders/changes"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .flat_map(|h| std::fs::read_dir(h.path()).unwrap().flatten())
+        .next()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &bytes[..bytes.len() - 1]).unwrap();
+    let key = seg
+        .strip_prefix(dir.path())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bad = run(&[
+        "verify",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--snapshot",
+        "1",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.starts_with("FAILED") && out.contains(&key), "{out}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("failed verify"));
+    let bad = run(&["verify", "--table", "orders", "--target", &target, "--json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["findings"][0]["object"], key.as_str());
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // Clear errors for what cannot work.
+    for (args, expected) in [
+        (
+            vec![
+                "verify",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--snapshot",
+                "abc",
+            ],
+            "\"abc\" is not a snapshot id",
+        ),
+        (
+            vec![
+                "verify",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--snapshot",
+                "9",
+            ],
+            "snapshot 0000000009 of table orders does not exist",
+        ),
+        (
+            vec!["verify", "--table", "customers", "--target", &target],
+            "table customers has no sealed snapshot",
+        ),
+        (
+            vec!["seal", "--table", "bad table!", "--target", &target],
+            "--table \"bad table!\"",
+        ),
+        (
+            vec![
+                "seal",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--retention-days",
+                "0",
+            ],
+            "--retention-days",
+        ),
+        (vec!["seal", "--target", &target], "--table <TABLE>"),
+    ] {
+        let out = run(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

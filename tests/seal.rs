@@ -542,3 +542,60 @@ async fn the_overlap_window_neither_repeats_nor_loses_entries() {
     assert_eq!(late.manifest.files.segments, 1);
     assert_eq!(late.manifest.totals.rows, 15);
 }
+
+/// Quarantined records and known gaps are counted in the manifest; a gap fails verify (the
+/// snapshot is known to be incomplete) and is named; a quarantined record is a note only.
+#[tokio::test]
+async fn quarantined_records_and_gaps_are_counted() {
+    use streamseal::log::{GapRecord, LOG_FORMAT};
+    let (_dir, store) = local();
+    let ing = ingestor(&store);
+    let report = ing
+        .ingest_event(&common::fixture("malformed-record.json"))
+        .await
+        .unwrap();
+    assert_eq!(report.quarantined.len(), 1);
+    let table = report.table.clone().unwrap();
+    let layout = TableLayout::new(&table);
+    let sealed = seal(&store, &table, &SealOptions::default()).await.unwrap();
+    assert_eq!(sealed.manifest.quarantined_records, 1);
+    let ok = verify(&store, &table, "latest", VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(ok.ok, "{}", ok.render());
+    assert!(ok.render().contains("1 quarantined record"));
+
+    let gap_key = layout.log_key(chrono::Utc::now().timestamp_millis(), "gap0000000000001");
+    let gap = LogEntry::Gap(GapRecord {
+        format: LOG_FORMAT,
+        table: table.clone(),
+        source: "lambda-on-failure".into(),
+        shard_id: Some("shardId-00000001700000000000-abcdef12".into()),
+        start_sequence: Some("100000000000000000001".into()),
+        end_sequence: Some("100000000000000000009".into()),
+        records: Some(9),
+        detail: "test".into(),
+        written_at: String::new(),
+    });
+    store
+        .put(
+            &gap_key,
+            Bytes::from(serde_json::to_vec(&gap).unwrap()),
+            PutMode::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let sealed = seal(&store, &table, &SealOptions::default()).await.unwrap();
+    assert_eq!(sealed.manifest.known_gaps, 1);
+    let r = verify(&store, &table, "latest", VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.object == gap_key && f.problem.contains("9 record(s) missing")),
+        "{}",
+        r.render()
+    );
+}
