@@ -31,6 +31,7 @@
 //! `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Domain modules never call an AWS SDK;
 //! only `store::s3` does.
 
+pub mod aws;
 pub mod change;
 pub mod ingest;
 pub mod item;
@@ -38,6 +39,7 @@ pub mod lambda;
 pub mod layout;
 pub mod log;
 pub mod manifest;
+pub mod restore;
 pub mod schema;
 pub mod seal;
 pub mod segment;

@@ -102,3 +102,20 @@ pub fn moto_env() -> Vec<(&'static str, String)> {
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
     ]
 }
+
+/// A DynamoDB client for the emulator, optionally with injected faults.
+pub fn dynamodb_client(
+    faults: Option<Arc<streamseal::aws::faults::DynamoFaults>>,
+) -> aws_sdk_dynamodb::Client {
+    let mut config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ));
+    if let Some(f) = faults {
+        config = config.interceptor(streamseal::aws::faults::SharedFaults(f));
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}

@@ -1,0 +1,328 @@
+//! A whole restore: plan, check the target, materialize into it, then prove the result by
+//! reading it back (a parallel scan of the table, or the files) and comparing item count and
+//! state digest. Nothing is written before every check that can fail early has passed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::aws::dynamodb::{self, DynamoSink};
+use crate::item::StateDigest;
+use crate::restore::{
+    self, FileSink, Item, MaterializeOptions, Plan, Point, Progress, RestoreError, Sink,
+};
+use crate::schema::KeySchema;
+use crate::store::ObjectStore;
+
+/// Where the restored state goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `dynamodb://TABLE`.
+    Dynamo(String),
+    /// `file://DIR`: gzip DynamoDB JSON lines.
+    Files(PathBuf),
+}
+
+impl Target {
+    /// Parses `dynamodb://TABLE` or `file://DIR` (or a plain directory path).
+    pub fn parse(uri: &str) -> Result<Target, String> {
+        if let Some(t) = uri.strip_prefix("dynamodb://") {
+            crate::change::validate_table_name(t)
+                .map_err(|e| format!("--to {uri:?}: table name: {e}"))?;
+            Ok(Target::Dynamo(t.to_owned()))
+        } else if let Some(p) = uri.strip_prefix("file://") {
+            if p.is_empty() {
+                return Err(format!("--to {uri:?}: no directory"));
+            }
+            Ok(Target::Files(PathBuf::from(p)))
+        } else if uri.contains("://") {
+            Err(format!(
+                "--to {uri:?}: expected dynamodb://TABLE or file://DIR"
+            ))
+        } else {
+            Ok(Target::Files(PathBuf::from(uri)))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Dynamo(t) => format!("dynamodb://{t}"),
+            Target::Files(p) => format!("file://{}", p.display()),
+        }
+    }
+}
+
+/// A restore request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Source table (in the backup).
+    pub table: String,
+    /// Snapshot or instant.
+    pub point: Point,
+    /// Destination.
+    pub to: Target,
+    /// Create the DynamoDB table (key schema from the manifest, on-demand billing).
+    pub create_table: bool,
+    /// Materialization tuning.
+    pub materialize: MaterializeOptions,
+    /// Parallel BatchWriteItem calls.
+    pub workers: usize,
+    /// Parallel scan segments for the self-check.
+    pub scan_segments: i32,
+    /// Attempts per write batch before giving up (a rerun resumes).
+    pub max_attempts: u32,
+}
+
+/// The outcome of a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Source table.
+    pub table: String,
+    /// Snapshot whose chain was read.
+    pub snapshot_id: String,
+    /// Instant, for `--as-of`.
+    pub as_of: Option<String>,
+    /// Destination.
+    pub to: String,
+    /// Items restored.
+    pub items: u64,
+    /// Changes read.
+    pub changes: u64,
+    /// Partitions (1: everything fitted the memory budget).
+    pub partitions: usize,
+    /// Digest of the restored state.
+    pub digest: StateDigest,
+    /// Items the self-check found in the target.
+    pub target_items: u64,
+    /// Their digest.
+    pub target_digest: StateDigest,
+    /// True when the target equals the restored state.
+    pub matches: bool,
+    /// Some keys that differ, when it does not.
+    pub differing_keys: Vec<String>,
+    /// True when a checkpoint let this run skip partitions written before.
+    pub resumed: bool,
+    /// BatchWriteItem retries (throttling, unprocessed items).
+    pub retries: u64,
+    /// Files written (file target).
+    pub files: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// Runs a restore. `client` is needed for a DynamoDB target.
+pub async fn run(
+    store: &Arc<dyn ObjectStore>,
+    client: Option<&aws_sdk_dynamodb::Client>,
+    request: &Request,
+    progress: &Progress,
+) -> Result<Report, RestoreError> {
+    let started = Instant::now();
+    let plan = restore::plan(store.as_ref(), &request.table, &request.point).await?;
+    let label = format!(
+        "{} of {} -> {}",
+        match &request.point {
+            Point::AsOf(t) => format!("as-of {}", restore::fmt_ms(*t)),
+            Point::Snapshot(_) => format!("snapshot {}", plan.manifest.snapshot_id),
+        },
+        request.table,
+        request.to.describe()
+    );
+    let mut report = Report {
+        table: request.table.clone(),
+        snapshot_id: plan.manifest.snapshot_id.clone(),
+        as_of: plan.as_of_ms.map(restore::fmt_ms),
+        to: request.to.describe(),
+        items: 0,
+        changes: 0,
+        partitions: 0,
+        digest: StateDigest::ZERO,
+        target_items: 0,
+        target_digest: StateDigest::ZERO,
+        matches: false,
+        differing_keys: vec![],
+        resumed: false,
+        retries: 0,
+        files: vec![],
+        elapsed_ms: 0,
+    };
+    match &request.to {
+        Target::Files(dir) => {
+            let mut sink = FileSink::new(dir).map_err(RestoreError::Sink)?;
+            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
+                .await?;
+            let (n, d) = restore::read_item_files(&sink.files).map_err(RestoreError::Sink)?;
+            report.files = sink.files.iter().map(|p| p.display().to_string()).collect();
+            finish(&mut report, &m, n, d);
+        }
+        Target::Dynamo(target) => {
+            let client = client.ok_or_else(|| {
+                RestoreError::Sink("a DynamoDB target needs a DynamoDB client".into())
+            })?;
+            let key = prepare_table(client, target, &plan, request.create_table).await?;
+            let checkpoint_key = format!(
+                "{}/restores/{}.json",
+                request.table,
+                &hex::encode(Sha256::digest(label.as_bytes()))[..16]
+            );
+            let mut sink = DynamoSink::new(
+                client.clone(),
+                target,
+                request.workers,
+                Some((store.clone(), checkpoint_key.clone(), label.clone())),
+            )
+            .await
+            .map_err(RestoreError::Sink)?;
+            sink.max_attempts = request.max_attempts;
+            report.resumed = sink.resuming();
+            if !report.resumed
+                && !dynamodb::is_empty(client, target)
+                    .await
+                    .map_err(RestoreError::Sink)?
+            {
+                return Err(RestoreError::Sink(format!(
+                    "target table {target} is not empty; restore into a new or empty table (nothing was written)"
+                )));
+            }
+            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
+                .await?;
+            report.retries = sink
+                .stats
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let (n, d, _) =
+                dynamodb::scan_digest(client, target, request.scan_segments, &key, false)
+                    .await
+                    .map_err(RestoreError::Sink)?;
+            finish(&mut report, &m, n, d);
+            if !report.matches {
+                report.differing_keys =
+                    differing_keys(store, client, target, &plan, &key, request).await?;
+            } else if let Err(e) = store.delete(&checkpoint_key).await {
+                tracing::warn!(error = %e, "could not remove the finished restore's checkpoint");
+            }
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn finish(report: &mut Report, m: &restore::Materialized, n: u64, d: StateDigest) {
+    report.items = m.items;
+    report.changes = m.changes;
+    report.partitions = m.partitions;
+    report.digest = m.digest;
+    report.target_items = n;
+    report.target_digest = d;
+    report.matches = n == m.items && d == m.digest;
+}
+
+/// Checks or creates the target table; returns its key schema. Writes nothing on a mismatch.
+async fn prepare_table(
+    client: &aws_sdk_dynamodb::Client,
+    target: &str,
+    plan: &Plan,
+    create: bool,
+) -> Result<KeySchema, RestoreError> {
+    let recorded = plan.manifest.key_schema.clone();
+    match dynamodb::describe_key_schema(client, target)
+        .await
+        .map_err(RestoreError::Sink)?
+    {
+        Some(existing) => {
+            if let Some(r) = &recorded
+                && *r != existing
+            {
+                return Err(RestoreError::Sink(format!(
+                    "target table {target} has key {}, the snapshot's table has key {}; restore into a table with the same key schema (nothing was written)",
+                    describe_key(&existing),
+                    describe_key(r)
+                )));
+            }
+            Ok(existing)
+        }
+        None if create => {
+            let key = recorded.ok_or_else(|| {
+                RestoreError::Sink(format!(
+                    "the snapshot records no key schema, so --create-table cannot create {target}; create the table yourself, or seal with --schema FILE naming [key]"
+                ))
+            })?;
+            dynamodb::create_table(client, target, &key)
+                .await
+                .map_err(RestoreError::Sink)?;
+            Ok(key)
+        }
+        None => Err(RestoreError::Sink(format!(
+            "target table {target} does not exist; create it, or pass --create-table"
+        ))),
+    }
+}
+
+fn describe_key(k: &KeySchema) -> String {
+    let one = |a: &crate::schema::KeyAttribute| format!("{} ({:?})", a.name, a.key_type);
+    match &k.sort {
+        Some(s) => format!("{} + {}", one(&k.partition), one(s)),
+        None => one(&k.partition),
+    }
+}
+
+/// After a mismatch: a few keys whose items differ between the restored state and the table.
+async fn differing_keys(
+    store: &Arc<dyn ObjectStore>,
+    client: &aws_sdk_dynamodb::Client,
+    target: &str,
+    plan: &Plan,
+    key: &KeySchema,
+    request: &Request,
+) -> Result<Vec<String>, RestoreError> {
+    let (_, _, mut in_table) =
+        dynamodb::scan_digest(client, target, request.scan_segments, key, true)
+            .await
+            .map_err(RestoreError::Sink)?;
+    struct Diff<'a> {
+        table: &'a mut std::collections::HashMap<String, crate::item::ItemHash>,
+        found: Vec<String>,
+    }
+    #[async_trait::async_trait]
+    impl Sink for Diff<'_> {
+        async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), String> {
+            for it in items {
+                let h = crate::item::ItemHash(Sha256::digest(it.item.as_bytes()).into());
+                match self.table.remove(&it.key) {
+                    Some(t) if t == h => {}
+                    Some(_) => self.found.push(format!("{} (differs)", it.key)),
+                    None => self
+                        .found
+                        .push(format!("{} (missing from the table)", it.key)),
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut diff = Diff {
+        table: &mut in_table,
+        found: vec![],
+    };
+    let mut plan = plan.clone();
+    plan.expected = None;
+    restore::materialize(
+        store,
+        &plan,
+        &request.materialize,
+        &mut diff,
+        &Progress::default(),
+    )
+    .await?;
+    let mut found = diff.found;
+    found.extend(
+        in_table
+            .into_keys()
+            .map(|k| format!("{k} (not in the backup)")),
+    );
+    found.sort();
+    found.truncate(5);
+    Ok(found)
+}

@@ -1,0 +1,379 @@
+//! Restore against the emulator: a source table takes a workload of every attribute type
+//! (inserts, updates, deletes, TTL-style deletes) while its changes are captured; the backup
+//! is sealed and restored into a new table, which must equal the source item for item (an
+//! independent scan-and-compare) with matching digests. Also: --as-of, resume after a target
+//! failure, throttling, and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType as DdbKeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType as DdbView,
+};
+use streamseal::aws::dynamodb::{from_attribute_map, to_attribute_map};
+use streamseal::aws::faults::DynamoFaults;
+use streamseal::aws::restore::{Request, Target, run};
+use streamseal::change::StreamViewType;
+use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::item::{StateDigest, canonicalize, item_hash};
+use streamseal::restore::{MaterializeOptions, Point, Progress, RestoreError};
+use streamseal::schema::{KeyAttribute, KeySchema, KeyType};
+use streamseal::seal::{SealOptions, seal};
+use streamseal::store::ObjectStore;
+use streamseal::store::local::LocalStore;
+use streamseal::workload::Workload;
+
+fn key_schema() -> KeySchema {
+    KeySchema {
+        partition: KeyAttribute {
+            name: "pk".into(),
+            key_type: KeyType::S,
+        },
+        sort: Some(KeyAttribute {
+            name: "sk".into(),
+            key_type: KeyType::S,
+        }),
+    }
+}
+
+async fn create_source(client: &Client, table: &str) {
+    let mut req = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(DdbView::NewAndOldImages)
+                .build()
+                .unwrap(),
+        );
+    for (name, kt) in [("pk", DdbKeyType::Hash), ("sk", DdbKeyType::Range)] {
+        req = req
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kt)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    req.send().await.unwrap();
+}
+
+/// Every item of a table, canonical, by canonical key.
+async fn scan_all(client: &Client, table: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let text = canonicalize(&from_attribute_map(item).unwrap()).unwrap();
+            let key = canonicalize(&format!(
+                r#"{{"pk":{},"sk":{}}}"#,
+                serde_json::to_string(&serde_json::json!({"S": item["pk"].as_s().unwrap()}))
+                    .unwrap(),
+                serde_json::to_string(&serde_json::json!({"S": item["sk"].as_s().unwrap()}))
+                    .unwrap()
+            ))
+            .unwrap();
+            out.insert(key, text);
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn digest_of<'a>(items: impl Iterator<Item = &'a String>) -> StateDigest {
+    let mut d = StateDigest::ZERO;
+    for i in items {
+        d.add_item(&item_hash(i).unwrap());
+    }
+    d
+}
+
+struct Captured {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn ObjectStore>,
+    /// Source state (canonical) and time after the first half of the workload.
+    middle: (BTreeMap<String, String>, i64),
+}
+
+/// Runs a workload against `source` in the emulator while capturing each batch of its
+/// changes through the ingest path, then seals. `source` ends up holding the final state.
+async fn capture(client: &Client, source: &str, batches: usize) -> Captured {
+    create_source(client, source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let ing = Ingestor::new(
+        store.clone(),
+        SchemaSource::None,
+        IngestOptions {
+            encode: Default::default(),
+            prepare_threads: 1,
+            bad_records: BadRecordPolicy::Quarantine,
+        },
+    );
+    let mut w = Workload::new(99, source, StreamViewType::NewAndOldImages, 600);
+    let mut middle = None;
+    for b in 0..batches {
+        let mut records = vec![];
+        for _ in 0..40 {
+            let c = w.next_change();
+            match &c.after {
+                Some(item) => {
+                    client
+                        .put_item()
+                        .table_name(source)
+                        .set_item(Some(to_attribute_map(item).unwrap()))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    client
+                        .delete_item()
+                        .table_name(source)
+                        .set_key(Some(to_attribute_map(&c.key).unwrap()))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            records.push(c.record);
+        }
+        let report = ing
+            .ingest_event(&format!("{{\"Records\":[{}]}}", records.join(",")))
+            .await
+            .unwrap();
+        assert!(report.error.is_none());
+        if b == batches / 2 - 1 {
+            middle = Some((scan_all(client, source).await, w.now_ms()));
+        }
+    }
+    seal(
+        &store,
+        source,
+        &SealOptions {
+            key_schema: Some(key_schema()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    Captured {
+        _dir: dir,
+        store,
+        middle: middle.unwrap(),
+    }
+}
+
+fn request(table: &str, point: Point, to: Target) -> Request {
+    Request {
+        table: table.into(),
+        point,
+        to,
+        create_table: true,
+        materialize: MaterializeOptions::default(),
+        workers: 4,
+        scan_segments: 3,
+        max_attempts: 8,
+    }
+}
+
+#[tokio::test]
+async fn restored_table_equals_the_source() {
+    let client = common::dynamodb_client(None);
+    let c = capture(&client, "restore-src", 6).await;
+    let source = scan_all(&client, "restore-src").await;
+    assert!(source.len() > 50);
+
+    let report = run(
+        &c.store,
+        Some(&client),
+        &request(
+            "restore-src",
+            Point::Snapshot("latest".into()),
+            Target::Dynamo("restore-dst".into()),
+        ),
+        &Progress::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.matches, "{report:?}");
+    let restored = scan_all(&client, "restore-dst").await;
+    assert_eq!(restored.len(), source.len());
+    for (k, v) in &source {
+        assert_eq!(restored.get(k), Some(v), "item {k}");
+    }
+    assert_eq!(report.digest, digest_of(source.values()));
+    assert_eq!(report.target_digest, report.digest);
+
+    // As of the middle of the workload, to files: the state the test recorded then.
+    let out = tempfile::tempdir().unwrap();
+    let (mid_state, mid_ms) = &c.middle;
+    let report = run(
+        &c.store,
+        None,
+        &request(
+            "restore-src",
+            Point::AsOf(*mid_ms),
+            Target::Files(out.path().to_owned()),
+        ),
+        &Progress::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.matches);
+    assert_eq!(report.items, mid_state.len() as u64);
+    assert_eq!(report.digest, digest_of(mid_state.values()));
+}
+
+#[tokio::test]
+async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
+    let healthy = common::dynamodb_client(None);
+    let c = capture(&healthy, "resume-src", 4).await;
+    let source = scan_all(&healthy, "resume-src").await;
+    let mut req = request(
+        "resume-src",
+        Point::Snapshot("latest".into()),
+        Target::Dynamo("resume-dst".into()),
+    );
+    req.materialize.min_partitions = 8;
+    req.max_attempts = 2;
+
+    // The target becomes unreachable after a few batches.
+    let outage = Arc::new(DynamoFaults {
+        fail_after: Some(3),
+        ..Default::default()
+    });
+    let broken = common::dynamodb_client(Some(outage.clone()));
+    let err = run(&c.store, Some(&broken), &req, &Progress::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    let partial = scan_all(&healthy, "resume-dst").await.len();
+    assert!(partial > 0 && partial < source.len(), "{partial}");
+
+    // Rerun with throttling and unprocessed items injected: resumes, completes, exact.
+    let flaky = Arc::new(DynamoFaults {
+        throttle_every: 3,
+        unprocessed_every: 2,
+        ..Default::default()
+    });
+    let client = common::dynamodb_client(Some(flaky.clone()));
+    req.max_attempts = 8;
+    let report = run(&c.store, Some(&client), &req, &Progress::default())
+        .await
+        .unwrap();
+    assert!(report.resumed);
+    assert!(report.matches, "{report:?}");
+    assert!(report.retries > 0);
+    assert!(flaky.injected.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(scan_all(&healthy, "resume-dst").await, source);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_writing() {
+    let client = common::dynamodb_client(None);
+    let c = capture(&client, "refuse-src", 2).await;
+    let expect_err = async |req: Request, needle: &str| {
+        let err = run(&c.store, Some(&client), &req, &Progress::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    };
+    expect_err(
+        request(
+            "refuse-src",
+            Point::Snapshot("7".into()),
+            Target::Dynamo("refuse-a".into()),
+        ),
+        "snapshot 0000000007 of table refuse-src does not exist",
+    )
+    .await;
+    expect_err(
+        request(
+            "refuse-src",
+            Point::AsOf(0),
+            Target::Dynamo("refuse-a".into()),
+        ),
+        "the backup begins at",
+    )
+    .await;
+    expect_err(
+        request(
+            "refuse-src",
+            Point::AsOf(4_102_444_800_000),
+            Target::Dynamo("refuse-a".into()),
+        ),
+        "seal again",
+    )
+    .await;
+    // A target with another key schema.
+    client
+        .create_table()
+        .table_name("refuse-other-key")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(DdbKeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_err(
+        request(
+            "refuse-src",
+            Point::Snapshot("latest".into()),
+            Target::Dynamo("refuse-other-key".into()),
+        ),
+        "has key id (N)",
+    )
+    .await;
+    // A non-empty target.
+    expect_err(
+        request(
+            "refuse-src",
+            Point::Snapshot("latest".into()),
+            Target::Dynamo("refuse-src".into()),
+        ),
+        "is not empty",
+    )
+    .await;
+    // Nothing was written anywhere.
+    assert!(scan_all(&client, "refuse-other-key").await.is_empty());
+    let tables = client.list_tables().send().await.unwrap();
+    assert!(!tables.table_names().iter().any(|t| t == "refuse-a"));
+    let _: Option<RestoreError> = None;
+}
