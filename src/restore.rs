@@ -317,7 +317,14 @@ fn fold(state: &mut HashMap<String, Latest>, key: &str, seq: &str, image: Option
             if seq_cmp(seq, &l.seq) == Ordering::Greater {
                 l.seq.clear();
                 l.seq.push_str(seq);
-                l.image = image.map(str::to_owned);
+                // Reuse the previous image's buffer: most changes are updates of a kept key.
+                match (&mut l.image, image) {
+                    (Some(buf), Some(new)) => {
+                        buf.clear();
+                        buf.push_str(new);
+                    }
+                    (slot, new) => *slot = new.map(str::to_owned),
+                }
             }
         }
         None => {
@@ -477,7 +484,7 @@ pub async fn materialize(
             progress
                 .bytes_read
                 .fetch_add(bytes.len() as u64, AtomicOrdering::Relaxed);
-            for batch in read_batches(&b.key, bytes)? {
+            for batch in read_batches(&b.key, bytes, &["keys", "item"])? {
                 let keys = string_col(&batch, "keys", &b.key)?;
                 let items = string_col(&batch, "item", &b.key)?;
                 for i in 0..batch.num_rows() {
@@ -514,7 +521,14 @@ pub async fn materialize(
                 .into_iter()
                 .collect();
             let mut rows = 0u64;
-            for batch in read_batches(&s.key, bytes)? {
+            let columns = [
+                "sequence_number",
+                "event_name",
+                "keys",
+                "new_image",
+                "approximate_creation_time",
+            ];
+            for batch in read_batches(&s.key, bytes, &columns)? {
                 let seq = string_col(&batch, "sequence_number", &s.key)?;
                 let name = string_col(&batch, "event_name", &s.key)?;
                 let key = string_col(&batch, "keys", &s.key)?;
@@ -631,8 +645,12 @@ fn checked(key: &str, bytes: u64, sha256: &str, body: Bytes) -> Result<Bytes, Re
     Ok(body)
 }
 
-fn read_batches(key: &str, bytes: Bytes) -> Result<Vec<arrow_array::RecordBatch>, RestoreError> {
-    crate::segment::read_segment(key, bytes).map_err(|e| RestoreError::Corrupt {
+fn read_batches(
+    key: &str,
+    bytes: Bytes,
+    columns: &[&str],
+) -> Result<Vec<arrow_array::RecordBatch>, RestoreError> {
+    crate::segment::read_segment_columns(key, bytes, columns).map_err(|e| RestoreError::Corrupt {
         key: key.to_owned(),
         problem: e.to_string(),
     })

@@ -670,6 +670,34 @@ pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Segment
         })
 }
 
+/// Reads only the named columns of a segment (the others are neither decompressed nor decoded).
+pub fn read_segment_columns(
+    key: &str,
+    bytes: Bytes,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, SegmentError> {
+    let err = |source| SegmentError::Parquet {
+        action: "reading",
+        key: key.to_owned(),
+        source,
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(err)?;
+    let mask =
+        parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(err)?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| SegmentError::Arrow {
+            key: key.to_owned(),
+            source,
+        })
+}
+
 /// What one row of a stored segment contributes, recomputed from the stored images.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowEffect {
