@@ -32,6 +32,7 @@
 //! only `store::s3` does.
 
 pub mod aws;
+pub mod base;
 pub mod change;
 pub mod ingest;
 pub mod item;

@@ -105,6 +105,9 @@ pub enum SealError {
         /// Attempts made.
         attempts: usize,
     },
+    /// The base state could not be read to compute the first digest over it.
+    #[error("computing the state over the bootstrap base: {0}")]
+    Base(String),
     /// A segment that partly overlaps sealed records could not be read to recompute its delta.
     #[error(
         "segment {key} (log entry {log_key}) repeats {skipped} already-sealed records and could not be read to recompute its digest: {message}"
@@ -424,6 +427,12 @@ async fn seal_once(
         window,
     );
     let parent_totals = parent.as_ref().map(|p| p.totals).unwrap_or_default();
+    // A bootstrap base joins the chain at the first seal after it is written.
+    let new_base = if parent.as_ref().is_none_or(|p| p.base.is_empty()) {
+        crate::base::latest_base(store.as_ref(), layout).await?
+    } else {
+        None
+    };
     let retention = options.retention.map(|(mode, days)| Retention {
         mode,
         until_ms: now_ms + i64::from(days) * 86_400_000,
@@ -443,7 +452,10 @@ async fn seal_once(
             .key_schema
             .clone()
             .or_else(|| parent.as_ref().and_then(|p| p.key_schema.clone())),
-        base: parent.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
+        base: match &new_base {
+            Some(b) => b.files.clone(),
+            None => parent.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
+        },
         files: FilesRef {
             key: files_key.clone(),
             bytes: files_bytes.len() as u64,
@@ -473,6 +485,23 @@ async fn seal_once(
         }),
         manifest_sha256: String::new(),
     };
+    if let Some(b) = &new_base {
+        // Deltas cannot be added to a base read by a (non point-in-time) scan: changes during
+        // the scan may be in both. So this one seal computes the state exactly, by
+        // materializing base + changes (O(table), once); later seals add deltas again.
+        m.key_schema = m.key_schema.take().or_else(|| b.key_schema.clone());
+        m.totals.bytes += b.files.iter().map(|f| f.bytes).sum::<u64>();
+        let (digest, count) = state_with_base(store, layout, &m, parent.as_ref(), &files).await?;
+        m.state_digest = if m
+            .stream_view_type
+            .is_none_or(|v| v == StreamViewType::NewAndOldImages)
+        {
+            Some(digest)
+        } else {
+            None
+        };
+        m.item_count = count;
+    }
     m.seal_digest();
 
     // 5. Write: the file list (content-named, so a racing seal cannot clobber it), then the
@@ -520,6 +549,57 @@ async fn seal_once(
         lag_ms,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })))
+}
+
+/// Digest and item count of base + every change of the chain ending in `m` (whose own
+/// segments are in `files`), by materializing it.
+async fn state_with_base(
+    store: &Arc<dyn ObjectStore>,
+    layout: &TableLayout,
+    m: &Manifest,
+    parent: Option<&Manifest>,
+    files: &SnapshotFiles,
+) -> Result<(StateDigest, i64), SealError> {
+    let mut segments = vec![];
+    let mut cur = parent.cloned();
+    while let Some(p) = cur.take() {
+        let f = manifest::read_files(store.as_ref(), &p).await?;
+        segments.splice(0..0, f.segments);
+        if let Some(pp) = &p.parent {
+            cur = Some(manifest::read_manifest(store.as_ref(), layout, &pp.snapshot_id).await?);
+        }
+    }
+    segments.extend(files.segments.iter().cloned());
+    let plan = crate::restore::Plan {
+        table: layout.table().to_owned(),
+        manifest: m.clone(),
+        base: m.base.clone(),
+        segments,
+        as_of_ms: None,
+        expected: None,
+    };
+    struct Discard;
+    #[async_trait::async_trait]
+    impl crate::restore::Sink for Discard {
+        async fn partition(
+            &mut self,
+            _: usize,
+            _: usize,
+            _: Vec<crate::restore::Item>,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let r = crate::restore::materialize(
+        store,
+        &plan,
+        &Default::default(),
+        &mut Discard,
+        &Default::default(),
+    )
+    .await
+    .map_err(|e| SealError::Base(e.to_string()))?;
+    Ok((r.digest, r.items as i64))
 }
 
 /// Checks a segment log entry against the rules its writer follows, and returns its rows'

@@ -377,3 +377,206 @@ async fn bad_input_is_refused_before_writing() {
     assert!(!tables.table_names().iter().any(|t| t == "refuse-a"));
     let _: Option<RestoreError> = None;
 }
+
+/// A table that already held items before capture began: bootstrap (scan, or a native export)
+/// gives the base; changes captured from then on complete it; the restore is exact.
+#[tokio::test]
+async fn bootstrapped_tables_restore_exactly() {
+    use std::io::Write as _;
+    use streamseal::aws::bootstrap::{Source, bootstrap};
+    let client = common::dynamodb_client(None);
+    let source = "boot-src";
+    create_source(&client, source).await;
+    let mut w = Workload::new(7, source, StreamViewType::NewAndOldImages, 500);
+    // History before the capture existed: applied to the table, never captured.
+    for _ in 0..120 {
+        let c = w.next_change();
+        match &c.after {
+            Some(item) => client
+                .put_item()
+                .table_name(source)
+                .set_item(Some(to_attribute_map(item).unwrap()))
+                .send()
+                .await
+                .map(|_| ())
+                .unwrap(),
+            None => client
+                .delete_item()
+                .table_name(source)
+                .set_key(Some(to_attribute_map(&c.key).unwrap()))
+                .send()
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+    }
+    let before = scan_all(&client, source).await;
+    assert!(before.len() > 30);
+    // The same state as a DynamoDB full export.
+    let export = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(export.path().join("data")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(export.path().join("data/abc123.json.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    for item in before.values() {
+        writeln!(gz, "{{\"Item\":{item}}}").unwrap();
+    }
+    gz.finish().unwrap();
+    std::fs::write(
+        export.path().join("manifest-summary.json"),
+        r#"{"version":"2020-06-30","exportArn":"arn:aws:dynamodb:us-east-1:123456789012:table/boot-src/export/01","startTime":"2026-01-01T00:00:00.000Z","endTime":"2026-01-01T00:05:00.000Z","tableArn":"arn:aws:dynamodb:us-east-1:123456789012:table/boot-src","tableId":"x","exportTime":"2026-01-01T00:00:00.000Z","s3Bucket":"b","s3Prefix":"p","s3SseAlgorithm":"AES256","manifestFilesS3Key":"p/AWSDynamoDB/01/manifest-files.json","billedSizeBytes":0,"itemCount":0,"outputFormat":"DYNAMODB_JSON","exportType":"FULL_EXPORT"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        export.path().join("manifest-files.json"),
+        format!(
+            "{{\"itemCount\":{},\"md5Checksum\":\"x\",\"etag\":\"y\",\"dataFileS3Key\":\"p/AWSDynamoDB/01/data/abc123.json.gz\"}}\n",
+            before.len()
+        ),
+    )
+    .unwrap();
+
+    let by_scan = tempfile::tempdir().unwrap();
+    let by_export = tempfile::tempdir().unwrap();
+    let mut stores = vec![];
+    for (dir, src) in [
+        (&by_scan, Source::Scan(3)),
+        (
+            &by_export,
+            Source::Export(export.path().to_str().unwrap().to_owned()),
+        ),
+    ] {
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+        let base = bootstrap(&store, &client, source, &src, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(base.items, before.len() as u64);
+        assert_eq!(base.digest, digest_of(before.values()));
+        // A second bootstrap is refused.
+        assert!(
+            bootstrap(&store, &client, source, &src, &Default::default())
+                .await
+                .is_err()
+        );
+        stores.push(store);
+    }
+
+    // From now on changes are captured (into both backups).
+    let ingestors: Vec<Ingestor> = stores
+        .iter()
+        .map(|s| {
+            Ingestor::new(
+                s.clone(),
+                SchemaSource::None,
+                IngestOptions {
+                    encode: Default::default(),
+                    prepare_threads: 1,
+                    bad_records: BadRecordPolicy::Quarantine,
+                },
+            )
+        })
+        .collect();
+    for _ in 0..3 {
+        let mut records = vec![];
+        for _ in 0..40 {
+            let c = w.next_change();
+            match &c.after {
+                Some(item) => client
+                    .put_item()
+                    .table_name(source)
+                    .set_item(Some(to_attribute_map(item).unwrap()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .unwrap(),
+                None => client
+                    .delete_item()
+                    .table_name(source)
+                    .set_key(Some(to_attribute_map(&c.key).unwrap()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .unwrap(),
+            }
+            records.push(c.record);
+        }
+        for ing in &ingestors {
+            ing.ingest_event(&format!("{{\"Records\":[{}]}}", records.join(",")))
+                .await
+                .unwrap();
+        }
+    }
+    let after = scan_all(&client, source).await;
+    for (i, store) in stores.iter().enumerate() {
+        let sealed = seal(store, source, &SealOptions::default()).await.unwrap();
+        assert!(!sealed.manifest.base.is_empty());
+        assert_eq!(sealed.manifest.item_count, after.len() as i64);
+        assert_eq!(
+            sealed.manifest.state_digest,
+            Some(digest_of(after.values()))
+        );
+        let target = format!("boot-dst-{i}");
+        let report = run(
+            store,
+            Some(&client),
+            &request(
+                source,
+                Point::Snapshot("latest".into()),
+                Target::Dynamo(target.clone()),
+            ),
+            &Progress::default(),
+        )
+        .await
+        .unwrap();
+        assert!(report.matches);
+        assert_eq!(scan_all(&client, &target).await, after);
+        let v = streamseal::verify::verify(store, source, "latest", Default::default())
+            .await
+            .unwrap();
+        assert!(v.ok, "{}", v.render());
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_refuses_a_table_without_a_stream() {
+    let client = common::dynamodb_client(None);
+    client
+        .create_table()
+        .table_name("no-stream")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(DdbKeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let err = streamseal::aws::bootstrap::bootstrap(
+        &store,
+        &client,
+        "no-stream",
+        &streamseal::aws::bootstrap::Source::Scan(2),
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("no stream enabled"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

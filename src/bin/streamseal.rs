@@ -58,6 +58,14 @@ enum Command {
     Verify(VerifyArgs),
     /// List a table's sealed snapshots, oldest first.
     Snapshots(SnapshotsArgs),
+    /// Write the base state of a table that existed before its stream was captured.
+    ///
+    /// Reads the whole table with a parallel Scan (or, with --from-export, a DynamoDB full
+    /// export in DYNAMODB_JSON format, which costs no read capacity) into Parquet files under
+    /// <table>/base/. Refuses to start unless the table's stream is enabled with new images:
+    /// changes during the scan must be captured for base + changes to be exact. The next seal
+    /// adopts the base.
+    Bootstrap(BootstrapArgs),
     /// Restore a sealed snapshot (or any instant the backup covers) into DynamoDB or files.
     ///
     /// Rebuilds the table state from base state plus changes (latest change per key, REMOVEs
@@ -67,6 +75,22 @@ enum Command {
     /// same arguments (finished partitions are not rewritten). AWS settings come from the
     /// standard environment.
     Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BootstrapArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Parallel scan segments.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=10000))]
+    segments: i32,
+    /// Take the base from a DynamoDB full export instead of scanning: the export's folder
+    /// (s3://bucket/prefix/AWSDynamoDB/<export-id> or a local directory).
+    #[arg(long, value_name = "URI")]
+    from_export: Option<String>,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -254,6 +278,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify(args).await,
             Command::Snapshots(args) => snapshots(args).await,
             Command::Restore(args) => restore(args).await,
+            Command::Bootstrap(args) => bootstrap(args).await,
         }
     });
     match result {
@@ -707,6 +732,51 @@ async fn restore(args: RestoreArgs) -> Result<()> {
             report.items,
             report.digest.to_hex(),
             report.target_items
+        );
+    }
+    Ok(())
+}
+
+async fn bootstrap(args: BootstrapArgs) -> Result<()> {
+    use streamseal::aws::bootstrap::{Source, bootstrap};
+    let store = open_table(&args.at).await?;
+    let client = streamseal::aws::dynamodb::client_from_env().await;
+    let source = match &args.from_export {
+        Some(uri) => Source::Export(uri.clone()),
+        None => Source::Scan(args.segments),
+    };
+    let items = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let items = items.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let n = items.load(std::sync::atomic::Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                eprintln!(
+                    "bootstrap: {n} items read ({:.0}/s), {secs:.0} s",
+                    n as f64 / secs
+                );
+            }
+        })
+    };
+    let result = bootstrap(&store, &client, &args.at.table, &source, &items).await;
+    ticker.abort();
+    let base = result.map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&base)?);
+    } else {
+        println!(
+            "base {} of {} written from {}: {} items in {} file(s), digest {}; the next seal adopts it",
+            base.base_id,
+            base.table,
+            base.source,
+            base.items,
+            base.files.len(),
+            base.digest.to_hex()
         );
     }
     Ok(())
