@@ -385,3 +385,127 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// `restore` and `bootstrap` as an operator runs them against the emulator: a restore into a
+/// new table with --create-table matches; a second restore into the same table, a bad --to,
+/// a bad --as-of and a table without a stream are refused with clear errors and exit 1.
+#[test]
+fn restore_and_bootstrap_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_str().unwrap().to_owned();
+    let env = common::moto_env();
+    let run = |args: &[&str]| streamseal(args, &env, None);
+    let ok = run(&[
+        "ingest",
+        "--events",
+        "tests/fixtures/sample-events.jsonl",
+        "--target",
+        &target,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let sealed = run(&[
+        "seal",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--schema",
+        "schemas/orders.toml",
+    ]);
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+
+    let restored = run(&[
+        "restore",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--to",
+        "dynamodb://cli-restored",
+        "--create-table",
+    ]);
+    let out = String::from_utf8_lossy(&restored.stdout);
+    assert!(
+        restored.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(
+        out.contains("MATCH") && out.contains("to dynamodb://cli-restored"),
+        "{out}"
+    );
+
+    let files = dir.path().join("files");
+    let to_files = format!("file://{}", files.display());
+    let restored = run(&[
+        "restore", "--table", "orders", "--target", &target, "--to", &to_files, "--json",
+    ]);
+    assert!(restored.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&restored.stdout).unwrap();
+    assert_eq!(r["matches"], true);
+    assert!(files.join("data/part-00000.json.gz").exists());
+
+    for (args, expected) in [
+        (
+            vec![
+                "restore",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--to",
+                "dynamodb://cli-restored",
+            ],
+            "is not empty",
+        ),
+        (
+            vec![
+                "restore", "--table", "orders", "--target", &target, "--to", "ftp://x",
+            ],
+            "expected dynamodb://TABLE or file://DIR",
+        ),
+        (
+            vec![
+                "restore",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--to",
+                "dynamodb://xyz",
+                "--as-of",
+                "yesterday",
+            ],
+            "is not an RFC 3339 instant",
+        ),
+        (
+            vec![
+                "restore",
+                "--table",
+                "orders",
+                "--target",
+                &target,
+                "--to",
+                "dynamodb://missing-table",
+            ],
+            "does not exist; create it, or pass --create-table",
+        ),
+        (
+            vec!["bootstrap", "--table", "cli-restored", "--target", &target],
+            "no stream enabled",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
