@@ -308,6 +308,16 @@ impl Ingestor {
 
     /// Ingests one Lambda DynamoDB stream event (`{"Records": [...]}`).
     pub async fn ingest_event(&self, text: &str) -> Result<IngestReport, IngestError> {
+        self.ingest_event_from(text, None).await
+    }
+
+    /// [`Ingestor::ingest_event`] for records known to come from one shard (the stream
+    /// poller): the shard id is recorded in the segment records.
+    pub async fn ingest_event_from(
+        &self,
+        text: &str,
+        shard: Option<&str>,
+    ) -> Result<IngestReport, IngestError> {
         let mut report = IngestReport {
             event_bytes: text.len(),
             ..Default::default()
@@ -394,7 +404,7 @@ impl Ingestor {
                     .await
                     .map(|q| report.quarantined.push(q)),
                 Unit::Segment { encoded, .. } => self
-                    .write_segment(&layout, encoded)
+                    .write_segment(&layout, encoded, shard)
                     .await
                     .map(|s| report.segments.push(s)),
             };
@@ -436,6 +446,7 @@ impl Ingestor {
         &self,
         layout: &TableLayout,
         encoded: &crate::segment::EncodedSegment,
+        shard: Option<&str>,
     ) -> Result<WrittenSegment, StoreError> {
         let outcome = self
             .store
@@ -447,6 +458,7 @@ impl Ingestor {
         // resolves by object key; it never adds a second copy of a record.
         let now = chrono::Utc::now();
         let mut record = encoded.record.clone();
+        record.shard_id = shard.map(str::to_owned);
         record.written_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let log_key = layout.log_key(now.timestamp_millis(), &encoded.tag);
         self.write_log(&log_key, &LogEntry::Segment(record)).await?;

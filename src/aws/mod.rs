@@ -5,3 +5,4 @@ pub mod bootstrap;
 pub mod dynamodb;
 pub mod faults;
 pub mod restore;
+pub mod tail;

@@ -58,6 +58,13 @@ enum Command {
     Verify(VerifyArgs),
     /// List a table's sealed snapshots, oldest first.
     Snapshots(SnapshotsArgs),
+    /// Capture a table's stream through the DynamoDB Streams API (no Lambda needed).
+    ///
+    /// Reads every shard, parents before children, from per-shard checkpoints kept in the
+    /// target (so a restart resumes with nothing lost or doubled), and writes segments through
+    /// the same code as the Lambda. Keeps a copy of the shard map in the target. Runs until
+    /// stopped, or with --until-idle until no record arrived for that long.
+    Tail(TailArgs),
     /// Write the base state of a table that existed before its stream was captured.
     ///
     /// Reads the whole table with a parallel Scan (or, with --from-export, a DynamoDB full
@@ -75,6 +82,24 @@ enum Command {
     /// same arguments (finished partitions are not rewritten). AWS settings come from the
     /// standard environment.
     Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TailArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Schema file with typed columns.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Stop after this many seconds without a new record (drain and exit).
+    #[arg(long, value_name = "SECS")]
+    until_idle: Option<u64>,
+    /// Records per GetRecords call (1-1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    batch: i32,
+    /// Threads for preparing records and encoding Parquet.
+    #[arg(long, default_value_t = default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -279,6 +304,7 @@ fn main() -> ExitCode {
             Command::Snapshots(args) => snapshots(args).await,
             Command::Restore(args) => restore(args).await,
             Command::Bootstrap(args) => bootstrap(args).await,
+            Command::Tail(args) => tail(args).await,
         }
     });
     match result {
@@ -779,5 +805,59 @@ async fn bootstrap(args: BootstrapArgs) -> Result<()> {
             base.digest.to_hex()
         );
     }
+    Ok(())
+}
+
+async fn tail(args: TailArgs) -> Result<()> {
+    use streamseal::aws::tail::{TailOptions, TailReport, tail};
+    let store = open_table(&args.at).await?;
+    let schemas = match &args.schema {
+        Some(path) => SchemaSource::Fixed(
+            Arc::new(TableSchema::load(path)?),
+            path.display().to_string(),
+        ),
+        None => SchemaSource::None,
+    };
+    let ingestor = Ingestor::new(
+        store.clone(),
+        schemas,
+        IngestOptions {
+            encode: EncodeOptions {
+                zstd_level: 1,
+                encode_threads: args.threads as usize,
+            },
+            prepare_threads: args.threads as usize,
+            bad_records: BadRecordPolicy::Quarantine,
+        },
+    );
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&config);
+    let options = TailOptions {
+        until_idle: args.until_idle.map(std::time::Duration::from_secs),
+        limit: args.batch,
+        ..Default::default()
+    };
+    let mut report = TailReport::default();
+    tail(
+        &ddb,
+        &streams,
+        &ingestor,
+        &store,
+        &args.at.table,
+        &options,
+        &mut report,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "tail of {} stopped after {:.1} s idle: {} records in {} segment(s) from {} shard(s) ({} finished)",
+        args.at.table,
+        args.until_idle.unwrap_or(0) as f64,
+        report.records,
+        report.segments,
+        report.shards,
+        report.finished_shards
+    );
     Ok(())
 }

@@ -1,0 +1,533 @@
+//! `streamseal tail`: capture a table's stream through the DynamoDB Streams API, without Lambda.
+//!
+//! ```text
+//! DescribeTable ──▶ stream ARN ──▶ DescribeStream (all pages) ──▶ shard map (kept in the store)
+//!   for each shard, parents before children:
+//!     checkpoint <table>/checkpoints/<shard>.json ──▶ AFTER_SEQUENCE_NUMBER (or TRIM_HORIZON)
+//!     GetRecords ──▶ Lambda-shaped event ──▶ Ingestor (same code as the Lambda, shard id kept)
+//!     ──▶ checkpoint the last sequence number (only after its segment is in the log)
+//!     a shard whose iterator ends is closed: marked finished, its children may start
+//! ```
+//!
+//! A restart resumes from the checkpoints. A crash after a segment is written but before its
+//! checkpoint re-reads those records; the segment is either the same object (same records) or a
+//! new one whose records the seal resolves as duplicates, so nothing is lost or doubled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodbstreams::Client as StreamsClient;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::aws::dynamodb::backoff;
+use crate::ingest::Ingestor;
+use crate::store::{ObjectStore, PutMode, StoreError};
+
+/// Options of a tail run.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Exit once no record arrived for this long (drain and stop); `None`: run until stopped.
+    pub until_idle: Option<Duration>,
+    /// Pause between polls of a caught-up stream.
+    pub poll_interval: Duration,
+    /// Records per GetRecords call (at most 1,000).
+    pub limit: i32,
+    /// How often to refresh the shard map copy in the store.
+    pub shard_map_every: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            until_idle: None,
+            poll_interval: Duration::from_secs(1),
+            limit: 1000,
+            shard_map_every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Per-shard progress, in the backup store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Shard id.
+    pub shard_id: String,
+    /// Last sequence number durably captured.
+    pub last_sequence: Option<String>,
+    /// The shard ended and every record of it is captured.
+    pub finished: bool,
+}
+
+/// One shard of the stream, as the shard map records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Shard id.
+    pub shard_id: String,
+    /// Parent shard, if any.
+    pub parent_shard_id: Option<String>,
+    /// First sequence number.
+    pub starting_sequence: Option<String>,
+    /// Last sequence number (closed shards).
+    pub ending_sequence: Option<String>,
+}
+
+/// The stream's shard map (`<table>/shards/<stream-label>.json`), so a seal during a regional
+/// outage can attribute segments to shards without calling the stream API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardMap {
+    /// Stream ARN.
+    pub stream_arn: String,
+    /// When it was read (RFC 3339).
+    pub read_at: String,
+    /// Shards, parents before children.
+    pub shards: Vec<ShardInfo>,
+}
+
+/// What a tail run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TailReport {
+    /// Records captured.
+    pub records: u64,
+    /// Segments written.
+    pub segments: u64,
+    /// Shards seen.
+    pub shards: usize,
+    /// Shards finished.
+    pub finished_shards: usize,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// Orders shards so that every parent comes before its children (a parent missing from the
+/// map, trimmed away after 24 hours, counts as done).
+pub fn parents_first(shards: &[ShardInfo]) -> Vec<ShardInfo> {
+    let ids: HashMap<&str, &ShardInfo> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let mut out: Vec<ShardInfo> = vec![];
+    let mut placed: std::collections::HashSet<String> = Default::default();
+    fn place(
+        s: &ShardInfo,
+        ids: &HashMap<&str, &ShardInfo>,
+        placed: &mut std::collections::HashSet<String>,
+        out: &mut Vec<ShardInfo>,
+        depth: usize,
+    ) {
+        if placed.contains(&s.shard_id) || depth > 10_000 {
+            return;
+        }
+        if let Some(p) = s.parent_shard_id.as_deref().and_then(|p| ids.get(p)) {
+            place(p, ids, placed, out, depth + 1);
+        }
+        placed.insert(s.shard_id.clone());
+        out.push(s.clone());
+    }
+    for s in shards {
+        place(s, &ids, &mut placed, &mut out, 0);
+    }
+    out
+}
+
+fn checkpoint_key(table: &str, shard: &str) -> String {
+    format!("{table}/checkpoints/{shard}.json")
+}
+
+async fn load_checkpoint(
+    store: &dyn ObjectStore,
+    table: &str,
+    shard: &str,
+) -> Result<Checkpoint, String> {
+    match store.get(&checkpoint_key(table, shard)).await {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| format!("checkpoint of shard {shard} is unreadable: {e}")),
+        Err(StoreError::NotFound { .. }) => Ok(Checkpoint {
+            shard_id: shard.to_owned(),
+            ..Default::default()
+        }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn save_checkpoint(
+    store: &dyn ObjectStore,
+    table: &str,
+    c: &Checkpoint,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(c).map_err(|e| e.to_string())?;
+    store
+        .put(
+            &checkpoint_key(table, &c.shard_id),
+            Bytes::from(body),
+            PutMode::Overwrite,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Tails `table`'s stream into `ingestor`'s store until idle (or forever).
+pub async fn tail(
+    ddb: &aws_sdk_dynamodb::Client,
+    streams: &StreamsClient,
+    ingestor: &Ingestor,
+    store: &Arc<dyn ObjectStore>,
+    table: &str,
+    options: &TailOptions,
+    report: &mut TailReport,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let described = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| format!("DescribeTable {table}: {e}"))?;
+    let arn = described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("table {table} has no stream; enable one (NEW_AND_OLD_IMAGES)"))?;
+    let region = arn.split(':').nth(3).unwrap_or("").to_owned();
+    let mut last_record = Instant::now();
+    let mut last_map: Option<Instant> = None;
+    let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
+    loop {
+        let shards = describe_shards(streams, &arn).await?;
+        if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
+            let map = ShardMap {
+                stream_arn: arn.clone(),
+                read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                shards: shards.clone(),
+            };
+            let label = arn.rsplit('/').next().unwrap_or("stream").replace(':', "-");
+            store
+                .put(
+                    &format!("{table}/shards/{label}.json"),
+                    Bytes::from(serde_json::to_vec(&map).map_err(|e| e.to_string())?),
+                    PutMode::Overwrite,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            last_map = Some(Instant::now());
+        }
+        report.shards = shards.len();
+        let mut got_any = false;
+        for shard in &shards {
+            if !checkpoints.contains_key(&shard.shard_id) {
+                let c = load_checkpoint(store.as_ref(), table, &shard.shard_id).await?;
+                checkpoints.insert(shard.shard_id.clone(), c);
+            }
+            let parent_done = match &shard.parent_shard_id {
+                None => true,
+                Some(p) => match checkpoints.get(p) {
+                    Some(c) => c.finished,
+                    // A parent no longer in the map was trimmed: nothing left to read.
+                    None => !shards.iter().any(|s| &s.shard_id == p),
+                },
+            };
+            let Some(cp) = checkpoints.get(&shard.shard_id).cloned() else {
+                continue;
+            };
+            if cp.finished || !parent_done {
+                continue;
+            }
+            let (cp, n) = drain_shard(
+                streams, ingestor, store, table, &arn, &region, shard, cp, options, report,
+            )
+            .await?;
+            got_any |= n > 0;
+            checkpoints.insert(shard.shard_id.clone(), cp);
+        }
+        report.finished_shards = checkpoints.values().filter(|c| c.finished).count();
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        if got_any {
+            last_record = Instant::now();
+        } else if let Some(idle) = options.until_idle
+            && last_record.elapsed() >= idle
+        {
+            return Ok(());
+        }
+        if !got_any {
+            tokio::time::sleep(options.poll_interval).await;
+        }
+    }
+}
+
+async fn describe_shards(streams: &StreamsClient, arn: &str) -> Result<Vec<ShardInfo>, String> {
+    let mut shards = vec![];
+    let mut start: Option<String> = None;
+    let mut attempt = 0;
+    loop {
+        let out = match streams
+            .describe_stream()
+            .stream_arn(arn)
+            .set_exclusive_start_shard_id(start.clone())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "DescribeStream failed; retrying");
+                tokio::time::sleep(backoff(attempt, 1)).await;
+                continue;
+            }
+            Err(e) => return Err(format!("DescribeStream {arn}: {e}")),
+        };
+        let Some(d) = out.stream_description() else {
+            break;
+        };
+        for s in d.shards() {
+            let Some(id) = s.shard_id() else { continue };
+            shards.push(ShardInfo {
+                shard_id: id.to_owned(),
+                parent_shard_id: s.parent_shard_id().map(str::to_owned),
+                starting_sequence: s
+                    .sequence_number_range()
+                    .and_then(|r| r.starting_sequence_number())
+                    .map(str::to_owned),
+                ending_sequence: s
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .map(str::to_owned),
+            });
+        }
+        match d.last_evaluated_shard_id() {
+            Some(id) => start = Some(id.to_owned()),
+            None => break,
+        }
+    }
+    Ok(parents_first(&shards))
+}
+
+/// Reads one shard from its checkpoint until it is caught up or closed.
+#[allow(clippy::too_many_arguments)]
+async fn drain_shard(
+    streams: &StreamsClient,
+    ingestor: &Ingestor,
+    store: &Arc<dyn ObjectStore>,
+    table: &str,
+    arn: &str,
+    region: &str,
+    shard: &ShardInfo,
+    mut cp: Checkpoint,
+    options: &TailOptions,
+    report: &mut TailReport,
+) -> Result<(Checkpoint, u64), String> {
+    let mut iterator =
+        new_iterator(streams, arn, &shard.shard_id, cp.last_sequence.as_deref()).await?;
+    let mut total = 0u64;
+    let mut attempt = 0u32;
+    loop {
+        let Some(it) = iterator.clone() else {
+            // No iterator: the shard is closed and fully read.
+            cp.finished = true;
+            save_checkpoint(store.as_ref(), table, &cp).await?;
+            return Ok((cp, total));
+        };
+        let out = match streams
+            .get_records()
+            .shard_iterator(&it)
+            .limit(options.limit.clamp(1, 1000))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let expired = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_expired_iterator_exception());
+                if expired {
+                    // Iterators live 15 minutes; a fresh one from the checkpoint loses nothing.
+                    iterator =
+                        new_iterator(streams, arn, &shard.shard_id, cp.last_sequence.as_deref())
+                            .await?;
+                    continue;
+                }
+                let trimmed = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_trimmed_data_access_exception());
+                if trimmed {
+                    return Err(format!(
+                        "shard {}: records after the checkpoint {:?} were trimmed from the stream (older than 24 hours): they are lost to the capture; record the gap and bootstrap again",
+                        shard.shard_id, cp.last_sequence
+                    ));
+                }
+                attempt += 1;
+                if attempt > 10 {
+                    return Err(format!("GetRecords on shard {}: {e}", shard.shard_id));
+                }
+                tokio::time::sleep(backoff(attempt, 2)).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        let records = out.records();
+        if !records.is_empty() {
+            let event = lambda_event(records, arn, region)?;
+            let r = ingestor
+                .ingest_event_from(&event, Some(&shard.shard_id))
+                .await
+                .map_err(|e| format!("ingesting records of shard {}: {e}", shard.shard_id))?;
+            if let Some(err) = r.error {
+                return Err(format!(
+                    "writing records of shard {} failed; the checkpoint stays at {:?}, rerun to resume: {err}",
+                    shard.shard_id, cp.last_sequence
+                ));
+            }
+            report.segments += r.segments.len() as u64;
+            report.records += records.len() as u64;
+            total += records.len() as u64;
+            // Durable (segment and log entry written): advance the checkpoint.
+            cp.last_sequence = records
+                .last()
+                .and_then(|r| r.dynamodb())
+                .and_then(|d| d.sequence_number())
+                .map(str::to_owned);
+            save_checkpoint(store.as_ref(), table, &cp).await?;
+        }
+        iterator = out.next_shard_iterator().map(str::to_owned);
+        if records.is_empty() && iterator.is_some() {
+            // Caught up on an open shard.
+            return Ok((cp, total));
+        }
+    }
+}
+
+async fn new_iterator(
+    streams: &StreamsClient,
+    arn: &str,
+    shard: &str,
+    after: Option<&str>,
+) -> Result<Option<String>, String> {
+    let mut req = streams.get_shard_iterator().stream_arn(arn).shard_id(shard);
+    req = match after {
+        Some(seq) => req
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(seq),
+        None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let out = req
+        .send()
+        .await
+        .map_err(|e| format!("GetShardIterator {shard}: {e}"))?;
+    Ok(out.shard_iterator().map(str::to_owned))
+}
+
+/// Stream API records → a Lambda DynamoDB event (what the capture path parses).
+pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<String, String> {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let d = r.dynamodb().ok_or("record without a dynamodb section")?;
+        let mut dynamodb = serde_json::Map::new();
+        if let Some(t) = d.approximate_creation_date_time() {
+            let ms = t.to_millis().map_err(|e| e.to_string())?;
+            dynamodb.insert(
+                "ApproximateCreationDateTime".into(),
+                serde_json::from_str::<Value>(&format!(
+                    "{}.{:03}",
+                    ms.div_euclid(1000),
+                    ms.rem_euclid(1000)
+                ))
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        for (name, image) in [
+            ("Keys", d.keys()),
+            ("NewImage", d.new_image()),
+            ("OldImage", d.old_image()),
+        ] {
+            if let Some(m) = image {
+                dynamodb.insert(name.into(), map_json(m)?);
+            }
+        }
+        if let Some(s) = d.sequence_number() {
+            dynamodb.insert("SequenceNumber".into(), json!(s));
+        }
+        if let Some(s) = d.size_bytes() {
+            dynamodb.insert("SizeBytes".into(), json!(s));
+        }
+        if let Some(v) = d.stream_view_type() {
+            dynamodb.insert("StreamViewType".into(), json!(v.as_str()));
+        }
+        let mut rec = json!({
+            "eventID": r.event_id().unwrap_or_default(),
+            "eventName": r.event_name().map(|n| n.as_str()).unwrap_or_default(),
+            "eventVersion": r.event_version().unwrap_or("1.1"),
+            "eventSource": r.event_source().unwrap_or("aws:dynamodb"),
+            "awsRegion": r.aws_region().unwrap_or(region),
+            "dynamodb": Value::Object(dynamodb),
+            "eventSourceARN": arn,
+        });
+        if let Some(u) = r.user_identity() {
+            rec["userIdentity"] = json!({
+                "type": u.r#type().unwrap_or_default(),
+                "principalId": u.principal_id().unwrap_or_default(),
+            });
+        }
+        out.push(rec);
+    }
+    serde_json::to_string(&json!({ "Records": out })).map_err(|e| e.to_string())
+}
+
+fn map_json(m: &HashMap<String, AttributeValue>) -> Result<Value, String> {
+    m.iter()
+        .map(|(k, v)| av_json(v).map(|j| (k.clone(), j)))
+        .collect::<Result<serde_json::Map<_, _>, _>>()
+        .map(Value::Object)
+}
+
+fn av_json(v: &AttributeValue) -> Result<Value, String> {
+    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        json!(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+    };
+    Ok(match v {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::B(b) => json!({"B": b64(b)}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
+        AttributeValue::Null(_) => json!({"NULL": true}),
+        AttributeValue::Ss(v) => json!({"SS": v}),
+        AttributeValue::Ns(v) => json!({"NS": v}),
+        AttributeValue::Bs(v) => json!({"BS": v.iter().map(b64).collect::<Vec<_>>()}),
+        AttributeValue::L(v) => json!({"L": v.iter().map(av_json).collect::<Result<Vec<_>, _>>()?}),
+        AttributeValue::M(m) => json!({"M": map_json(m)?}),
+        other => return Err(format!("unsupported attribute value {other:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: &str, parent: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            parent_shard_id: parent.map(Into::into),
+            starting_sequence: None,
+            ending_sequence: None,
+        }
+    }
+
+    #[test]
+    fn parents_come_before_children() {
+        // A split (c1, c2 from p) listed children first, and a grandchild.
+        let shards = vec![
+            s("g", Some("c1")),
+            s("c2", Some("p")),
+            s("c1", Some("p")),
+            s("p", None),
+            s("orphan", Some("trimmed")),
+        ];
+        let order: Vec<String> = parents_first(&shards)
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect();
+        let pos = |id: &str| order.iter().position(|x| x == id).unwrap();
+        assert!(pos("p") < pos("c1") && pos("p") < pos("c2") && pos("c1") < pos("g"));
+        assert_eq!(order.len(), 5);
+    }
+}
