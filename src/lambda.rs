@@ -186,6 +186,7 @@ pub struct Handler {
     store: Arc<dyn ObjectStore>,
     seal_tables: Vec<String>,
     retention: Option<(RetentionMode, u32)>,
+    metrics: bool,
 }
 
 /// What a handled event produced.
@@ -268,7 +269,15 @@ impl Handler {
             store: target,
             seal_tables: config.seal_tables.clone(),
             retention: config.retention,
+            metrics: true,
         })
+    }
+
+    /// Stops [`serve`] from printing the CloudWatch metrics line (in-process use such as the
+    /// demo, where stdout is the user's terminal).
+    pub fn without_metrics(mut self) -> Handler {
+        self.metrics = false;
+        self
     }
 
     /// Handles one invocation payload.
@@ -413,10 +422,12 @@ pub async fn serve(
 ) -> Result<serde_json::Value, LambdaError> {
     match handler.handle(&event.payload).await? {
         Outcome::Stream(response, report) => {
-            println!(
-                "{}",
-                metrics_line(&report, chrono::Utc::now().timestamp_millis())
-            );
+            if handler.metrics {
+                println!(
+                    "{}",
+                    metrics_line(&report, chrono::Utc::now().timestamp_millis())
+                );
+            }
             tracing::info!(
                 request_id = %event.context.request_id,
                 table = report.table.as_deref().unwrap_or(""),

@@ -34,6 +34,7 @@
 pub mod aws;
 pub mod base;
 pub mod change;
+pub mod demo;
 pub mod ingest;
 pub mod item;
 pub mod lambda;

@@ -509,3 +509,60 @@ fn restore_and_bootstrap_from_the_command_line() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// `demo`, the README's main command: runs end to end on a small size and reports a digest
+/// match; a rerun replaces its own directory; a foreign directory and bad flags are refused.
+#[test]
+fn demo_runs_end_to_end_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let demo = demo_dir.to_str().unwrap();
+    for _ in 0..2 {
+        let out = streamseal(
+            &["demo", "--dir", demo, "--changes", "1500", "--json"],
+            &[],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["digest_match"], true);
+        assert_eq!(r["items_match"], true);
+        assert_eq!(r["verify_ok"], true);
+        assert_eq!(r["changes"], 1500);
+    }
+    let text = streamseal(&["demo", "--dir", demo, "--changes", "300"], &[], None);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.contains("digest match") && out.contains("Next:"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("CloudWatchMetrics"),
+        "no metrics lines on the terminal"
+    );
+
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    for (args, expected) in [
+        (
+            vec!["demo", "--dir", foreign.to_str().unwrap()],
+            "is not a previous demo",
+        ),
+        (vec!["demo", "--changes", "0"], "--changes"),
+        (vec!["demo", "--changes", "many"], "--changes"),
+    ] {
+        let out = streamseal(&args, &[], None);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(foreign.join("keep.txt").exists());
+}
