@@ -258,6 +258,10 @@ pub struct Progress {
     pub items_done: AtomicU64,
     /// Bytes of objects read.
     pub bytes_read: AtomicU64,
+    /// Changes the plan will read (for an ETA).
+    pub changes_total: AtomicU64,
+    /// Items the result will have, when the manifest says (for an ETA).
+    pub items_total: AtomicU64,
 }
 
 /// Tuning.
@@ -469,6 +473,14 @@ pub async fn materialize(
         None
     };
     let mut changes = 0u64;
+    progress
+        .changes_total
+        .store(plan.changes(), AtomicOrdering::Relaxed);
+    if let Some((_, n)) = plan.expected {
+        progress
+            .items_total
+            .store(n.max(0) as u64, AtomicOrdering::Relaxed);
+    }
 
     // Base files first: every item at sequence "0", below any real change.
     let base_keys: Vec<String> = plan.base.iter().map(|b| b.key.clone()).collect();

@@ -736,10 +736,26 @@ async fn restore(args: RestoreArgs) -> Result<()> {
                     .bytes_read
                     .load(std::sync::atomic::Ordering::Relaxed) as f64
                     / (1024.0 * 1024.0);
+                let total = progress
+                    .changes_total
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let rate = changes as f64 / secs;
+                let items_total = progress
+                    .items_total
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let item_rate = items as f64 / secs;
+                let eta = if changes < total && rate > 0.0 {
+                    format!(", reading ETA {:.0} s", (total - changes) as f64 / rate)
+                } else if items < items_total && item_rate > 0.0 {
+                    format!(
+                        ", writing ETA {:.0} s",
+                        (items_total - items) as f64 / item_rate
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "restore: {changes} changes read ({:.0}/s, {mib:.1} MiB), {items} items written ({:.0}/s), {secs:.0} s",
-                    changes as f64 / secs,
-                    items as f64 / secs
+                    "restore: {changes}/{total} changes read ({rate:.0}/s, {mib:.1} MiB), {items}/{items_total} items written ({item_rate:.0}/s){eta}, {secs:.0} s"
                 );
             }
         })
