@@ -28,6 +28,104 @@ use crate::aws::dynamodb::backoff;
 use crate::ingest::Ingestor;
 use crate::store::{ObjectStore, PutMode, StoreError};
 
+/// A page of GetRecords.
+#[derive(Debug, Clone, Default)]
+pub struct RecordsPage {
+    /// Records, in order.
+    pub records: Vec<Record>,
+    /// The next iterator; `None` when the shard is closed and fully read.
+    pub next: Option<String>,
+}
+
+/// Why a stream call failed.
+#[derive(Debug, Clone)]
+pub enum StreamApiError {
+    /// The iterator expired (they live 15 minutes): get a new one.
+    Expired,
+    /// The records asked for were trimmed (older than 24 hours).
+    Trimmed,
+    /// Anything else (retried with backoff).
+    Other(String),
+}
+
+/// The DynamoDB Streams calls `tail` makes: the real API ([`SdkStreams`]), or a simulation in
+/// tests (shard splits, closed shards), which the emulator cannot produce.
+#[async_trait::async_trait]
+pub trait StreamApi: Send + Sync {
+    /// Every shard of the stream (all DescribeStream pages).
+    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String>;
+    /// An iterator after `after`, or at the trim horizon.
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        after: Option<&str>,
+    ) -> Result<Option<String>, String>;
+    /// One GetRecords call.
+    async fn records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, StreamApiError>;
+}
+
+/// [`StreamApi`] over the SDK client.
+#[derive(Debug, Clone)]
+pub struct SdkStreams(pub StreamsClient);
+
+#[async_trait::async_trait]
+impl StreamApi for SdkStreams {
+    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String> {
+        describe_shards(&self.0, arn).await
+    }
+
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        after: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        new_iterator(&self.0, arn, shard, after).await
+    }
+
+    async fn records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, StreamApiError> {
+        match self
+            .0
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(RecordsPage {
+                records: out.records().to_vec(),
+                next: out.next_shard_iterator().map(str::to_owned),
+            }),
+            Err(e) => {
+                let service = e.as_service_error();
+                if service.is_some_and(|s| s.is_expired_iterator_exception()) {
+                    Err(StreamApiError::Expired)
+                } else if service.is_some_and(|s| s.is_trimmed_data_access_exception()) {
+                    Err(StreamApiError::Trimmed)
+                } else {
+                    Err(StreamApiError::Other(e.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// The stream ARN of a table (DescribeTable).
+pub async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, String> {
+    let described = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| format!("DescribeTable {table}: {e}"))?;
+    described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("table {table} has no stream; enable one (NEW_AND_OLD_IMAGES)"))
+}
+
 /// Options of a tail run.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
@@ -170,8 +268,8 @@ async fn save_checkpoint(
 
 /// Tails `table`'s stream into `ingestor`'s store until idle (or forever).
 pub async fn tail(
-    ddb: &aws_sdk_dynamodb::Client,
-    streams: &StreamsClient,
+    arn: &str,
+    streams: &dyn StreamApi,
     ingestor: &Ingestor,
     store: &Arc<dyn ObjectStore>,
     table: &str,
@@ -179,23 +277,13 @@ pub async fn tail(
     report: &mut TailReport,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let described = ddb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| format!("DescribeTable {table}: {e}"))?;
-    let arn = described
-        .table()
-        .and_then(|t| t.latest_stream_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("table {table} has no stream; enable one (NEW_AND_OLD_IMAGES)"))?;
+    let arn = arn.to_owned();
     let region = arn.split(':').nth(3).unwrap_or("").to_owned();
     let mut last_record = Instant::now();
     let mut last_map: Option<Instant> = None;
     let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
     loop {
-        let shards = describe_shards(streams, &arn).await?;
+        let shards = parents_first(&streams.shards(&arn).await?);
         if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
             let map = ShardMap {
                 stream_arn: arn.clone(),
@@ -306,7 +394,7 @@ async fn describe_shards(streams: &StreamsClient, arn: &str) -> Result<Vec<Shard
 /// Reads one shard from its checkpoint until it is caught up or closed.
 #[allow(clippy::too_many_arguments)]
 async fn drain_shard(
-    streams: &StreamsClient,
+    streams: &dyn StreamApi,
     ingestor: &Ingestor,
     store: &Arc<dyn ObjectStore>,
     table: &str,
@@ -317,8 +405,9 @@ async fn drain_shard(
     options: &TailOptions,
     report: &mut TailReport,
 ) -> Result<(Checkpoint, u64), String> {
-    let mut iterator =
-        new_iterator(streams, arn, &shard.shard_id, cp.last_sequence.as_deref()).await?;
+    let mut iterator = streams
+        .iterator(arn, &shard.shard_id, cp.last_sequence.as_deref())
+        .await?;
     let mut total = 0u64;
     let mut attempt = 0u32;
     loop {
@@ -328,34 +417,22 @@ async fn drain_shard(
             save_checkpoint(store.as_ref(), table, &cp).await?;
             return Ok((cp, total));
         };
-        let out = match streams
-            .get_records()
-            .shard_iterator(&it)
-            .limit(options.limit.clamp(1, 1000))
-            .send()
-            .await
-        {
+        let out = match streams.records(&it, options.limit.clamp(1, 1000)).await {
             Ok(o) => o,
-            Err(e) => {
-                let expired = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_expired_iterator_exception());
-                if expired {
-                    // Iterators live 15 minutes; a fresh one from the checkpoint loses nothing.
-                    iterator =
-                        new_iterator(streams, arn, &shard.shard_id, cp.last_sequence.as_deref())
-                            .await?;
-                    continue;
-                }
-                let trimmed = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_trimmed_data_access_exception());
-                if trimmed {
-                    return Err(format!(
-                        "shard {}: records after the checkpoint {:?} were trimmed from the stream (older than 24 hours): they are lost to the capture; record the gap and bootstrap again",
-                        shard.shard_id, cp.last_sequence
-                    ));
-                }
+            Err(StreamApiError::Expired) => {
+                // Iterators live 15 minutes; a fresh one from the checkpoint loses nothing.
+                iterator = streams
+                    .iterator(arn, &shard.shard_id, cp.last_sequence.as_deref())
+                    .await?;
+                continue;
+            }
+            Err(StreamApiError::Trimmed) => {
+                return Err(format!(
+                    "shard {}: records after the checkpoint {:?} were trimmed from the stream (older than 24 hours): they are lost to the capture; record the gap and bootstrap again",
+                    shard.shard_id, cp.last_sequence
+                ));
+            }
+            Err(StreamApiError::Other(e)) => {
                 attempt += 1;
                 if attempt > 10 {
                     return Err(format!("GetRecords on shard {}: {e}", shard.shard_id));
@@ -365,7 +442,7 @@ async fn drain_shard(
             }
         };
         attempt = 0;
-        let records = out.records();
+        let records = &out.records[..];
         if !records.is_empty() {
             let event = lambda_event(records, arn, region)?;
             let r = ingestor
@@ -389,7 +466,7 @@ async fn drain_shard(
                 .map(str::to_owned);
             save_checkpoint(store.as_ref(), table, &cp).await?;
         }
-        iterator = out.next_shard_iterator().map(str::to_owned);
+        iterator = out.next.clone();
         if records.is_empty() && iterator.is_some() {
             // Caught up on an open shard.
             return Ok((cp, total));

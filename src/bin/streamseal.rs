@@ -849,7 +849,7 @@ async fn bootstrap(args: BootstrapArgs) -> Result<()> {
 }
 
 async fn tail(args: TailArgs) -> Result<()> {
-    use streamseal::aws::tail::{TailOptions, TailReport, tail};
+    use streamseal::aws::tail::{SdkStreams, TailOptions, TailReport, stream_arn, tail};
     let store = open_table(&args.at).await?;
     let schemas = match &args.schema {
         Some(path) => SchemaSource::Fixed(
@@ -879,9 +879,12 @@ async fn tail(args: TailArgs) -> Result<()> {
         ..Default::default()
     };
     let mut report = TailReport::default();
+    let arn = stream_arn(&ddb, &args.at.table)
+        .await
+        .map_err(anyhow::Error::msg)?;
     tail(
-        &ddb,
-        &streams,
+        &arn,
+        &SdkStreams(streams),
         &ingestor,
         &store,
         &args.at.table,
