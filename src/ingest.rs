@@ -112,6 +112,8 @@ pub struct QuarantinedRecord {
 pub struct IngestReport {
     /// Table name.
     pub table: Option<String>,
+    /// The stream the records came from.
+    pub stream_arn: Option<String>,
     /// Records in the event.
     pub records: usize,
     /// Bytes of event JSON.
@@ -334,6 +336,7 @@ impl Ingestor {
         };
         report.records = raws.len();
         report.table = Some(table.clone());
+        report.stream_arn = find_arn(&raws);
         let layout = TableLayout::new(&table);
 
         // Step 2: group and encode.
@@ -545,6 +548,20 @@ impl Ingestor {
 }
 
 /// The table named by the first record with a readable `eventSourceARN`.
+/// The first `eventSourceARN` of the batch.
+fn find_arn(raws: &[&str]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Arn<'a> {
+        #[serde(rename = "eventSourceARN", borrow)]
+        arn: Option<std::borrow::Cow<'a, str>>,
+    }
+    raws.iter().find_map(|raw| {
+        serde_json::from_str::<Arn>(raw)
+            .ok()
+            .and_then(|a| a.arn.map(|a| a.into_owned()))
+    })
+}
+
 fn find_table(raws: &[&str]) -> Result<String, IngestError> {
     #[derive(serde::Deserialize)]
     struct Arn<'a> {

@@ -12,6 +12,7 @@
 //! | `STREAMSEAL_SEAL_TABLES` | tables an outage event seals when it names none (comma-separated); events naming other tables are refused | none |
 //! | `STREAMSEAL_RETENTION_DAYS` | Object Lock retention of sealed manifests, in days | none |
 //! | `STREAMSEAL_RETENTION_MODE` | `compliance` or `governance` | `compliance` |
+//! | `STREAMSEAL_SHARD_MAP_MINUTES` | how often to copy the stream's shard map into the backup (0: never) | 5 |
 //!
 //! A DynamoDB stream event is answered with `{"batchItemFailures": [...]}` (the function's event
 //! source mapping must enable `ReportBatchItemFailures`): empty on success, or every record from
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde_json::value::RawValue;
 
+use crate::aws::tail::{SdkStreams, StreamApi, save_shard_map};
 use crate::ingest::{
     BadRecordPolicy, IngestError, IngestOptions, IngestReport, Ingestor, SchemaSource,
 };
@@ -79,6 +81,8 @@ pub struct Config {
     pub seal_tables: Vec<String>,
     /// `STREAMSEAL_RETENTION_DAYS` and `STREAMSEAL_RETENTION_MODE`.
     pub retention: Option<(RetentionMode, u32)>,
+    /// `STREAMSEAL_SHARD_MAP_MINUTES` (0 turns the shard map off).
+    pub shard_map_every: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -157,7 +161,22 @@ impl Config {
                 Some((mode, days))
             }
         };
+        let shard_map_every = match get("STREAMSEAL_SHARD_MAP_MINUTES")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => Some(std::time::Duration::from_secs(300)),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(m) if m <= 1440 => Some(std::time::Duration::from_secs(m * 60)),
+                _ => {
+                    return Err(LambdaError::Config(format!(
+                        "STREAMSEAL_SHARD_MAP_MINUTES={v:?} is not a number of minutes from 0 (off) to 1440"
+                    )));
+                }
+            },
+        };
         Ok(Config {
+            shard_map_every,
             seal_tables,
             retention,
             target,
@@ -187,6 +206,15 @@ pub struct Handler {
     seal_tables: Vec<String>,
     retention: Option<(RetentionMode, u32)>,
     metrics: bool,
+    streams: Option<Arc<dyn StreamApi>>,
+    shard_map_every: Option<std::time::Duration>,
+    refreshed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl std::fmt::Debug for dyn StreamApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamApi")
+    }
 }
 
 /// What a handled event produced.
@@ -252,7 +280,60 @@ impl Handler {
     /// Opens the stores named by the configuration.
     pub async fn new(config: &Config) -> Result<Handler, LambdaError> {
         let target = store::open(&config.target).await?;
-        Handler::with_store(target, config).await
+        let handler = Handler::with_store(target, config).await?;
+        Ok(if config.shard_map_every.is_some() {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            handler.with_streams(Arc::new(SdkStreams(aws_sdk_dynamodbstreams::Client::new(
+                &aws,
+            ))))
+        } else {
+            handler
+        })
+    }
+
+    /// Lets the handler keep the stream's shard map in the backup (DescribeStream at most every
+    /// `STREAMSEAL_SHARD_MAP_MINUTES`), so a seal during a regional outage can attribute
+    /// segments to shards without the stream API.
+    pub fn with_streams(mut self, streams: Arc<dyn StreamApi>) -> Handler {
+        self.streams = Some(streams);
+        self
+    }
+
+    /// Refreshes the shard map of `arn` if it is due. Best effort: a failure is logged and
+    /// never fails the batch (capture matters more than the map).
+    async fn refresh_shard_map(&self, table: &str, arn: &str) {
+        let (Some(streams), Some(every)) = (&self.streams, self.shard_map_every) else {
+            return;
+        };
+        let due = {
+            let Ok(mut seen) = self.refreshed.lock() else {
+                return;
+            };
+            let due = seen.get(arn).is_none_or(|t| t.elapsed() >= every);
+            if due {
+                seen.insert(arn.to_owned(), std::time::Instant::now());
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        // Bounded: a slow or failing stream API must not hold up the batch.
+        let result = match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            streams.shards(arn),
+        )
+        .await
+        {
+            Ok(Ok(shards)) => save_shard_map(self.store.as_ref(), table, arn, &shards).await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("DescribeStream took longer than 2 s".into()),
+        };
+        if let Err(e) = result {
+            // Not retried before the interval passes: a missing permission or an unreachable
+            // API must not add latency to every batch.
+            tracing::warn!(table, stream = arn, error = %e, "could not refresh the shard map; will retry after the refresh interval");
+        }
     }
 
     /// A handler writing to an already opened store (tests, the CLI, the demo).
@@ -270,6 +351,9 @@ impl Handler {
             seal_tables: config.seal_tables.clone(),
             retention: config.retention,
             metrics: true,
+            streams: None,
+            shard_map_every: config.shard_map_every,
+            refreshed: Default::default(),
         })
     }
 
@@ -299,6 +383,9 @@ impl Handler {
         match classify(payload) {
             EventShape::DynamoDbStream => {
                 let report = self.ingestor.ingest_event(payload.get()).await?;
+                if let (Some(table), Some(arn)) = (&report.table, &report.stream_arn) {
+                    self.refresh_shard_map(table, arn).await;
+                }
                 if report.retry_whole_batch {
                     return Err(LambdaError::RetryBatch(
                         report.error.clone().unwrap_or_default(),

@@ -45,6 +45,7 @@ pub mod restore;
 pub mod schema;
 pub mod seal;
 pub mod segment;
+pub mod shards;
 pub mod store;
 pub mod trigger;
 pub mod verify;

@@ -201,7 +201,8 @@ pub struct SealedSegment {
     pub min_time_ms: Option<i64>,
     /// Latest change time (ms).
     pub max_time_ms: Option<i64>,
-    /// Shard, when known.
+    /// Shard: recorded by the stream poller, or attributed at seal time from the shard map in
+    /// the store by sequence range (Lambda events carry no shard id); `None` when neither.
     pub shard_id: Option<String>,
     /// Stream ARN.
     pub event_source_arn: Option<String>,

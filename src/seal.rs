@@ -387,6 +387,22 @@ async fn seal_once(
         sealed.extend(local.into_iter().map(str::to_owned));
     }
 
+    // Lambda segments carry no shard id: attribute them by sequence range from the shard map
+    // the capture keeps in the store (no stream API call, so this works during an outage).
+    if files.segments.iter().any(|s| s.shard_id.is_none()) {
+        let maps = crate::shards::load_shard_maps(store.as_ref(), layout.table()).await;
+        if !maps.is_empty() {
+            for s in files.segments.iter_mut().filter(|s| s.shard_id.is_none()) {
+                s.shard_id = crate::shards::attribute(
+                    &maps,
+                    s.event_source_arn.as_deref(),
+                    &s.first_sequence,
+                    &s.last_sequence,
+                );
+            }
+        }
+    }
+
     // 4. The manifest.
     let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
     let id = manifest::snapshot_id(generation);

@@ -181,3 +181,82 @@ async fn tables_outside_the_configured_list_are_refused() {
     .to_string();
     assert!(err.contains("STREAMSEAL_SEAL_TABLES is not set"), "{err}");
 }
+
+/// The Lambda keeps the stream's shard map in the backup (from the emulator's stream API),
+/// and a later seal attributes the Lambda's segments (which carry no shard id) to shards by
+/// sequence range from that map alone.
+#[tokio::test]
+async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
+    use streamseal::aws::tail::SdkStreams;
+    let ddb = common::dynamodb_client(None);
+    let table = "shardmap-orders";
+    ddb.create_table()
+        .table_name(table)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arn = streamseal::aws::tail::stream_arn(&ddb, table)
+        .await
+        .unwrap();
+    let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+        aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
+            .endpoint_url(&common::moto().endpoint)
+            .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let handler = Handler::with_store(store.clone(), &config(table))
+        .await
+        .unwrap()
+        .with_streams(Arc::new(SdkStreams(streams)));
+    // Lambda-shaped records from this stream, numbered inside its shard's range.
+    let shards = streamseal::shards::load_shard_maps(store.as_ref(), table).await;
+    assert!(shards.is_empty());
+    let mut w = Workload::new(8, table, StreamViewType::NewAndOldImages, 200);
+    let event = w
+        .next_event(20)
+        .replace(&w.stream_arn(), &arn)
+        .replace("\"SequenceNumber\":\"1", "\"SequenceNumber\":\"91");
+    let response = serve(&handler, self::event(&event)).await.unwrap();
+    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    let maps = streamseal::shards::load_shard_maps(store.as_ref(), table).await;
+    assert_eq!(maps.len(), 1);
+    assert_eq!(maps[0].stream_arn, arn);
+    let shard = maps[0].shards[0].shard_id.clone();
+
+    let sealed = streamseal::seal::seal(&store, table, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sealed.manifest.watermark.shards.keys().collect::<Vec<_>>(),
+        vec![&shard],
+        "the Lambda's segment is attributed to the stream's shard"
+    );
+}

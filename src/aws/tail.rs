@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::aws::dynamodb::backoff;
 use crate::ingest::Ingestor;
+pub use crate::shards::{ShardInfo, ShardMap, load_shard_maps, parents_first, save_shard_map};
 use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// A page of GetRecords.
@@ -161,31 +162,6 @@ pub struct Checkpoint {
     pub finished: bool,
 }
 
-/// One shard of the stream, as the shard map records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardInfo {
-    /// Shard id.
-    pub shard_id: String,
-    /// Parent shard, if any.
-    pub parent_shard_id: Option<String>,
-    /// First sequence number.
-    pub starting_sequence: Option<String>,
-    /// Last sequence number (closed shards).
-    pub ending_sequence: Option<String>,
-}
-
-/// The stream's shard map (`<table>/shards/<stream-label>.json`), so a seal during a regional
-/// outage can attribute segments to shards without calling the stream API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardMap {
-    /// Stream ARN.
-    pub stream_arn: String,
-    /// When it was read (RFC 3339).
-    pub read_at: String,
-    /// Shards, parents before children.
-    pub shards: Vec<ShardInfo>,
-}
-
 /// What a tail run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TailReport {
@@ -199,34 +175,6 @@ pub struct TailReport {
     pub finished_shards: usize,
     /// Wall time.
     pub elapsed_ms: u64,
-}
-
-/// Orders shards so that every parent comes before its children (a parent missing from the
-/// map, trimmed away after 24 hours, counts as done).
-pub fn parents_first(shards: &[ShardInfo]) -> Vec<ShardInfo> {
-    let ids: HashMap<&str, &ShardInfo> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
-    let mut out: Vec<ShardInfo> = vec![];
-    let mut placed: std::collections::HashSet<String> = Default::default();
-    fn place(
-        s: &ShardInfo,
-        ids: &HashMap<&str, &ShardInfo>,
-        placed: &mut std::collections::HashSet<String>,
-        out: &mut Vec<ShardInfo>,
-        depth: usize,
-    ) {
-        if placed.contains(&s.shard_id) || depth > 10_000 {
-            return;
-        }
-        if let Some(p) = s.parent_shard_id.as_deref().and_then(|p| ids.get(p)) {
-            place(p, ids, placed, out, depth + 1);
-        }
-        placed.insert(s.shard_id.clone());
-        out.push(s.clone());
-    }
-    for s in shards {
-        place(s, &ids, &mut placed, &mut out, 0);
-    }
-    out
 }
 
 fn checkpoint_key(table: &str, shard: &str) -> String {
@@ -285,20 +233,7 @@ pub async fn tail(
     loop {
         let shards = parents_first(&streams.shards(&arn).await?);
         if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
-            let map = ShardMap {
-                stream_arn: arn.clone(),
-                read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                shards: shards.clone(),
-            };
-            let label = arn.rsplit('/').next().unwrap_or("stream").replace(':', "-");
-            store
-                .put(
-                    &format!("{table}/shards/{label}.json"),
-                    Bytes::from(serde_json::to_vec(&map).map_err(|e| e.to_string())?),
-                    PutMode::Overwrite,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            save_shard_map(store.as_ref(), table, &arn, &shards).await?;
             last_map = Some(Instant::now());
         }
         report.shards = shards.len();
@@ -574,37 +509,4 @@ fn av_json(v: &AttributeValue) -> Result<Value, String> {
         AttributeValue::M(m) => json!({"M": map_json(m)?}),
         other => return Err(format!("unsupported attribute value {other:?}")),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(id: &str, parent: Option<&str>) -> ShardInfo {
-        ShardInfo {
-            shard_id: id.into(),
-            parent_shard_id: parent.map(Into::into),
-            starting_sequence: None,
-            ending_sequence: None,
-        }
-    }
-
-    #[test]
-    fn parents_come_before_children() {
-        // A split (c1, c2 from p) listed children first, and a grandchild.
-        let shards = vec![
-            s("g", Some("c1")),
-            s("c2", Some("p")),
-            s("c1", Some("p")),
-            s("p", None),
-            s("orphan", Some("trimmed")),
-        ];
-        let order: Vec<String> = parents_first(&shards)
-            .into_iter()
-            .map(|s| s.shard_id)
-            .collect();
-        let pos = |id: &str| order.iter().position(|x| x == id).unwrap();
-        assert!(pos("p") < pos("c1") && pos("p") < pos("c2") && pos("c1") < pos("g"));
-        assert_eq!(order.len(), 5);
-    }
 }
