@@ -5,84 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType as DdbKeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType as DdbView,
-};
-use streamseal::aws::dynamodb::{from_attribute_map, to_attribute_map};
 use streamseal::change::StreamViewType;
-use streamseal::item::canonicalize;
 use streamseal::workload::Workload;
-
-fn new_and_old() -> StreamSpecification {
-    StreamSpecification::builder()
-        .stream_enabled(true)
-        .stream_view_type(DdbView::NewAndOldImages)
-        .build()
-        .unwrap()
-}
-
-async fn create_source(client: &Client, table: &str) {
-    create_table(client, table, true).await
-}
-
-async fn create_table(client: &Client, table: &str, stream: bool) {
-    let mut req = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest);
-    if stream {
-        req = req.stream_specification(new_and_old());
-    }
-    for (name, kt) in [("pk", DdbKeyType::Hash), ("sk", DdbKeyType::Range)] {
-        req = req
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kt)
-                    .build()
-                    .unwrap(),
-            );
-    }
-    req.send().await.unwrap();
-}
-
-async fn scan_all(client: &Client, table: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items() {
-            let text = canonicalize(&from_attribute_map(item).unwrap()).unwrap();
-            let pk = item["pk"].as_s().unwrap().clone();
-            let sk = item["sk"].as_s().unwrap().clone();
-            out.insert(format!("{pk}\u{0}{sk}"), text);
-        }
-        match page.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => break,
-        }
-    }
-    out
-}
 
 fn streamseal(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_streamseal"))
@@ -96,31 +24,11 @@ fn streamseal(args: &[&str]) -> std::process::Output {
 async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
     let client = common::dynamodb_client(None);
     let source = "e2e-orders";
-    create_source(&client, source).await;
+    common::create_orders_table(&client, source, true).await;
     let mut w = Workload::new(2026, source, StreamViewType::NewAndOldImages, 400);
     let changes = 600;
-    for _ in 0..changes {
-        let c = w.next_change();
-        match &c.after {
-            Some(item) => client
-                .put_item()
-                .table_name(source)
-                .set_item(Some(to_attribute_map(item).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-            None => client
-                .delete_item()
-                .table_name(source)
-                .set_key(Some(to_attribute_map(&c.key).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-        }
-    }
-    let expected = scan_all(&client, source).await;
+    apply(&client, source, &mut w, changes as usize).await;
+    let expected = common::scan_items(&client, source).await;
     assert!(expected.len() > 100);
 
     let dir = tempfile::tempdir().unwrap();
@@ -229,30 +137,12 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(scan_all(&client, "e2e-restored").await, expected);
+    assert_eq!(common::scan_items(&client, "e2e-restored").await, expected);
 }
 
 async fn apply(client: &Client, table: &str, w: &mut Workload, n: usize) {
     for _ in 0..n {
-        let c = w.next_change();
-        match &c.after {
-            Some(item) => client
-                .put_item()
-                .table_name(table)
-                .set_item(Some(to_attribute_map(item).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-            None => client
-                .delete_item()
-                .table_name(table)
-                .set_key(Some(to_attribute_map(&c.key).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-        }
+        common::apply_change(client, table, w).await;
     }
 }
 
@@ -263,13 +153,13 @@ async fn apply(client: &Client, table: &str, w: &mut Workload, n: usize) {
 async fn bootstrap_then_stream_capture_restores_exactly() {
     let client = common::dynamodb_client(None);
     let source = "e2e-boot";
-    create_table(&client, source, false).await;
+    common::create_orders_table(&client, source, false).await;
     let mut w = Workload::new(77, source, StreamViewType::NewAndOldImages, 400);
     apply(&client, source, &mut w, 200).await;
     client
         .update_table()
         .table_name(source)
-        .stream_specification(new_and_old())
+        .stream_specification(common::new_and_old_images())
         .send()
         .await
         .unwrap();
@@ -304,7 +194,7 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let expected = scan_all(&client, source).await;
+    let expected = common::scan_items(&client, source).await;
 
     let out = streamseal(&[
         "seal",
@@ -360,7 +250,10 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["matches"], true);
     assert_eq!(r["target_digest"].as_str(), Some(digest.to_hex().as_str()));
-    assert_eq!(scan_all(&client, "e2e-boot-restored").await, expected);
+    assert_eq!(
+        common::scan_items(&client, "e2e-boot-restored").await,
+        expected
+    );
 }
 
 fn walk(dir: &std::path::Path) -> usize {

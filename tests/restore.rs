@@ -12,14 +12,12 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType as DdbKeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType as DdbView,
 };
-use streamseal::aws::dynamodb::{from_attribute_map, to_attribute_map};
 use streamseal::aws::faults::DynamoFaults;
 use streamseal::aws::restore::{Request, Target, run};
 use streamseal::change::StreamViewType;
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::{StateDigest, canonicalize, item_hash};
+use streamseal::item::{StateDigest, item_hash};
 use streamseal::restore::{MaterializeOptions, Point, Progress, RestoreError};
 use streamseal::schema::{KeyAttribute, KeySchema, KeyType};
 use streamseal::seal::{SealOptions, seal};
@@ -41,67 +39,11 @@ fn key_schema() -> KeySchema {
 }
 
 async fn create_source(client: &Client, table: &str) {
-    let mut req = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(DdbView::NewAndOldImages)
-                .build()
-                .unwrap(),
-        );
-    for (name, kt) in [("pk", DdbKeyType::Hash), ("sk", DdbKeyType::Range)] {
-        req = req
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kt)
-                    .build()
-                    .unwrap(),
-            );
-    }
-    req.send().await.unwrap();
+    common::create_orders_table(client, table, true).await;
 }
 
-/// Every item of a table, canonical, by canonical key.
 async fn scan_all(client: &Client, table: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items() {
-            let text = canonicalize(&from_attribute_map(item).unwrap()).unwrap();
-            let key = canonicalize(&format!(
-                r#"{{"pk":{},"sk":{}}}"#,
-                serde_json::to_string(&serde_json::json!({"S": item["pk"].as_s().unwrap()}))
-                    .unwrap(),
-                serde_json::to_string(&serde_json::json!({"S": item["sk"].as_s().unwrap()}))
-                    .unwrap()
-            ))
-            .unwrap();
-            out.insert(key, text);
-        }
-        match page.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => break,
-        }
-    }
-    out
+    common::scan_items(client, table).await
 }
 
 fn digest_of<'a>(items: impl Iterator<Item = &'a String>) -> StateDigest {
@@ -139,27 +81,7 @@ async fn capture(client: &Client, source: &str, batches: usize) -> Captured {
     for b in 0..batches {
         let mut records = vec![];
         for _ in 0..40 {
-            let c = w.next_change();
-            match &c.after {
-                Some(item) => {
-                    client
-                        .put_item()
-                        .table_name(source)
-                        .set_item(Some(to_attribute_map(item).unwrap()))
-                        .send()
-                        .await
-                        .unwrap();
-                }
-                None => {
-                    client
-                        .delete_item()
-                        .table_name(source)
-                        .set_key(Some(to_attribute_map(&c.key).unwrap()))
-                        .send()
-                        .await
-                        .unwrap();
-                }
-            }
+            let c = common::apply_change(client, source, &mut w).await;
             records.push(c.record);
         }
         let report = ing
@@ -390,25 +312,7 @@ async fn bootstrapped_tables_restore_exactly() {
     let mut w = Workload::new(7, source, StreamViewType::NewAndOldImages, 500);
     // History before the capture existed: applied to the table, never captured.
     for _ in 0..120 {
-        let c = w.next_change();
-        match &c.after {
-            Some(item) => client
-                .put_item()
-                .table_name(source)
-                .set_item(Some(to_attribute_map(item).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-            None => client
-                .delete_item()
-                .table_name(source)
-                .set_key(Some(to_attribute_map(&c.key).unwrap()))
-                .send()
-                .await
-                .map(|_| ())
-                .unwrap(),
-        }
+        common::apply_change(&client, source, &mut w).await;
     }
     let before = scan_all(&client, source).await;
     assert!(before.len() > 30);
@@ -480,25 +384,7 @@ async fn bootstrapped_tables_restore_exactly() {
     for _ in 0..3 {
         let mut records = vec![];
         for _ in 0..40 {
-            let c = w.next_change();
-            match &c.after {
-                Some(item) => client
-                    .put_item()
-                    .table_name(source)
-                    .set_item(Some(to_attribute_map(item).unwrap()))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .unwrap(),
-                None => client
-                    .delete_item()
-                    .table_name(source)
-                    .set_key(Some(to_attribute_map(&c.key).unwrap()))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .unwrap(),
-            }
+            let c = common::apply_change(&client, source, &mut w).await;
             records.push(c.record);
         }
         for ing in &ingestors {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 
-use crate::aws::dynamodb::{self, backoff, from_attribute_map, key_text};
+use crate::aws::dynamodb::{self, SegmentScan, from_attribute_map, key_text};
 use crate::base::{self, BASE_FORMAT, BaseManifest, BaseWriter};
 use crate::item::{StateDigest, canonicalize};
 use crate::layout::TableLayout;
@@ -130,44 +129,20 @@ async fn scan(
         let counter = counter.clone();
         let mut writer = BaseWriter::new(store.clone(), layout, base_id, seg as usize);
         tasks.spawn(async move {
-            let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
-            let mut attempt = 0u32;
-            loop {
-                let out = client
-                    .scan()
-                    .table_name(&table)
-                    .segment(seg)
-                    .total_segments(segments)
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.clone())
-                    .send()
-                    .await;
-                let out = match out {
-                    Ok(o) => o,
-                    Err(e) if attempt < 15 => {
-                        attempt += 1;
-                        tracing::warn!(table, segment = seg, error = %e, "scan page failed; retrying");
-                        tokio::time::sleep(backoff(attempt, seg as u64)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(format!("Scan {table} segment {seg}: {e}")),
-                };
-                attempt = 0;
-                for item in out.items() {
-                    let text = canonicalize(&from_attribute_map(item)?).map_err(|e| e.to_string())?;
+            let mut scan = SegmentScan::new(client, &table, seg, segments);
+            while let Some(items) = scan.next_page().await? {
+                for item in &items {
+                    let text =
+                        canonicalize(&from_attribute_map(item)?).map_err(|e| e.to_string())?;
                     writer
                         .push(key_text(item, &key)?, text)
                         .await
                         .map_err(|e| e.to_string())?;
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                match out.last_evaluated_key() {
-                    Some(k) if !k.is_empty() => start = Some(k.clone()),
-                    _ => break,
-                }
             }
             writer.flush().await.map_err(|e| e.to_string())?;
-            Ok(writer)
+            Ok::<_, String>(writer)
         });
     }
     let mut writers = vec![];

@@ -595,29 +595,9 @@ pub async fn scan_digest(
             let mut digest = StateDigest::ZERO;
             let mut count = 0u64;
             let mut hashes = HashMap::new();
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
-            let mut attempt = 0u32;
-            loop {
-                let out = client
-                    .scan()
-                    .table_name(&table)
-                    .segment(seg)
-                    .total_segments(segments)
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.clone())
-                    .send()
-                    .await;
-                let out = match out {
-                    Ok(o) => o,
-                    Err(e) if retryable(&e) && attempt < 15 => {
-                        attempt += 1;
-                        tokio::time::sleep(backoff(attempt, seg as u64)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(format!("Scan {table}: {}", sdk_message(&e))),
-                };
-                attempt = 0;
-                for item in out.items() {
+            let mut scan = SegmentScan::new(client, &table, seg, segments);
+            while let Some(items) = scan.next_page().await? {
+                for item in &items {
                     let text = from_attribute_map(item)?;
                     let h = crate::item::item_hash(&text).map_err(|e| e.to_string())?;
                     digest.add_item(&h);
@@ -626,12 +606,8 @@ pub async fn scan_digest(
                         hashes.insert(key_text(item, &key)?, h);
                     }
                 }
-                match out.last_evaluated_key() {
-                    Some(k) if !k.is_empty() => start = Some(k.clone()),
-                    _ => break,
-                }
             }
-            Ok((count, digest, hashes))
+            Ok::<_, String>((count, digest, hashes))
         });
     }
     let mut digest = StateDigest::ZERO;
@@ -644,6 +620,75 @@ pub async fn scan_digest(
         all.extend(h);
     }
     Ok((count, digest, all))
+}
+
+/// One segment of a parallel Scan, page by page, with consistent reads and retries (backoff
+/// with jitter) on throttling and transient errors.
+pub struct SegmentScan {
+    client: Client,
+    table: String,
+    segment: i32,
+    total: i32,
+    start: Option<HashMap<String, AttributeValue>>,
+    done: bool,
+}
+
+impl SegmentScan {
+    /// Segment `segment` of `total`.
+    pub fn new(client: Client, table: &str, segment: i32, total: i32) -> SegmentScan {
+        SegmentScan {
+            client,
+            table: table.to_owned(),
+            segment,
+            total,
+            start: None,
+            done: false,
+        }
+    }
+
+    /// The next page of items, or `None` after the last.
+    pub async fn next_page(
+        &mut self,
+    ) -> Result<Option<Vec<HashMap<String, AttributeValue>>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut attempt = 0u32;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .segment(self.segment)
+                .total_segments(self.total)
+                .consistent_read(true)
+                .set_exclusive_start_key(self.start.clone())
+                .send()
+                .await;
+            match out {
+                Ok(out) => {
+                    match out.last_evaluated_key() {
+                        Some(k) if !k.is_empty() => self.start = Some(k.clone()),
+                        _ => self.done = true,
+                    }
+                    return Ok(Some(out.items().to_vec()));
+                }
+                Err(e) if retryable(&e) && attempt < 15 => {
+                    attempt += 1;
+                    tracing::warn!(table = %self.table, segment = self.segment, error = %sdk_message(&e), "scan page failed; retrying");
+                    tokio::time::sleep(backoff(attempt, self.segment as u64)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "Scan {} segment {}: {}",
+                        self.table,
+                        self.segment,
+                        sdk_message(&e)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Canonical key text of an item (the form segments store in `keys`).

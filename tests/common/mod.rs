@@ -119,3 +119,107 @@ pub fn dynamodb_client(
     }
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
+
+/// Creates an on-demand table keyed `pk` (S) + `sk` (S), with a NEW_AND_OLD_IMAGES stream when
+/// `stream` is set.
+pub async fn create_orders_table(client: &aws_sdk_dynamodb::Client, table: &str, stream: bool) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let mut req = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    if stream {
+        req = req.stream_specification(new_and_old_images());
+    }
+    for (name, kt) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        req = req
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kt)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    req.send().await.unwrap();
+}
+
+/// A NEW_AND_OLD_IMAGES stream specification.
+pub fn new_and_old_images() -> aws_sdk_dynamodb::types::StreamSpecification {
+    aws_sdk_dynamodb::types::StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+        .build()
+        .unwrap()
+}
+
+/// Every item of a `pk`/`sk` table, as canonical DynamoDB JSON, by `pk\0sk` (an independent
+/// scan, for comparing tables item for item and type for type).
+pub async fn scan_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let text = streamseal::item::canonicalize(
+                &streamseal::aws::dynamodb::from_attribute_map(item).unwrap(),
+            )
+            .unwrap();
+            let pk = item["pk"].as_s().unwrap().clone();
+            let sk = item["sk"].as_s().unwrap().clone();
+            out.insert(format!("{pk}\u{0}{sk}"), text);
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Applies one workload change to the table (PutItem or DeleteItem) and returns it.
+pub async fn apply_change(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    w: &mut streamseal::workload::Workload,
+) -> streamseal::workload::Change {
+    use streamseal::aws::dynamodb::to_attribute_map;
+    let c = w.next_change();
+    match &c.after {
+        Some(item) => client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(to_attribute_map(item).unwrap()))
+            .send()
+            .await
+            .map(|_| ())
+            .unwrap(),
+        None => client
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(to_attribute_map(&c.key).unwrap()))
+            .send()
+            .await
+            .map(|_| ())
+            .unwrap(),
+    }
+    c
+}
