@@ -10,6 +10,10 @@
 //! <table>/snapshots/<generation>.json                                        sealed manifests, written once
 //! <table>/snapshots/head.json                                                hint: the latest generation (rewritten)
 //! <table>/snapshot-files/<generation>-<sha256-prefix>.json                   a manifest's file list, written once
+//! <table>/base/<start-ms>/part-*.parquet, base.json                          bootstrap base state (`crate::base`)
+//! <table>/shards/<stream-label>.json                                         the stream's shard map (`crate::shards`)
+//! <table>/checkpoints/<shard-id>.json                                        `tail`'s per-shard progress
+//! <table>/restores/<sha16>.json                                              a DynamoDB restore's checkpoint
 //! ```
 //!
 //! Segment names are deterministic: sequence numbers are zero-padded to 40 digits (so names
