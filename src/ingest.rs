@@ -210,7 +210,8 @@ impl Ingestor {
         }
     }
 
-    async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
+    /// The schema of `table` from the configured source (cached per table).
+    pub async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
         if let Some(s) = self
             .cache
             .lock()

@@ -444,9 +444,18 @@ impl Handler {
         };
         let mut which = request.snapshot.clone().unwrap_or_else(|| "latest".into());
         if request.action == Action::Seal {
+            // The schema file's [key], recorded so a restore can create the table.
+            let key_schema = match self.ingestor.schema_for(table).await {
+                Ok(s) => s.key.clone(),
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "schema file unusable; sealing without a key schema");
+                    None
+                }
+            };
             let options = SealOptions {
                 reason: request.reason.clone(),
                 retention: self.retention,
+                key_schema,
                 ..Default::default()
             };
             match seal::seal(&self.store, table, &options).await {

@@ -534,6 +534,11 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
         assert_eq!(r["verify_ok"], true);
         assert_eq!(r["changes"], 1500);
     }
+    // The outage seal recorded the schema file's key, so a restore can create the table.
+    let manifest =
+        std::fs::read_to_string(demo_dir.join("backup/orders/snapshots/0000000001.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(m["key_schema"]["partition"]["name"], "pk");
     let text = streamseal(&["demo", "--dir", demo, "--changes", "300"], &[], None);
     let out = String::from_utf8_lossy(&text.stdout);
     assert!(
