@@ -25,12 +25,14 @@
 //! - [`seal`]: sealing in O(new changes), resolving duplicate records.
 //! - [`verify`]: quick and deep verification of a snapshot and its chain.
 //! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions).
+//! - [`athena`]: Athena DDL (changes table with partition projection, latest-state view).
 //! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
 //!
 //! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
 //! `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Domain modules never call an AWS SDK;
 //! only `store::s3` does.
 
+pub mod athena;
 pub mod aws;
 pub mod base;
 pub mod change;

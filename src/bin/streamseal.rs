@@ -72,6 +72,10 @@ enum Command {
     /// the same code as the Lambda. Keeps a copy of the shard map in the target. Runs until
     /// stopped, or with --until-idle until no record arrived for that long.
     Tail(TailArgs),
+    /// Print Athena DDL for a backup in S3: the changes table (partition projection, typed
+    /// columns from --schema) and a <table>_latest view (latest image per key, deletes
+    /// excluded). Paste the statements into the Athena console or run them with the CLI.
+    AthenaDdl(AthenaArgs),
     /// Write the base state of a table that existed before its stream was captured.
     ///
     /// Reads the whole table with a parallel Scan (or, with --from-export, a DynamoDB full
@@ -123,6 +127,18 @@ struct TailArgs {
     /// Threads for preparing records and encoding Parquet.
     #[arg(long, default_value_t = default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+}
+
+#[derive(clap::Args, Debug)]
+struct AthenaArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Schema file whose typed columns the changes table declares.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Glue database for the tables.
+    #[arg(long, default_value = "streamseal")]
+    database: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -329,6 +345,7 @@ fn main() -> ExitCode {
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Tail(args) => tail(args).await,
             Command::Demo(args) => demo(args).await,
+            Command::AthenaDdl(args) => athena_ddl(args).await,
         }
     });
     match result {
@@ -972,6 +989,55 @@ async fn demo(args: DemoArgs) -> Result<()> {
     }
     if !ok {
         bail!("the demo's restored state does not match the ground truth");
+    }
+    Ok(())
+}
+
+async fn athena_ddl(args: AthenaArgs) -> Result<()> {
+    if !args.at.target.starts_with("s3://") {
+        bail!(
+            "--target {:?}: Athena reads S3; pass the backup's s3://bucket/prefix",
+            args.at.target
+        );
+    }
+    if !args
+        .database
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || args.database.is_empty()
+    {
+        bail!(
+            "--database {:?}: use lower-case letters, digits and _",
+            args.database
+        );
+    }
+    let store = open_table(&args.at).await?;
+    let schema = match &args.schema {
+        Some(path) => TableSchema::load(path)?,
+        None => TableSchema::default(),
+    };
+    // The earliest partition bounds the projection (keys sort by date): one small listing.
+    let layout = streamseal::layout::TableLayout::new(&args.at.table);
+    let first = store
+        .list(&layout.changes_prefix(), None, Some(1))
+        .await?
+        .first()
+        .and_then(|m| {
+            m.key
+                .split("dt=")
+                .nth(1)
+                .and_then(|d| d.get(..10))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
+    for s in streamseal::athena::statements(
+        &args.at.table,
+        &args.at.target,
+        &schema,
+        &args.database,
+        &first,
+    ) {
+        println!("{s}\n");
     }
     Ok(())
 }

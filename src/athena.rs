@@ -1,0 +1,140 @@
+//! Athena DDL for a backup: the changes table over the segments (Hive partitions `dt`/`hr`
+//! with partition projection, so no crawler or `MSCK REPAIR`), and a `<table>_latest` view
+//! with the latest image per key, deleted keys excluded. See `docs/athena.md`.
+//!
+//! The view's SQL is plain ANSI (window function, `lpad`), so the same text runs in DuckDB
+//! over the same files, which is how the tests check it against ground truth.
+
+use crate::schema::{ColumnType, TableSchema};
+
+/// Athena identifier for a DynamoDB table name: lower case, `-` and `.` become `_`.
+pub fn athena_name(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+fn athena_type(t: ColumnType) -> String {
+    match t {
+        ColumnType::String => "string".into(),
+        ColumnType::Bigint => "bigint".into(),
+        ColumnType::Double => "double".into(),
+        ColumnType::Boolean => "boolean".into(),
+        ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        ColumnType::Date => "date".into(),
+        ColumnType::Timestamp => "timestamp".into(),
+    }
+}
+
+/// `CREATE EXTERNAL TABLE <table>_changes`: every segment, typed columns from the schema,
+/// partitions projected from the path (`dt` as a date range from `first_day`, `hr` 00-23).
+pub fn changes_table(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+) -> String {
+    let name = athena_name(table);
+    let mut columns = vec![
+        "  `event_id` string".to_owned(),
+        "  `event_name` string".to_owned(),
+        "  `is_ttl_delete` boolean".to_owned(),
+        "  `sequence_number` string".to_owned(),
+        "  `approximate_creation_time` timestamp".to_owned(),
+        "  `keys` string".to_owned(),
+        "  `new_image` string".to_owned(),
+        "  `old_image` string".to_owned(),
+    ];
+    for c in &schema.columns {
+        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
+    }
+    let location = format!("{}/{}/changes/", location.trim_end_matches('/'), table);
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes` (\n{}\n)\n\
+PARTITIONED BY (`dt` string, `hr` string)\n\
+STORED AS PARQUET\n\
+LOCATION '{location}'\n\
+TBLPROPERTIES (\n\
+  'parquet.compression' = 'ZSTD',\n\
+  'projection.enabled' = 'true',\n\
+  'projection.dt.type' = 'date',\n\
+  'projection.dt.format' = 'yyyy-MM-dd',\n\
+  'projection.dt.range' = '{first_day},NOW',\n\
+  'projection.dt.interval' = '1',\n\
+  'projection.dt.interval.unit' = 'DAYS',\n\
+  'projection.hr.type' = 'integer',\n\
+  'projection.hr.range' = '0,23',\n\
+  'projection.hr.digits' = '2',\n\
+  'storage.location.template' = '{location}dt=${{dt}}/hr=${{hr}}/'\n\
+);",
+        columns.join(",\n")
+    )
+}
+
+/// The body of the `<table>_latest` view: per key, the change with the highest sequence number
+/// (numeric order: padded to 40 digits); keys whose latest change is a REMOVE are left out.
+/// Duplicate rows (a record stored twice by a redelivery) are identical, so either serves.
+pub fn latest_select(changes: &str, schema: &TableSchema) -> String {
+    let mut typed = String::new();
+    for c in &schema.columns {
+        typed.push_str(&format!(", `{}`", c.name));
+    }
+    format!(
+        "SELECT `keys`, `new_image` AS `item`, `sequence_number`, `approximate_creation_time`{typed}\n\
+FROM (\n\
+  SELECT *, row_number() OVER (\n\
+    PARTITION BY `keys` ORDER BY lpad(`sequence_number`, 40, '0') DESC\n\
+  ) AS `rn`\n\
+  FROM {changes}\n\
+)\n\
+WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
+    )
+    .replace('`', "\"")
+}
+
+/// Every statement `streamseal athena-ddl` prints.
+pub fn statements(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+) -> Vec<String> {
+    let name = athena_name(table);
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS `{database}`;"),
+        changes_table(table, location, schema, database, first_day),
+        format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
+            latest_select(&format!("\"{database}\".\"{name}_changes\""), schema)
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_projection() {
+        assert_eq!(athena_name("Orders-2026.v1"), "orders_2026_v1");
+        let schema =
+            TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml").unwrap();
+        let ddl = changes_table("orders", "s3://b/p/", &schema, "backups", "2026-01-01");
+        assert!(ddl.contains("LOCATION 's3://b/p/orders/changes/'"), "{ddl}");
+        assert!(ddl.contains(
+            "'storage.location.template' = 's3://b/p/orders/changes/dt=${dt}/hr=${hr}/'"
+        ));
+        assert!(
+            ddl.contains("`total` decimal(12,2)") || ddl.contains("decimal("),
+            "{ddl}"
+        );
+        let view = latest_select("orders_changes", &schema);
+        assert!(view.contains("lpad(\"sequence_number\", 40, '0') DESC"));
+    }
+}
