@@ -26,6 +26,7 @@
 //! - [`verify`]: quick and deep verification of a snapshot and its chain.
 //! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions).
 //! - [`athena`]: Athena DDL (changes table with partition projection, latest-state view).
+//! - [`infer`]: proposing a schema file from captured images.
 //! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
 //!
 //! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
@@ -37,6 +38,7 @@ pub mod aws;
 pub mod base;
 pub mod change;
 pub mod demo;
+pub mod infer;
 pub mod ingest;
 pub mod item;
 pub mod lambda;

@@ -114,3 +114,55 @@ fn athena_ddl_prints_statements_and_refuses_local_targets() {
     assert!(text.contains("LOCATION 's3://athena-ddl/backups/orders/changes/'"));
     assert!(text.contains("CREATE OR REPLACE VIEW \"streamseal\".\"orders_latest\""));
 }
+
+/// `schema infer` on a captured workload proposes a valid schema file with the expected types.
+#[tokio::test]
+async fn schema_infer_proposes_a_valid_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let ing = Ingestor::new(
+        store.clone(),
+        SchemaSource::None,
+        IngestOptions {
+            encode: Default::default(),
+            prepare_threads: 1,
+            bad_records: BadRecordPolicy::Quarantine,
+        },
+    );
+    let mut w = Workload::new(9, "orders", StreamViewType::NewAndOldImages, 400);
+    for _ in 0..4 {
+        ing.ingest_event(&w.next_event(50)).await.unwrap();
+    }
+    let text = streamseal::infer::infer(&store, "orders", 10)
+        .await
+        .unwrap();
+    let schema =
+        TableSchema::parse(&text, "inferred.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let key = schema.key.expect("key");
+    assert_eq!(
+        (key.partition.name.as_str(), key.sort.unwrap().name.as_str()),
+        ("pk", "sk")
+    );
+    let col = |path: &str| {
+        schema
+            .columns
+            .iter()
+            .find(|c| c.path.join(".") == path)
+            .unwrap_or_else(|| panic!("no column for {path}\n{text}"))
+            .column_type
+    };
+    use streamseal::schema::ColumnType;
+    assert_eq!(col("status"), ColumnType::String);
+    assert_eq!(col("customer.address.city"), ColumnType::String);
+    assert_eq!(col("ship_date"), ColumnType::Date);
+    assert_eq!(col("gift"), ColumnType::Boolean);
+    assert_eq!(col("item_count"), ColumnType::Bigint);
+    assert!(matches!(col("total"), ColumnType::Decimal { .. }));
+    // An empty backup gets a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(empty.path()).unwrap());
+    let err = streamseal::infer::infer(&store, "orders", 10)
+        .await
+        .unwrap_err();
+    assert!(err.contains("capture some changes first"), "{err}");
+}

@@ -72,6 +72,9 @@ enum Command {
     /// the same code as the Lambda. Keeps a copy of the shard map in the target. Runs until
     /// stopped, or with --until-idle until no record arrived for that long.
     Tail(TailArgs),
+    /// Schema files: `schema infer` proposes one from the captured images.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Print Athena DDL for a backup in S3: the changes table (partition projection, typed
     /// columns from --schema) and a <table>_latest view (latest image per key, deletes
     /// excluded). Paste the statements into the Athena console or run them with the CLI.
@@ -127,6 +130,25 @@ struct TailArgs {
     /// Threads for preparing records and encoding Parquet.
     #[arg(long, default_value_t = default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Propose a schema file (typed columns for Athena) from the images a backup holds.
+    ///
+    /// Samples the latest snapshot's segments (or the first segments captured), and proposes a
+    /// column for each attribute path present in most items with one dominant type. Prints
+    /// TOML to stdout; review it before use.
+    Infer(InferArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InferArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Segments to sample.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    segments: u16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -346,6 +368,14 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail(args).await,
             Command::Demo(args) => demo(args).await,
             Command::AthenaDdl(args) => athena_ddl(args).await,
+            Command::Schema(SchemaCommand::Infer(args)) => {
+                let store = open_table(&args.at).await?;
+                let text = streamseal::infer::infer(&store, &args.at.table, args.segments as usize)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                print!("{text}");
+                Ok(())
+            }
         }
     });
     match result {
