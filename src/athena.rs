@@ -97,7 +97,99 @@ WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
     .replace('`', "\"")
 }
 
+/// Folder of the per-generation symlink manifests (the snapshot table's location).
+pub fn symlink_prefix(table: &str) -> String {
+    format!("{table}/athena/snapshot-files/")
+}
+
+/// Key of a snapshot's symlink manifest: the absolute URLs of the segments it sealed.
+pub fn symlink_key(table: &str, snapshot_id: &str) -> String {
+    format!(
+        "{}generation={snapshot_id}/symlink.txt",
+        symlink_prefix(table)
+    )
+}
+
+/// `CREATE EXTERNAL TABLE <table>_snapshot_changes`: the segments of every sealed snapshot,
+/// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal), with
+/// the generation as a projected partition. Snapshot N is `generation <= N`.
+pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, database: &str) -> String {
+    let name = athena_name(table);
+    let mut columns = vec![
+        "  `event_id` string".to_owned(),
+        "  `event_name` string".to_owned(),
+        "  `is_ttl_delete` boolean".to_owned(),
+        "  `sequence_number` string".to_owned(),
+        "  `approximate_creation_time` timestamp".to_owned(),
+        "  `keys` string".to_owned(),
+        "  `new_image` string".to_owned(),
+        "  `old_image` string".to_owned(),
+    ];
+    for c in &schema.columns {
+        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
+    }
+    let location = format!(
+        "{}/{}",
+        location.trim_end_matches('/'),
+        symlink_prefix(table)
+    );
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_snapshot_changes` (\n{}\n)\n\
+PARTITIONED BY (`generation` bigint)\n\
+ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
+STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
+OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\n\
+LOCATION '{location}'\n\
+TBLPROPERTIES (\n\
+  'projection.enabled' = 'true',\n\
+  'projection.generation.type' = 'integer',\n\
+  'projection.generation.range' = '1,9999999999',\n\
+  'projection.generation.digits' = '10',\n\
+  'storage.location.template' = '{location}generation=${{generation}}/'\n\
+);",
+        columns.join(",\n")
+    )
+}
+
+/// The state as of snapshot `generation`: its chain's changes (each sequence number once:
+/// a record a redelivery stored twice is the same row), then the latest change per key.
+pub fn snapshot_state_select(
+    snapshot_changes: &str,
+    generation: u64,
+    schema: &TableSchema,
+) -> String {
+    let once = format!(
+        "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `once`\n  FROM {snapshot_changes}\n  WHERE `generation` <= {generation}\n) WHERE `once` = 1)"
+    )
+    .replace('`', "\"");
+    latest_select(&once, schema)
+}
+
 /// Every statement `streamseal athena-ddl` prints.
+pub fn statements_with_snapshots(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+    snapshots: &[u64],
+) -> Vec<String> {
+    let name = athena_name(table);
+    let mut out = statements(table, location, schema, database, first_day);
+    for g in snapshots {
+        out.push(format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_snapshot_{g:010}\" AS\n{};",
+            snapshot_state_select(
+                &format!("\"{database}\".\"{name}_snapshot_changes\""),
+                *g,
+                schema
+            )
+        ));
+    }
+    out
+}
+
+/// The fixed statements (database, changes table, latest view, snapshot table).
 pub fn statements(
     table: &str,
     location: &str,
@@ -113,6 +205,7 @@ pub fn statements(
             "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
             latest_select(&format!("\"{database}\".\"{name}_changes\""), schema)
         ),
+        snapshot_table(table, location, schema, database),
     ]
 }
 

@@ -542,6 +542,25 @@ async fn seal_once(
     if outcome == PutOutcome::AlreadyExists {
         return Ok(Attempt::Lost(id));
     }
+    // The snapshot's own segments as a Hive symlink manifest, one partition per generation,
+    // for Athena's per-snapshot view (see `crate::athena`). Best effort after the commit: the
+    // manifest is the truth, this is a query aid.
+    let root = format!("{}/", store.url().trim_end_matches('/'));
+    let symlink: String = files
+        .segments
+        .iter()
+        .map(|s| format!("{root}{}\n", s.key))
+        .collect();
+    if let Err(e) = store
+        .put(
+            &crate::athena::symlink_key(layout.table(), &id),
+            Bytes::from(symlink),
+            PutMode::Overwrite,
+        )
+        .await
+    {
+        tracing::warn!(snapshot = %id, error = %e, "could not write the Athena symlink manifest");
+    }
     let head = serde_json::to_vec(&Head {
         snapshot_id: id.clone(),
     })

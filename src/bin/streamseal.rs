@@ -1060,12 +1060,19 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
-    for s in streamseal::athena::statements(
+    let snapshots: Vec<u64> =
+        streamseal::manifest::list_snapshot_ids(store.as_ref(), &layout, None)
+            .await?
+            .iter()
+            .filter_map(|id| streamseal::manifest::parse_snapshot_id(id))
+            .collect();
+    for s in streamseal::athena::statements_with_snapshots(
         &args.at.table,
         &args.at.target,
         &schema,
         &args.database,
         &first,
+        &snapshots,
     ) {
         println!("{s}\n");
     }
