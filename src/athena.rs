@@ -30,6 +30,27 @@ fn athena_type(t: ColumnType) -> String {
     }
 }
 
+/// The column list of a segment table: the fixed columns, then the schema's typed ones.
+fn column_lines(schema: &TableSchema) -> Vec<String> {
+    let mut columns: Vec<String> = [
+        ("event_id", "string"),
+        ("event_name", "string"),
+        ("is_ttl_delete", "boolean"),
+        ("sequence_number", "string"),
+        ("approximate_creation_time", "timestamp"),
+        ("keys", "string"),
+        ("new_image", "string"),
+        ("old_image", "string"),
+    ]
+    .iter()
+    .map(|(n, t)| format!("  `{n}` {t}"))
+    .collect();
+    for c in &schema.columns {
+        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
+    }
+    columns
+}
+
 /// `CREATE EXTERNAL TABLE <table>_changes`: every segment, typed columns from the schema,
 /// partitions projected from the path (`dt` as a date range from `first_day`, `hr` 00-23).
 pub fn changes_table(
@@ -40,19 +61,7 @@ pub fn changes_table(
     first_day: &str,
 ) -> String {
     let name = athena_name(table);
-    let mut columns = vec![
-        "  `event_id` string".to_owned(),
-        "  `event_name` string".to_owned(),
-        "  `is_ttl_delete` boolean".to_owned(),
-        "  `sequence_number` string".to_owned(),
-        "  `approximate_creation_time` timestamp".to_owned(),
-        "  `keys` string".to_owned(),
-        "  `new_image` string".to_owned(),
-        "  `old_image` string".to_owned(),
-    ];
-    for c in &schema.columns {
-        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
-    }
+    let columns = column_lines(schema);
     let location = format!("{}/{}/changes/", location.trim_end_matches('/'), table);
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes` (\n{}\n)\n\
@@ -115,19 +124,7 @@ pub fn symlink_key(table: &str, snapshot_id: &str) -> String {
 /// the generation as a projected partition. Snapshot N is `generation <= N`.
 pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, database: &str) -> String {
     let name = athena_name(table);
-    let mut columns = vec![
-        "  `event_id` string".to_owned(),
-        "  `event_name` string".to_owned(),
-        "  `is_ttl_delete` boolean".to_owned(),
-        "  `sequence_number` string".to_owned(),
-        "  `approximate_creation_time` timestamp".to_owned(),
-        "  `keys` string".to_owned(),
-        "  `new_image` string".to_owned(),
-        "  `old_image` string".to_owned(),
-    ];
-    for c in &schema.columns {
-        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
-    }
+    let columns = column_lines(schema);
     let location = format!(
         "{}/{}",
         location.trim_end_matches('/'),
