@@ -58,19 +58,7 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
         "SELECT \"item\" FROM ({}) AS latest",
         streamseal::athena::latest_select(&changes, &schema)
     );
-    let file = dir.path().join("query.sql");
-    std::fs::write(&file, sql).unwrap();
-    let out = Command::new(common::python())
-        .arg(common::root().join("tests/support/duckdb_query.py"))
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = common::duckdb_rows(&sql);
     let got: BTreeSet<String> = rows.into_iter().map(|r| r[0].clone()).collect();
     let truth: BTreeSet<String> = w.items().map(|i| canonicalize(i).unwrap()).collect();
     assert_eq!(got.len(), truth.len());
@@ -121,15 +109,7 @@ fn athena_ddl_prints_statements_and_refuses_local_targets() {
 async fn schema_infer_proposes_a_valid_schema() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
-    let ing = Ingestor::new(
-        store.clone(),
-        SchemaSource::None,
-        IngestOptions {
-            encode: Default::default(),
-            prepare_threads: 1,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
-    );
+    let ing = common::ingestor(&store);
     let mut w = Workload::new(9, "orders", StreamViewType::NewAndOldImages, 400);
     for _ in 0..4 {
         ing.ingest_event(&w.next_event(50)).await.unwrap();
@@ -176,15 +156,7 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
     use streamseal::seal::{SealOptions, seal};
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
-    let ing = Ingestor::new(
-        store.clone(),
-        SchemaSource::None,
-        IngestOptions {
-            encode: Default::default(),
-            prepare_threads: 1,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
-    );
+    let ing = common::ingestor(&store);
     let mut w = Workload::new(4, "orders", StreamViewType::NewAndOldImages, 300);
     let mut events = vec![];
     for _ in 0..3 {
@@ -234,19 +206,7 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
             "SELECT \"item\" FROM ({}) AS s",
             streamseal::athena::snapshot_state_select(&source, generation, &schema)
         );
-        let file = dir.path().join(format!("snapshot-{generation}.sql"));
-        std::fs::write(&file, sql).unwrap();
-        let out = Command::new(common::python())
-            .arg(common::root().join("tests/support/duckdb_query.py"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = common::duckdb_rows(&sql);
         let got: BTreeSet<String> = rows.into_iter().map(|r| r[0].clone()).collect();
         assert_eq!(&got, truth, "snapshot {generation}");
     }

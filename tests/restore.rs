@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 use streamseal::aws::faults::DynamoFaults;
 use streamseal::aws::restore::{Request, Target, run};
 use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::ingest::Ingestor;
 use streamseal::item::{StateDigest, item_hash};
 use streamseal::restore::{MaterializeOptions, Point, Progress, RestoreError};
 use streamseal::schema::{KeyAttribute, KeySchema, KeyType};
@@ -67,15 +67,7 @@ async fn capture(client: &Client, source: &str, batches: usize) -> Captured {
     create_source(client, source).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
-    let ing = Ingestor::new(
-        store.clone(),
-        SchemaSource::None,
-        IngestOptions {
-            encode: Default::default(),
-            prepare_threads: 1,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
-    );
+    let ing = common::ingestor(&store);
     let mut w = Workload::new(99, source, StreamViewType::NewAndOldImages, 600);
     let mut middle = None;
     for b in 0..batches {
@@ -367,20 +359,7 @@ async fn bootstrapped_tables_restore_exactly() {
     }
 
     // From now on changes are captured (into both backups).
-    let ingestors: Vec<Ingestor> = stores
-        .iter()
-        .map(|s| {
-            Ingestor::new(
-                s.clone(),
-                SchemaSource::None,
-                IngestOptions {
-                    encode: Default::default(),
-                    prepare_threads: 1,
-                    bad_records: BadRecordPolicy::Quarantine,
-                },
-            )
-        })
-        .collect();
+    let ingestors: Vec<Ingestor> = stores.iter().map(common::ingestor).collect();
     for _ in 0..3 {
         let mut records = vec![];
         for _ in 0..40 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::ingest::Ingestor;
 use streamseal::item::{StateDigest, item_hash};
 use streamseal::layout::TableLayout;
 use streamseal::log::LogEntry;
@@ -21,15 +21,7 @@ use streamseal::workload::Workload;
 const TABLE: &str = "orders";
 
 fn ingestor(store: &Arc<dyn ObjectStore>) -> Ingestor {
-    Ingestor::new(
-        store.clone(),
-        SchemaSource::None,
-        IngestOptions {
-            encode: Default::default(),
-            prepare_threads: 1,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
-    )
+    common::ingestor(store)
 }
 
 fn event(records: &[String]) -> String {

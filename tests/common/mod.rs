@@ -223,3 +223,34 @@ pub async fn apply_change(
     }
     c
 }
+
+/// The capture path as the Lambda runs it (quarantine bad records, one thread, no schema).
+pub fn ingestor(store: &Arc<dyn ObjectStore>) -> streamseal::ingest::Ingestor {
+    streamseal::ingest::Ingestor::new(
+        store.clone(),
+        streamseal::ingest::SchemaSource::None,
+        streamseal::ingest::IngestOptions {
+            encode: Default::default(),
+            prepare_threads: 1,
+            bad_records: streamseal::ingest::BadRecordPolicy::Quarantine,
+        },
+    )
+}
+
+/// Runs `sql` in DuckDB (tests/support/duckdb_query.py) and returns the rows as strings.
+pub fn duckdb_rows(sql: &str) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("query.sql");
+    std::fs::write(&file, sql).unwrap();
+    let out = Command::new(python())
+        .arg(root().join("tests/support/duckdb_query.py"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
