@@ -190,8 +190,9 @@ impl SequenceListBuilder {
             self.text.push(',');
         }
         // `shared` counts equal bytes of ASCII digits, so slicing there is on a char boundary.
-        self.text.push_str(&shared.to_string());
-        self.text.push(':');
+        // fmt::Write into the String: no temporary allocation per row (this runs per change
+        // on the ingest path).
+        let _ = std::fmt::Write::write_fmt(&mut self.text, format_args!("{shared}:"));
         self.text.push_str(&seq[shared..]);
         self.prev.clear();
         self.prev.push_str(seq);
