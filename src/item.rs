@@ -864,6 +864,14 @@ impl StateDigest {
         StateDigest { limbs }
     }
 
+    /// Sums digests that may be unknown (a stream without both images): any unknown term
+    /// makes the sum unknown.
+    pub fn sum_known(sum: Option<StateDigest>, term: Option<StateDigest>) -> Option<StateDigest> {
+        let (mut sum, term) = (sum?, term?);
+        sum.add(&term);
+        Some(sum)
+    }
+
     /// Adds an item to the multiset.
     pub fn add_item(&mut self, h: &ItemHash) {
         self.add(&StateDigest::from_hash(h));

@@ -425,13 +425,7 @@ async fn seal_once(
     };
     let mut item_count = parent.as_ref().map_or(0, |p| p.item_count);
     for s in &files.segments {
-        digest = match (digest, s.digest_delta) {
-            (Some(mut d), Some(delta)) => {
-                d.add(&delta);
-                Some(d)
-            }
-            _ => None,
-        };
+        digest = StateDigest::sum_known(digest, s.digest_delta);
         item_count += s.item_count_delta;
     }
     let watermark = next_watermark(
@@ -763,13 +757,7 @@ async fn partial_effect(
         if !keep {
             continue;
         }
-        digest = match (digest, row.digest) {
-            (Some(mut d), Some(r)) => {
-                d.add(&r);
-                Some(d)
-            }
-            _ => None,
-        };
+        digest = StateDigest::sum_known(digest, row.digest);
         count += row.count;
     }
     Ok((digest, count))

@@ -272,13 +272,7 @@ pub async fn verify(
         let mut digest = parent_digest;
         let mut count = parent_count;
         for s in &files.segments {
-            digest = match (digest, s.digest_delta) {
-                (Some(mut d), Some(x)) => {
-                    d.add(&x);
-                    Some(d)
-                }
-                _ => None,
-            };
+            digest = StateDigest::sum_known(digest, s.digest_delta);
             count += s.item_count_delta;
         }
         let key = layout.snapshot_key(&m.snapshot_id);
@@ -635,13 +629,7 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
         }
         counted += 1;
         count += r.count;
-        digest = match (digest, r.digest) {
-            (Some(mut d), Some(x)) => {
-                d.add(&x);
-                Some(d)
-            }
-            _ => None,
-        };
+        digest = StateDigest::sum_known(digest, r.digest);
     }
     if counted != s.counted_rows {
         find(

@@ -12,12 +12,36 @@ use aws_sdk_dynamodb::Client;
 use streamseal::change::StreamViewType;
 use streamseal::workload::Workload;
 
-fn streamseal(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_streamseal"))
+/// Runs the CLI against the emulator and asserts it succeeded; returns its stdout.
+fn streamseal(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamseal"))
         .args(args)
         .envs(common::moto_env())
         .output()
-        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "streamseal {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `seal --json` with the test table's key schema; returns the manifest.
+fn seal(source: &str, target: &str) -> serde_json::Value {
+    let out = streamseal(&[
+        "seal",
+        "--table",
+        source,
+        "--target",
+        target,
+        "--schema",
+        "tests/fixtures/e2e-schema.toml",
+        "--json",
+    ]);
+    let sealed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    sealed["seal"]["manifest"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +90,7 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
     );
 
     // Second run resumes from the checkpoints and drains.
-    let out = streamseal(&[
+    streamseal(&[
         "tail",
         "--table",
         source,
@@ -75,30 +99,9 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         "--until-idle",
         "2",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(count_log() > written_before_kill);
 
-    let out = streamseal(&[
-        "seal",
-        "--table",
-        source,
-        "--target",
-        &target,
-        "--schema",
-        "tests/fixtures/e2e-schema.toml",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let m = &sealed["seal"]["manifest"];
+    let m = &seal(source, &target);
     assert_eq!(
         m["totals"]["rows"].as_u64(),
         Some(changes),
@@ -114,14 +117,9 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         "shard map kept"
     );
 
-    let out = streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
 
-    let out = streamseal(&[
+    streamseal(&[
         "restore",
         "--table",
         source,
@@ -131,12 +129,6 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         "dynamodb://e2e-restored",
         "--create-table",
     ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(common::scan_items(&client, "e2e-restored").await, expected);
 }
 
@@ -165,7 +157,7 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().to_str().unwrap().to_owned();
-    let out = streamseal(&[
+    streamseal(&[
         "bootstrap",
         "--table",
         source,
@@ -174,13 +166,8 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         "--segments",
         "3",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     apply(&client, source, &mut w, 300).await;
-    let out = streamseal(&[
+    streamseal(&[
         "tail",
         "--table",
         source,
@@ -189,30 +176,9 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         "--until-idle",
         "1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let expected = common::scan_items(&client, source).await;
 
-    let out = streamseal(&[
-        "seal",
-        "--table",
-        source,
-        "--target",
-        &target,
-        "--schema",
-        "tests/fixtures/e2e-schema.toml",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let m = &sealed["seal"]["manifest"];
+    let m = &seal(source, &target);
     assert!(
         !m["base"].as_array().unwrap().is_empty(),
         "the base is adopted"
@@ -225,12 +191,7 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
     assert_eq!(m["state_digest"].as_str(), Some(digest.to_hex().as_str()));
     assert_eq!(m["item_count"].as_u64(), Some(expected.len() as u64));
 
-    let out = streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
     let out = streamseal(&[
         "restore",
         "--table",
@@ -242,12 +203,7 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         "--create-table",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(r["matches"], true);
     assert_eq!(r["target_digest"].as_str(), Some(digest.to_hex().as_str()));
     assert_eq!(
