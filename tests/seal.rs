@@ -141,14 +141,20 @@ async fn sealed_backup(store: &Arc<dyn ObjectStore>) -> Manifest {
     report.manifest
 }
 
-/// Applies a tamper, checks that verify fails naming `object`, then undoes it and checks that
+/// How to undo a tamper: put the original bytes back, or delete what was added.
+enum Undo {
+    Put(String, Bytes),
+    Delete(String),
+}
+
+/// After a tamper, checks that verify fails naming `object`, then undoes it and checks that
 /// the snapshot verifies again.
 async fn expect_detected(
     store: &Arc<dyn ObjectStore>,
     what: &str,
     object: &str,
     modes: &[Mode],
-    undo: impl AsyncFnOnce(),
+    undo: Undo,
 ) {
     for &mode in modes {
         let r = check(store, mode).await;
@@ -159,7 +165,11 @@ async fn expect_detected(
             r.render()
         );
     }
-    undo().await;
+    match undo {
+        Undo::Put(key, bytes) => store.put(&key, bytes, PutMode::Overwrite).await.map(|_| ()),
+        Undo::Delete(key) => store.delete(&key).await,
+    }
+    .unwrap();
     let r = check(store, Mode::Deep).await;
     assert!(r.ok, "{what}: after undoing: {}", r.render());
 }
@@ -173,17 +183,12 @@ async fn tamper_suite(store: Arc<dyn ObjectStore>) {
 
     // Delete a segment.
     store.delete(&seg).await.unwrap();
-    let s = store.clone();
-    let o = original.clone();
-    let k = seg.clone();
     expect_detected(
         &store,
         "deleted segment",
         &seg,
         &[Mode::Quick, Mode::Deep],
-        async move || {
-            s.put(&k, o, PutMode::Overwrite).await.unwrap();
-        },
+        Undo::Put(seg.clone(), original.clone()),
     )
     .await;
 
@@ -196,17 +201,12 @@ async fn tamper_suite(store: Arc<dyn ObjectStore>) {
         )
         .await
         .unwrap();
-    let s = store.clone();
-    let o = original.clone();
-    let k = seg.clone();
     expect_detected(
         &store,
         "truncated segment",
         &seg,
         &[Mode::Quick, Mode::Deep],
-        async move || {
-            s.put(&k, o, PutMode::Overwrite).await.unwrap();
-        },
+        Undo::Put(seg.clone(), original.clone()),
     )
     .await;
 
@@ -218,17 +218,12 @@ async fn tamper_suite(store: Arc<dyn ObjectStore>) {
         .put(&seg, Bytes::from(flipped), PutMode::Overwrite)
         .await
         .unwrap();
-    let s = store.clone();
-    let o = original.clone();
-    let k = seg.clone();
     expect_detected(
         &store,
         "flipped byte",
         &seg,
         &[Mode::Quick, Mode::Deep],
-        async move || {
-            s.put(&k, o, PutMode::Overwrite).await.unwrap();
-        },
+        Undo::Put(seg.clone(), original.clone()),
     )
     .await;
 
@@ -249,16 +244,12 @@ async fn tamper_suite(store: Arc<dyn ObjectStore>) {
         )
         .await
         .unwrap();
-    let s = store.clone();
-    let k = foreign_log.clone();
     expect_detected(
         &store,
         "foreign log entry",
         &foreign_log,
         &[Mode::Quick],
-        async move || {
-            s.delete(&k).await.unwrap();
-        },
+        Undo::Delete(foreign_log.clone()),
     )
     .await;
 
@@ -271,18 +262,12 @@ async fn tamper_suite(store: Arc<dyn ObjectStore>) {
         .put(&mkey, Bytes::from(edited.to_bytes()), PutMode::Overwrite)
         .await
         .unwrap();
-    let s = store.clone();
-    let k = mkey.clone();
     expect_detected(
         &store,
         "edited manifest",
         &mkey,
         &[Mode::Quick, Mode::Deep],
-        async move || {
-            s.put(&k, original_manifest, PutMode::Overwrite)
-                .await
-                .unwrap();
-        },
+        Undo::Put(mkey.clone(), original_manifest),
     )
     .await;
 }
