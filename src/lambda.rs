@@ -279,10 +279,11 @@ pub struct TableOutcome {
 impl Handler {
     /// Opens the stores named by the configuration.
     pub async fn new(config: &Config) -> Result<Handler, LambdaError> {
-        let target = store::open(&config.target).await?;
-        let handler = Handler::with_store(target, config).await?;
+        // One AWS configuration (credentials chain, region) for every client of the container.
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let target = store::open_with(&config.target, Some(&aws)).await?;
+        let handler = Handler::assemble(target, config, Some(&aws)).await?;
         Ok(if config.shard_map_every.is_some() {
-            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             handler.with_streams(Arc::new(SdkStreams(aws_sdk_dynamodbstreams::Client::new(
                 &aws,
             ))))
@@ -341,8 +342,16 @@ impl Handler {
         target: Arc<dyn ObjectStore>,
         config: &Config,
     ) -> Result<Handler, LambdaError> {
+        Handler::assemble(target, config, None).await
+    }
+
+    async fn assemble(
+        target: Arc<dyn ObjectStore>,
+        config: &Config,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Handler, LambdaError> {
         let schemas = match &config.schemas {
-            Some(url) => SchemaSource::Store(store::open(url).await?),
+            Some(url) => SchemaSource::Store(store::open_with(url, aws).await?),
             None => SchemaSource::None,
         };
         Ok(Handler {

@@ -172,9 +172,21 @@ pub trait ObjectStore: Send + Sync + Debug {
 /// `memory://`. S3 settings (region, endpoint, credentials) come from the standard AWS
 /// environment; see [`s3::S3Store::from_env`].
 pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    open_with(url, None).await
+}
+
+/// [`open`] with an already loaded AWS configuration (the Lambda loads it once per container
+/// and shares it between the S3 and stream clients).
+pub async fn open_with(
+    url: &str,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        Ok(Arc::new(s3::S3Store::from_env(bucket, prefix).await?))
+        Ok(Arc::new(match aws {
+            Some(config) => s3::S3Store::from_config(config, bucket, prefix)?,
+            None => s3::S3Store::from_env(bucket, prefix).await?,
+        }))
     } else if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(local::LocalStore::new(path)?))
     } else if url == "memory://" {

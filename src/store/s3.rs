@@ -42,7 +42,16 @@ impl S3Store {
     /// Builds a client from the standard AWS environment.
     pub async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&config);
+        S3Store::from_config(&config, bucket, prefix)
+    }
+
+    /// Builds a client from a loaded AWS configuration.
+    pub fn from_config(
+        config: &aws_config::SdkConfig,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<S3Store, StoreError> {
+        let mut builder = aws_sdk_s3::config::Builder::from(config);
         if endpoint_overridden() {
             builder = builder.force_path_style(true);
         }
