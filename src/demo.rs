@@ -155,6 +155,7 @@ pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoRe
             workers: 1,
             scan_segments: 1,
             max_attempts: 1,
+            deadline: None,
         },
         &Progress::default(),
     )

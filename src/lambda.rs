@@ -19,6 +19,17 @@
 //! the first one not durably written. Records that can never be converted are quarantined and
 //! counted in the `QuarantinedRecords` metric, emitted in CloudWatch Embedded Metric Format.
 //!
+//! An SQS event carries the event source mapping's on-failure messages (see
+//! [`crate::onfailure`]): each becomes a gap entry in the table's log, and the answer is an SQS
+//! `{"batchItemFailures": [{"itemIdentifier": messageId}]}` naming messages that could not be
+//! recorded (the queue's mapping must enable `ReportBatchItemFailures` too).
+//!
+//! A Step Functions restore task (`{"action": "restore", ...}`, see
+//! [`crate::trigger::RestoreTask`]) restores a snapshot into a DynamoDB table for at most its
+//! time budget and answers `{"complete": false}` when the state machine must call again; a
+//! drill's completed restore prints the `RestoreDrillRtoSeconds` and `RestoreDrillRpoSeconds`
+//! metrics.
+//!
 //! Outage events (see [`crate::trigger`]) seal the named or configured tables, verify each new
 //! snapshot (quick, over the segments it sealed; deep on request) and return a report per
 //! table: snapshot id, watermark, rows, bytes, verify result, and the lag between the newest
@@ -37,7 +48,7 @@ use crate::ingest::{
 use crate::seal::{self, SealOptions};
 use crate::segment::EncodeOptions;
 use crate::store::{self, ObjectStore, RetentionMode, StoreError};
-use crate::trigger::{self, Action, Parsed, Request};
+use crate::trigger::{self, Action, Parsed, Request, RestoreTask};
 use crate::verify::{self, Mode, Scope, VerifyOptions, VerifyReport};
 use serde::Serialize;
 
@@ -66,7 +77,22 @@ pub enum LambdaError {
     /// A seal or verify requested by an outage event failed; the report is the message.
     #[error("seal/verify failed: {0}")]
     TriggerFailed(String),
+    /// A restore task failed; the message says why and whether a rerun resumes.
+    #[error("restore failed: {0}")]
+    RestoreFailed(String),
 }
+
+/// Every environment variable [`Config`] reads (templates and docs are checked against it).
+pub const CONFIG_VARIABLES: &[&str] = &[
+    "STREAMSEAL_TARGET",
+    "STREAMSEAL_SCHEMAS",
+    "STREAMSEAL_ENCODE_THREADS",
+    "STREAMSEAL_ZSTD_LEVEL",
+    "STREAMSEAL_SEAL_TABLES",
+    "STREAMSEAL_RETENTION_DAYS",
+    "STREAMSEAL_RETENTION_MODE",
+    "STREAMSEAL_SHARD_MAP_MINUTES",
+];
 
 /// Settings read from the environment once per container.
 #[derive(Debug, Clone)]
@@ -209,6 +235,10 @@ pub struct Handler {
     streams: Option<Arc<dyn StreamApi>>,
     shard_map_every: Option<std::time::Duration>,
     refreshed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The container's AWS configuration (None in tests and the CLI).
+    aws: Option<aws_config::SdkConfig>,
+    /// DynamoDB client for restore tasks in the function's own region.
+    dynamodb: Option<aws_sdk_dynamodb::Client>,
 }
 
 impl std::fmt::Debug for dyn StreamApi {
@@ -224,6 +254,37 @@ pub enum Outcome {
     Stream(DynamoDbEventResponse, IngestReport),
     /// An outage event: what was sealed and verified.
     Trigger(TriggerReport),
+    /// On-failure messages: the SQS response and what was recorded.
+    OnFailure(serde_json::Value, crate::onfailure::OnFailureReport),
+    /// A restore task's progress or result.
+    Restore(RestoreOutcome),
+}
+
+/// The answer to a restore task.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    /// Source table.
+    pub table: String,
+    /// Snapshot restored.
+    pub snapshot_id: String,
+    /// Target table.
+    pub target_table: String,
+    /// Target region, when not the function's own.
+    pub region: Option<String>,
+    /// False: call again (the restore resumes from its checkpoint).
+    pub complete: bool,
+    /// Items written (or skipped as already written) so far.
+    pub items: u64,
+    /// Whether the target's scan matched the snapshot (when complete).
+    pub matches: bool,
+    /// This invocation's wall time, ms.
+    pub elapsed_ms: u64,
+    /// Recovery time: from `started_at` to the verified end of the restore, ms.
+    pub rto_ms: Option<i64>,
+    /// Recovery point: as given by the task (age of the newest sealed change at the seal), ms.
+    pub rpo_ms: Option<i64>,
+    /// A drill.
+    pub drill: bool,
 }
 
 /// The answer to an outage event.
@@ -282,7 +343,9 @@ impl Handler {
         // One AWS configuration (credentials chain, region) for every client of the container.
         let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let target = store::open_with(&config.target, Some(&aws)).await?;
-        let handler = Handler::assemble(target, config, Some(&aws)).await?;
+        let mut handler = Handler::assemble(target, config, Some(&aws)).await?;
+        handler.dynamodb = Some(aws_sdk_dynamodb::Client::new(&aws));
+        handler.aws = Some(aws.clone());
         Ok(if config.shard_map_every.is_some() {
             handler.with_streams(Arc::new(SdkStreams(aws_sdk_dynamodbstreams::Client::new(
                 &aws,
@@ -326,7 +389,18 @@ impl Handler {
         )
         .await
         {
-            Ok(Ok(shards)) => save_shard_map(self.store.as_ref(), table, arn, &shards).await,
+            Ok(Ok(shards)) => {
+                let key = match tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    streams.key_roles(arn),
+                )
+                .await
+                {
+                    Ok(Ok(k)) => k,
+                    _ => None,
+                };
+                save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref()).await
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err("DescribeStream took longer than 2 s".into()),
         };
@@ -363,7 +437,15 @@ impl Handler {
             streams: None,
             shard_map_every: config.shard_map_every,
             refreshed: Default::default(),
+            aws: None,
+            dynamodb: None,
         })
+    }
+
+    /// The DynamoDB client restore tasks use (tests point it at an emulator).
+    pub fn with_dynamodb(mut self, client: aws_sdk_dynamodb::Client) -> Handler {
+        self.dynamodb = Some(client);
+        self
     }
 
     /// Stops [`serve`] from printing the CloudWatch metrics line (in-process use such as the
@@ -388,6 +470,29 @@ impl Handler {
                 }));
             }
             Parsed::Run(request) => return self.run_trigger(request).await,
+            // Boxed: the restore future is deep, and the runtime's own future nests it further.
+            Parsed::Restore(task) => {
+                return Box::pin(self.run_restore(task)).await.map(Outcome::Restore);
+            }
+        }
+        if crate::onfailure::is_sqs_event(payload.get()) {
+            let report = crate::onfailure::record_gaps(self.store.as_ref(), payload.get()).await;
+            for (table, key) in &report.gaps {
+                tracing::error!(table, gap = %key, "the event source mapping discarded stream records; recorded as a gap (verify fails until the table is captured afresh, see docs/runbook.md)");
+            }
+            for (id, why) in &report.failed {
+                tracing::error!(message_id = %id, error = %why, "on-failure message not recorded");
+            }
+            if report.failed.iter().any(|(id, _)| id.is_empty()) {
+                return Err(LambdaError::Unsupported(report.failed[0].1.clone()));
+            }
+            let failures: Vec<serde_json::Value> = report
+                .failed
+                .iter()
+                .map(|(id, _)| serde_json::json!({ "itemIdentifier": id }))
+                .collect();
+            let response = serde_json::json!({ "batchItemFailures": failures });
+            return Ok(Outcome::OnFailure(response, report));
         }
         match classify(payload) {
             EventShape::DynamoDbStream => {
@@ -418,6 +523,87 @@ impl Handler {
 }
 
 impl Handler {
+    async fn run_restore(&self, task: RestoreTask) -> Result<RestoreOutcome, LambdaError> {
+        let client = match (&task.region, &self.aws) {
+            (Some(region), Some(aws)) => {
+                let conf = aws_sdk_dynamodb::config::Builder::from(aws)
+                    .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
+                    .build();
+                aws_sdk_dynamodb::Client::from_conf(conf)
+            }
+            _ => self.dynamodb.clone().ok_or_else(|| {
+                LambdaError::Config("restore tasks need a DynamoDB client".into())
+            })?,
+        };
+        let point = crate::restore::Point::Snapshot(task.snapshot.clone());
+        let request = crate::aws::restore::Request {
+            table: task.table.clone(),
+            point,
+            to: crate::aws::restore::Target::Dynamo(task.target_table.clone()),
+            create_table: true,
+            materialize: crate::restore::MaterializeOptions {
+                // Lambda's /tmp holds the spill; fine partitions keep each checkpoint step short.
+                min_partitions: 64,
+                ..Default::default()
+            },
+            workers: 8,
+            scan_segments: 8,
+            max_attempts: 15,
+            deadline: Some(
+                std::time::Instant::now() + std::time::Duration::from_secs(task.budget_seconds),
+            ),
+        };
+        tracing::info!(table = %task.table, snapshot = %task.snapshot, target = %task.target_table, region = task.region.as_deref().unwrap_or("(own)"), drill = task.drill, reason = task.reason.as_deref().unwrap_or(""), "restore task");
+        let report = crate::aws::restore::run(
+            &self.store,
+            Some(&client),
+            &request,
+            &crate::restore::Progress::default(),
+        )
+        .await
+        .map_err(|e| {
+            LambdaError::RestoreFailed(format!(
+                "{} snapshot {} into {}: {e} (a rerun resumes from the checkpoint)",
+                task.table, task.snapshot, task.target_table
+            ))
+        })?;
+        let now = chrono::Utc::now();
+        let rto_ms = match (&task.started_at, report.complete) {
+            (Some(t), true) => chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_milliseconds()),
+            _ => None,
+        };
+        let outcome = RestoreOutcome {
+            table: task.table.clone(),
+            snapshot_id: report.snapshot_id.clone(),
+            target_table: task.target_table.clone(),
+            region: task.region.clone(),
+            complete: report.complete,
+            items: report.items,
+            matches: report.matches,
+            elapsed_ms: report.elapsed_ms,
+            rto_ms,
+            rpo_ms: task.rpo_ms,
+            drill: task.drill,
+        };
+        if report.complete && !report.matches {
+            return Err(LambdaError::RestoreFailed(format!(
+                "{} snapshot {} into {}: the table does not match the snapshot ({} items, expected {}; differing keys: {})",
+                task.table,
+                report.snapshot_id,
+                task.target_table,
+                report.target_items,
+                report.items,
+                report.differing_keys.join(", ")
+            )));
+        }
+        if report.complete && task.drill && self.metrics {
+            println!("{}", drill_metrics_line(&outcome, now.timestamp_millis()));
+        }
+        Ok(outcome)
+    }
+
     async fn run_trigger(&self, request: Request) -> Result<Outcome, LambdaError> {
         let tables =
             trigger::resolve_tables(&request, &self.seal_tables).map_err(LambdaError::Config)?;
@@ -559,7 +745,52 @@ pub async fn serve(
             }
             serde_json::to_value(report).map_err(|e| LambdaError::Response(e.to_string()))
         }
+        Outcome::OnFailure(response, report) => {
+            tracing::info!(
+                request_id = %event.context.request_id,
+                gaps = report.gaps.len(),
+                failed = report.failed.len(),
+                "on-failure messages handled"
+            );
+            Ok(response)
+        }
+        Outcome::Restore(outcome) => {
+            tracing::info!(
+                request_id = %event.context.request_id,
+                table = %outcome.table,
+                target = %outcome.target_table,
+                complete = outcome.complete,
+                items = outcome.items,
+                "restore task handled"
+            );
+            serde_json::to_value(outcome).map_err(|e| LambdaError::Response(e.to_string()))
+        }
     }
+}
+
+/// The CloudWatch Embedded Metric Format line of a finished restore drill: the measured
+/// recovery time and recovery point, in seconds, per table.
+pub fn drill_metrics_line(outcome: &RestoreOutcome, now_ms: i64) -> String {
+    let secs = |ms: Option<i64>| ms.map(|m| m as f64 / 1000.0);
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "streamseal",
+                "Dimensions": [["Table"]],
+                "Metrics": [
+                    {"Name": "RestoreDrillRtoSeconds", "Unit": "Seconds"},
+                    {"Name": "RestoreDrillRpoSeconds", "Unit": "Seconds"},
+                    {"Name": "RestoreDrillItems", "Unit": "Count"},
+                ]
+            }]
+        },
+        "Table": outcome.table,
+        "RestoreDrillRtoSeconds": secs(outcome.rto_ms),
+        "RestoreDrillRpoSeconds": secs(outcome.rpo_ms),
+        "RestoreDrillItems": outcome.items,
+    })
+    .to_string()
 }
 
 /// The kinds of payload the function recognises.

@@ -24,14 +24,16 @@
 //! - [`manifest`]: sealed snapshot manifests, their file lists and digests.
 //! - [`seal`]: sealing in O(new changes), resolving duplicate records.
 //! - [`verify`]: quick and deep verification of a snapshot and its chain.
-//! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions).
+//! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions tasks,
+//!   restore tasks).
+//! - [`onfailure`]: the event source mapping's on-failure messages, recorded as gaps.
 //! - [`athena`]: Athena DDL (changes table with partition projection, latest-state view).
 //! - [`infer`]: proposing a schema file from captured images.
 //! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
 //!
 //! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
 //! `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Domain modules never call an AWS SDK;
-//! only `store::s3` does.
+//! only `store::s3` and the [`aws`] module (DynamoDB reads and writes, the stream API) do.
 
 pub mod athena;
 pub mod aws;
@@ -45,6 +47,7 @@ pub mod lambda;
 pub mod layout;
 pub mod log;
 pub mod manifest;
+pub mod onfailure;
 pub mod restore;
 pub mod schema;
 pub mod seal;

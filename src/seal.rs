@@ -458,10 +458,14 @@ async fn seal_once(
             snapshot_id: p.snapshot_id.clone(),
             manifest_sha256: p.manifest_sha256.clone(),
         }),
-        key_schema: options
+        key_schema: match options
             .key_schema
             .clone()
-            .or_else(|| parent.as_ref().and_then(|p| p.key_schema.clone())),
+            .or_else(|| parent.as_ref().and_then(|p| p.key_schema.clone()))
+        {
+            Some(k) => Some(k),
+            None => key_schema_from_capture(store.as_ref(), layout, &files).await,
+        },
         base: match &new_base {
             Some(b) => b.files.clone(),
             None => parent.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
@@ -578,6 +582,40 @@ async fn seal_once(
         lag_ms,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })))
+}
+
+/// Without a schema file, the key schema from what the capture kept: the roles from the shard
+/// map (DescribeStream's `KeySchema`) and the types from the first new segment's first key.
+/// Best effort: `None` leaves the manifest without one (a restore then needs an existing
+/// table), never fails the seal.
+async fn key_schema_from_capture(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    files: &SnapshotFiles,
+) -> Option<crate::schema::KeySchema> {
+    let maps = crate::shards::load_shard_maps(store, layout.table()).await;
+    if maps.iter().all(|m| m.key.is_none()) {
+        return None;
+    }
+    let segment = files.segments.first()?;
+    let bytes = store.get(&segment.key).await.ok()?;
+    let batches = crate::segment::read_segment_columns(&segment.key, bytes, &["keys"]).ok()?;
+    let keys = batches
+        .first()?
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()?;
+    if arrow_array::Array::is_empty(keys) {
+        return None;
+    }
+    let found = crate::shards::key_schema_of(&maps, keys.value(0));
+    if found.is_none() {
+        tracing::warn!(
+            table = layout.table(),
+            "the shard map's key roles do not match the captured keys; no key schema recorded"
+        );
+    }
+    found
 }
 
 /// Digest and item count of base + every change of the chain ending in `m` (whose own

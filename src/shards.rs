@@ -21,6 +21,16 @@ pub struct ShardInfo {
     pub ending_sequence: Option<String>,
 }
 
+/// The table's key attribute names by role, as DescribeStream reports them (the stream knows
+/// which attribute is the partition key; the types come from the captured keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRoles {
+    /// The HASH attribute.
+    pub partition: String,
+    /// The RANGE attribute, if any.
+    pub sort: Option<String>,
+}
+
 /// The stream's shard map (`<table>/shards/<stream-label>.json`), so a seal during a regional
 /// outage can attribute segments to shards without calling the stream API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +41,10 @@ pub struct ShardMap {
     pub read_at: String,
     /// Shards, parents before children.
     pub shards: Vec<ShardInfo>,
+    /// The table's key roles (lets a seal record the key schema without a schema file, so a
+    /// restore can create the table).
+    #[serde(default)]
+    pub key: Option<KeyRoles>,
 }
 
 /// Orders shards so that every parent comes before its children (a parent missing from the
@@ -72,11 +86,13 @@ pub async fn save_shard_map(
     table: &str,
     arn: &str,
     shards: &[ShardInfo],
+    key: Option<&KeyRoles>,
 ) -> Result<(), String> {
     let map = ShardMap {
         stream_arn: arn.to_owned(),
         read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         shards: shards.to_vec(),
+        key: key.cloned(),
     };
     let label = arn
         .rsplit('/')
@@ -109,6 +125,38 @@ pub async fn load_shard_maps(store: &dyn ObjectStore, table: &str) -> Vec<ShardM
         }
     }
     out
+}
+
+/// The key schema of a table from its shard maps' key roles and one captured key (DynamoDB
+/// JSON, `{"pk": {"S": ...}, ...}`) for the attribute types. `None` when no map records roles
+/// or the key does not have exactly those attributes with key types.
+pub fn key_schema_of(maps: &[ShardMap], key_json: &str) -> Option<crate::schema::KeySchema> {
+    use crate::schema::{KeyAttribute, KeySchema, KeyType};
+    let roles = maps.iter().find_map(|m| m.key.clone())?;
+    let key: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key_json).ok()?;
+    if key.len() != 1 + usize::from(roles.sort.is_some()) {
+        return None;
+    }
+    let attr = |name: &str| -> Option<KeyAttribute> {
+        let value = key.get(name)?.as_object()?;
+        let key_type = match value.keys().next()?.as_str() {
+            "S" => KeyType::S,
+            "N" => KeyType::N,
+            "B" => KeyType::B,
+            _ => return None,
+        };
+        Some(KeyAttribute {
+            name: name.to_owned(),
+            key_type,
+        })
+    };
+    Some(KeySchema {
+        partition: attr(&roles.partition)?,
+        sort: match &roles.sort {
+            Some(s) => Some(attr(s)?),
+            None => None,
+        },
+    })
 }
 
 /// The shard of a segment whose first and last sequence numbers lie in exactly one shard's
@@ -150,6 +198,7 @@ mod tests {
             stream_arn: "arn:s".into(),
             read_at: String::new(),
             shards: vec![ranged("a", "100", Some("199")), ranged("b", "200", None)],
+            key: None,
         }];
         assert_eq!(
             attribute(&maps, Some("arn:s"), "120", "150"),
@@ -175,6 +224,34 @@ mod tests {
             starting_sequence: None,
             ending_sequence: None,
         }
+    }
+
+    #[test]
+    fn key_schemas_come_from_roles_and_a_captured_key() {
+        use crate::schema::KeyType;
+        let mut map = ShardMap {
+            stream_arn: "arn:s".into(),
+            read_at: String::new(),
+            shards: vec![],
+            key: None,
+        };
+        let key = r#"{"sk":{"N":"7"},"pk":{"S":"a"}}"#;
+        assert_eq!(key_schema_of(std::slice::from_ref(&map), key), None);
+        map.key = Some(KeyRoles {
+            partition: "pk".into(),
+            sort: Some("sk".into()),
+        });
+        let k = key_schema_of(std::slice::from_ref(&map), key).unwrap();
+        assert_eq!(
+            (k.partition.name.as_str(), k.partition.key_type),
+            ("pk", KeyType::S)
+        );
+        assert_eq!(k.sort.unwrap().key_type, KeyType::N);
+        assert_eq!(key_schema_of(&[map.clone()], r#"{"pk":{"S":"a"}}"#), None);
+        assert_eq!(
+            key_schema_of(&[map], r#"{"pk":{"BOOL":true},"sk":{"N":"1"}}"#),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | AWS Health via EventBridge | `source` `aws.health`, `detail-type` `AWS Health Event` | seal |
 //! | manual request via EventBridge | `source` `streamseal`, `detail-type` `Seal Requested`, optional `detail.table` / `detail.tables`, `detail.reason`, `detail.deep` | seal |
 //! | Step Functions task input | `{"action": "seal" \| "verify", "table": ..., "tables": [...], "reason": ..., "snapshot": ..., "deep": ...}` | seal, or verify only |
+//! | Step Functions restore task | `{"action": "restore", "table": ..., "snapshot": ..., "target_table": ..., "region": ..., "budget_seconds": ..., "drill": ..., "started_at": ..., "rpo_ms": ...}` | restore a snapshot into a DynamoDB table, resumably (see [`RestoreTask`]) |
 //!
 //! Which tables an event seals: the ones it names, else every table in
 //! `STREAMSEAL_SEAL_TABLES`. When that list is set, an event naming a table outside it is
@@ -57,8 +58,91 @@ pub enum Parsed {
     },
     /// Do this.
     Run(Request),
+    /// Restore a snapshot into a DynamoDB table (a Step Functions task).
+    Restore(RestoreTask),
     /// Recognised, but malformed.
     Invalid(String),
+}
+
+/// A restore asked for by the recovery state machine or the scheduled drill.
+///
+/// A Lambda invocation lasts at most 15 minutes and a restore of a large table takes longer,
+/// so a task restores for at most `budget_seconds`, checkpointing every finished partition in
+/// the backup, and answers `complete: false` when time ran out; the state machine calls it
+/// again until it answers `complete: true` (each call resumes from the checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTask {
+    /// Always `restore`.
+    pub action: String,
+    /// Source table in the backup.
+    pub table: String,
+    /// Snapshot id, or `latest` (the default).
+    #[serde(default = "latest")]
+    pub snapshot: String,
+    /// DynamoDB table to restore into (created with the recorded key schema if missing).
+    pub target_table: String,
+    /// Region of the target table (default: the function's region).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Seconds this invocation may spend writing before it checkpoints and hands back
+    /// (default 600; the function's timeout must exceed it by the time one partition takes).
+    #[serde(default = "default_budget")]
+    pub budget_seconds: u64,
+    /// A restore drill: publish the measured RTO and RPO as metrics when complete.
+    #[serde(default)]
+    pub drill: bool,
+    /// When the recovery (or drill) started, RFC 3339: the RTO is measured from here.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The recovery point: how old the newest sealed change was when the seal ran, ms.
+    #[serde(default)]
+    pub rpo_ms: Option<i64>,
+    /// Why (recorded in logs).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+fn default_budget() -> u64 {
+    600
+}
+
+impl RestoreTask {
+    fn check(&self) -> Result<(), String> {
+        crate::change::validate_table_name(&self.table)
+            .map_err(|e| format!("restore task: table {:?}: {e}", self.table))?;
+        crate::change::validate_table_name(&self.target_table)
+            .map_err(|e| format!("restore task: target_table {:?}: {e}", self.target_table))?;
+        if self.target_table == self.table {
+            return Err(format!(
+                "restore task: target_table {:?} is the source table's name; restore into a new table",
+                self.target_table
+            ));
+        }
+        if !(10..=890).contains(&self.budget_seconds) {
+            return Err(format!(
+                "restore task: budget_seconds {} is not from 10 to 890 (a Lambda invocation lasts at most 900 s)",
+                self.budget_seconds
+            ));
+        }
+        if let Some(r) = &self.region
+            && (r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(format!("restore task: region {r:?} is not a region name"));
+        }
+        if let Some(t) = &self.started_at {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| format!("restore task: started_at {t:?} is not RFC 3339: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -214,9 +298,20 @@ pub fn parse(payload: &RawValue) -> Parsed {
                 let action = match action.as_str() {
                     Some("seal") => Action::Seal,
                     Some("verify") => Action::Verify,
+                    Some("restore") => {
+                        return match serde_json::from_str::<RestoreTask>(payload.get()) {
+                            Err(e) => Parsed::Invalid(format!(
+                                "restore task input must be {{\"action\": \"restore\", \"table\", \"target_table\", \"snapshot\", \"region\", \"budget_seconds\", \"drill\", \"started_at\", \"rpo_ms\", \"reason\"}}: {e}"
+                            )),
+                            Ok(task) => match task.check() {
+                                Ok(()) => Parsed::Restore(task),
+                                Err(why) => Parsed::Invalid(why),
+                            },
+                        };
+                    }
                     _ => {
                         return Parsed::Invalid(format!(
-                            "task input action {action} is not \"seal\" or \"verify\""
+                            "task input action {action} is not \"seal\", \"verify\" or \"restore\""
                         ));
                     }
                 };
@@ -305,6 +400,22 @@ mod tests {
             (Action::Verify, &["orders".to_owned()][..], true)
         );
         assert!(matches!(p(r#"{"action":"dump"}"#), Parsed::Invalid(_)));
+        let Parsed::Restore(r) =
+            p(r#"{"action":"restore","table":"orders","target_table":"orders-dr"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((r.snapshot.as_str(), r.budget_seconds), ("latest", 600));
+        for bad in [
+            r#"{"action":"restore","table":"orders"}"#,
+            r#"{"action":"restore","table":"orders","target_table":"orders"}"#,
+            r#"{"action":"restore","table":"orders","target_table":"x-dr","budget_seconds":5000}"#,
+            r#"{"action":"restore","table":"orders","target_table":"x-dr","region":"Moon 1"}"#,
+            r#"{"action":"restore","table":"orders","target_table":"x-dr","started_at":"noon"}"#,
+            r#"{"action":"restore","table":"orders","target_table":"x-dr","surprise":1}"#,
+        ] {
+            assert!(matches!(p(bad), Parsed::Invalid(_)), "{bad}");
+        }
         assert!(matches!(
             p(r#"{"action":"seal","table":7}"#),
             Parsed::Invalid(_)

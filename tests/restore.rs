@@ -112,6 +112,7 @@ fn request(table: &str, point: Point, to: Target) -> Request {
         workers: 4,
         scan_segments: 3,
         max_attempts: 8,
+        deadline: None,
     }
 }
 
@@ -205,6 +206,44 @@ async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
     assert!(report.retries > 0);
     assert!(flaky.injected.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(scan_all(&healthy, "resume-dst").await, source);
+}
+
+/// A caller with a time limit (a Lambda restore task): each run stops at its deadline after
+/// writing at least one partition and reports `complete: false`; rerunning until complete
+/// ends with the exact table, one partition per run at the least.
+#[tokio::test]
+async fn a_restore_with_a_deadline_hands_back_and_resumes_to_the_end() {
+    let client = common::dynamodb_client(None);
+    let c = capture(&client, "budget-src", 4).await;
+    let source = scan_all(&client, "budget-src").await;
+    let mut req = request(
+        "budget-src",
+        Point::Snapshot("latest".into()),
+        Target::Dynamo("budget-dst".into()),
+    );
+    req.materialize.min_partitions = 5;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 5, "no progress: more runs than partitions");
+        // Already past: every run writes exactly one partition, then hands back.
+        req.deadline = Some(std::time::Instant::now());
+        let report = run(&c.store, Some(&client), &req, &Progress::default())
+            .await
+            .unwrap();
+        assert_eq!(report.resumed, runs > 1);
+        if report.complete {
+            assert!(report.matches, "{report:?}");
+            break;
+        }
+        let partial = scan_all(&client, "budget-dst").await.len();
+        assert!(
+            partial < source.len(),
+            "run {runs} wrote everything but said incomplete"
+        );
+    }
+    assert_eq!(runs, 5, "one partition per run");
+    assert_eq!(scan_all(&client, "budget-dst").await, source);
 }
 
 #[tokio::test]

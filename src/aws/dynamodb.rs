@@ -355,6 +355,13 @@ pub struct DynamoSink {
     checkpoint_partitions: Option<usize>,
     /// Counters.
     pub stats: Arc<WriteStats>,
+    /// Stop before starting a partition after this instant, once this run has written at
+    /// least one (so every run makes progress); a rerun resumes from the checkpoint.
+    pub deadline: Option<std::time::Instant>,
+    /// Partitions this run wrote.
+    written: usize,
+    /// True when the run stopped at the deadline with partitions left.
+    pub stopped_at_deadline: bool,
 }
 
 /// The checkpoint of a restore: which partitions are fully written.
@@ -415,6 +422,9 @@ impl DynamoSink {
             done,
             checkpoint_partitions,
             stats: Arc::new(WriteStats::default()),
+            deadline: None,
+            written: 0,
+            stopped_at_deadline: false,
         })
     }
 
@@ -497,6 +507,16 @@ impl Sink for DynamoSink {
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
             return Ok(());
         }
+        if let Some(deadline) = self.deadline
+            && self.written > 0
+            && std::time::Instant::now() >= deadline
+        {
+            self.stopped_at_deadline = true;
+            return Err(format!(
+                "time budget used up after {} partition(s) of {count}; rerun to resume",
+                self.written
+            ));
+        }
         // Batches of at most 25 items and 16 MB (DynamoDB's BatchWriteItem limits).
         let mut batches: Vec<Vec<WriteRequest>> = vec![];
         let mut current = vec![];
@@ -528,6 +548,9 @@ impl Sink for DynamoSink {
             done: Default::default(),
             checkpoint_partitions: None,
             stats: self.stats.clone(),
+            deadline: None,
+            written: 0,
+            stopped_at_deadline: false,
         });
         let mut tasks = tokio::task::JoinSet::new();
         for (i, batch) in batches.into_iter().enumerate() {
@@ -560,6 +583,7 @@ impl Sink for DynamoSink {
             return Err(e);
         }
         self.done.insert(index);
+        self.written += 1;
         if let Some((store, key)) = &self.checkpoint {
             let c = Checkpoint {
                 restore: self.label.clone(),

@@ -74,6 +74,10 @@ pub struct Request {
     pub scan_segments: i32,
     /// Attempts per write batch before giving up (a rerun resumes).
     pub max_attempts: u32,
+    /// DynamoDB target: stop starting partitions after this instant (once at least one was
+    /// written) and report `complete: false`; a rerun resumes from the checkpoint. For callers
+    /// with a time limit, such as a Lambda invocation.
+    pub deadline: Option<Instant>,
 }
 
 /// The outcome of a restore.
@@ -111,6 +115,9 @@ pub struct Report {
     pub files: Vec<String>,
     /// Wall time.
     pub elapsed_ms: u64,
+    /// False when the run stopped at its deadline with partitions left to write (rerun to
+    /// resume); the self-check fields are then unset.
+    pub complete: bool,
 }
 
 /// Runs a restore. `client` is needed for a DynamoDB target.
@@ -148,6 +155,7 @@ pub async fn run(
         retries: 0,
         files: vec![],
         elapsed_ms: 0,
+        complete: true,
     };
     match &request.to {
         Target::Files(dir) => {
@@ -177,6 +185,7 @@ pub async fn run(
             .await
             .map_err(RestoreError::Sink)?;
             sink.max_attempts = request.max_attempts;
+            sink.deadline = request.deadline;
             report.resumed = sink.resuming();
             if !report.resumed
                 && !dynamodb::is_empty(client, target)
@@ -187,8 +196,21 @@ pub async fn run(
                     "target table {target} is not empty; restore into a new or empty table (nothing was written)"
                 )));
             }
-            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
-                .await?;
+            let materialized =
+                restore::materialize(store, &plan, &request.materialize, &mut sink, progress).await;
+            let m = match materialized {
+                Err(_) if sink.stopped_at_deadline => {
+                    report.complete = false;
+                    report.items = sink.stats.items.load(std::sync::atomic::Ordering::Relaxed);
+                    report.retries = sink
+                        .stats
+                        .retries
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    report.elapsed_ms = started.elapsed().as_millis() as u64;
+                    return Ok(report);
+                }
+                other => other?,
+            };
             report.retries = sink
                 .stats
                 .retries

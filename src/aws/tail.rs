@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 
 use crate::aws::dynamodb::backoff;
 use crate::ingest::Ingestor;
-pub use crate::shards::{ShardInfo, ShardMap, load_shard_maps, parents_first, save_shard_map};
+pub use crate::shards::{
+    KeyRoles, ShardInfo, ShardMap, load_shard_maps, parents_first, save_shard_map,
+};
 use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// A page of GetRecords.
@@ -64,6 +66,10 @@ pub trait StreamApi: Send + Sync {
     ) -> Result<Option<String>, String>;
     /// One GetRecords call.
     async fn records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, StreamApiError>;
+    /// The table's key attribute names by role (DescribeStream's `KeySchema`), when known.
+    async fn key_roles(&self, _arn: &str) -> Result<Option<KeyRoles>, String> {
+        Ok(None)
+    }
 }
 
 /// [`StreamApi`] over the SDK client.
@@ -74,6 +80,38 @@ pub struct SdkStreams(pub StreamsClient);
 impl StreamApi for SdkStreams {
     async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String> {
         describe_shards(&self.0, arn).await
+    }
+
+    async fn key_roles(&self, arn: &str) -> Result<Option<KeyRoles>, String> {
+        let out = self
+            .0
+            .describe_stream()
+            .stream_arn(arn)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "DescribeStream {arn}: {}",
+                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let mut roles = (None, None);
+        for k in out
+            .stream_description()
+            .map(|d| d.key_schema())
+            .unwrap_or_default()
+        {
+            match k.key_type().as_str() {
+                "HASH" => roles.0 = Some(k.attribute_name().to_owned()),
+                "RANGE" => roles.1 = Some(k.attribute_name().to_owned()),
+                _ => {}
+            }
+        }
+        Ok(roles.0.map(|partition| KeyRoles {
+            partition,
+            sort: roles.1,
+        }))
     }
 
     async fn iterator(
@@ -233,7 +271,9 @@ pub async fn tail(
     loop {
         let shards = parents_first(&streams.shards(&arn).await?);
         if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
-            save_shard_map(store.as_ref(), table, &arn, &shards).await?;
+            // Best effort: the key roles only let a seal record the key schema.
+            let key = streams.key_roles(&arn).await.unwrap_or_default();
+            save_shard_map(store.as_ref(), table, &arn, &shards, key.as_ref()).await?;
             last_map = Some(Instant::now());
         }
         report.shards = shards.len();

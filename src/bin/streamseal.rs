@@ -762,6 +762,7 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         workers: args.workers as usize,
         scan_segments: 8,
         max_attempts: 15,
+        deadline: None,
     };
     let progress = Arc::new(Progress::default());
     let ticker = {
