@@ -145,7 +145,7 @@ pub async fn record_gaps(store: &dyn ObjectStore, payload: &str) -> OnFailureRep
         Err(e) => {
             report
                 .failed
-                .push((String::new(), format!("not an SQS event: {e}")));
+                .push((String::new(), format!("malformed SQS event (expected the on-failure queue's messages, each with messageId and body): {e}")));
             return report;
         }
     };

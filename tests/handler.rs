@@ -466,10 +466,16 @@ async fn non_stream_events_are_refused_clearly() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("unsupported event"), "{err}");
+    // SQS events are the on-failure queue's (tests/deploy.rs); one without messages' ids and
+    // bodies is refused whole.
     let err = serve(&h, event(r#"{"Records":[{"eventSource":"aws:sqs"}]}"#))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("aws:sqs"), "{err}");
+    assert!(err.to_string().contains("malformed SQS event"), "{err}");
+    let err = serve(&h, event(r#"{"Records":[{"eventSource":"aws:kinesis"}]}"#))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("aws:kinesis"), "{err}");
     // A stream event whose ARN names no table is an error for the whole invocation.
     let err = serve(
         &h,
