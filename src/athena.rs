@@ -51,8 +51,10 @@ fn column_lines(schema: &TableSchema) -> Vec<String> {
     columns
 }
 
-/// `CREATE EXTERNAL TABLE <table>_changes`: every segment, typed columns from the schema,
-/// partitions projected from the path (`dt` as a date range from `first_day`, `hr` 00-23).
+/// `CREATE EXTERNAL TABLE <table>_changes_raw`: every stored object, typed columns from the
+/// schema, partitions projected from the path (`dt` as a date range from `first_day`, `hr`
+/// 00-23). A change can be stored twice (a redelivered batch; a segment and its compacted
+/// object during compaction's grace period): analysts query the [`changes_select`] view.
 pub fn changes_table(
     table: &str,
     location: &str,
@@ -64,7 +66,7 @@ pub fn changes_table(
     let columns = column_lines(schema);
     let location = format!("{}/{}/changes/", location.trim_end_matches('/'), table);
     format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes` (\n{}\n)\n\
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes_raw` (\n{}\n)\n\
 PARTITIONED BY (`dt` string, `hr` string)\n\
 STORED AS PARQUET\n\
 LOCATION '{location}'\n\
@@ -83,6 +85,40 @@ TBLPROPERTIES (\n\
 );",
         columns.join(",\n")
     )
+}
+
+/// The body of the `<table>_changes` view: each change once (one row per stream record, by
+/// event id and sequence number, within its hour partition, so Athena still prunes by `dt` and
+/// `hr` through the view).
+pub fn changes_select(raw: &str, schema: &TableSchema) -> String {
+    let mut columns: Vec<String> = [
+        "event_id",
+        "event_name",
+        "is_ttl_delete",
+        "sequence_number",
+        "approximate_creation_time",
+        "keys",
+        "new_image",
+        "old_image",
+    ]
+    .iter()
+    .map(|c| format!("`{c}`"))
+    .collect();
+    columns.extend(schema.columns.iter().map(|c| format!("`{}`", c.name)));
+    columns.push("`dt`".into());
+    columns.push("`hr`".into());
+    format!(
+        "SELECT {}\n\
+FROM (\n\
+  SELECT *, row_number() OVER (\n\
+    PARTITION BY `dt`, `hr`, `event_id`, `sequence_number` ORDER BY `sequence_number`\n\
+  ) AS `once`\n\
+  FROM {raw}\n\
+)\n\
+WHERE `once` = 1",
+        columns.join(", ")
+    )
+    .replace('`', "\"")
 }
 
 /// The body of the `<table>_latest` view: per key, the change with the highest sequence number
@@ -199,8 +235,13 @@ pub fn statements(
         format!("CREATE DATABASE IF NOT EXISTS `{database}`;"),
         changes_table(table, location, schema, database, first_day),
         format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_changes\" AS\n{};",
+            changes_select(&format!("\"{database}\".\"{name}_changes_raw\""), schema)
+        ),
+        // Duplicates are identical rows, so the latest image per key reads the raw table.
+        format!(
             "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
-            latest_select(&format!("\"{database}\".\"{name}_changes\""), schema)
+            latest_select(&format!("\"{database}\".\"{name}_changes_raw\""), schema)
         ),
         snapshot_table(table, location, schema, database),
     ]

@@ -26,6 +26,7 @@
 //! - [`verify`]: quick and deep verification of a snapshot and its chain.
 //! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions tasks,
 //!   restore tasks).
+//! - [`compact`]: small sealed segments rewritten as large objects, published through the log.
 //! - [`onfailure`]: the event source mapping's on-failure messages, recorded as gaps.
 //! - [`athena`]: Athena DDL (changes table with partition projection, latest-state view).
 //! - [`infer`]: proposing a schema file from captured images.
@@ -39,6 +40,7 @@ pub mod athena;
 pub mod aws;
 pub mod base;
 pub mod change;
+pub mod compact;
 pub mod demo;
 pub mod infer;
 pub mod ingest;

@@ -27,6 +27,9 @@ pub enum LogEntry {
     /// Changes known to be missing from the backup (for example a Lambda on-failure
     /// destination message: records the function gave up on).
     Gap(GapRecord),
+    /// A compacted object holding, row for row, the rows of several sealed segments (see
+    /// [`crate::compact`]).
+    Compaction(CompactionRecord),
 }
 
 impl LogEntry {
@@ -44,6 +47,7 @@ impl LogEntry {
             LogEntry::Segment(s) => &s.table,
             LogEntry::Quarantine(q) => &q.table,
             LogEntry::Gap(g) => &g.table,
+            LogEntry::Compaction(c) => &c.table,
         }
     }
 }
@@ -106,6 +110,47 @@ pub struct GapRecord {
     pub detail: String,
     /// When the entry was written (RFC 3339, UTC).
     pub written_at: String,
+}
+
+/// The log entry of a compacted object: `key` holds the rows of `parts`, in order and row for
+/// row, so any reader may read it in their place. Every part is a segment sealed in snapshot
+/// `snapshot_id`; what the seal recorded about them (counted rows, skipped duplicates, digest
+/// deltas) stays true of their rows in the compacted object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionRecord {
+    /// [`LOG_FORMAT`].
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// The snapshot that sealed every part.
+    pub snapshot_id: String,
+    /// Key of the compacted object.
+    pub key: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// Its rows (the sum of the parts' rows).
+    pub rows: u64,
+    /// The segments it holds, in row order.
+    pub parts: Vec<CompactedPart>,
+    /// When the entry was written (RFC 3339, UTC).
+    pub written_at: String,
+}
+
+/// One segment inside a compacted object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactedPart {
+    /// The segment's key.
+    pub key: String,
+    /// Its SHA-256 as sealed.
+    pub sha256: String,
+    /// Its first row in the compacted object.
+    pub first_row: u64,
+    /// Its rows.
+    pub rows: u64,
 }
 
 /// The sequence numbers of a segment's rows, in row order, front-coded: each number is written

@@ -177,6 +177,20 @@ pub struct SnapshotFiles {
     pub gaps: Vec<SealedGap>,
     /// Log entries this seal could not use, and why.
     pub rejected: Vec<RejectedEntry>,
+    /// Compacted objects sealed by this snapshot (each stands in for segments of an earlier
+    /// snapshot; see [`crate::compact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compactions: Vec<SealedCompaction>,
+}
+
+/// A compaction log entry sealed into a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedCompaction {
+    /// Its log entry.
+    pub log_key: String,
+    /// What it says.
+    pub record: crate::log::CompactionRecord,
 }
 
 /// A segment in a snapshot.

@@ -109,6 +109,8 @@ pub struct Plan {
     pub as_of_ms: Option<i64>,
     /// Digest and count the result must have (known for a snapshot with both images).
     pub expected: Option<(StateDigest, i64)>,
+    /// Segments whose rows are read from a compacted object (see [`crate::compact`]).
+    pub replaced: HashMap<String, crate::compact::Replacement>,
 }
 
 impl Plan {
@@ -217,6 +219,7 @@ pub async fn plan(
         (None, Some(d)) => Some((d, top.item_count)),
         _ => None,
     };
+    let replaced = crate::compact::load_replacements(store, &layout).await?;
     Ok(Plan {
         table: table.to_owned(),
         base: top.base.clone(),
@@ -224,6 +227,7 @@ pub async fn plan(
         segments,
         as_of_ms,
         expected,
+        replaced,
     })
 }
 
@@ -510,87 +514,138 @@ pub async fn materialize(
         }
     }
 
-    // Then every segment of the chain.
-    let keys: Vec<String> = plan.segments.iter().map(|s| s.key.clone()).collect();
-    let mut offset = 0;
-    for chunk in keys.chunks(options.concurrency.max(1)) {
-        let bodies = store::get_many(store, chunk, options.concurrency).await;
-        for (s, body) in plan.segments[offset..offset + chunk.len()]
-            .iter()
-            .zip(bodies)
-        {
-            let bytes = checked(&s.key, s.bytes, &s.sha256, body?)?;
+    // Then every segment of the chain, read from its own object or, once compacted, from
+    // its rows of the compacted object (each compacted object fetched once). Order does not
+    // matter: the latest change per key is chosen by sequence number.
+    struct Unit<'a> {
+        key: &'a str,
+        bytes: u64,
+        sha256: &'a str,
+        parts: Vec<(&'a SealedSegment, Option<(usize, usize)>)>,
+    }
+    let mut units: Vec<Unit> = vec![];
+    let mut unit_of: HashMap<&str, usize> = HashMap::new();
+    for s in &plan.segments {
+        match plan.replaced.get(&s.key) {
+            Some(r) => {
+                let i = *unit_of.entry(r.key.as_str()).or_insert_with(|| {
+                    units.push(Unit {
+                        key: &r.key,
+                        bytes: r.bytes,
+                        sha256: &r.sha256,
+                        parts: vec![],
+                    });
+                    units.len() - 1
+                });
+                let from = r.first_row as usize;
+                units[i]
+                    .parts
+                    .push((s, Some((from, from + r.rows as usize))));
+            }
+            None => units.push(Unit {
+                key: &s.key,
+                bytes: s.bytes,
+                sha256: &s.sha256,
+                parts: vec![(s, None)],
+            }),
+        }
+    }
+    let columns = [
+        "sequence_number",
+        "event_name",
+        "keys",
+        "new_image",
+        "approximate_creation_time",
+    ];
+    for chunk in units.chunks(options.concurrency.max(1)) {
+        let keys: Vec<String> = chunk.iter().map(|u| u.key.to_owned()).collect();
+        let bodies = store::get_many(store, &keys, options.concurrency).await;
+        for (u, body) in chunk.iter().zip(bodies) {
+            let bytes = checked(u.key, u.bytes, u.sha256, body?)?;
             progress
                 .bytes_read
                 .fetch_add(bytes.len() as u64, AtomicOrdering::Relaxed);
-            let skipped: HashSet<String> = s
-                .skipped_sequences
-                .decode()
-                .map_err(|e| RestoreError::Corrupt {
-                    key: s.key.clone(),
-                    problem: e.to_string(),
-                })?
-                .into_iter()
-                .collect();
-            let mut rows = 0u64;
-            let columns = [
-                "sequence_number",
-                "event_name",
-                "keys",
-                "new_image",
-                "approximate_creation_time",
-            ];
-            for batch in read_batches(&s.key, bytes, &columns)? {
-                let seq = string_col(&batch, "sequence_number", &s.key)?;
-                let name = string_col(&batch, "event_name", &s.key)?;
-                let key = string_col(&batch, "keys", &s.key)?;
-                let new = string_col(&batch, "new_image", &s.key)?;
-                let time = batch
-                    .column_by_name("approximate_creation_time")
-                    .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-                    .ok_or_else(|| RestoreError::Corrupt {
+            let batches = read_batches(u.key, bytes, &columns)?;
+            let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+            for (s, range) in &u.parts {
+                let (from, to) = range.unwrap_or((0, total));
+                if to > total {
+                    return Err(RestoreError::Corrupt {
+                        key: u.key.to_owned(),
+                        problem: format!(
+                            "has {total} rows; segment {} should be rows {from}..{to}",
+                            s.key
+                        ),
+                    });
+                }
+                let skipped: HashSet<String> = s
+                    .skipped_sequences
+                    .decode()
+                    .map_err(|e| RestoreError::Corrupt {
                         key: s.key.clone(),
-                        problem: "no approximate_creation_time column".into(),
-                    })?;
-                for i in 0..batch.num_rows() {
-                    let q = seq.value(i);
-                    if !skipped.is_empty() && skipped.contains(q) {
+                        problem: e.to_string(),
+                    })?
+                    .into_iter()
+                    .collect();
+                let mut rows = 0u64;
+                let mut offset = 0usize;
+                for batch in &batches {
+                    let n = batch.num_rows();
+                    let (lo, hi) = (from.max(offset), to.min(offset + n));
+                    offset += n;
+                    if lo >= hi {
                         continue;
                     }
-                    if let Some(t) = plan.as_of_ms {
-                        let created = if time.is_null(i) {
-                            s.max_time_ms
-                        } else {
-                            Some(time.value(i))
-                        };
-                        if created.is_none_or(|c| c > t) {
+                    let seq = string_col(batch, "sequence_number", u.key)?;
+                    let name = string_col(batch, "event_name", u.key)?;
+                    let key = string_col(batch, "keys", u.key)?;
+                    let new = string_col(batch, "new_image", u.key)?;
+                    let time = batch
+                        .column_by_name("approximate_creation_time")
+                        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+                        .ok_or_else(|| RestoreError::Corrupt {
+                            key: u.key.to_owned(),
+                            problem: "no approximate_creation_time column".into(),
+                        })?;
+                    for i in (lo - (offset - n))..(hi - (offset - n)) {
+                        let q = seq.value(i);
+                        if !skipped.is_empty() && skipped.contains(q) {
                             continue;
                         }
-                    }
-                    let image = match name.value(i) {
-                        "REMOVE" => None,
-                        _ if new.is_null(i) => {
-                            return Err(RestoreError::Unrestorable(format!(
-                                "{}: row {i} ({}) has no new image; this segment's stream does not carry new images",
-                                s.key,
-                                name.value(i)
-                            )));
+                        if let Some(t) = plan.as_of_ms {
+                            let created = if time.is_null(i) {
+                                s.max_time_ms
+                            } else {
+                                Some(time.value(i))
+                            };
+                            if created.is_none_or(|c| c > t) {
+                                continue;
+                            }
                         }
-                        _ => Some(new.value(i)),
-                    };
-                    rows += 1;
-                    match &mut spill {
-                        Some(sp) => sp.push(key.value(i), q, image)?,
-                        None => fold(&mut memory, key.value(i), q, image),
+                        let image = match name.value(i) {
+                            "REMOVE" => None,
+                            _ if new.is_null(i) => {
+                                return Err(RestoreError::Unrestorable(format!(
+                                    "{}: row {i} ({}) has no new image; this segment's stream does not carry new images",
+                                    s.key,
+                                    name.value(i)
+                                )));
+                            }
+                            _ => Some(new.value(i)),
+                        };
+                        rows += 1;
+                        match &mut spill {
+                            Some(sp) => sp.push(key.value(i), q, image)?,
+                            None => fold(&mut memory, key.value(i), q, image),
+                        }
                     }
                 }
+                changes += rows;
+                progress
+                    .changes_read
+                    .fetch_add(rows, AtomicOrdering::Relaxed);
             }
-            changes += rows;
-            progress
-                .changes_read
-                .fetch_add(rows, AtomicOrdering::Relaxed);
         }
-        offset += chunk.len();
     }
 
     // Emit: partition by partition, latest change per key, sorted by key.

@@ -231,6 +231,7 @@ async fn seal_once(
         quarantined: vec![],
         gaps: vec![],
         rejected: vec![],
+        compactions: vec![],
     };
     let mut new_keys = Vec::new();
     for meta in &listed {
@@ -284,6 +285,21 @@ async fn seal_once(
                 log_key: log_key.clone(),
                 gap,
             }),
+            Ok(LogEntry::Compaction(record)) => {
+                match crate::compact::check_entry(store.as_ref(), layout, &record, parent.as_ref())
+                    .await
+                {
+                    Ok(()) => files.compactions.push(crate::manifest::SealedCompaction {
+                        log_key: log_key.clone(),
+                        record,
+                    }),
+                    Err(reason) => files.rejected.push(RejectedEntry {
+                        log_key: log_key.clone(),
+                        object: Some(record.key.clone()),
+                        reason,
+                    }),
+                }
+            }
         }
     }
 
@@ -644,6 +660,7 @@ async fn state_with_base(
         segments,
         as_of_ms: None,
         expected: None,
+        replaced: crate::compact::load_replacements(store.as_ref(), layout).await?,
     };
     struct Discard;
     #[async_trait::async_trait]

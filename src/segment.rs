@@ -537,12 +537,21 @@ impl<'s> SegmentBuilder<'s> {
 }
 
 fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) -> WriterProperties {
+    writer_properties_with(table, view_type, zstd_level, None)
+}
+
+fn writer_properties_with(
+    table: &str,
+    view_type: StreamViewType,
+    zstd_level: i32,
+    max_row_group_rows: Option<usize>,
+) -> WriterProperties {
     let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_statistics_truncate_length(Some(64))
-        .set_max_row_group_row_count(None)
+        .set_max_row_group_row_count(max_row_group_rows)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("streamseal.format".into(), SEGMENT_FORMAT.to_string()),
             KeyValue::new("streamseal.table".into(), table.to_owned()),
@@ -668,6 +677,70 @@ pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Segment
             key: key.to_owned(),
             source,
         })
+}
+
+/// Every column of a stored segment (or compacted file), and the stream view type its
+/// metadata records.
+pub fn read_segment_all(
+    key: &str,
+    bytes: Bytes,
+) -> Result<(Vec<RecordBatch>, Option<StreamViewType>), SegmentError> {
+    let err = |source| SegmentError::Parquet {
+        action: "reading",
+        key: key.to_owned(),
+        source,
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(err)?;
+    let view_type = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|e| e.key == "streamseal.stream_view_type")
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| StreamViewType::parse(v).ok())
+        });
+    let batches = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| SegmentError::Arrow {
+            key: key.to_owned(),
+            source,
+        })?;
+    Ok((batches, view_type))
+}
+
+/// Encodes the rows of several segments, in order, as one compacted Parquet file with the
+/// segments' own writer settings and metadata (row groups of at most 65,536 rows, so Athena
+/// can split and skip within a large file).
+pub fn encode_compacted(
+    key: &str,
+    batches: &[RecordBatch],
+    table: &str,
+    view_type: StreamViewType,
+    zstd_level: i32,
+) -> Result<Vec<u8>, SegmentError> {
+    let err = |source| SegmentError::Parquet {
+        action: "writing",
+        key: key.to_owned(),
+        source,
+    };
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let props = writer_properties_with(table, view_type, zstd_level, Some(65_536));
+    let mut out = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut out, first.schema(), Some(props)).map_err(err)?;
+    for b in batches {
+        writer.write(b).map_err(err)?;
+    }
+    writer.close().map_err(err)?;
+    Ok(out)
 }
 
 /// Reads only the named columns of a segment (the others are neither decompressed nor decoded).

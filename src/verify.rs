@@ -18,7 +18,7 @@
 //!
 //! Every finding names the object; the report is human-readable or JSON.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -358,10 +358,70 @@ pub async fn verify(
                 .collect()
         })
         .unwrap_or_default();
-    let mut expected: Vec<(String, u64, String)> = in_scope
+    // Segments a sealed compaction replaced are checked through the compacted object (their
+    // own object may be gone). Compactions sealed by a later snapshot count too.
+    let chain_files: Vec<(Manifest, manifest::SnapshotFiles)> = chain
+        .iter()
+        .filter_map(|(m, f)| f.clone().map(|f| (m.clone(), f)))
+        .collect();
+    let mut replaced = crate::compact::replacements_of(&chain_files);
+    let is_latest = manifest::latest_snapshot_id(store.as_ref(), &layout)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|l| chain.first().is_some_and(|(m, _)| m.snapshot_id == l));
+    if !is_latest && let Ok(more) = crate::compact::load_replacements(store.as_ref(), &layout).await
+    {
+        for (k, v) in more {
+            replaced.entry(k).or_insert(v);
+        }
+    }
+    let scope_files: Vec<&manifest::SnapshotFiles> = match options.scope {
+        Scope::Snapshot => chain
+            .first()
+            .and_then(|(_, f)| f.as_ref())
+            .into_iter()
+            .collect(),
+        Scope::Chain => chain.iter().filter_map(|(_, f)| f.as_ref()).collect(),
+    };
+    let mut compacted: Vec<crate::compact::Replacement> = vec![];
+    let mut seen_compacted: HashSet<String> = HashSet::new();
+    for s in &in_scope {
+        if let Some(r) = replaced.get(&s.key)
+            && seen_compacted.insert(r.key.clone())
+        {
+            compacted.push(r.clone());
+        }
+    }
+    for f in &scope_files {
+        for c in &f.compactions {
+            if seen_compacted.insert(c.record.key.clone()) {
+                compacted.push(crate::compact::Replacement {
+                    key: c.record.key.clone(),
+                    bytes: c.record.bytes,
+                    sha256: c.record.sha256.clone(),
+                    first_row: 0,
+                    rows: c.record.rows,
+                    sealed_by: f.snapshot_id.clone(),
+                });
+            }
+        }
+    }
+    let in_scope: Vec<&SealedSegment> = in_scope;
+    let plain: Vec<&SealedSegment> = in_scope
+        .iter()
+        .copied()
+        .filter(|s| !replaced.contains_key(&s.key))
+        .collect();
+    let mut expected: Vec<(String, u64, String)> = plain
         .iter()
         .map(|s| (s.key.clone(), s.bytes, s.sha256.clone()))
         .collect();
+    expected.extend(
+        compacted
+            .iter()
+            .map(|r| (r.key.clone(), r.bytes, r.sha256.clone())),
+    );
     if options.scope == Scope::Chain {
         expected.extend(base);
     }
@@ -396,7 +456,24 @@ pub async fn verify(
             }
         }
         Mode::Deep => {
-            let segments: Vec<&SealedSegment> = in_scope.clone();
+            for r in &compacted {
+                match store.get(&r.key).await {
+                    Err(StoreError::NotFound { .. }) => {
+                        find(&r.key, "compacted object is missing".into())
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(bytes) => {
+                        let parts: Vec<&SealedSegment> = in_scope
+                            .iter()
+                            .copied()
+                            .filter(|s| replaced.get(&s.key).is_some_and(|x| x.key == r.key))
+                            .collect();
+                        report.rows_read +=
+                            deep_check_compacted(r, &parts, &replaced, bytes, &mut find);
+                    }
+                }
+            }
+            let segments: Vec<&SealedSegment> = plain.clone();
             // Bounded: objects are fetched and checked a batch at a time.
             for chunk in segments.chunks(options.concurrency.max(1)) {
                 let keys: Vec<String> = chunk.iter().map(|s| s.key.clone()).collect();
@@ -521,6 +598,7 @@ async fn check_log(
     accounted.extend(files.duplicates.iter().map(|s| s.log_key.as_str()));
     accounted.extend(files.quarantined.iter().map(|s| s.log_key.as_str()));
     accounted.extend(files.gaps.iter().map(|s| s.log_key.as_str()));
+    accounted.extend(files.compactions.iter().map(|s| s.log_key.as_str()));
     accounted.extend(files.rejected.iter().map(|s| s.log_key.as_str()));
     let before: HashSet<&str> = parent
         .map(|p| {
@@ -591,6 +669,74 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
             return 0;
         }
     };
+    check_contents(s, &contents, key, find)
+}
+
+/// Deep checks of a compacted object: its size and hash as recorded, then each part's rows
+/// (a slice of the object) against what the part's snapshot sealed. Returns rows read.
+fn deep_check_compacted(
+    r: &crate::compact::Replacement,
+    parts: &[&SealedSegment],
+    replaced: &HashMap<String, crate::compact::Replacement>,
+    bytes: bytes::Bytes,
+    find: &mut impl FnMut(&str, String),
+) -> u64 {
+    let key = &r.key;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != r.bytes || sha != r.sha256 {
+        find(
+            key,
+            format!(
+                "compacted object is {} bytes with SHA-256 {sha}, sealed as {} bytes with {}",
+                bytes.len(),
+                r.bytes,
+                r.sha256
+            ),
+        );
+        return 0;
+    }
+    let contents = match SegmentContents::read(key, bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            find(key, format!("cannot be read back: {e}"));
+            return 0;
+        }
+    };
+    for s in parts {
+        let Some(at) = replaced.get(&s.key) else {
+            continue;
+        };
+        let (from, to) = (at.first_row as usize, (at.first_row + at.rows) as usize);
+        let Some(rows) = contents.rows.get(from..to) else {
+            find(
+                key,
+                format!(
+                    "has {} rows; part {} should be rows {from}..{to}",
+                    contents.rows.len(),
+                    s.key
+                ),
+            );
+            continue;
+        };
+        let slice = SegmentContents {
+            view_type: contents.view_type,
+            rows: rows.to_vec(),
+        };
+        let label = format!("{} (rows {from}..{to} of {key})", s.key);
+        check_contents(s, &slice, &label, find);
+    }
+    contents.rows.len() as u64
+}
+
+/// Checks rows read back against what the seal recorded for segment `s`; findings name
+/// `label`. Returns rows read.
+fn check_contents(
+    s: &SealedSegment,
+    contents: &SegmentContents,
+    label: &str,
+    find: &mut impl FnMut(&str, String),
+) -> u64 {
+    let key = label;
     let rows = contents.rows.len() as u64;
     if rows != s.rows {
         find(key, format!("has {rows} rows, sealed as {}", s.rows));
@@ -602,7 +748,7 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
             tag.push(&r.sequence, &r.event_id);
         }
         let tag = tag.finish();
-        if !key.ends_with(&format!("-{tag}.parquet")) {
+        if !s.key.ends_with(&format!("-{tag}.parquet")) {
             find(
                 key,
                 format!(

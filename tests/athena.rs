@@ -63,6 +63,16 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
     let truth: BTreeSet<String> = w.items().map(|i| canonicalize(i).unwrap()).collect();
     assert_eq!(got.len(), truth.len());
     assert_eq!(got, truth);
+
+    // The changes view: every change exactly once, although the redelivery stored 20 twice.
+    let raw = common::duckdb_rows(&format!("SELECT count(*) FROM {changes}"));
+    assert_eq!(raw[0][0], "420");
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT \"sequence_number\") FROM ({}) AS c",
+        streamseal::athena::changes_select(&changes, &schema)
+    );
+    let rows = common::duckdb_rows(&sql);
+    assert_eq!(rows[0], ["400", "400"]);
 }
 
 #[test]
@@ -98,7 +108,8 @@ fn athena_ddl_prints_statements_and_refuses_local_targets() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `streamseal`.`orders_changes`"));
+    assert!(text.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `streamseal`.`orders_changes_raw`"));
+    assert!(text.contains("CREATE OR REPLACE VIEW \"streamseal\".\"orders_changes\" AS"));
     assert!(text.contains("LOCATION 's3://athena-ddl/backups/orders/changes/'"));
     assert!(text.contains("CREATE OR REPLACE VIEW \"streamseal\".\"orders_latest\""));
     assert!(text.contains("`orders_snapshot_changes`") && text.contains("SymlinkTextInputFormat"));

@@ -571,3 +571,83 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
     }
     assert!(foreign.join("keep.txt").exists());
 }
+
+/// `compact` from the command line: dry run changes nothing, a run writes compacted objects,
+/// a seal publishes them, a clean-up run with no grace deletes the small files, and the
+/// snapshot still deep-verifies; bad durations are refused clearly.
+#[test]
+fn compact_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = streamseal(args, &[], None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "ingest",
+        "--events",
+        "tests/fixtures/sample-events.jsonl",
+        "--target",
+        &target,
+    ]);
+    run(&["seal", "--table", "orders", "--target", &target]);
+    let before = files_under(dir.path());
+    let dry = run(&[
+        "compact",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--older-than",
+        "0",
+        "--dry-run",
+    ]);
+    assert!(dry.contains("would write"), "{dry}");
+    assert_eq!(files_under(dir.path()), before);
+    let out = run(&[
+        "compact",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--older-than",
+        "0",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let written = report["written"].as_array().unwrap().len();
+    assert!(written > 0, "{out}");
+    run(&["seal", "--table", "orders", "--target", &target]);
+    let out = run(&[
+        "compact",
+        "--table",
+        "orders",
+        "--target",
+        &target,
+        "--older-than",
+        "3650d",
+        "--grace",
+        "0",
+    ]);
+    assert!(out.contains("deleted"), "{out}");
+    run(&["verify", "--table", "orders", "--target", &target, "--deep"]);
+
+    let bad = streamseal(
+        &[
+            "compact", "--table", "orders", "--target", &target, "--grace", "5 weeks",
+        ],
+        &[],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unit must be s, m, h or d"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -65,6 +65,17 @@ enum Command {
     Verify(VerifyArgs),
     /// List a table's sealed snapshots, oldest first.
     Snapshots(SnapshotsArgs),
+    /// Rewrite small sealed segments as large objects (Athena reads fewer files), and delete
+    /// the small ones once that is sealed and old enough.
+    ///
+    /// Each run does two things. (1) For hours that ended at least --older-than ago, packs the
+    /// segments one snapshot sealed in that hour into objects of up to --target-size MiB, next
+    /// to them, and publishes each through the segment log; the next seal checks and records
+    /// it, after which restore and verify read the compacted object instead. (2) For
+    /// compactions sealed at least --grace ago, points that snapshot's Athena file list at the
+    /// compacted objects and deletes the small segments. Capture can keep running: only sealed
+    /// segments are read. Run it on a schedule, after seals.
+    Compact(CompactArgs),
     /// Capture a table's stream through the DynamoDB Streams API (no Lambda needed).
     ///
     /// Reads every shard, parents before children, from per-shard checkpoints kept in the
@@ -251,6 +262,50 @@ struct SealArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct CompactArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Only hours that ended at least this long ago (e.g. 90m, 6h, 2d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_ms)]
+    older_than: i64,
+    /// Largest compacted object, MiB.
+    #[arg(long, value_name = "MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    target_size: u64,
+    /// Delete small segments once their compaction has been sealed this long (readers that
+    /// started before keep working until then).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration_ms)]
+    grace: i64,
+    /// Show what would be written and deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `90s`, `30m`, `6h`, `2d` (or `0`) as milliseconds.
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 6h or 2d"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .filter(|v| *v <= 3650 * 86_400_000)
+        .ok_or_else(|| format!("{text:?} is longer than 10 years"))
+}
+
+#[derive(clap::Args, Debug)]
 struct VerifyArgs {
     #[command(flatten)]
     at: TableTarget,
@@ -363,6 +418,7 @@ fn main() -> ExitCode {
             Command::Seal(args) => seal(args).await,
             Command::Verify(args) => verify(args).await,
             Command::Snapshots(args) => snapshots(args).await,
+            Command::Compact(args) => compact(args).await,
             Command::Restore(args) => restore(args).await,
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Tail(args) => tail(args).await,
@@ -557,6 +613,61 @@ async fn open_table(at: &TableTarget) -> Result<Arc<dyn streamseal::store::Objec
     streamseal::change::validate_table_name(&at.table)
         .map_err(|e| anyhow::anyhow!("--table {:?}: {e}", at.table))?;
     Ok(streamseal::store::open(&at.target).await?)
+}
+
+async fn compact(args: CompactArgs) -> Result<()> {
+    let store = open_table(&args.at).await?;
+    let options = streamseal::compact::CompactOptions {
+        older_than_ms: args.older_than,
+        target_bytes: args.target_size << 20,
+        grace_ms: args.grace,
+        dry_run: args.dry_run,
+        ..Default::default()
+    };
+    let report = streamseal::compact::compact(&store, &args.at.table, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let verb = if args.dry_run { "would write" } else { "wrote" };
+    for o in &report.written {
+        println!(
+            "{verb} {} ({} segments, {} rows, {:.1} MiB -> {:.1} MiB)",
+            o.key,
+            o.parts,
+            o.rows,
+            o.bytes_in as f64 / 1048576.0,
+            o.bytes_out as f64 / 1048576.0
+        );
+    }
+    let parts: usize = report.written.iter().map(|o| o.parts).sum();
+    println!(
+        "{} {} compacted object(s) from {parts} of {} candidate segment(s); {} {} small segment(s) whose compaction was sealed over the grace period ago ({} Athena list(s) rewritten); {} compaction(s) within the grace period; {} unsealed compaction(s){}; in {} ms",
+        verb,
+        report.written.len(),
+        report.candidates,
+        if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        },
+        report.deleted.len(),
+        report.symlinks_rewritten,
+        report.waiting_for_grace,
+        report.unsealed
+            + if args.dry_run {
+                0
+            } else {
+                report.written.len()
+            },
+        if report.written.is_empty() && report.unsealed == 0 {
+            ""
+        } else {
+            " (seal to publish them)"
+        },
+        report.elapsed_ms
+    );
+    Ok(())
 }
 
 async fn seal(args: SealArgs) -> Result<()> {
