@@ -451,6 +451,8 @@ pub async fn compact(
 }
 
 /// Writes one pack (split further where the Arrow schemas differ) and its log entries.
+/// Streams: parts are fetched a few at a time and each part's rows go straight into the
+/// Parquet writer, so memory holds one part's rows and one row group, not the whole pack.
 async fn write_compacted(
     store: &Arc<dyn ObjectStore>,
     layout: &TableLayout,
@@ -459,97 +461,151 @@ async fn write_compacted(
     pack: &[&SealedSegment],
     options: &CompactOptions,
 ) -> Result<Vec<CompactedObject>, CompactError> {
-    let keys: Vec<String> = pack.iter().map(|s| s.key.clone()).collect();
-    let bodies = store::get_many(store, &keys, options.concurrency).await;
-    // Runs of parts with one schema and view type.
-    let mut runs: Vec<(
-        Vec<&SealedSegment>,
-        Vec<arrow_array::RecordBatch>,
-        crate::change::StreamViewType,
-    )> = vec![];
-    for (s, body) in pack.iter().zip(bodies) {
-        let body = body?;
-        if body.len() as u64 != s.bytes || hex::encode(Sha256::digest(&body)) != s.sha256 {
-            return Err(CompactError::Segment {
-                key: s.key.clone(),
-                problem: "does not match the size and SHA-256 its snapshot sealed".into(),
-            });
-        }
-        let (batches, view) =
-            crate::segment::read_segment_all(&s.key, body).map_err(|e| CompactError::Segment {
-                key: s.key.clone(),
-                problem: e.to_string(),
-            })?;
-        let view = view.ok_or_else(|| CompactError::Segment {
-            key: s.key.clone(),
-            problem: "file metadata records no stream view type".into(),
-        })?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        if rows != s.rows {
-            return Err(CompactError::Segment {
-                key: s.key.clone(),
-                problem: format!("has {rows} rows, sealed as {}", s.rows),
-            });
-        }
-        let schema = batches.first().map(|b| b.schema());
-        match runs.last_mut() {
-            Some((parts, run, v)) if *v == view && run.first().map(|b| b.schema()) == schema => {
-                parts.push(s);
-                run.extend(batches);
+    let mut out = vec![];
+    let mut open: Option<OpenRun> = None;
+    for chunk in pack.chunks(options.concurrency.max(1)) {
+        let keys: Vec<String> = chunk.iter().map(|s| s.key.clone()).collect();
+        let bodies = store::get_many(store, &keys, options.concurrency).await;
+        for (s, body) in chunk.iter().zip(bodies) {
+            let body = body?;
+            if body.len() as u64 != s.bytes || hex::encode(Sha256::digest(&body)) != s.sha256 {
+                return Err(CompactError::Segment {
+                    key: s.key.clone(),
+                    problem: "does not match the size and SHA-256 its snapshot sealed".into(),
+                });
             }
-            _ => runs.push((vec![*s], batches, view)),
+            let bad = |problem: String| CompactError::Segment {
+                key: s.key.clone(),
+                problem,
+            };
+            let (batches, view) =
+                crate::segment::read_segment_all(&s.key, body).map_err(|e| bad(e.to_string()))?;
+            let view =
+                view.ok_or_else(|| bad("file metadata records no stream view type".into()))?;
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            if rows != s.rows {
+                return Err(bad(format!("has {rows} rows, sealed as {}", s.rows)));
+            }
+            let Some(schema) = batches.first().map(|b| b.schema()) else {
+                continue; // an empty segment has nothing to move
+            };
+            if open
+                .as_ref()
+                .is_some_and(|r| r.view != view || r.schema != schema)
+                && let Some(run) = open.take()
+            {
+                out.extend(run.finish(store, layout, snapshot).await?);
+            }
+            let run = match &mut open {
+                Some(r) => r,
+                None => open.insert(OpenRun::new(layout, hour, snapshot, view, schema, options)?),
+            };
+            for b in &batches {
+                run.writer.write(b).map_err(|e| bad(e.to_string()))?;
+            }
+            run.parts.push(CompactedPart {
+                key: s.key.clone(),
+                sha256: s.sha256.clone(),
+                first_row: run.rows,
+                rows,
+            });
+            run.rows += rows;
+            run.bytes_in += s.bytes;
         }
     }
-    let mut out = vec![];
-    for (parts, batches, view) in runs.into_iter().filter(|(p, _, _)| p.len() >= 2) {
+    if let Some(run) = open.take() {
+        out.extend(run.finish(store, layout, snapshot).await?);
+    }
+    Ok(out)
+}
+
+/// A compacted object being written.
+struct OpenRun {
+    writer: parquet::arrow::ArrowWriter<Vec<u8>>,
+    view: crate::change::StreamViewType,
+    schema: arrow_schema::SchemaRef,
+    parts: Vec<CompactedPart>,
+    rows: u64,
+    bytes_in: u64,
+}
+
+impl OpenRun {
+    fn new(
+        layout: &TableLayout,
+        hour: &str,
+        snapshot: &str,
+        view: crate::change::StreamViewType,
+        schema: arrow_schema::SchemaRef,
+        options: &CompactOptions,
+    ) -> Result<OpenRun, CompactError> {
+        let writer = crate::segment::compacted_writer(
+            layout.table(),
+            view,
+            schema.clone(),
+            options.zstd_level,
+        )
+        .map_err(|e| CompactError::Segment {
+            key: format!("{}{hour}/c-{snapshot}-*.parquet", layout.changes_prefix()),
+            problem: e.to_string(),
+        })?;
+        Ok(OpenRun {
+            writer,
+            view,
+            schema,
+            parts: vec![],
+            rows: 0,
+            bytes_in: 0,
+        })
+    }
+
+    /// Closes the object and publishes it with its log entry (a run of one segment is dropped:
+    /// nothing to gain).
+    async fn finish(
+        self,
+        store: &Arc<dyn ObjectStore>,
+        layout: &TableLayout,
+        snapshot: &str,
+    ) -> Result<Option<CompactedObject>, CompactError> {
+        if self.parts.len() < 2 {
+            return Ok(None);
+        }
         let mut hasher = Sha256::new();
-        for p in &parts {
+        for p in &self.parts {
             hasher.update(p.key.as_bytes());
             hasher.update(b"\n");
         }
-        let id = &hex::encode(hasher.finalize())[..16];
+        let id = hex::encode(hasher.finalize())[..16].to_owned();
+        let hour = self
+            .parts
+            .first()
+            .and_then(|p| hour_of(&p.key))
+            .map(|(h, _)| h)
+            .unwrap_or_default();
         let key = format!(
             "{}{hour}/c-{snapshot}-{id}.parquet",
             layout.changes_prefix()
         );
-        let bytes = crate::segment::encode_compacted(
-            &key,
-            &batches,
-            layout.table(),
-            view,
-            options.zstd_level,
-        )
-        .map_err(|e| CompactError::Segment {
-            key: key.clone(),
-            problem: e.to_string(),
-        })?;
+        let bytes = self
+            .writer
+            .into_inner()
+            .map_err(|e| CompactError::Segment {
+                key: key.clone(),
+                problem: e.to_string(),
+            })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         store
             .put(&key, Bytes::from(bytes), PutMode::Overwrite)
             .await?;
-        let mut first_row = 0;
         let record = CompactionRecord {
             format: LOG_FORMAT,
             table: layout.table().to_owned(),
             snapshot_id: snapshot.to_owned(),
             key: key.clone(),
             bytes: size,
-            sha256: sha.clone(),
-            rows: parts.iter().map(|p| p.rows).sum(),
-            parts: parts
-                .iter()
-                .map(|p| {
-                    let part = CompactedPart {
-                        key: p.key.clone(),
-                        sha256: p.sha256.clone(),
-                        first_row,
-                        rows: p.rows,
-                    };
-                    first_row += p.rows;
-                    part
-                })
-                .collect(),
+            sha256: sha,
+            rows: self.rows,
+            parts: self.parts,
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
         let log_key = layout.log_key(chrono::Utc::now().timestamp_millis(), &format!("c{id}"));
@@ -562,15 +618,14 @@ async fn write_compacted(
         store
             .put(&log_key, Bytes::from(body), PutMode::IfAbsent)
             .await?;
-        out.push(CompactedObject {
+        Ok(Some(CompactedObject {
             key,
-            parts: parts.len(),
+            parts: record.parts.len(),
             rows: record.rows,
-            bytes_in: parts.iter().map(|p| p.bytes).sum(),
+            bytes_in: self.bytes_in,
             bytes_out: size,
-        });
+        }))
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -714,33 +714,16 @@ pub fn read_segment_all(
     Ok((batches, view_type))
 }
 
-/// Encodes the rows of several segments, in order, as one compacted Parquet file with the
-/// segments' own writer settings and metadata (row groups of at most 65,536 rows, so Athena
-/// can split and skip within a large file).
-pub fn encode_compacted(
-    key: &str,
-    batches: &[RecordBatch],
+/// A Parquet writer for a compacted object: the segments' own writer settings and metadata,
+/// with row groups of at most 65,536 rows so Athena can split and skip within a large file.
+pub fn compacted_writer(
     table: &str,
     view_type: StreamViewType,
+    schema: SchemaRef,
     zstd_level: i32,
-) -> Result<Vec<u8>, SegmentError> {
-    let err = |source| SegmentError::Parquet {
-        action: "writing",
-        key: key.to_owned(),
-        source,
-    };
-    let Some(first) = batches.first() else {
-        return Ok(Vec::new());
-    };
+) -> Result<parquet::arrow::ArrowWriter<Vec<u8>>, parquet::errors::ParquetError> {
     let props = writer_properties_with(table, view_type, zstd_level, Some(65_536));
-    let mut out = Vec::new();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(&mut out, first.schema(), Some(props)).map_err(err)?;
-    for b in batches {
-        writer.write(b).map_err(err)?;
-    }
-    writer.close().map_err(err)?;
-    Ok(out)
+    parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, Some(props))
 }
 
 /// Reads only the named columns of a segment (the others are neither decompressed nor decoded).
