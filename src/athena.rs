@@ -30,21 +30,24 @@ fn athena_type(t: ColumnType) -> String {
     }
 }
 
+/// The columns every segment has, with their Athena types.
+const FIXED_COLUMNS: &[(&str, &str)] = &[
+    ("event_id", "string"),
+    ("event_name", "string"),
+    ("is_ttl_delete", "boolean"),
+    ("sequence_number", "string"),
+    ("approximate_creation_time", "timestamp"),
+    ("keys", "string"),
+    ("new_image", "string"),
+    ("old_image", "string"),
+];
+
 /// The column list of a segment table: the fixed columns, then the schema's typed ones.
 fn column_lines(schema: &TableSchema) -> Vec<String> {
-    let mut columns: Vec<String> = [
-        ("event_id", "string"),
-        ("event_name", "string"),
-        ("is_ttl_delete", "boolean"),
-        ("sequence_number", "string"),
-        ("approximate_creation_time", "timestamp"),
-        ("keys", "string"),
-        ("new_image", "string"),
-        ("old_image", "string"),
-    ]
-    .iter()
-    .map(|(n, t)| format!("  `{n}` {t}"))
-    .collect();
+    let mut columns: Vec<String> = FIXED_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("  `{n}` {t}"))
+        .collect();
     for c in &schema.columns {
         columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
     }
@@ -91,19 +94,10 @@ TBLPROPERTIES (\n\
 /// event id and sequence number, within its hour partition, so Athena still prunes by `dt` and
 /// `hr` through the view).
 pub fn changes_select(raw: &str, schema: &TableSchema) -> String {
-    let mut columns: Vec<String> = [
-        "event_id",
-        "event_name",
-        "is_ttl_delete",
-        "sequence_number",
-        "approximate_creation_time",
-        "keys",
-        "new_image",
-        "old_image",
-    ]
-    .iter()
-    .map(|c| format!("`{c}`"))
-    .collect();
+    let mut columns: Vec<String> = FIXED_COLUMNS
+        .iter()
+        .map(|(c, _)| format!("`{c}`"))
+        .collect();
     columns.extend(schema.columns.iter().map(|c| format!("`{}`", c.name)));
     columns.push("`dt`".into());
     columns.push("`hr`".into());

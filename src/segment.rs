@@ -679,6 +679,21 @@ pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Segment
         })
 }
 
+/// The stream view type a segment's file metadata records.
+fn recorded_view_type(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+) -> Option<StreamViewType> {
+    metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|e| e.key == "streamseal.stream_view_type")
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| StreamViewType::parse(v).ok())
+        })
+}
+
 /// Every column of a stored segment (or compacted file), and the stream view type its
 /// metadata records.
 pub fn read_segment_all(
@@ -692,16 +707,7 @@ pub fn read_segment_all(
     };
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(err)?;
-    let view_type = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|e| e.key == "streamseal.stream_view_type")
-                .and_then(|e| e.value.as_deref())
-                .and_then(|v| StreamViewType::parse(v).ok())
-        });
+    let view_type = recorded_view_type(builder.metadata());
     let batches = builder
         .with_batch_size(8192)
         .build()
@@ -790,16 +796,7 @@ impl SegmentContents {
                 key: key.to_owned(),
                 source,
             })?;
-        let view_type = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| {
-                kv.iter()
-                    .find(|e| e.key == "streamseal.stream_view_type")
-                    .and_then(|e| e.value.as_deref())
-                    .and_then(|v| StreamViewType::parse(v).ok())
-            });
+        let view_type = recorded_view_type(builder.metadata());
         let reader =
             builder
                 .with_batch_size(8192)
