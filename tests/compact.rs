@@ -249,6 +249,27 @@ async fn compaction_round_trip(
     if let Some(root) = local_root {
         let (raw, view) = athena_counts(root, table);
         assert_eq!((raw, view), (unique.len(), unique.len()));
+        // pyarrow and DuckDB read every object, compacted ones included, alike.
+        let out = std::process::Command::new(common::python())
+            .arg(common::root().join("tests/support/check_parquet.py"))
+            .arg(root.join(table).join("changes"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let files: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(files.len(), after.len());
+        let mut rows = 0;
+        for f in &files {
+            assert_eq!(f["pyarrow_rows"], f["duckdb_rows"], "{f}");
+            assert_eq!(f["compression"], "ZSTD", "{f}");
+            assert_eq!(f["statistics"], true, "{f}");
+            rows += f["pyarrow_rows"].as_u64().unwrap();
+        }
+        assert_eq!(rows as usize, raw);
         let symlink =
             std::fs::read_to_string(root.join(streamseal::athena::symlink_key(table, &first_id)))
                 .unwrap();
