@@ -383,27 +383,16 @@ impl Handler {
             return;
         }
         // Bounded: a slow or failing stream API must not hold up the batch.
-        let result = match tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            streams.shards(arn),
-        )
-        .await
-        {
-            Ok(Ok(shards)) => {
-                let key = match tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    streams.key_roles(arn),
-                )
+        let result =
+            match tokio::time::timeout(std::time::Duration::from_secs(2), streams.describe(arn))
                 .await
-                {
-                    Ok(Ok(k)) => k,
-                    _ => None,
-                };
-                save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref()).await
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("DescribeStream took longer than 2 s".into()),
-        };
+            {
+                Ok(Ok((shards, key))) => {
+                    save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref()).await
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("DescribeStream took longer than 2 s".into()),
+            };
         if let Err(e) = result {
             // Not retried before the interval passes: a missing permission or an unreachable
             // API must not add latency to every batch.

@@ -170,10 +170,21 @@ pub async fn plan(
             let parent = manifest::read_manifest(store, &layout, &p.snapshot_id).await?;
             cur = Some((parent, Some(p.manifest_sha256.clone())));
         }
-        chain.push(files);
+        chain.push((m, files));
     }
+    // Compacted segments: the chain just read has every compaction when it is the latest;
+    // an older snapshot's segments may have been compacted by later snapshots.
+    let replaced = if manifest::latest_snapshot_id(store, &layout)
+        .await?
+        .as_deref()
+        == Some(top.snapshot_id.as_str())
+    {
+        crate::compact::replacements_of(&chain)
+    } else {
+        crate::compact::load_replacements(store, &layout).await?
+    };
     chain.reverse();
-    let segments: Vec<SealedSegment> = chain.into_iter().flat_map(|f| f.segments).collect();
+    let segments: Vec<SealedSegment> = chain.into_iter().flat_map(|(_, f)| f.segments).collect();
     if let Some(view) = top.stream_view_type
         && !view.has_new()
     {
@@ -219,7 +230,6 @@ pub async fn plan(
         (None, Some(d)) => Some((d, top.item_count)),
         _ => None,
     };
-    let replaced = crate::compact::load_replacements(store, &layout).await?;
     Ok(Plan {
         table: table.to_owned(),
         base: top.base.clone(),

@@ -66,9 +66,10 @@ pub trait StreamApi: Send + Sync {
     ) -> Result<Option<String>, String>;
     /// One GetRecords call.
     async fn records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, StreamApiError>;
-    /// The table's key attribute names by role (DescribeStream's `KeySchema`), when known.
-    async fn key_roles(&self, _arn: &str) -> Result<Option<KeyRoles>, String> {
-        Ok(None)
+    /// Every shard and the table's key attribute names by role (DescribeStream's
+    /// `KeySchema`, when the API reports it), in one pass.
+    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
+        Ok((self.shards(arn).await?, None))
     }
 }
 
@@ -79,39 +80,11 @@ pub struct SdkStreams(pub StreamsClient);
 #[async_trait::async_trait]
 impl StreamApi for SdkStreams {
     async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String> {
-        describe_shards(&self.0, arn).await
+        Ok(describe_stream(&self.0, arn).await?.0)
     }
 
-    async fn key_roles(&self, arn: &str) -> Result<Option<KeyRoles>, String> {
-        let out = self
-            .0
-            .describe_stream()
-            .stream_arn(arn)
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "DescribeStream {arn}: {}",
-                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let mut roles = (None, None);
-        for k in out
-            .stream_description()
-            .map(|d| d.key_schema())
-            .unwrap_or_default()
-        {
-            match k.key_type().as_str() {
-                "HASH" => roles.0 = Some(k.attribute_name().to_owned()),
-                "RANGE" => roles.1 = Some(k.attribute_name().to_owned()),
-                _ => {}
-            }
-        }
-        Ok(roles.0.map(|partition| KeyRoles {
-            partition,
-            sort: roles.1,
-        }))
+    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
+        describe_stream(&self.0, arn).await
     }
 
     async fn iterator(
@@ -269,10 +242,9 @@ pub async fn tail(
     let mut last_map: Option<Instant> = None;
     let mut checkpoints: BTreeMap<String, Checkpoint> = BTreeMap::new();
     loop {
-        let shards = parents_first(&streams.shards(&arn).await?);
+        let (described, key) = streams.describe(&arn).await?;
+        let shards = parents_first(&described);
         if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
-            // Best effort: the key roles only let a seal record the key schema.
-            let key = streams.key_roles(&arn).await.unwrap_or_default();
             save_shard_map(store.as_ref(), table, &arn, &shards, key.as_ref()).await?;
             last_map = Some(Instant::now());
         }
@@ -319,8 +291,12 @@ pub async fn tail(
     }
 }
 
-async fn describe_shards(streams: &StreamsClient, arn: &str) -> Result<Vec<ShardInfo>, String> {
+async fn describe_stream(
+    streams: &StreamsClient,
+    arn: &str,
+) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
     let mut shards = vec![];
+    let mut key: Option<KeyRoles> = None;
     let mut start: Option<String> = None;
     let mut attempt = 0;
     loop {
@@ -343,6 +319,18 @@ async fn describe_shards(streams: &StreamsClient, arn: &str) -> Result<Vec<Shard
         let Some(d) = out.stream_description() else {
             break;
         };
+        if key.is_none() {
+            let role = |t: &str| {
+                d.key_schema()
+                    .iter()
+                    .find(|k| k.key_type().as_str() == t)
+                    .map(|k| k.attribute_name().to_owned())
+            };
+            key = role("HASH").map(|partition| KeyRoles {
+                partition,
+                sort: role("RANGE"),
+            });
+        }
         for s in d.shards() {
             let Some(id) = s.shard_id() else { continue };
             shards.push(ShardInfo {
@@ -363,7 +351,7 @@ async fn describe_shards(streams: &StreamsClient, arn: &str) -> Result<Vec<Shard
             None => break,
         }
     }
-    Ok(parents_first(&shards))
+    Ok((parents_first(&shards), key))
 }
 
 /// Reads one shard from its checkpoint until it is caught up or closed.
