@@ -186,11 +186,14 @@ pub async fn load_replacements(
 
 /// Checks a compaction log entry before a seal lists it. `parent` is the chain's newest
 /// manifest; the parts must be segments sealed by snapshot `record.snapshot_id` of it.
+/// `files` caches file lists across the entries of one seal (a compaction run writes one entry
+/// per hour, all naming the same snapshot).
 pub async fn check_entry(
     store: &dyn ObjectStore,
     layout: &TableLayout,
     record: &CompactionRecord,
     parent: Option<&Manifest>,
+    files: &mut HashMap<String, SnapshotFiles>,
 ) -> Result<(), String> {
     let Some(parent) = parent else {
         return Err("no sealed snapshot yet, so nothing can have been compacted".into());
@@ -210,12 +213,16 @@ pub async fn check_entry(
             layout.changes_prefix()
         ));
     }
-    let m = manifest::read_manifest(store, layout, &record.snapshot_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let files = manifest::read_files(store, &m)
-        .await
-        .map_err(|e| e.to_string())?;
+    if !files.contains_key(&record.snapshot_id) {
+        let m = manifest::read_manifest(store, layout, &record.snapshot_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let f = manifest::read_files(store, &m)
+            .await
+            .map_err(|e| e.to_string())?;
+        files.insert(record.snapshot_id.clone(), f);
+    }
+    let files = &files[&record.snapshot_id];
     let sealed: HashMap<&str, &SealedSegment> =
         files.segments.iter().map(|s| (s.key.as_str(), s)).collect();
     let mut next_row = 0;
@@ -307,7 +314,14 @@ pub async fn compact(
         }
     }
 
-    // 1. Delete parts whose compaction is sealed and past the grace period.
+    // 1. Delete parts whose compaction is sealed and past the grace period. Seals whose
+    //    compactions are fully cleaned are remembered, so a run does not re-check history.
+    let cleaned_key = format!("{}/compaction/cleaned.json", table);
+    let mut cleaned: std::collections::BTreeSet<String> = match store.get(&cleaned_key).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(StoreError::NotFound { .. }) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
     let created: HashMap<&str, i64> = chain
         .iter()
         .map(|(m, _)| {
@@ -327,7 +341,11 @@ pub async fn compact(
         }
     }
     let mut waiting: HashSet<&str> = HashSet::new();
+    let mut newly_cleaned: std::collections::BTreeSet<String> = Default::default();
     for (part, r) in &replaced {
+        if cleaned.contains(&r.sealed_by) {
+            continue;
+        }
         let sealed_at = created
             .get(r.sealed_by.as_str())
             .copied()
@@ -336,6 +354,7 @@ pub async fn compact(
             waiting.insert(r.key.as_str());
             continue;
         }
+        newly_cleaned.insert(r.sealed_by.clone());
         if let Some(snapshot) = sealed_in.get(part.as_str()) {
             due.entry((*snapshot).to_owned())
                 .or_default()
@@ -387,6 +406,15 @@ pub async fn compact(
             }
             report.deleted.push(part);
         }
+    }
+    // Only now, with every part of those seals' compactions deleted (a seal's compactions
+    // share its creation time, so they pass the grace period together).
+    if !newly_cleaned.is_empty() && !options.dry_run {
+        cleaned.extend(newly_cleaned);
+        let body = serde_json::to_vec(&cleaned).unwrap_or_default();
+        store
+            .put(&cleaned_key, Bytes::from(body), PutMode::Overwrite)
+            .await?;
     }
 
     // 2. New compactions: sealed segments not compacted yet, grouped by sealing snapshot and

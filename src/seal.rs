@@ -251,6 +251,7 @@ async fn seal_once(
     }
     let bodies = store::get_many(store, &new_keys, options.concurrency).await;
     let mut candidates = Vec::new();
+    let mut compaction_files = std::collections::HashMap::new();
     for (log_key, body) in new_keys.iter().zip(bodies) {
         let body = body?;
         match LogEntry::parse(log_key, &body) {
@@ -286,8 +287,14 @@ async fn seal_once(
                 gap,
             }),
             Ok(LogEntry::Compaction(record)) => {
-                match crate::compact::check_entry(store.as_ref(), layout, &record, parent.as_ref())
-                    .await
+                match crate::compact::check_entry(
+                    store.as_ref(),
+                    layout,
+                    &record,
+                    parent.as_ref(),
+                    &mut compaction_files,
+                )
+                .await
                 {
                     Ok(()) => files.compactions.push(crate::manifest::SealedCompaction {
                         log_key: log_key.clone(),

@@ -223,6 +223,28 @@ async fn compaction_round_trip(
     .unwrap();
     assert_eq!(now.deleted.len(), files.segments.len());
     assert_eq!(now.symlinks_rewritten, 1);
+    // Cleaned seals are remembered: the next run neither re-checks nor rewrites anything.
+    let idle = compact(
+        &store,
+        table,
+        &CompactOptions {
+            grace_ms: 0,
+            ..cleanup_only.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        idle.deleted.is_empty() && idle.symlinks_rewritten == 0,
+        "{idle:?}"
+    );
+    assert!(
+        store
+            .head(&format!("{table}/compaction/cleaned.json"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     let after = parquet_keys(&store, table).await;
     let late_segments = f2.segments.len();
     assert_eq!(
