@@ -119,21 +119,65 @@ WHERE `once` = 1",
 /// (numeric order: padded to 40 digits); keys whose latest change is a REMOVE are left out.
 /// Duplicate rows (a record stored twice by a redelivery) are identical, so either serves.
 pub fn latest_select(changes: &str, schema: &TableSchema) -> String {
+    latest_select_with_base(changes, None, schema)
+}
+
+/// [`latest_select`] over a bootstrapped table: the base items (`keys`, `item`) count as
+/// changes older than any captured one (sequence number "0"), exactly as a restore applies
+/// them. Typed columns are NULL for an item known only from the base.
+pub fn latest_select_with_base(changes: &str, base: Option<&str>, schema: &TableSchema) -> String {
     let mut typed = String::new();
+    let mut typed_null = String::new();
     for c in &schema.columns {
         typed.push_str(&format!(", `{}`", c.name));
+        // Views are Trino SQL, where Hive's `string` is `varchar`.
+        let sql_type = match c.column_type {
+            ColumnType::String => "varchar".to_owned(),
+            t => athena_type(t),
+        };
+        typed_null.push_str(&format!(", CAST(NULL AS {sql_type}) AS `{}`", c.name));
     }
+    let source = match base {
+        None => changes.to_owned(),
+        Some(base) => format!(
+            "(\n    SELECT `keys`, `new_image`, `event_name`, `sequence_number`, `approximate_creation_time`{typed} FROM {changes}\n    UNION ALL\n    SELECT `keys`, `item` AS `new_image`, 'INSERT' AS `event_name`, '0' AS `sequence_number`, CAST(NULL AS timestamp) AS `approximate_creation_time`{typed_null} FROM {base}\n  )"
+        ),
+    };
     format!(
         "SELECT `keys`, `new_image` AS `item`, `sequence_number`, `approximate_creation_time`{typed}\n\
 FROM (\n\
   SELECT *, row_number() OVER (\n\
     PARTITION BY `keys` ORDER BY lpad(`sequence_number`, 40, '0') DESC\n\
   ) AS `rn`\n\
-  FROM {changes}\n\
+  FROM {source}\n\
 )\n\
 WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
     )
     .replace('`', "\"")
+}
+
+/// Folder of the base's Athena file list (a symlink manifest naming the adopted base files,
+/// which share their folder with `base.json`, a file Athena's Parquet reader would trip on).
+pub fn base_symlink_prefix(table: &str) -> String {
+    format!("{table}/athena/base-files/")
+}
+
+/// `CREATE EXTERNAL TABLE <table>_base`: the bootstrap base the chain adopted (`keys`,
+/// `item`), through the symlink list `athena-ddl` writes.
+pub fn base_table(table: &str, location: &str, database: &str) -> String {
+    let name = athena_name(table);
+    let location = format!(
+        "{}/{}",
+        location.trim_end_matches('/'),
+        base_symlink_prefix(table)
+    );
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_base` (\n  `keys` string,\n  `item` string\n)\n\
+ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
+STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
+OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\n\
+LOCATION '{location}';"
+    )
 }
 
 /// Folder of the per-generation symlink manifests (the snapshot table's location).
@@ -183,32 +227,38 @@ TBLPROPERTIES (\n\
 pub fn snapshot_state_select(
     snapshot_changes: &str,
     generation: u64,
+    base: Option<&str>,
     schema: &TableSchema,
 ) -> String {
     let once = format!(
         "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `once`\n  FROM {snapshot_changes}\n  WHERE `generation` <= {generation}\n) WHERE `once` = 1)"
     )
     .replace('`', "\"");
-    latest_select(&once, schema)
+    latest_select_with_base(&once, base, schema)
 }
 
-/// Every statement `streamseal athena-ddl` prints.
+/// Every statement `streamseal athena-ddl` prints. `snapshots` are the sealed generations,
+/// each with whether its chain includes a bootstrap base; `base` says the latest does (then
+/// the `<table>_base` table is created and the views read it).
 pub fn statements_with_snapshots(
     table: &str,
     location: &str,
     schema: &TableSchema,
     database: &str,
     first_day: &str,
-    snapshots: &[u64],
+    snapshots: &[(u64, bool)],
 ) -> Vec<String> {
     let name = athena_name(table);
-    let mut out = statements(table, location, schema, database, first_day);
-    for g in snapshots {
+    let base = snapshots.last().is_some_and(|(_, b)| *b);
+    let mut out = statements(table, location, schema, database, first_day, base);
+    let base_rel = format!("\"{database}\".\"{name}_base\"");
+    for (g, with_base) in snapshots {
         out.push(format!(
             "CREATE OR REPLACE VIEW \"{database}\".\"{name}_snapshot_{g:010}\" AS\n{};",
             snapshot_state_select(
                 &format!("\"{database}\".\"{name}_snapshot_changes\""),
                 *g,
+                with_base.then_some(base_rel.as_str()),
                 schema
             )
         ));
@@ -216,34 +266,61 @@ pub fn statements_with_snapshots(
     out
 }
 
-/// The fixed statements (database, changes table, latest view, snapshot table).
+/// The fixed statements (database, changes table and view, base table when the chain has a
+/// base, latest view, snapshot table).
 pub fn statements(
     table: &str,
     location: &str,
     schema: &TableSchema,
     database: &str,
     first_day: &str,
+    base: bool,
 ) -> Vec<String> {
     let name = athena_name(table);
-    vec![
+    let base_rel = format!("\"{database}\".\"{name}_base\"");
+    let mut out = vec![
         format!("CREATE DATABASE IF NOT EXISTS `{database}`;"),
         changes_table(table, location, schema, database, first_day),
         format!(
             "CREATE OR REPLACE VIEW \"{database}\".\"{name}_changes\" AS\n{};",
             changes_select(&format!("\"{database}\".\"{name}_changes_raw\""), schema)
         ),
-        // Duplicates are identical rows, so the latest image per key reads the raw table.
-        format!(
-            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
-            latest_select(&format!("\"{database}\".\"{name}_changes_raw\""), schema)
-        ),
-        snapshot_table(table, location, schema, database),
-    ]
+    ];
+    if base {
+        out.push(base_table(table, location, database));
+    }
+    // Duplicates are identical rows, so the latest image per key reads the raw table.
+    out.push(format!(
+        "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
+        latest_select_with_base(
+            &format!("\"{database}\".\"{name}_changes_raw\""),
+            base.then_some(base_rel.as_str()),
+            schema
+        )
+    ));
+    out.push(snapshot_table(table, location, schema, database));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_rows_get_typed_nulls_in_view_sql_types() {
+        let schema = TableSchema::parse(
+            "table = \"orders\"\n[[column]]\nname = \"status\"\npath = \"status\"\ntype = \"string\"\n[[column]]\nname = \"total\"\npath = \"total\"\ntype = \"decimal(12,2)\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let sql = latest_select_with_base("c", Some("b"), &schema);
+        assert!(sql.contains("CAST(NULL AS varchar) AS \"status\""), "{sql}");
+        assert!(
+            sql.contains("CAST(NULL AS decimal(12,2)) AS \"total\""),
+            "{sql}"
+        );
+        assert!(sql.contains("UNION ALL"));
+    }
 
     #[test]
     fn names_and_projection() {

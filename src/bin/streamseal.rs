@@ -1172,12 +1172,42 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
-    let snapshots: Vec<u64> =
-        streamseal::manifest::list_snapshot_ids(store.as_ref(), &layout, None)
-            .await?
+    // Each snapshot, with whether its chain includes a bootstrap base (its view reads it).
+    let mut snapshots: Vec<(u64, bool)> = vec![];
+    let mut base_files = vec![];
+    for id in streamseal::manifest::list_snapshot_ids(store.as_ref(), &layout, None).await? {
+        let Some(g) = streamseal::manifest::parse_snapshot_id(&id) else {
+            continue;
+        };
+        let m = streamseal::manifest::read_manifest(store.as_ref(), &layout, &id).await?;
+        snapshots.push((g, !m.base.is_empty()));
+        base_files = m.base;
+    }
+    if !base_files.is_empty() {
+        // The base's files share a folder with base.json, which Athena's Parquet reader would
+        // trip on: the base table reads them through a symlink list, written here.
+        let root = format!("{}/", store.url().trim_end_matches('/'));
+        let list: String = base_files
             .iter()
-            .filter_map(|id| streamseal::manifest::parse_snapshot_id(id))
+            .map(|b| format!("{root}{}\n", b.key))
             .collect();
+        let key = format!(
+            "{}symlink.txt",
+            streamseal::athena::base_symlink_prefix(&args.at.table)
+        );
+        store
+            .put(
+                &key,
+                bytes::Bytes::from(list),
+                streamseal::store::PutMode::Overwrite,
+            )
+            .await?;
+        eprintln!(
+            "wrote {key}: the {} base file(s) the chain adopted, for the {}_base table",
+            base_files.len(),
+            streamseal::athena::athena_name(&args.at.table)
+        );
+    }
     for s in streamseal::athena::statements_with_snapshots(
         &args.at.table,
         &args.at.target,
