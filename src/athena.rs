@@ -173,12 +173,16 @@ pub fn base_table(table: &str, location: &str, database: &str) -> String {
     );
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_base` (\n  `keys` string,\n  `item` string\n)\n\
-ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
-STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
-OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\n\
+{SYMLINK_PARQUET}\n\
 LOCATION '{location}';"
     )
 }
+
+/// Storage clauses of a table that reads Parquet files named by Hive symlink lists (the
+/// mechanism Athena supports for Delta Lake manifests).
+const SYMLINK_PARQUET: &str = "ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
+STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
+OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'";
 
 /// Folder of the per-generation symlink manifests (the snapshot table's location).
 pub fn symlink_prefix(table: &str) -> String {
@@ -207,9 +211,7 @@ pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, databas
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_snapshot_changes` (\n{}\n)\n\
 PARTITIONED BY (`generation` bigint)\n\
-ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
-STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
-OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\n\
+{SYMLINK_PARQUET}\n\
 LOCATION '{location}'\n\
 TBLPROPERTIES (\n\
   'projection.enabled' = 'true',\n\

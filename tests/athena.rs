@@ -16,10 +16,8 @@ use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
 use streamseal::workload::Workload;
 
-#[tokio::test]
-async fn latest_view_in_duckdb_equals_the_ground_truth() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+/// The capture path with the typed columns of `schemas/orders.toml`.
+fn orders_ingestor(store: &Arc<dyn ObjectStore>) -> (Arc<TableSchema>, Ingestor) {
     let schema = Arc::new(
         TableSchema::parse(
             include_str!("../schemas/orders.toml"),
@@ -36,6 +34,14 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
             bad_records: BadRecordPolicy::Quarantine,
         },
     );
+    (schema, ing)
+}
+
+#[tokio::test]
+async fn latest_view_in_duckdb_equals_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let (schema, ing) = orders_ingestor(&store);
     let mut w = Workload::new(3, "orders", StreamViewType::NewAndOldImages, 400);
     let mut batches = vec![];
     for _ in 0..8 {
@@ -246,22 +252,7 @@ async fn latest_view_with_a_base_equals_the_ground_truth() {
     base.flush().await.unwrap();
     // Then captured changes (with the typed columns of the orders schema, which base rows get
     // as typed NULLs), touching some of those keys and adding others.
-    let schema = Arc::new(
-        TableSchema::parse(
-            include_str!("../schemas/orders.toml"),
-            "schemas/orders.toml",
-        )
-        .unwrap(),
-    );
-    let ing = Ingestor::new(
-        store.clone(),
-        SchemaSource::Fixed(schema.clone(), "schemas/orders.toml".into()),
-        IngestOptions {
-            encode: Default::default(),
-            prepare_threads: 1,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
-    );
+    let (schema, ing) = orders_ingestor(&store);
     for _ in 0..4 {
         ing.ingest_event(&w.next_event(30)).await.unwrap();
     }
