@@ -4,6 +4,7 @@
 //! every DynamoDB type) of 1,000 and 10,000 records. Three stages are measured so the report
 //! shows where the time goes:
 //!
+//! - `classify`: recognise the payload's shape (what the Lambda handler does before capture);
 //! - `split`: cut the event into raw records (what lets records be read in parallel);
 //! - `parse`: split the event and read every record, validating and canonicalising the images
 //!   and hashing them (the state digest);
@@ -54,6 +55,14 @@ fn bench(c: &mut Criterion) {
             elements: records as u64,
             bytes: text.len() as u64,
         };
+
+        let raw = serde_json::value::RawValue::from_string(text.clone()).expect("raw event");
+        let mut group = c.benchmark_group("classify");
+        group.throughput(throughput.clone()).sample_size(20);
+        group.bench_with_input(BenchmarkId::from_parameter(records), &raw, |b, raw| {
+            b.iter(|| black_box(streamseal::lambda::classify(raw)))
+        });
+        group.finish();
 
         let mut group = c.benchmark_group("split");
         group.throughput(throughput.clone()).sample_size(20);

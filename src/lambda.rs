@@ -446,43 +446,9 @@ impl Handler {
 
     /// Handles one invocation payload.
     pub async fn handle(&self, payload: &RawValue) -> Result<Outcome, LambdaError> {
-        match trigger::parse(payload) {
-            Parsed::NotATrigger => {}
-            Parsed::Invalid(why) => return Err(LambdaError::Unsupported(why)),
-            Parsed::Ignore { trigger, why } => {
-                return Ok(Outcome::Trigger(TriggerReport {
-                    action: "ignore".into(),
-                    trigger: trigger.into(),
-                    reason: why,
-                    ok: true,
-                    tables: vec![],
-                }));
-            }
-            Parsed::Run(request) => return self.run_trigger(request).await,
-            // Boxed: the restore future is deep, and the runtime's own future nests it further.
-            Parsed::Restore(task) => {
-                return Box::pin(self.run_restore(task)).await.map(Outcome::Restore);
-            }
-        }
-        if crate::onfailure::is_sqs_event(payload.get()) {
-            let report = crate::onfailure::record_gaps(self.store.as_ref(), payload.get()).await;
-            for (table, key) in &report.gaps {
-                tracing::error!(table, gap = %key, "the event source mapping discarded stream records; recorded as a gap (verify fails until the table is captured afresh, see docs/runbook.md)");
-            }
-            for (id, why) in &report.failed {
-                tracing::error!(message_id = %id, error = %why, "on-failure message not recorded");
-            }
-            if report.failed.iter().any(|(id, _)| id.is_empty()) {
-                return Err(LambdaError::Unsupported(report.failed[0].1.clone()));
-            }
-            let failures: Vec<serde_json::Value> = report
-                .failed
-                .iter()
-                .map(|(id, _)| serde_json::json!({ "itemIdentifier": id }))
-                .collect();
-            let response = serde_json::json!({ "batchItemFailures": failures });
-            return Ok(Outcome::OnFailure(response, report));
-        }
+        // The shape first: stream batches (the hot path) are recognised in one pass and go
+        // straight to the capture path; only payloads without `Records` are tried as outage
+        // events and tasks.
         match classify(payload) {
             EventShape::DynamoDbStream => {
                 let report = self.ingestor.ingest_event(payload.get()).await?;
@@ -506,7 +472,44 @@ impl Handler {
                     .collect();
                 Ok(Outcome::Stream(response, report))
             }
-            EventShape::Other(what) => Err(LambdaError::Unsupported(what)),
+            EventShape::OnFailureQueue => {
+                let report =
+                    crate::onfailure::record_gaps(self.store.as_ref(), payload.get()).await;
+                for (table, key) in &report.gaps {
+                    tracing::error!(table, gap = %key, "the event source mapping discarded stream records; recorded as a gap (verify fails until the table is captured afresh, see docs/runbook.md)");
+                }
+                for (id, why) in &report.failed {
+                    tracing::error!(message_id = %id, error = %why, "on-failure message not recorded");
+                }
+                if report.failed.iter().any(|(id, _)| id.is_empty()) {
+                    return Err(LambdaError::Unsupported(report.failed[0].1.clone()));
+                }
+                let failures: Vec<serde_json::Value> = report
+                    .failed
+                    .iter()
+                    .map(|(id, _)| serde_json::json!({ "itemIdentifier": id }))
+                    .collect();
+                let response = serde_json::json!({ "batchItemFailures": failures });
+                Ok(Outcome::OnFailure(response, report))
+            }
+            EventShape::Other(what) => {
+                match trigger::parse(payload) {
+                    Parsed::NotATrigger => Err(LambdaError::Unsupported(what)),
+                    Parsed::Invalid(why) => Err(LambdaError::Unsupported(why)),
+                    Parsed::Ignore { trigger, why } => Ok(Outcome::Trigger(TriggerReport {
+                        action: "ignore".into(),
+                        trigger: trigger.into(),
+                        reason: why,
+                        ok: true,
+                        tables: vec![],
+                    })),
+                    Parsed::Run(request) => self.run_trigger(request).await,
+                    // Boxed: the restore future is deep, and the runtime's own future nests it further.
+                    Parsed::Restore(task) => {
+                        Box::pin(self.run_restore(task)).await.map(Outcome::Restore)
+                    }
+                }
+            }
         }
     }
 }
@@ -787,6 +790,8 @@ pub fn drill_metrics_line(outcome: &RestoreOutcome, now_ms: i64) -> String {
 pub enum EventShape {
     /// `{"Records": [{"eventSource": "aws:dynamodb", ...}]}`.
     DynamoDbStream,
+    /// `{"Records": [{"eventSource": "aws:sqs", ...}]}`: the on-failure queue's messages.
+    OnFailureQueue,
     /// Anything else, described.
     Other(String),
 }
@@ -818,6 +823,7 @@ pub fn classify(payload: &RawValue) -> EventShape {
                 .and_then(|r| r.event_source);
             match source.as_deref() {
                 Some("aws:dynamodb") | None => EventShape::DynamoDbStream,
+                Some("aws:sqs") => EventShape::OnFailureQueue,
                 Some(other) => EventShape::Other(format!(
                     "records from {other:?}; this function reads DynamoDB streams"
                 )),
@@ -905,8 +911,12 @@ mod tests {
             classify(&raw(r#"{"Records":[{"eventSource":"aws:dynamodb"}]}"#)),
             EventShape::DynamoDbStream
         );
-        assert!(matches!(
+        assert_eq!(
             classify(&raw(r#"{"Records":[{"eventSource":"aws:sqs"}]}"#)),
+            EventShape::OnFailureQueue
+        );
+        assert!(matches!(
+            classify(&raw(r#"{"Records":[{"eventSource":"aws:kinesis"}]}"#)),
             EventShape::Other(_)
         ));
         assert!(matches!(

@@ -114,26 +114,6 @@ pub struct OnFailureReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// Whether `payload` is an SQS event (the on-failure queue's messages).
-pub fn is_sqs_event(payload: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Top {
-        #[serde(rename = "Records", default)]
-        records: Vec<Rec>,
-    }
-    #[derive(Deserialize)]
-    struct Rec {
-        #[serde(rename = "eventSource", default)]
-        event_source: Option<String>,
-    }
-    serde_json::from_str::<Top>(payload).is_ok_and(|t| {
-        !t.records.is_empty()
-            && t.records
-                .iter()
-                .all(|r| r.event_source.as_deref() == Some("aws:sqs"))
-    })
-}
-
 /// Records one gap entry per message. A message that is not an on-failure invocation record,
 /// or whose entry cannot be written, is reported in `failed` (the caller returns it as an SQS
 /// batch item failure: a write error is retried; a bad message ends in the dead-letter queue,
@@ -275,16 +255,5 @@ mod tests {
             let e = gap_of("m9", bad).unwrap_err().to_string();
             assert!(e.contains("m9"), "{e}");
         }
-    }
-
-    #[test]
-    fn sqs_events_are_recognised() {
-        assert!(is_sqs_event(
-            r#"{"Records":[{"eventSource":"aws:sqs","messageId":"a","body":"{}"}]}"#
-        ));
-        assert!(!is_sqs_event(
-            r#"{"Records":[{"eventSource":"aws:dynamodb"}]}"#
-        ));
-        assert!(!is_sqs_event(r#"{"Records":[]}"#));
     }
 }
