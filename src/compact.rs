@@ -550,6 +550,8 @@ async fn write_compacted(
 /// A compacted object being written.
 struct OpenRun {
     writer: parquet::arrow::ArrowWriter<Vec<u8>>,
+    /// `dt=.../hr=...` of every part.
+    hour: String,
     view: crate::change::StreamViewType,
     schema: arrow_schema::SchemaRef,
     parts: Vec<CompactedPart>,
@@ -578,6 +580,7 @@ impl OpenRun {
         })?;
         Ok(OpenRun {
             writer,
+            hour: hour.to_owned(),
             view,
             schema,
             parts: vec![],
@@ -603,15 +606,10 @@ impl OpenRun {
             hasher.update(b"\n");
         }
         let id = hex::encode(hasher.finalize())[..16].to_owned();
-        let hour = self
-            .parts
-            .first()
-            .and_then(|p| hour_of(&p.key))
-            .map(|(h, _)| h)
-            .unwrap_or_default();
         let key = format!(
-            "{}{hour}/c-{snapshot}-{id}.parquet",
-            layout.changes_prefix()
+            "{}{}/c-{snapshot}-{id}.parquet",
+            layout.changes_prefix(),
+            self.hour
         );
         let bytes = self
             .writer

@@ -407,7 +407,6 @@ pub async fn verify(
             }
         }
     }
-    let in_scope: Vec<&SealedSegment> = in_scope;
     let plain: Vec<&SealedSegment> = in_scope
         .iter()
         .copied()

@@ -878,45 +878,38 @@ async fn restore(args: RestoreArgs) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let ticker = {
         let progress = progress.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                let changes = progress
-                    .changes_read
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let items = progress
-                    .items_done
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let mib = progress
-                    .bytes_read
-                    .load(std::sync::atomic::Ordering::Relaxed) as f64
-                    / (1024.0 * 1024.0);
-                let total = progress
-                    .changes_total
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let rate = changes as f64 / secs;
-                let items_total = progress
-                    .items_total
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let item_rate = items as f64 / secs;
-                let eta = if changes < total && rate > 0.0 {
-                    format!(", reading ETA {:.0} s", (total - changes) as f64 / rate)
-                } else if items < items_total && item_rate > 0.0 {
-                    format!(
-                        ", writing ETA {:.0} s",
-                        (items_total - items) as f64 / item_rate
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "restore: {changes}/{total} changes read ({rate:.0}/s, {mib:.1} MiB), {items}/{items_total} items written ({item_rate:.0}/s){eta}, {secs:.0} s"
-                );
-            }
+        progress_ticker(move |secs| {
+            let changes = progress
+                .changes_read
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let items = progress
+                .items_done
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mib = progress
+                .bytes_read
+                .load(std::sync::atomic::Ordering::Relaxed) as f64
+                / (1024.0 * 1024.0);
+            let total = progress
+                .changes_total
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let rate = changes as f64 / secs;
+            let items_total = progress
+                .items_total
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let item_rate = items as f64 / secs;
+            let eta = if changes < total && rate > 0.0 {
+                format!(", reading ETA {:.0} s", (total - changes) as f64 / rate)
+            } else if items < items_total && item_rate > 0.0 {
+                format!(
+                    ", writing ETA {:.0} s",
+                    (items_total - items) as f64 / item_rate
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "restore: {changes}/{total} changes read ({rate:.0}/s, {mib:.1} MiB), {items}/{items_total} items written ({item_rate:.0}/s){eta}, {secs:.0} s"
+            )
         })
     };
     let result = run(&store, client.as_ref(), &request, &progress).await;
@@ -973,19 +966,12 @@ async fn bootstrap(args: BootstrapArgs) -> Result<()> {
     let items = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ticker = {
         let items = items.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                let n = items.load(std::sync::atomic::Ordering::Relaxed);
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
-                    "bootstrap: {n} items read ({:.0}/s), {secs:.0} s",
-                    n as f64 / secs
-                );
-            }
+        progress_ticker(move |secs| {
+            let n = items.load(std::sync::atomic::Ordering::Relaxed);
+            format!(
+                "bootstrap: {n} items read ({:.0}/s), {secs:.0} s",
+                n as f64 / secs
+            )
         })
     };
     let result = bootstrap(&store, &client, &args.at.table, &source, &items).await;
@@ -1005,6 +991,20 @@ async fn bootstrap(args: BootstrapArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints `line(seconds elapsed)` on stderr every 2 s until the returned task is aborted: the
+/// progress of long commands.
+fn progress_ticker(line: impl Fn(f64) -> String + Send + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            eprintln!("{}", line(started.elapsed().as_secs_f64().max(0.001)));
+        }
+    })
 }
 
 async fn tail(args: TailArgs) -> Result<()> {
