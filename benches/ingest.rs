@@ -7,22 +7,28 @@
 //! - `classify`: recognise the payload's shape (what the Lambda handler does before capture);
 //! - `split`: cut the event into raw records (what lets records be read in parallel);
 //! - `parse`: split the event and read every record, validating and canonicalising the images
-//!   and hashing them (the state digest);
+//!   and hashing them (the state digest), through the byte scanner;
+//! - `parse-serde`: the same through serde_json alone (the fallback and reference), for
+//!   comparison;
 //! - `prepare`: parse, plus the typed-column captures of `schemas/orders.toml`;
+//! - `encode`: prepared rows to a finished segment (Arrow columns, Parquet with zstd, SHA-256
+//!   of the object, segment record), on 1 and on 2 threads;
 //! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
-//!   SHA-256 of the object, segment record), on 1 and on 2 threads.
+//!   SHA-256 of the object, segment record), on 1 and on 2 threads. Here the event is read
+//!   in one pass (records found and parsed together), without the `split` step.
 //!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamseal::change::{ChangeRecord, StreamViewType, parse_event};
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
 use streamseal::item::{Canonicalizer, ColumnPaths};
+use streamseal::layout::{HourPartition, TableLayout};
 use streamseal::schema::TableSchema;
-use streamseal::segment::{EncodeOptions, PreparedRow};
+use streamseal::segment::{EncodeOptions, PreparedRow, SegmentBuilder};
 use streamseal::store::memory::MemoryStore;
 use streamseal::workload::Workload;
 
@@ -85,6 +91,22 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
 
+        let mut group = c.benchmark_group("parse-serde");
+        group.throughput(throughput.clone()).sample_size(20);
+        group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
+            b.iter(|| {
+                let raws = parse_event(text).expect("event");
+                let mut canon = Canonicalizer::new();
+                let paths = ColumnPaths::default();
+                for (i, raw) in raws.iter().enumerate() {
+                    black_box(
+                        ChangeRecord::parse_serde(raw, i, &mut canon, &paths).expect("record"),
+                    );
+                }
+            })
+        });
+        group.finish();
+
         let mut group = c.benchmark_group("prepare");
         group.throughput(throughput.clone()).sample_size(20);
         group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
@@ -99,6 +121,63 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.finish();
+
+        let rows: Vec<PreparedRow<'_>> = {
+            let raws = parse_event(&text).expect("event");
+            let mut canon = Canonicalizer::new();
+            raws.iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    let rec =
+                        ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+                    PreparedRow::new(rec, &schema)
+                })
+                .collect()
+        };
+        let layout = TableLayout::new("orders");
+        for (threads, level) in [(1usize, 1i32), (2, 1), (1, -1), (1, 3)] {
+            let name = match level {
+                1 => format!("encode/threads={threads}"),
+                _ => format!("encode/threads={threads}/zstd={level}"),
+            };
+            let options = EncodeOptions {
+                zstd_level: level,
+                encode_threads: threads,
+            };
+            let mut builder = SegmentBuilder::new(&schema, rows.len());
+            for row in rows.clone() {
+                builder.push(row);
+            }
+            let size = builder
+                .finish(&layout, HourPartition::of_millis(0), options)
+                .expect("encode")
+                .bytes
+                .len();
+            println!(
+                "{name}/{records}: segment of {size} bytes, {:.2}x smaller than the event",
+                text.len() as f64 / size as f64
+            );
+            let mut group = c.benchmark_group(name);
+            group.throughput(throughput.clone()).sample_size(20);
+            group.bench_with_input(BenchmarkId::from_parameter(records), &rows, |b, rows| {
+                b.iter_batched(
+                    || rows.clone(),
+                    |rows| {
+                        let mut builder = SegmentBuilder::new(&schema, rows.len());
+                        for row in rows {
+                            builder.push(row);
+                        }
+                        black_box(
+                            builder
+                                .finish(&layout, HourPartition::of_millis(0), options)
+                                .expect("encode"),
+                        )
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+            group.finish();
+        }
 
         for threads in [1usize, 2] {
             let mut group = c.benchmark_group(format!("ingest/threads={threads}"));

@@ -31,6 +31,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::item::{CanonicalItem, Canonicalizer, ColumnPaths, Str};
+use crate::scan::Scanner;
 
 /// Longest sequence number DynamoDB Streams produces.
 pub const MAX_SEQUENCE_DIGITS: usize = 40;
@@ -301,8 +302,7 @@ impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
         f.write_str("the \"dynamodb\" object of a stream record")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        static NO_COLUMNS: std::sync::OnceLock<ColumnPaths> = std::sync::OnceLock::new();
-        let no_columns = NO_COLUMNS.get_or_init(ColumnPaths::default);
+        let no_columns = no_columns();
         while let Some(key) = map.next_key::<Str<'de>>()? {
             let (field, paths): (&'static str, &ColumnPaths) = match key.0.as_ref() {
                 "Keys" => ("Keys", no_columns),
@@ -349,6 +349,123 @@ impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
         }
         Ok(())
     }
+}
+
+fn no_columns() -> &'static ColumnPaths {
+    static NO_COLUMNS: std::sync::OnceLock<ColumnPaths> = std::sync::OnceLock::new();
+    NO_COLUMNS.get_or_init(ColumnPaths::default)
+}
+
+/// The fast path of [`ChangeRecord::parse`]: reads the record at the scanner exactly as
+/// [`RecordSeed`] would, or returns `None` for anything it does not read with certainty (the
+/// serde path then reads the record again and is the authority, errors included).
+fn scan_record<'a>(
+    s: &mut Scanner<'a>,
+    canon: &mut Canonicalizer,
+    paths: &ColumnPaths,
+) -> Option<WireRecord<'a>> {
+    let mut wire = WireRecord::default();
+    s.eat(b'{')?;
+    let mut first = true;
+    while let Some(key) = s.next_key(&mut first)? {
+        match key.as_ref() {
+            "eventID" => wire.event_id = Some(s.string()?),
+            "eventName" => wire.event_name = Some(s.string()?),
+            "eventSource" => wire.event_source = Some(s.string()?),
+            "eventSourceARN" => wire.event_source_arn = Some(s.string()?),
+            "userIdentity" => wire.user_identity = scan_identity(s)?,
+            "dynamodb" => {
+                wire.has_stream = true;
+                scan_stream(s, &mut wire, canon, paths)?;
+            }
+            _ => s.skip_value()?,
+        }
+    }
+    Some(wire)
+}
+
+/// `userIdentity`: `null` or an object (the derived [`WireIdentity`] rejects duplicate fields,
+/// so this steps aside on them).
+fn scan_identity<'a>(s: &mut Scanner<'a>) -> Option<Option<WireIdentity<'a>>> {
+    if s.null() {
+        return Some(None);
+    }
+    s.eat(b'{')?;
+    let mut identity = WireIdentity::default();
+    let (mut seen_type, mut seen_principal) = (false, false);
+    let mut first = true;
+    while let Some(key) = s.next_key(&mut first)? {
+        let (seen, slot) = match key.as_ref() {
+            "type" => (&mut seen_type, &mut identity.kind),
+            "principalId" => (&mut seen_principal, &mut identity.principal_id),
+            _ => {
+                s.skip_value()?;
+                continue;
+            }
+        };
+        if std::mem::replace(seen, true) {
+            return None;
+        }
+        *slot = if s.null() { None } else { Some(s.string()?) };
+    }
+    Some(Some(identity))
+}
+
+/// The `dynamodb` object, as [`StreamSeed`] reads it.
+fn scan_stream<'a>(
+    s: &mut Scanner<'a>,
+    wire: &mut WireRecord<'a>,
+    canon: &mut Canonicalizer,
+    paths: &ColumnPaths,
+) -> Option<()> {
+    s.eat(b'{')?;
+    let mut first = true;
+    while let Some(key) = s.next_key(&mut first)? {
+        match key.as_ref() {
+            "Keys" => wire.keys = Some(canon.scan_item(s, no_columns(), false)?),
+            "NewImage" => wire.new_image = Some(canon.scan_item(s, paths, true)?),
+            "OldImage" => {
+                let paths = if wire.new_image.is_some() {
+                    no_columns()
+                } else {
+                    paths
+                };
+                wire.old_image = Some(canon.scan_item(s, paths, true)?);
+            }
+            "ApproximateCreationDateTime" => {
+                wire.approximate_creation = if s.null() {
+                    None
+                } else {
+                    Some(exact_f64(s.number()?)?)
+                };
+            }
+            "SequenceNumber" => wire.sequence_number = Some(s.string()?),
+            "SizeBytes" => {
+                wire.size_bytes = if s.null() {
+                    None
+                } else {
+                    let n = s.number()?;
+                    if !n.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    Some(n.parse().ok()?)
+                };
+            }
+            "StreamViewType" => wire.stream_view_type = Some(s.string()?),
+            _ => s.skip_value()?,
+        }
+    }
+    Some(())
+}
+
+/// A number as f64 when every parser rounds it the same way: at most 15 significant digits and
+/// no exponent, so the value is an exact integer scaled by an exact power of ten (one correctly
+/// rounded division, which is what serde_json computes too). Anything else steps aside.
+fn exact_f64(text: &str) -> Option<f64> {
+    if text.contains(['e', 'E']) || text.bytes().filter(u8::is_ascii_digit).count() > 15 {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Why an event or a record could not be read.
@@ -426,37 +543,8 @@ fn split_records(text: &str) -> Option<Vec<&str>> {
         i += 1;
     } else {
         loop {
-            if b.get(i) != Some(&b'{') {
-                return None;
-            }
             let start = i;
-            let mut depth = 0usize;
-            loop {
-                match *b.get(i)? {
-                    b'"' => {
-                        // Jump to the closing quote, stepping over escaped characters.
-                        i += 1;
-                        loop {
-                            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
-                            if b[i] == b'\\' {
-                                i += 2;
-                            } else {
-                                break;
-                            }
-                        }
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
+            i = record_end(b, start)?;
             records.push(text.get(start..i)?);
             i = ws(i);
             match b.get(i)? {
@@ -471,6 +559,148 @@ fn split_records(text: &str) -> Option<Vec<&str>> {
     }
     i = expect(ws(i), b"}")?;
     (ws(i) == b.len()).then_some(records)
+}
+
+/// The end (exclusive) of the object starting at `start`, found by balancing brackets outside
+/// strings: how a record is delimited without being parsed. `None` unless `b[start]` is `{`
+/// and the brackets balance.
+fn record_end(b: &[u8], start: usize) -> Option<usize> {
+    if b.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut i = start;
+    let mut depth = 0usize;
+    loop {
+        match *b.get(i)? {
+            b'"' => {
+                // Jump to the closing quote, stepping over escaped characters.
+                i += 1;
+                loop {
+                    i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+                    if b[i] == b'\\' {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// Reads the records of a `{"Records":[…]}` event in the pass that finds them: each record's
+/// raw text and its parse come out together, so a batch is read once instead of being split
+/// first. Record boundaries are exactly those of [`parse_event`]; an event this cursor cannot
+/// walk (another shape, unbalanced brackets, trailing text) makes it return `None`, and the
+/// caller goes back to [`parse_event`], which reads it or names the problem.
+///
+/// A cursor can also start at a *guessed* record boundary in the middle of an event
+/// ([`EventCursor::at`], [`guess_boundary`]): that is how several threads read one event.
+/// A guess is only trusted once the cursor reading the part before it lands on it exactly.
+#[derive(Clone)]
+pub struct EventCursor<'a> {
+    s: Scanner<'a>,
+    first: bool,
+}
+
+impl<'a> EventCursor<'a> {
+    /// A cursor before the first record, or `None` if `text` does not start `{"Records":[`.
+    pub fn new(text: &'a str) -> Option<EventCursor<'a>> {
+        let mut s = Scanner::new(text, 0);
+        s.eat(b'{')?;
+        if s.string()? != "Records" {
+            return None;
+        }
+        s.eat(b':')?;
+        s.eat(b'[')?;
+        Some(EventCursor { s, first: true })
+    }
+
+    /// A cursor at byte `pos`, taken to be the start of a record.
+    pub fn at(text: &'a str, pos: usize) -> EventCursor<'a> {
+        EventCursor {
+            s: Scanner::new(text, pos),
+            first: true,
+        }
+    }
+
+    /// Where the next record starts; `Some(None)` once the array and the event are complete
+    /// (nothing but whitespace after them), `None` if the text breaks the shape.
+    pub fn next_start(&mut self) -> Option<Option<usize>> {
+        if !self.s.next_element(&mut self.first)? {
+            self.s.eat(b'}')?;
+            return self.s.at_end().then_some(None);
+        }
+        (self.s.peek()? == b'{').then_some(Some(self.s.pos()))
+    }
+
+    /// Reads the record [`EventCursor::next_start`] found; `index` is its position in the
+    /// batch, for messages. The outer `None` means its brackets do not balance (the event as a
+    /// whole is broken); a record that is merely invalid comes back as an error, like
+    /// [`ChangeRecord::parse`] gives it.
+    pub fn record(
+        &mut self,
+        index: usize,
+        canon: &mut Canonicalizer,
+        paths: &ColumnPaths,
+    ) -> Option<(&'a str, Result<ChangeRecord<'a>, ChangeError>)> {
+        let text = self.s.text();
+        let start = self.s.pos();
+        let mut attempt = self.s.clone();
+        if let Some(mut wire) = scan_record(&mut attempt, canon, paths) {
+            let raw = text.get(start..attempt.pos())?;
+            self.s = attempt;
+            return Some((raw, ChangeRecord::from_wire_at(raw, index, &mut wire)));
+        }
+        let end = record_end(text.as_bytes(), start)?;
+        let raw = text.get(start..end)?;
+        self.s = Scanner::new(text, end);
+        Some((raw, ChangeRecord::parse_serde(raw, index, canon, paths)))
+    }
+}
+
+/// The raw text of the first record of a usual-shape event (see [`EventCursor`]); `None` for
+/// an event without records or of another shape.
+pub fn first_record(text: &str) -> Option<&str> {
+    let mut cursor = EventCursor::new(text)?;
+    let start = cursor.next_start()??;
+    text.get(start..record_end(text.as_bytes(), start)?)
+}
+
+/// A plausible record boundary at or after byte `from`: the `{` of `},{"name"` where `name` is
+/// a member of a stream record. Only a guess (an image can hold the same bytes); see
+/// [`EventCursor`] for how it is checked.
+pub fn guess_boundary(text: &str, from: usize) -> Option<usize> {
+    const FIELDS: [&[u8]; 8] = [
+        b"eventID\"",
+        b"eventName\"",
+        b"eventVersion\"",
+        b"eventSource\"",
+        b"eventSourceARN\"",
+        b"awsRegion\"",
+        b"dynamodb\"",
+        b"userIdentity\"",
+    ];
+    let b = text.as_bytes();
+    let mut at = from;
+    while let Some(found) = memchr::memmem::find(b.get(at..)?, b"},{\"") {
+        let brace = at + found + 2;
+        let name = &b[brace + 2..];
+        if FIELDS.iter().any(|f| name.starts_with(f)) {
+            return Some(brace);
+        }
+        at = brace;
+    }
+    None
 }
 
 /// The sequence number of a raw record, if it has a readable one. Used to report a record that
@@ -536,6 +766,34 @@ impl<'a> ChangeRecord<'a> {
         canon: &mut Canonicalizer,
         paths: &ColumnPaths,
     ) -> Result<ChangeRecord<'a>, ChangeError> {
+        let mut scanner = Scanner::new(raw, 0);
+        if let Some(mut wire) = scan_record(&mut scanner, canon, paths)
+            && scanner.at_end()
+        {
+            return Self::from_wire_at(raw, index, &mut wire);
+        }
+        Self::parse_serde(raw, index, canon, paths)
+    }
+
+    /// Checks the fields the fast path read, as the serde path checks its own.
+    fn from_wire_at(
+        raw: &'a str,
+        index: usize,
+        wire: &mut WireRecord<'a>,
+    ) -> Result<ChangeRecord<'a>, ChangeError> {
+        Self::from_wire(wire).map_err(|reason| record_error(raw, index, wire, reason))
+    }
+
+    /// [`ChangeRecord::parse`] through serde_json only, without the byte scanner's fast path:
+    /// the authority the fast path is tested against (and its fallback).
+    #[doc(hidden)]
+    pub fn parse_serde(
+        raw: &'a str,
+        index: usize,
+        canon: &mut Canonicalizer,
+        paths: &ColumnPaths,
+    ) -> Result<ChangeRecord<'a>, ChangeError> {
+        let fail = |wire: &WireRecord, reason: String| record_error(raw, index, wire, reason);
         let mut wire = WireRecord::default();
         let mut failed_image = None;
         let mut de = serde_json::Deserializer::from_str(raw);
@@ -546,16 +804,6 @@ impl<'a> ChangeRecord<'a> {
             failed_image: &mut failed_image,
         };
         let parsed = seed.deserialize(&mut de).and_then(|()| de.end());
-        let fail = |wire: &WireRecord, reason: String| ChangeError::Record {
-            index,
-            event_id: wire.event_id.as_deref().map(str::to_owned),
-            sequence: wire
-                .sequence_number
-                .as_deref()
-                .map(str::to_owned)
-                .or_else(|| raw_sequence_number(raw)),
-            reason,
-        };
         if let Err(e) = parsed {
             let reason = match failed_image {
                 Some(field) => format!("dynamodb.{field}: {}", canon.error(e)),
@@ -644,6 +892,20 @@ impl<'a> ChangeRecord<'a> {
             size_bytes: wire.size_bytes,
             event_source_arn: wire.event_source_arn.clone(),
         })
+    }
+}
+
+/// The error for record `index`, naming it by what could be read of it.
+fn record_error(raw: &str, index: usize, wire: &WireRecord, reason: String) -> ChangeError {
+    ChangeError::Record {
+        index,
+        event_id: wire.event_id.as_deref().map(str::to_owned),
+        sequence: wire
+            .sequence_number
+            .as_deref()
+            .map(str::to_owned)
+            .or_else(|| raw_sequence_number(raw)),
+        reason,
     }
 }
 
@@ -741,5 +1003,28 @@ mod tests {
         );
         assert!(epoch_seconds_to_ms(-1.0).is_err());
         assert!(epoch_seconds_to_ms(f64::NAN).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    #[test]
+    fn workload_records_take_the_fast_path() {
+        let mut w =
+            crate::workload::Workload::new(11, "orders", StreamViewType::NewAndOldImages, 1024);
+        w.next_event(100);
+        let event = w.next_event(100);
+        let raws = parse_event(&event).unwrap();
+        let mut canon = Canonicalizer::new();
+        for raw in raws {
+            let mut s = Scanner::new(raw, 0);
+            let got = scan_record(&mut s, &mut canon, &ColumnPaths::default());
+            assert!(
+                got.is_some() && s.at_end(),
+                "fast path stepped aside on {raw}"
+            );
+        }
     }
 }

@@ -281,23 +281,33 @@ impl Ingestor {
 
     /// Steps shared by checking and ingesting: split the event, find its table and schema, and
     /// prepare every record. `None` for an event without records.
+    ///
+    /// The usual event shape is read in one pass: records are found and parsed together (on
+    /// `prepare_threads` threads, each starting at a record boundary near its share of the
+    /// text). Any other shape, or a broken event, goes the long way: [`change::parse_event`]
+    /// splits it (or names the problem), then the records are parsed.
     async fn prepare_batch<'a>(&self, text: &'a str) -> Result<Option<Batch<'a>>, IngestError> {
+        if let Some(first) = change::first_record(text)
+            && let Ok(table) = find_table(&[first])
+        {
+            let schema = self.schema_or_fallback(&table).await?;
+            if let Some((raws, prepared)) =
+                prepare_fused(text, &table, &schema, self.options.prepare_threads)
+            {
+                return Ok(Some(Batch {
+                    raws,
+                    table,
+                    schema,
+                    prepared,
+                }));
+            }
+        }
         let raws = change::parse_event(text)?;
         if raws.is_empty() {
             return Ok(None);
         }
         let table = find_table(&raws)?;
-        let schema = match self.schema_for(&table).await {
-            Ok(schema) => schema,
-            // Capture must not stop because of a schema file: typed columns are a convenience,
-            // the images are the backup. Under Quarantine (the Lambda) fall back to image-only
-            // segments and say so loudly; under Reject (the CLI) the user fixes the file first.
-            Err(e) if self.options.bad_records == BadRecordPolicy::Quarantine => {
-                tracing::error!(table, error = %e, "schema unusable; writing key and image columns only");
-                Arc::new(TableSchema::default())
-            }
-            Err(e) => return Err(e),
-        };
+        let schema = self.schema_or_fallback(&table).await?;
         // CPU-bound; a batch is at most 6 MB, so it runs inline, split across scoped threads
         // when asked.
         let prepared = prepare_all(&raws, &table, &schema, self.options.prepare_threads);
@@ -307,6 +317,22 @@ impl Ingestor {
             schema,
             prepared,
         }))
+    }
+
+    /// The table's schema; under [`BadRecordPolicy::Quarantine`] an unusable schema file means
+    /// image-only segments rather than a stopped capture.
+    async fn schema_or_fallback(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
+        match self.schema_for(table).await {
+            Ok(schema) => Ok(schema),
+            // Capture must not stop because of a schema file: typed columns are a convenience,
+            // the images are the backup. Under Quarantine (the Lambda) fall back to image-only
+            // segments and say so loudly; under Reject (the CLI) the user fixes the file first.
+            Err(e) if self.options.bad_records == BadRecordPolicy::Quarantine => {
+                tracing::error!(table, error = %e, "schema unusable; writing key and image columns only");
+                Ok(Arc::new(TableSchema::default()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Ingests one Lambda DynamoDB stream event (`{"Records": [...]}`).
@@ -344,7 +370,6 @@ impl Ingestor {
         let mut units: Vec<Unit> = Vec::new();
         let mut current: Option<(HourPartition, SegmentBuilder, Vec<usize>)> = None;
         let fallback_ms = chrono::Utc::now().timestamp_millis();
-        let bytes_hint = text.len();
         for (index, result) in prepared.into_iter().enumerate() {
             let row = match result {
                 Ok(row) => row,
@@ -381,11 +406,11 @@ impl Ingestor {
             let (_, builder, indices) = current.get_or_insert_with(|| {
                 (
                     partition,
-                    SegmentBuilder::new(&schema, raws.len(), bytes_hint),
+                    SegmentBuilder::new(&schema, raws.len()),
                     Vec::new(),
                 )
             });
-            builder.push(&row);
+            builder.push(row);
             indices.push(index);
         }
         if let Some((p, builder, indices)) = current.take() {
@@ -588,7 +613,22 @@ fn prepare_one<'a>(
     schema: &TableSchema,
     canon: &mut Canonicalizer,
 ) -> Prepared<'a> {
-    let rec = ChangeRecord::parse(raw, index, canon, &schema.paths)?;
+    check_table(
+        ChangeRecord::parse(raw, index, canon, &schema.paths),
+        index,
+        table,
+        schema,
+    )
+}
+
+/// A parsed record as a row, if it is from `table`.
+fn check_table<'a>(
+    parsed: Result<ChangeRecord<'a>, ChangeError>,
+    index: usize,
+    table: &str,
+    schema: &TableSchema,
+) -> Prepared<'a> {
+    let rec = parsed?;
     if let Some(arn) = &rec.event_source_arn {
         let t = change::table_from_stream_arn(arn).map_err(|reason| ChangeError::Record {
             index,
@@ -606,6 +646,128 @@ fn prepare_one<'a>(
         }
     }
     Ok(PreparedRow::new(rec, schema))
+}
+
+/// What one thread of [`prepare_fused`] read: records from its start up to (not including)
+/// the record starting at its `stop`, and whether it met that record exactly.
+struct Stretch<'a> {
+    raws: Vec<&'a str>,
+    prepared: Vec<Prepared<'a>>,
+    /// True when the thread stopped at a record starting exactly at its `stop` (or reached the
+    /// end of the event when it had no `stop`).
+    landed: bool,
+}
+
+/// Reads records with `cursor` (the first has batch index `first_index`) until the record
+/// starting at or after `stop`, or to the end of the event. `None` if the event is broken.
+fn read_stretch<'a>(
+    mut cursor: change::EventCursor<'a>,
+    first_index: usize,
+    stop: Option<usize>,
+    table: &str,
+    schema: &TableSchema,
+) -> Option<Stretch<'a>> {
+    let mut canon = Canonicalizer::new();
+    let mut stretch = Stretch {
+        raws: Vec::new(),
+        prepared: Vec::new(),
+        landed: false,
+    };
+    loop {
+        let Some(start) = cursor.next_start()? else {
+            stretch.landed = stop.is_none();
+            return Some(stretch);
+        };
+        if let Some(stop) = stop
+            && start >= stop
+        {
+            stretch.landed = start == stop;
+            return Some(stretch);
+        }
+        let index = first_index + stretch.raws.len();
+        let (raw, parsed) = cursor.record(index, &mut canon, &schema.paths)?;
+        stretch.raws.push(raw);
+        stretch
+            .prepared
+            .push(check_table(parsed, index, table, schema));
+    }
+}
+
+/// Finds and prepares every record of a usual-shape event in one pass (see
+/// [`Ingestor::prepare_batch`]); `None` sends the caller the long way.
+///
+/// With several threads, thread `k` starts at a guessed record boundary near `k/threads` of
+/// the text. The guesses are trusted only if each thread, reading properly from the one
+/// before, lands exactly on the next guess; otherwise the first thread's reading continues to
+/// the end alone, so a bad guess costs time, never correctness.
+fn prepare_fused<'a>(
+    text: &'a str,
+    table: &str,
+    schema: &TableSchema,
+    threads: usize,
+) -> Option<(Vec<&'a str>, Vec<Prepared<'a>>)> {
+    // Below this, a thread's start-up costs more than its share of the work.
+    const MIN_BYTES_PER_THREAD: usize = 256 * 1024;
+    let threads = threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1));
+    let mut starts = Vec::with_capacity(threads);
+    for k in 1..threads {
+        let from = (text.len() * k / threads).max(starts.last().map_or(0, |s| s + 1));
+        match change::guess_boundary(text, from) {
+            Some(at) => starts.push(at),
+            None => break,
+        }
+    }
+    let first = change::EventCursor::new(text)?;
+    if starts.is_empty() {
+        let all = read_stretch(first, 0, None, table, schema)?;
+        return all.landed.then_some((all.raws, all.prepared));
+    }
+    // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
+    let later: Vec<Option<Stretch<'a>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = starts
+            .iter()
+            .enumerate()
+            .map(|(k, &at)| {
+                let stop = starts.get(k + 1).copied();
+                s.spawn(move || {
+                    read_stretch(change::EventCursor::at(text, at), 0, stop, table, schema)
+                })
+            })
+            .collect();
+        let head = read_stretch(first.clone(), 0, Some(starts[0]), table, schema);
+        let mut out = vec![head];
+        out.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
+        out
+    });
+    let trusted = later.iter().all(|s| s.as_ref().is_some_and(|s| s.landed));
+    if !trusted {
+        let all = read_stretch(first, 0, None, table, schema)?;
+        return all.landed.then_some((all.raws, all.prepared));
+    }
+    let mut raws = Vec::new();
+    let mut prepared = Vec::new();
+    for stretch in later.into_iter().flatten() {
+        // Threads after the first counted their records from zero.
+        let offset = raws.len();
+        raws.extend(stretch.raws);
+        prepared.extend(stretch.prepared.into_iter().map(|p| {
+            p.map_err(|e| match e {
+                ChangeError::Record {
+                    index,
+                    event_id,
+                    sequence,
+                    reason,
+                } => ChangeError::Record {
+                    index: index + offset,
+                    event_id,
+                    sequence,
+                    reason,
+                },
+                other => other,
+            })
+        }));
+    }
+    Some((raws, prepared))
 }
 
 fn prepare_all<'a>(
@@ -655,4 +817,139 @@ fn prepare_all<'a>(
         }
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::StreamViewType;
+    use crate::workload::Workload;
+
+    /// An event of `n` records (over the parallel threshold for n ≳ 400), the record at
+    /// `broken` given an unknown eventName, and `decoy` put first in every record.
+    fn event(n: usize, broken: usize, decoy: &str) -> String {
+        let mut w = Workload::new(5, "orders", StreamViewType::NewAndOldImages, 1024);
+        w.next_event(n);
+        let text = w.next_event(n);
+        let raws = change::parse_event(&text).unwrap();
+        let records: Vec<String> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let mut r = format!("{{{decoy}{}", &raw[1..]);
+                if i == broken {
+                    r = r.replacen("\"eventName\":\"", "\"eventName\":\"BOGUS", 1);
+                }
+                r
+            })
+            .collect();
+        format!("{{\"Records\":[{}]}}", records.join(","))
+    }
+
+    fn schema() -> TableSchema {
+        TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml").unwrap()
+    }
+
+    /// Every thread count reads exactly what splitting then parsing reads.
+    fn assert_fused_reads_like_split(text: &str) {
+        let schema = schema();
+        let raws = change::parse_event(text).unwrap();
+        let want = format!("{:?}", prepare_all(&raws, "orders", &schema, 1));
+        for threads in [1, 2, 3] {
+            let (got_raws, got) = prepare_fused(text, "orders", &schema, threads).unwrap();
+            assert_eq!(got_raws, raws, "threads={threads}");
+            assert_eq!(format!("{got:?}"), want, "threads={threads}");
+        }
+    }
+
+    #[test]
+    fn fused_reading_on_any_thread_count_matches_split_reading() {
+        let text = event(1200, 900, "");
+        assert!(
+            text.len() > 3 * 256 * 1024,
+            "the event must reach three threads"
+        );
+        assert_fused_reads_like_split(&text);
+        let schema = schema();
+        let (_, prepared) = prepare_fused(&text, "orders", &schema, 2).unwrap();
+        // The broken record keeps its batch index though a later thread read it.
+        match &prepared[900] {
+            Err(ChangeError::Record { index, reason, .. }) => {
+                assert_eq!(*index, 900);
+                assert!(reason.contains("BOGUS"), "{reason}");
+            }
+            other => panic!("record 900 should fail, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_boundary_guess_costs_time_not_records() {
+        // Every record starts with a field whose value holds `},{"eventID"`, so the guess
+        // near the middle lands inside a record.
+        let text = event(1200, 1100, r#""x":[{"a":1},{"eventID":"decoy"}],"#);
+        let raws = change::parse_event(&text).unwrap();
+        let guess = change::guess_boundary(&text, text.len() / 2).unwrap();
+        assert!(
+            !raws
+                .iter()
+                .any(|r| r.as_ptr() as usize - text.as_ptr() as usize == guess),
+            "the guess should be wrong for this test to mean anything"
+        );
+        assert_fused_reads_like_split(&text);
+    }
+
+    #[test]
+    fn segments_do_not_depend_on_the_thread_count() {
+        use crate::store::ObjectStore as _;
+        use crate::store::memory::MemoryStore;
+        let text = event(1200, 700, "");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let objects = |threads: usize| {
+            let store = Arc::new(MemoryStore::new());
+            let ingestor = Ingestor::new(
+                store.clone(),
+                SchemaSource::Fixed(Arc::new(schema()), "orders.toml".into()),
+                IngestOptions {
+                    encode: EncodeOptions {
+                        zstd_level: 1,
+                        encode_threads: threads,
+                    },
+                    prepare_threads: threads,
+                    bad_records: BadRecordPolicy::Quarantine,
+                },
+            );
+            runtime.block_on(async {
+                let report = ingestor.ingest_event(&text).await.unwrap();
+                assert_eq!(report.quarantined.len(), 1);
+                let mut out = Vec::new();
+                for key in store.keys() {
+                    // Log entries carry a wall-clock time; the data objects must match exactly.
+                    if key.contains("/changes/") || key.contains("/quarantine/") {
+                        out.push((key.clone(), store.get(&key).await.unwrap()));
+                    }
+                }
+                out
+            })
+        };
+        let one = objects(1);
+        assert!(
+            one.len() >= 2,
+            "{:?}",
+            one.iter().map(|o| &o.0).collect::<Vec<_>>()
+        );
+        assert_eq!(objects(2), one);
+        assert_eq!(objects(3), one);
+    }
+
+    #[test]
+    fn events_of_other_shapes_are_left_to_the_splitter() {
+        assert!(prepare_fused(r#"{"Records":[{"a":1}], "more": 1}"#, "t", &schema(), 1).is_none());
+        assert!(prepare_fused(r#"{"Records":[{"a":1}"#, "t", &schema(), 1).is_none());
+        assert!(prepare_fused(r#"{"Records":[{"a":1}]} x"#, "t", &schema(), 1).is_none());
+        let (raws, prepared) =
+            prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), 2).unwrap();
+        assert!(raws.is_empty() && prepared.is_empty());
+    }
 }

@@ -32,6 +32,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest as _, Sha256};
 
+use crate::scan::Scanner;
+
 /// DynamoDB's documented limit on nested attribute depth (lists and maps inside each other).
 pub const MAX_NESTING_DEPTH: usize = 32;
 /// DynamoDB numbers carry at most 38 significant digits.
@@ -133,9 +135,55 @@ pub struct Canonicalizer {
 /// `[start, end)` the whole entry.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The first eight bytes of the sort key, big-endian and zero-padded: most comparisons end
+    /// here, without touching the buffer. (Canonical text never holds a raw NUL, so padding
+    /// orders a shorter key first, as the byte comparison would.)
+    prefix: u64,
     start: usize,
     key_end: usize,
     end: usize,
+}
+
+impl Entry {
+    fn new(out: &[u8], start: usize, key_end: usize, end: usize) -> Entry {
+        let key = &out[start..key_end];
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        Entry {
+            prefix: u64::from_be_bytes(head),
+            start,
+            key_end,
+            end,
+        }
+    }
+
+    fn key<'o>(&self, out: &'o [u8]) -> (u64, &'o [u8]) {
+        (self.prefix, &out[self.start..self.key_end])
+    }
+}
+
+/// Starts an entry of a map or set whose first entry is `entries[base]`: the separating comma
+/// is written in place, so a map that arrives sorted needs no rewriting.
+fn begin_entry(out: &mut Vec<u8>, entries: &[Entry], base: usize) -> usize {
+    if entries.len() > base {
+        out.push(b',');
+    }
+    out.len()
+}
+
+/// Writes a string the scanner returned: a borrowed one has no quote, backslash or control
+/// character (the scanner guarantees it), so its canonical form is itself between quotes.
+#[allow(clippy::ptr_arg)] // the variant is the point: Borrowed means already plain
+fn write_scanned_string(s: &std::borrow::Cow<'_, str>, out: &mut Vec<u8>) {
+    match s {
+        std::borrow::Cow::Borrowed(plain) => {
+            out.push(b'"');
+            out.extend_from_slice(plain.as_bytes());
+            out.push(b'"');
+        }
+        std::borrow::Cow::Owned(decoded) => write_json_string(decoded, out),
+    }
 }
 
 /// An item in canonical form, with its hash and captured typed values.
@@ -158,6 +206,23 @@ impl Canonicalizer {
 
     /// Canonicalises an item from DynamoDB JSON text.
     pub fn item(&mut self, text: &str, paths: &ColumnPaths) -> Result<CanonicalItem, ItemError> {
+        let mut scanner = Scanner::new(text, 0);
+        if let Some(item) = self.scan_item(&mut scanner, paths, true)
+            && scanner.at_end()
+        {
+            return Ok(item);
+        }
+        self.item_serde(text, paths)
+    }
+
+    /// [`Canonicalizer::item`] through serde_json only (the authority the byte scanner's fast
+    /// path is tested against, and its fallback).
+    #[doc(hidden)]
+    pub fn item_serde(
+        &mut self,
+        text: &str,
+        paths: &ColumnPaths,
+    ) -> Result<CanonicalItem, ItemError> {
         let mut de = serde_json::Deserializer::from_str(text);
         let item = self
             .item_seed(paths)
@@ -250,6 +315,210 @@ pub fn item_hash(text: &str) -> Result<ItemHash, ItemError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The fast path: the same canonical writing, driven by the byte scanner instead of serde.
+// Every branch mirrors a serde visitor below; where the visitor would fail, this returns
+// `None` and the caller re-reads the record through serde, which names the problem.
+
+impl Canonicalizer {
+    /// Canonicalises the item the scanner is at, or `None` to let the serde path decide.
+    pub(crate) fn scan_item(
+        &mut self,
+        s: &mut Scanner<'_>,
+        paths: &ColumnPaths,
+        hash: bool,
+    ) -> Option<CanonicalItem> {
+        self.out.clear();
+        self.entries.clear();
+        let mut captured = vec![None; paths.len()];
+        self.scan_map(s, Some(paths), &mut captured, 0, true)?;
+        // The top level's entries are put in order straight into the item's own buffer: one
+        // copy, where rewriting in place and then copying out would be three.
+        let mut text = Vec::with_capacity(self.out.len() + 1);
+        text.push(b'{');
+        if sort_entries(self, 0, false).ok()? {
+            text.extend_from_slice(&self.out[1..]);
+        } else {
+            for (i, e) in self.entries.iter().enumerate() {
+                if i > 0 {
+                    text.push(b',');
+                }
+                text.extend_from_slice(&self.out[e.start..e.end]);
+            }
+        }
+        text.push(b'}');
+        self.entries.clear();
+        let text = String::from_utf8(text).ok()?;
+        let hash = hash.then(|| ItemHash(Sha256::digest(text.as_bytes()).into()));
+        Some(CanonicalItem {
+            text,
+            hash,
+            captured,
+        })
+    }
+
+    fn scan_map(
+        &mut self,
+        s: &mut Scanner<'_>,
+        node: Option<&ColumnPaths>,
+        captured: &mut [Option<Captured>],
+        depth: usize,
+        top: bool,
+    ) -> Option<()> {
+        s.eat(b'{')?;
+        let base = self.entries.len();
+        let open = self.out.len();
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(name) = s.next_key(&mut first)? {
+            let start = begin_entry(&mut self.out, &self.entries, base);
+            write_scanned_string(&name, &mut self.out);
+            let key_end = self.out.len();
+            self.out.push(b':');
+            let child = node.and_then(|n| n.child(&name));
+            self.scan_value(s, child, captured, depth)?;
+            self.entries
+                .push(Entry::new(&self.out, start, key_end, self.out.len()));
+        }
+        if top {
+            return Some(()); // scan_item orders the top level itself
+        }
+        finish_sorted(self, base, open + 1, b'}', false).ok()
+    }
+
+    fn scan_value(
+        &mut self,
+        s: &mut Scanner<'_>,
+        node: Option<&ColumnPaths>,
+        captured: &mut [Option<Captured>],
+        depth: usize,
+    ) -> Option<()> {
+        s.eat(b'{')?;
+        let mut first = true;
+        let tag = match s.short_key() {
+            Some(tag) => {
+                first = false;
+                std::borrow::Cow::Borrowed(tag)
+            }
+            None => s.next_key(&mut first)??,
+        };
+        let wanted = node.is_some_and(|n| !n.columns.is_empty());
+        let value = match tag.as_ref() {
+            "S" => {
+                let v = s.string()?;
+                self.out.extend_from_slice(b"{\"S\":");
+                write_scanned_string(&v, &mut self.out);
+                self.out.push(b'}');
+                wanted.then(|| Captured::S(v.into_owned()))
+            }
+            "N" => {
+                let v = s.string()?;
+                self.out.extend_from_slice(b"{\"N\":\"");
+                let at = self.out.len();
+                write_number(&v, &mut self.out).ok()?;
+                let normalized = wanted
+                    .then(|| Captured::N(String::from_utf8_lossy(&self.out[at..]).into_owned()));
+                self.out.extend_from_slice(b"\"}");
+                normalized
+            }
+            "B" => {
+                let v = s.string()?;
+                self.out.extend_from_slice(b"{\"B\":\"");
+                write_binary(&v, &mut self.binary, &mut self.out).ok()?;
+                self.out.extend_from_slice(b"\"}");
+                wanted.then_some(Captured::Other)
+            }
+            "BOOL" => {
+                let v = s.boolean()?;
+                self.out.extend_from_slice(if v {
+                    b"{\"BOOL\":true}"
+                } else {
+                    b"{\"BOOL\":false}"
+                });
+                wanted.then_some(Captured::Bool(v))
+            }
+            "NULL" => {
+                if !s.boolean()? {
+                    return None;
+                }
+                self.out.extend_from_slice(b"{\"NULL\":true}");
+                wanted.then_some(Captured::Other)
+            }
+            tag @ ("SS" | "NS" | "BS") => {
+                self.out.extend_from_slice(b"{\"");
+                self.out.extend_from_slice(tag.as_bytes());
+                self.out.extend_from_slice(b"\":[");
+                let base = self.entries.len();
+                let content = self.out.len();
+                s.eat(b'[')?;
+                let mut first = true;
+                while s.next_element(&mut first)? {
+                    let v = s.string()?;
+                    let start = begin_entry(&mut self.out, &self.entries, base);
+                    match tag {
+                        "SS" => write_scanned_string(&v, &mut self.out),
+                        "NS" => {
+                            self.out.push(b'"');
+                            write_number(&v, &mut self.out).ok()?;
+                            self.out.push(b'"');
+                        }
+                        _ => {
+                            self.out.push(b'"');
+                            write_binary(&v, &mut self.binary, &mut self.out).ok()?;
+                            self.out.push(b'"');
+                        }
+                    }
+                    let end = self.out.len();
+                    self.entries.push(Entry::new(&self.out, start, end, end));
+                }
+                if self.entries.len() == base {
+                    return None;
+                }
+                finish_sorted(self, base, content, b']', true).ok()?;
+                self.out.push(b'}');
+                wanted.then_some(Captured::Other)
+            }
+            "L" => {
+                let depth = nested::<de::value::Error>(depth).ok()?;
+                self.out.extend_from_slice(b"{\"L\":[");
+                s.eat(b'[')?;
+                let mut first = true;
+                let mut i = 0usize;
+                while s.next_element(&mut first)? {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    // Values inside lists are never captured: typed columns address maps only.
+                    self.scan_value(s, None, captured, depth)?;
+                    i += 1;
+                }
+                self.out.extend_from_slice(b"]}");
+                wanted.then_some(Captured::Other)
+            }
+            "M" => {
+                let depth = nested::<de::value::Error>(depth).ok()?;
+                self.out.extend_from_slice(b"{\"M\":");
+                self.scan_map(s, node, captured, depth, false)?;
+                self.out.push(b'}');
+                wanted.then_some(Captured::Other)
+            }
+            _ => return None,
+        };
+        // Exactly one type key.
+        if s.next_key(&mut first)?.is_some() {
+            return None;
+        }
+        if let (Some(v), Some(node)) = (value, node) {
+            for &col in &node.columns {
+                if let Some(slot) = captured.get_mut(col) {
+                    *slot = Some(v.clone());
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The single-pass canonicaliser: serde seeds that write canonical bytes as they read.
 
 /// Reads a JSON object of attribute names to typed values (an item, or the body of an M).
@@ -278,7 +547,7 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
         let open = c.out.len();
         c.out.push(b'{');
         while let Some(name) = map.next_key::<Str<'de>>()? {
-            let start = c.out.len();
+            let start = begin_entry(&mut c.out, &c.entries, base);
             write_json_string(&name.0, &mut c.out);
             let key_end = c.out.len();
             c.out.push(b':');
@@ -293,11 +562,8 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
                 c.error_path.push(name.0.into_owned());
                 return Err(e);
             }
-            c.entries.push(Entry {
-                start,
-                key_end,
-                end: c.out.len(),
-            });
+            c.entries
+                .push(Entry::new(&c.out, start, key_end, c.out.len()));
         }
         finish_sorted(c, base, open + 1, b'}', false).map_err(|(name, msg)| {
             c.error_path.push(name);
@@ -315,18 +581,46 @@ fn finish_sorted(
     close: u8,
     is_set: bool,
 ) -> Result<(), (String, String)> {
+    if sort_entries(c, base, is_set)? {
+        c.out.push(close);
+        c.entries.truncate(base);
+        return Ok(());
+    }
     let Canonicalizer {
         out,
         scratch,
         entries,
         ..
     } = c;
+    let list = &entries[base..];
+    scratch.clear();
+    scratch.extend_from_slice(&out[content..]);
+    out.truncate(content);
+    for (i, e) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&scratch[e.start - content..e.end - content]);
+    }
+    out.push(close);
+    entries.truncate(base);
+    Ok(())
+}
+
+/// Puts the entries pushed since `base` in order and checks for duplicates. `true` when they
+/// arrived in order, so the comma-separated text already written is final.
+fn sort_entries(
+    c: &mut Canonicalizer,
+    base: usize,
+    is_set: bool,
+) -> Result<bool, (String, String)> {
+    let Canonicalizer { out, entries, .. } = c;
     let list = &mut entries[base..];
-    list.sort_unstable_by(|a, b| out[a.start..a.key_end].cmp(&out[b.start..b.key_end]));
-    if let Some(w) = list
-        .windows(2)
-        .find(|w| out[w[0].start..w[0].key_end] == out[w[1].start..w[1].key_end])
-    {
+    if list.windows(2).all(|w| w[0].key(out) < w[1].key(out)) {
+        return Ok(true);
+    }
+    list.sort_unstable_by(|a, b| a.key(out).cmp(&b.key(out)));
+    if let Some(w) = list.windows(2).find(|w| w[0].key(out) == w[1].key(out)) {
         let key = String::from_utf8_lossy(&out[w[0].start..w[0].key_end]).into_owned();
         return Err(if is_set {
             (
@@ -340,18 +634,7 @@ fn finish_sorted(
             )
         });
     }
-    scratch.clear();
-    scratch.extend_from_slice(&out[content..]);
-    out.truncate(content);
-    for (i, e) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&scratch[e.start - content..e.end - content]);
-    }
-    out.push(close);
-    entries.truncate(base);
-    Ok(())
+    Ok(false)
 }
 
 /// Reads one typed value `{"TYPE": value}`.
@@ -590,8 +873,9 @@ impl<'de> Visitor<'de> for SetSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let c = self.c;
+        let base = c.entries.len();
         while let Some(s) = seq.next_element::<Str<'de>>()? {
-            let start = c.out.len();
+            let start = begin_entry(&mut c.out, &c.entries, base);
             match self.kind {
                 SetKind::S => write_json_string(&s.0, &mut c.out),
                 SetKind::N => {
@@ -606,11 +890,7 @@ impl<'de> Visitor<'de> for SetSeed<'_> {
                 }
             }
             let end = c.out.len();
-            c.entries.push(Entry {
-                start,
-                key_end: end,
-                end,
-            });
+            c.entries.push(Entry::new(&c.out, start, end, end));
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //!
 //! - [`item`]: lossless DynamoDB attribute values: parsing, validation, canonical form, item
 //!   hash and the order-independent [`item::StateDigest`].
+//! - `scan`: a strict byte-level JSON tokenizer, the fast path of record parsing (serde_json
+//!   remains the authority: the fast path steps aside on anything it does not read exactly).
 //! - [`change`]: change records parsed from Lambda DynamoDB stream events; sequence numbers.
 //! - [`schema`]: optional `schemas/<table>.toml` files: key schema and typed columns.
 //! - [`segment`]: change records → Arrow → Parquet bytes + [`segment::SegmentRecord`].
@@ -51,6 +53,7 @@ pub mod log;
 pub mod manifest;
 pub mod onfailure;
 pub mod restore;
+mod scan;
 pub mod schema;
 pub mod seal;
 pub mod segment;

@@ -29,7 +29,7 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowSchemaConverter;
@@ -172,10 +172,23 @@ impl SegmentTag {
 
     /// Adds a row.
     pub fn push(&mut self, sequence: &str, event_id: &str) {
-        self.0.update(sequence.as_bytes());
-        self.0.update(b"\n");
-        self.0.update(event_id.as_bytes());
-        self.0.update(b"\n");
+        // One update per row rather than four: the hasher copies each piece into its block
+        // buffer, and per-call overhead dominated for pieces this small.
+        let mut line = [0u8; 128];
+        let (s, e) = (sequence.as_bytes(), event_id.as_bytes());
+        let n = s.len() + e.len() + 2;
+        if n <= line.len() {
+            line[..s.len()].copy_from_slice(s);
+            line[s.len()] = b'\n';
+            line[s.len() + 1..n - 1].copy_from_slice(e);
+            line[n - 1] = b'\n';
+            self.0.update(&line[..n]);
+        } else {
+            self.0.update(s);
+            self.0.update(b"\n");
+            self.0.update(e);
+            self.0.update(b"\n");
+        }
     }
 
     /// The tag: 16 hex digits.
@@ -351,21 +364,14 @@ impl<'a> PreparedRow<'a> {
     }
 }
 
-/// Accumulates one segment's rows and statistics.
-pub struct SegmentBuilder<'s> {
+/// Accumulates one segment's rows and statistics. Rows are kept as they are (no copy) and
+/// turned into Arrow columns at [`SegmentBuilder::finish`], each column by the thread that
+/// encodes it.
+pub struct SegmentBuilder<'s, 'r> {
     schema: &'s TableSchema,
-    event_id: StringBuilder,
-    event_name: StringBuilder,
-    ttl: BooleanBuilder,
-    sequence: StringBuilder,
-    time: TimestampMillisecondBuilder,
-    keys: StringBuilder,
-    new_image: StringBuilder,
-    old_image: StringBuilder,
-    typed: Vec<TypedBuilder>,
+    rows: Vec<PreparedRow<'r>>,
     tag: Option<SegmentTag>,
     sequences: SequenceListBuilder,
-    rows: u64,
     first: Option<SequenceNumber>,
     last: Option<SequenceNumber>,
     min_time: Option<i64>,
@@ -378,27 +384,14 @@ pub struct SegmentBuilder<'s> {
     arn: Option<String>,
 }
 
-impl<'s> SegmentBuilder<'s> {
-    /// A builder for about `capacity` rows of roughly `bytes_hint` bytes of images in total.
-    pub fn new(schema: &'s TableSchema, capacity: usize, bytes_hint: usize) -> SegmentBuilder<'s> {
+impl<'s, 'r> SegmentBuilder<'s, 'r> {
+    /// A builder for about `capacity` rows.
+    pub fn new(schema: &'s TableSchema, capacity: usize) -> SegmentBuilder<'s, 'r> {
         SegmentBuilder {
             schema,
-            event_id: StringBuilder::with_capacity(capacity, capacity * 32),
-            event_name: StringBuilder::with_capacity(capacity, capacity * 6),
-            ttl: BooleanBuilder::with_capacity(capacity),
-            sequence: StringBuilder::with_capacity(capacity, capacity * 40),
-            time: TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            keys: StringBuilder::with_capacity(capacity, capacity * 48),
-            new_image: StringBuilder::with_capacity(capacity, bytes_hint / 2),
-            old_image: StringBuilder::with_capacity(capacity, bytes_hint / 2),
-            typed: schema
-                .columns
-                .iter()
-                .map(|c| TypedBuilder::new(c.column_type, capacity))
-                .collect(),
+            rows: Vec::with_capacity(capacity),
             tag: None,
             sequences: SequenceListBuilder::default(),
-            rows: 0,
             first: None,
             last: None,
             min_time: None,
@@ -413,20 +406,7 @@ impl<'s> SegmentBuilder<'s> {
     }
 
     /// Appends one change.
-    pub fn push(&mut self, row: &PreparedRow<'_>) {
-        self.rows += 1;
-        self.event_id.append_value(&row.event_id);
-        self.event_name.append_value(row.kind.as_str());
-        self.ttl.append_value(row.ttl_delete);
-        self.sequence.append_value(row.sequence.as_str());
-        self.time.append_option(row.time_ms);
-        self.keys.append_value(&row.keys);
-        self.new_image.append_option(row.new_image.as_deref());
-        self.old_image.append_option(row.old_image.as_deref());
-        for (builder, value) in self.typed.iter_mut().zip(&row.typed) {
-            builder.append(value);
-        }
-
+    pub fn push(&mut self, row: PreparedRow<'r>) {
         self.tag
             .get_or_insert_with(|| SegmentTag::new(row.event_source_arn.as_deref(), row.view_type))
             .push(row.sequence.as_str(), &row.event_id);
@@ -464,6 +444,7 @@ impl<'s> SegmentBuilder<'s> {
         } else {
             self.digest_complete = false;
         }
+        self.rows.push(row);
     }
 
     /// Encodes the rows as Parquet and describes the result.
@@ -481,38 +462,33 @@ impl<'s> SegmentBuilder<'s> {
         let tag = tag.finish();
         let key = layout.segment_key(partition, &first, &last, &tag);
         let schema = arrow_schema(self.schema);
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.event_name.finish()),
-            Arc::new(self.ttl.finish()),
-            Arc::new(self.sequence.finish()),
-            Arc::new(self.time.finish()),
-            Arc::new(self.keys.finish()),
-            Arc::new(self.new_image.finish()),
-            Arc::new(self.old_image.finish()),
-        ];
-        columns.extend(self.typed.drain(..).map(TypedBuilder::finish));
-        let batch =
-            RecordBatch::try_new(schema, columns).map_err(|source| SegmentError::Arrow {
+        let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
+        let bytes = encode_parquet(
+            self.schema,
+            &schema,
+            &self.rows,
+            layout.table(),
+            view_type,
+            options,
+        )
+        .map_err(|e| match e {
+            Encoding::Arrow(source) => SegmentError::Arrow {
                 key: key.clone(),
                 source,
-            })?;
-        let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
-        let bytes =
-            encode_parquet(&batch, layout.table(), view_type, options).map_err(|source| {
-                SegmentError::Parquet {
-                    action: "encoding",
-                    key: key.clone(),
-                    source,
-                }
-            })?;
+            },
+            Encoding::Parquet(source) => SegmentError::Parquet {
+                action: "encoding",
+                key: key.clone(),
+                source,
+            },
+        })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
             table: layout.table().to_owned(),
             key: key.clone(),
             bytes: bytes.len() as u64,
-            rows: self.rows,
+            rows: self.rows.len() as u64,
             sha256,
             first_sequence: first.to_string(),
             last_sequence: last.to_string(),
@@ -570,42 +546,112 @@ fn writer_properties_with(
     props.build()
 }
 
-/// Encodes one batch as a one-row-group Parquet file, columns spread over `encode_threads`.
+/// Why [`encode_parquet`] failed.
+enum Encoding {
+    Arrow(arrow_schema::ArrowError),
+    Parquet(parquet::errors::ParquetError),
+}
+
+/// Column `i` of the segment schema, built from the rows. Text columns are sized exactly
+/// before they are filled, so no buffer grows by copying.
+fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> ArrayRef {
+    fn text<'r>(
+        rows: &'r [PreparedRow<'_>],
+        f: impl Fn(&'r PreparedRow<'_>) -> Option<&'r str>,
+    ) -> ArrayRef {
+        let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(rows.len(), bytes);
+        for r in rows {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    }
+    match i {
+        0 => text(rows, |r| Some(&r.event_id)),
+        1 => text(rows, |r| Some(r.kind.as_str())),
+        2 => Arc::new(
+            rows.iter()
+                .map(|r| Some(r.ttl_delete))
+                .collect::<BooleanArray>(),
+        ),
+        3 => text(rows, |r| Some(r.sequence.as_str())),
+        4 => Arc::new(
+            rows.iter()
+                .map(|r| r.time_ms)
+                .collect::<TimestampMillisecondArray>()
+                .with_timezone("UTC"),
+        ),
+        5 => text(rows, |r| Some(&r.keys)),
+        6 => text(rows, |r| r.new_image.as_deref()),
+        7 => text(rows, |r| r.old_image.as_deref()),
+        _ => {
+            let column = i - FIXED_COLUMNS;
+            let column_type = schema
+                .columns
+                .get(column)
+                .map_or(ColumnType::String, |c| c.column_type);
+            let mut b = TypedBuilder::new(column_type, rows.len());
+            for r in rows {
+                match r.typed.get(column) {
+                    Some(v) => b.append(v),
+                    None => b.append_null(),
+                }
+            }
+            b.finish()
+        }
+    }
+}
+
+/// Columns every segment has before the typed ones (see [`arrow_schema`]).
+const FIXED_COLUMNS: usize = 8;
+
+/// Encodes rows as a one-row-group Parquet file. Each column is built and encoded by one task;
+/// `encode_threads` threads take tasks largest first, so with two threads the two image
+/// columns land on different cores.
 fn encode_parquet(
-    batch: &RecordBatch,
+    table_schema: &TableSchema,
+    schema: &SchemaRef,
+    rows: &[PreparedRow<'_>],
     table: &str,
     view_type: StreamViewType,
     options: EncodeOptions,
-) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+) -> Result<Vec<u8>, Encoding> {
     let mut props = writer_properties(table, view_type, options.zstd_level);
     // Embed the Arrow schema like ArrowWriter does, so Arrow readers get the exact types back.
-    parquet::arrow::add_encoded_arrow_schema_to_metadata(batch.schema_ref(), &mut props);
+    parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut props);
     let props = Arc::new(props);
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
-        .convert(batch.schema_ref())?;
-    let text_bytes: usize = batch
-        .columns()
+        .convert(schema)
+        .map_err(Encoding::Parquet)?;
+    let image_bytes: usize = rows
         .iter()
-        .map(|c| c.get_buffer_memory_size())
+        .map(|r| {
+            r.keys.len()
+                + r.new_image.as_ref().map_or(0, String::len)
+                + r.old_image.as_ref().map_or(0, String::len)
+        })
         .sum();
-    let mut out = Vec::with_capacity(text_bytes / 4 + 4096);
-    let mut writer = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props)?;
-    let factory = ArrowRowGroupWriterFactory::new(&writer, batch.schema());
-    let writers = factory.create_column_writers(0)?;
+    let mut out = Vec::with_capacity(image_bytes / 4 + 4096);
+    let mut writer = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props)
+        .map_err(Encoding::Parquet)?;
+    let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+    let writers = factory
+        .create_column_writers(0)
+        .map_err(Encoding::Parquet)?;
 
-    // Every column here is flat, so leaf i is column i. Largest columns first, so with two
-    // threads the two image columns land on different cores.
-    let mut order: Vec<usize> = (0..writers.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(batch.column(i).get_buffer_memory_size()));
-    let slots: Vec<std::sync::Mutex<Option<parquet::arrow::arrow_writer::ArrowColumnWriter>>> =
-        writers
-            .into_iter()
-            .map(|w| std::sync::Mutex::new(Some(w)))
-            .collect();
-    let results: Vec<
-        std::sync::Mutex<Option<Result<ArrowColumnChunk, parquet::errors::ParquetError>>>,
-    > = (0..slots.len())
+    // Every column here is flat, so leaf i is column i. Largest first: the images, the keys,
+    // the event ids and sequence numbers, then the small columns.
+    const LARGE_FIRST: [usize; 5] = [6, 7, 5, 0, 3];
+    let columns = writers.len();
+    let mut order: Vec<usize> = LARGE_FIRST.into_iter().filter(|&i| i < columns).collect();
+    order.extend((0..columns).filter(|i| !LARGE_FIRST.contains(i)));
+    type Slot<T> = std::sync::Mutex<Option<T>>;
+    let slots: Vec<Slot<parquet::arrow::arrow_writer::ArrowColumnWriter>> = writers
+        .into_iter()
+        .map(|w| std::sync::Mutex::new(Some(w)))
+        .collect();
+    let results: Vec<Slot<Result<ArrowColumnChunk, Encoding>>> = (0..slots.len())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
     let next = AtomicUsize::new(0);
@@ -615,9 +661,13 @@ fn encode_parquet(
             let Some(&i) = order.get(n) else { break };
             let writer = slots[i].lock().ok().and_then(|mut s| s.take());
             let result = match writer {
-                Some(mut w) => encode_column(&mut w, batch, i).and_then(|()| w.close()),
-                None => Err(parquet::errors::ParquetError::General(format!(
-                    "column {i} encoded twice"
+                Some(mut w) => {
+                    let array = build_column(table_schema, rows, i);
+                    encode_column(&mut w, schema.field(i), &array)
+                        .and_then(|()| w.close().map_err(Encoding::Parquet))
+                }
+                None => Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                    format!("column {i} encoded twice"),
                 ))),
             };
             if let Ok(mut slot) = results[i].lock() {
@@ -636,28 +686,41 @@ fn encode_parquet(
             work();
         });
     }
-    let mut row_group = writer.next_row_group()?;
+    let mut row_group = writer.next_row_group().map_err(Encoding::Parquet)?;
     for (i, slot) in results.into_iter().enumerate() {
         let result = slot.into_inner().ok().flatten().unwrap_or_else(|| {
-            Err(parquet::errors::ParquetError::General(format!(
-                "column {i} was not encoded"
+            Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                format!("column {i} was not encoded"),
             )))
         });
-        result?.append_to_row_group(&mut row_group)?;
+        result?
+            .append_to_row_group(&mut row_group)
+            .map_err(Encoding::Parquet)?;
     }
-    row_group.close()?;
-    writer.close()?;
+    row_group.close().map_err(Encoding::Parquet)?;
+    writer.close().map_err(Encoding::Parquet)?;
     Ok(out)
 }
 
 fn encode_column(
     writer: &mut parquet::arrow::arrow_writer::ArrowColumnWriter,
-    batch: &RecordBatch,
-    i: usize,
-) -> Result<(), parquet::errors::ParquetError> {
-    let field = batch.schema_ref().field(i).clone();
-    for leaf in compute_leaves(&field, batch.column(i))? {
-        writer.write(&leaf)?;
+    field: &Field,
+    array: &ArrayRef,
+) -> Result<(), Encoding> {
+    if array.data_type() != field.data_type() || (!field.is_nullable() && array.null_count() > 0) {
+        return Err(Encoding::Arrow(
+            arrow_schema::ArrowError::InvalidArgumentError(format!(
+                "column {} built as {} with {} nulls; the schema says {}{}",
+                field.name(),
+                array.data_type(),
+                array.null_count(),
+                field.data_type(),
+                if field.is_nullable() { "" } else { " NOT NULL" }
+            )),
+        ));
+    }
+    for leaf in compute_leaves(field, array).map_err(Encoding::Parquet)? {
+        writer.write(&leaf).map_err(Encoding::Parquet)?;
     }
     Ok(())
 }

@@ -337,3 +337,155 @@ fn every_prefix_of_a_real_event_is_handled_without_panicking() {
         let _ = streamseal::change::parse_event(&event[..at]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The byte scanner (fast path) against serde_json (the authority): on every input, valid or
+// broken, `parse` must give exactly what `parse_serde` gives.
+
+/// One stream record around `img`, in one of the shapes AWS sends (and some it does not).
+fn record_of() -> impl Strategy<Value = String> {
+    (
+        item(),
+        item(),
+        0u8..3,
+        0u8..4,
+        any::<bool>(),
+        prop_oneof![
+            Just("1767225600".to_owned()),
+            Just("1767225600.25".to_owned()),
+            Just("1.7672256e9".to_owned()),
+            Just("null".to_owned()),
+            Just("-5".to_owned()),
+            Just("1767225600.123456789012345678".to_owned()),
+        ],
+        prop_oneof![
+            Just("1058".to_owned()),
+            Just("null".to_owned()),
+            Just("1.5".to_owned()),
+            Just("-1".to_owned()),
+            Just("18446744073709551616".to_owned()),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(new, old, kind, view, ttl, time, size, extra)| {
+            let kind = ["INSERT", "MODIFY", "REMOVE"][kind as usize];
+            let view = ["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"][view as usize];
+            let parsed: serde_json::Value = serde_json::from_str(&new).unwrap();
+            let key = format!(r#"{{"pk":{}}}"#, parsed["pk"]);
+            let mut dynamodb = format!(r#""ApproximateCreationDateTime":{time},"Keys":{key}"#);
+            if view.contains("NEW") && kind != "REMOVE" {
+                dynamodb.push_str(&format!(r#","NewImage":{new}"#));
+            }
+            if (view.contains("OLD") || view.contains("AND")) && kind != "INSERT" {
+                dynamodb.push_str(&format!(r#","OldImage":{old}"#));
+            }
+            dynamodb.push_str(&format!(
+                r#","SequenceNumber":"4{}","SizeBytes":{size},"StreamViewType":"{view}""#,
+                "0".repeat(20)
+            ));
+            let identity = if ttl {
+                r#","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"}"#
+            } else {
+                ""
+            };
+            let extra = if extra {
+                r#","eventVersion":"1.1","awsRegion":"us-east-1","more":[1,-2.5e3,true,null,{"x":"\u00e9"}]"#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"eventID":"e\"1","eventName":"{kind}","eventSource":"aws:dynamodb","eventSourceARN":"{ARN}","dynamodb":{{{dynamodb}}}{identity}{extra}}}"#
+            )
+        })
+}
+
+fn both_parsers(raw: &str) -> (String, String) {
+    use streamseal::change::ChangeRecord;
+    use streamseal::item::{Canonicalizer, ColumnPaths};
+    let columns: Vec<Vec<String>> = vec![
+        vec!["pk".into()],
+        vec!["a".into()],
+        vec!["a".into(), "b".into()],
+    ];
+    let paths = ColumnPaths::new(columns.iter().map(Vec::as_slice));
+    let fast = ChangeRecord::parse(raw, 3, &mut Canonicalizer::new(), &paths);
+    let slow = ChangeRecord::parse_serde(raw, 3, &mut Canonicalizer::new(), &paths);
+    (format!("{fast:?}"), format!("{slow:?}"))
+}
+
+/// `raw` with one edit at `at`: a byte range removed, or a JSON-significant fragment inserted.
+fn mutate(raw: &str, at: usize, edit: u8) -> String {
+    let mut at = at % (raw.len() + 1);
+    while !raw.is_char_boundary(at) {
+        at -= 1;
+    }
+    let fragments = [
+        "",
+        ",",
+        "}",
+        "{",
+        "]",
+        "[",
+        "\"",
+        "\\",
+        ":",
+        " ",
+        "\u{1}",
+        "0",
+        "-",
+        "e",
+        "\\u12",
+        "\\ud800",
+        "null",
+        "true",
+        "{\"S\":\"x\"}",
+        "\"S\":",
+        "\"N\":\"1\"",
+    ];
+    let mut out = raw.to_owned();
+    if edit.is_multiple_of(2) {
+        let mut end = (at + 1 + (edit as usize / 2) % 4).min(raw.len());
+        while !raw.is_char_boundary(end) {
+            end += 1;
+        }
+        out.replace_range(at..end, "");
+    } else {
+        out.insert_str(at, fragments[(edit as usize / 2) % fragments.len()]);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_fast_path_reads_records_exactly_like_serde(raw in record_of(), pretty in any::<bool>()) {
+        let raw = if pretty {
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&raw).unwrap()).unwrap()
+        } else {
+            raw
+        };
+        let (fast, slow) = both_parsers(&raw);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn the_fast_path_fails_exactly_like_serde(raw in record_of(), edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+        let mut broken = raw;
+        for (at, edit) in edits {
+            broken = mutate(&broken, at, edit);
+        }
+        let (fast, slow) = both_parsers(&broken);
+        prop_assert_eq!(fast, slow, "input: {}", broken);
+    }
+
+    #[test]
+    fn the_fast_path_canonicalises_items_exactly_like_serde(item in item(), at in any::<usize>(), edit in any::<u8>(), broken in any::<bool>()) {
+        use streamseal::item::{Canonicalizer, ColumnPaths};
+        let text = if broken { mutate(&item, at, edit) } else { item };
+        let paths = ColumnPaths::new([vec!["pk".to_owned()]].iter().map(Vec::as_slice));
+        let fast = Canonicalizer::new().item(&text, &paths);
+        let slow = Canonicalizer::new().item_serde(&text, &paths);
+        prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "input: {}", text);
+    }
+}
