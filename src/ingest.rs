@@ -487,6 +487,18 @@ impl Ingestor {
         // resolves by object key; it never adds a second copy of a record.
         let now = chrono::Utc::now();
         let mut record = encoded.record.clone();
+        if outcome == PutOutcome::AlreadyExists {
+            // Same key, so same rows (the name hashes the stream, view type, sequence numbers
+            // and event ids). But the bytes may differ: the batch may have been first written
+            // by another version of the encoder (a deploy between a failure and its retry). The
+            // log must describe the object that is actually stored.
+            let stored = self.store.get(&encoded.key).await?;
+            if stored != encoded.bytes {
+                tracing::warn!(key = %encoded.key, stored_bytes = stored.len(), encoded_bytes = encoded.bytes.len(), "segment already stored with other bytes (an earlier encoder); describing the stored object");
+                record.bytes = stored.len() as u64;
+                record.sha256 = hex::encode(Sha256::digest(&stored));
+            }
+        }
         record.shard_id = shard.map(str::to_owned);
         record.written_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let log_key = layout.log_key(now.timestamp_millis(), &encoded.tag);
@@ -941,6 +953,48 @@ mod tests {
         );
         assert_eq!(objects(2), one);
         assert_eq!(objects(3), one);
+    }
+
+    #[test]
+    fn a_retry_after_an_encoder_change_describes_the_stored_object() {
+        use crate::store::ObjectStore as _;
+        use crate::store::memory::MemoryStore;
+        let text = event(300, usize::MAX, "");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        // The same batch, first written by an encoder that produces other bytes (zstd 3),
+        // then redelivered to this one (zstd 1).
+        for zstd_level in [3, 1] {
+            let ingestor = Ingestor::new(
+                store.clone(),
+                SchemaSource::Fixed(Arc::new(schema()), "orders.toml".into()),
+                IngestOptions {
+                    encode: EncodeOptions {
+                        zstd_level,
+                        encode_threads: 1,
+                    },
+                    prepare_threads: 1,
+                    bad_records: BadRecordPolicy::Quarantine,
+                },
+            );
+            runtime.block_on(ingestor.ingest_event(&text)).unwrap();
+        }
+        runtime.block_on(async {
+            let mut described = 0;
+            for key in store.keys().into_iter().filter(|k| k.contains("/log/")) {
+                let bytes = store.get(&key).await.unwrap();
+                let Ok(LogEntry::Segment(record)) = LogEntry::parse(&key, &bytes) else {
+                    continue;
+                };
+                let stored = store.get(&record.key).await.unwrap();
+                assert_eq!(record.sha256, hex::encode(Sha256::digest(&stored)), "{key}");
+                assert_eq!(record.bytes, stored.len() as u64, "{key}");
+                described += 1;
+            }
+            assert!(described >= 2, "both deliveries wrote a log record");
+        });
     }
 
     #[test]

@@ -602,6 +602,12 @@ fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> Arr
     }
 }
 
+/// Rows per Arrow array handed to the column writer. A whole image column of a 6 MB batch would
+/// be a fresh multi-megabyte buffer (page faults, and cold by the time the encoder reads it);
+/// chunks this size stay in cache. It equals the writer's mini-batch (`write_batch_size`, 1024
+/// by default), so pages and bytes are exactly those of writing the column in one call.
+const CHUNK_ROWS: usize = 1024;
+
 /// Columns every segment has before the typed ones (see [`arrow_schema`]).
 const FIXED_COLUMNS: usize = 8;
 
@@ -661,11 +667,13 @@ fn encode_parquet(
             let Some(&i) = order.get(n) else { break };
             let writer = slots[i].lock().ok().and_then(|mut s| s.take());
             let result = match writer {
-                Some(mut w) => {
-                    let array = build_column(table_schema, rows, i);
-                    encode_column(&mut w, schema.field(i), &array)
-                        .and_then(|()| w.close().map_err(Encoding::Parquet))
-                }
+                Some(mut w) => rows
+                    .chunks(CHUNK_ROWS)
+                    .try_for_each(|chunk| {
+                        let array = build_column(table_schema, chunk, i);
+                        encode_column(&mut w, schema.field(i), &array)
+                    })
+                    .and_then(|()| w.close().map_err(Encoding::Parquet)),
                 None => Err(Encoding::Parquet(parquet::errors::ParquetError::General(
                     format!("column {i} encoded twice"),
                 ))),
