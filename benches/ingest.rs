@@ -10,7 +10,9 @@
 //!   and hashing them (the state digest), through the byte scanner;
 //! - `parse-serde`: the same through serde_json alone (the fallback and reference), for
 //!   comparison;
-//! - `prepare`: parse, plus the typed-column captures of `schemas/orders.toml`;
+//! - `prepare`: what the capture path does before encoding: the event read in one pass
+//!   (records found and parsed together, no `split`), plus the typed columns of
+//!   `schemas/orders.toml`;
 //! - `encode`: prepared rows to a finished segment (Arrow columns, Parquet with zstd, SHA-256
 //!   of the object, segment record), on 1 and on 2 threads;
 //! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
@@ -23,7 +25,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamseal::change::{ChangeRecord, StreamViewType, parse_event};
+use streamseal::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
 use streamseal::item::{Canonicalizer, ColumnPaths};
 use streamseal::layout::{HourPartition, TableLayout};
@@ -111,12 +113,14 @@ fn bench(c: &mut Criterion) {
         group.throughput(throughput.clone()).sample_size(20);
         group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
             b.iter(|| {
-                let raws = parse_event(text).expect("event");
+                // As the capture path reads a batch: records found and parsed in one pass.
+                let mut cursor = EventCursor::new(text).expect("event");
                 let mut canon = Canonicalizer::new();
-                for (i, raw) in raws.iter().enumerate() {
-                    let rec =
-                        ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-                    black_box(PreparedRow::new(rec, &schema));
+                let mut i = 0;
+                while cursor.next_start().expect("event").is_some() {
+                    let (_, rec) = cursor.record(i, &mut canon, &schema.paths).expect("record");
+                    black_box(PreparedRow::new(rec.expect("record"), &schema));
+                    i += 1;
                 }
             })
         });

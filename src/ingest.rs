@@ -630,18 +630,25 @@ fn prepare_one<'a>(
         index,
         table,
         schema,
+        &mut None,
     )
 }
 
 /// A parsed record as a row, if it is from `table`.
+///
+/// `accepted` remembers the last stream ARN found to name `table`: records of a batch share
+/// one, so it is parsed once per thread rather than once per record.
 fn check_table<'a>(
     parsed: Result<ChangeRecord<'a>, ChangeError>,
     index: usize,
     table: &str,
     schema: &TableSchema,
+    accepted: &mut Option<String>,
 ) -> Prepared<'a> {
     let rec = parsed?;
-    if let Some(arn) = &rec.event_source_arn {
+    if let Some(arn) = &rec.event_source_arn
+        && accepted.as_deref() != Some(arn.as_ref())
+    {
         let t = change::table_from_stream_arn(arn).map_err(|reason| ChangeError::Record {
             index,
             event_id: Some(rec.event_id.to_string()),
@@ -656,6 +663,7 @@ fn check_table<'a>(
                 reason: format!("record is from table {t:?} but the batch is from {table:?}"),
             });
         }
+        *accepted = Some(arn.to_string());
     }
     Ok(PreparedRow::new(rec, schema))
 }
@@ -680,6 +688,7 @@ fn read_stretch<'a>(
     schema: &TableSchema,
 ) -> Option<Stretch<'a>> {
     let mut canon = Canonicalizer::new();
+    let mut accepted = None;
     let mut stretch = Stretch {
         raws: Vec::new(),
         prepared: Vec::new(),
@@ -701,7 +710,7 @@ fn read_stretch<'a>(
         stretch.raws.push(raw);
         stretch
             .prepared
-            .push(check_table(parsed, index, table, schema));
+            .push(check_table(parsed, index, table, schema, &mut accepted));
     }
 }
 
@@ -995,6 +1004,40 @@ mod tests {
             }
             assert!(described >= 2, "both deliveries wrote a log record");
         });
+    }
+
+    #[test]
+    fn a_record_from_another_table_is_refused_on_every_path() {
+        let text = event(6, usize::MAX, "");
+        let other =
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/invoices/stream/2026-01-01T00:00:00.000";
+        let raws = change::parse_event(&text).unwrap();
+        let first: serde_json::Value = serde_json::from_str(raws[0]).unwrap();
+        let arn = first["eventSourceARN"].as_str().unwrap().to_owned();
+        let edited: Vec<String> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match i {
+                2 => r.replace(&arn, other),
+                4 => r.replace(&arn, "not-an-arn"),
+                _ => r.to_string(),
+            })
+            .collect();
+        let text = format!("{{\"Records\":[{}]}}", edited.join(","));
+        let (_, fused) = prepare_fused(&text, "orders", &schema(), 1).unwrap();
+        let raws = change::parse_event(&text).unwrap();
+        let split = prepare_all(&raws, "orders", &schema(), 1);
+        for prepared in [fused, split] {
+            let failed: Vec<usize> = prepared
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_err())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(failed, [2, 4]);
+            let reason = format!("{:?}", prepared[2].as_ref().err());
+            assert!(reason.contains("invoices"), "{reason}");
+        }
     }
 
     #[test]
