@@ -1,8 +1,9 @@
 //! Segments: a run of change records turned into one Parquet object and its segment record.
 //!
 //! ```text
-//! ChangeRecord ──push──▶ SegmentBuilder (Arrow builders + running stats)
-//!                              │ finish
+//! PreparedRow ──push──▶ SegmentBuilder (the rows + running stats)
+//!                              │ finish: each column built from the rows (Arrow, in 1,024-row
+//!                              │ chunks) and encoded by one task, tasks spread over threads
 //!                              ▼
 //!                        EncodedSegment { key, Parquet bytes, SegmentRecord }
 //! ```
@@ -18,7 +19,8 @@
 //! no query.
 //!
 //! Encoding is deterministic: the same records and schema give the same bytes, so a redelivered
-//! batch produces an identical object under the identical name. Columns can be encoded on
+//! batch produces an identical object under the identical name (and if an older encoder wrote
+//! that object, ingest describes the stored bytes, see `ingest`). Columns can be encoded on
 //! several threads (`encode_threads`); the output does not depend on the thread count.
 
 use std::borrow::Cow;
