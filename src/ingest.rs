@@ -678,11 +678,10 @@ struct Stretch<'a> {
     landed: bool,
 }
 
-/// Reads records with `cursor` (the first has batch index `first_index`) until the record
+/// Reads records with `cursor` until the record
 /// starting at or after `stop`, or to the end of the event. `None` if the event is broken.
 fn read_stretch<'a>(
     mut cursor: change::EventCursor<'a>,
-    first_index: usize,
     stop: Option<usize>,
     table: &str,
     schema: &TableSchema,
@@ -705,7 +704,8 @@ fn read_stretch<'a>(
             stretch.landed = start == stop;
             return Some(stretch);
         }
-        let index = first_index + stretch.raws.len();
+        // Counted from the stretch's start; prepare_fused offsets later stretches.
+        let index = stretch.raws.len();
         let (raw, parsed) = cursor.record(index, &mut canon, &schema.paths)?;
         stretch.raws.push(raw);
         stretch
@@ -740,7 +740,7 @@ fn prepare_fused<'a>(
     }
     let first = change::EventCursor::new(text)?;
     if starts.is_empty() {
-        let all = read_stretch(first, 0, None, table, schema)?;
+        let all = read_stretch(first, None, table, schema)?;
         return all.landed.then_some((all.raws, all.prepared));
     }
     // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
@@ -751,18 +751,18 @@ fn prepare_fused<'a>(
             .map(|(k, &at)| {
                 let stop = starts.get(k + 1).copied();
                 s.spawn(move || {
-                    read_stretch(change::EventCursor::at(text, at), 0, stop, table, schema)
+                    read_stretch(change::EventCursor::at(text, at), stop, table, schema)
                 })
             })
             .collect();
-        let head = read_stretch(first.clone(), 0, Some(starts[0]), table, schema);
+        let head = read_stretch(first.clone(), Some(starts[0]), table, schema);
         let mut out = vec![head];
         out.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
         out
     });
     let trusted = later.iter().all(|s| s.as_ref().is_some_and(|s| s.landed));
     if !trusted {
-        let all = read_stretch(first, 0, None, table, schema)?;
+        let all = read_stretch(first, None, table, schema)?;
         return all.landed.then_some((all.raws, all.prepared));
     }
     let mut raws = Vec::new();
@@ -871,6 +871,26 @@ mod tests {
         TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml").unwrap()
     }
 
+    /// An ingestor for the `orders` schema, quarantining bad records like the Lambda.
+    fn orders_ingestor(
+        store: Arc<crate::store::memory::MemoryStore>,
+        zstd_level: i32,
+        threads: usize,
+    ) -> Ingestor {
+        Ingestor::new(
+            store,
+            SchemaSource::Fixed(Arc::new(schema()), "orders.toml".into()),
+            IngestOptions {
+                encode: EncodeOptions {
+                    zstd_level,
+                    encode_threads: threads,
+                },
+                prepare_threads: threads,
+                bad_records: BadRecordPolicy::Quarantine,
+            },
+        )
+    }
+
     /// Every thread count reads exactly what splitting then parsing reads.
     fn assert_fused_reads_like_split(text: &str) {
         let schema = schema();
@@ -929,18 +949,7 @@ mod tests {
             .unwrap();
         let objects = |threads: usize| {
             let store = Arc::new(MemoryStore::new());
-            let ingestor = Ingestor::new(
-                store.clone(),
-                SchemaSource::Fixed(Arc::new(schema()), "orders.toml".into()),
-                IngestOptions {
-                    encode: EncodeOptions {
-                        zstd_level: 1,
-                        encode_threads: threads,
-                    },
-                    prepare_threads: threads,
-                    bad_records: BadRecordPolicy::Quarantine,
-                },
-            );
+            let ingestor = orders_ingestor(store.clone(), 1, threads);
             runtime.block_on(async {
                 let report = ingestor.ingest_event(&text).await.unwrap();
                 assert_eq!(report.quarantined.len(), 1);
@@ -976,18 +985,7 @@ mod tests {
         // The same batch, first written by an encoder that produces other bytes (zstd 3),
         // then redelivered to this one (zstd 1).
         for zstd_level in [3, 1] {
-            let ingestor = Ingestor::new(
-                store.clone(),
-                SchemaSource::Fixed(Arc::new(schema()), "orders.toml".into()),
-                IngestOptions {
-                    encode: EncodeOptions {
-                        zstd_level,
-                        encode_threads: 1,
-                    },
-                    prepare_threads: 1,
-                    bad_records: BadRecordPolicy::Quarantine,
-                },
-            );
+            let ingestor = orders_ingestor(store.clone(), zstd_level, 1);
             runtime.block_on(ingestor.ingest_event(&text)).unwrap();
         }
         runtime.block_on(async {

@@ -472,6 +472,7 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
             layout.table(),
             view_type,
             options,
+            CHUNK_ROWS,
         )
         .map_err(|e| match e {
             Encoding::Arrow(source) => SegmentError::Arrow {
@@ -613,9 +614,9 @@ const CHUNK_ROWS: usize = 1024;
 /// Columns every segment has before the typed ones (see [`arrow_schema`]).
 const FIXED_COLUMNS: usize = 8;
 
-/// Encodes rows as a one-row-group Parquet file. Each column is built and encoded by one task;
-/// `encode_threads` threads take tasks largest first, so with two threads the two image
-/// columns land on different cores.
+/// Encodes rows as a one-row-group Parquet file. Each column is built and encoded by one task,
+/// `chunk_rows` rows per Arrow array; `encode_threads` threads take tasks largest first, so
+/// with two threads the two image columns land on different cores.
 fn encode_parquet(
     table_schema: &TableSchema,
     schema: &SchemaRef,
@@ -623,6 +624,7 @@ fn encode_parquet(
     table: &str,
     view_type: StreamViewType,
     options: EncodeOptions,
+    chunk_rows: usize,
 ) -> Result<Vec<u8>, Encoding> {
     let mut props = writer_properties(table, view_type, options.zstd_level);
     // Embed the Arrow schema like ArrowWriter does, so Arrow readers get the exact types back.
@@ -670,7 +672,7 @@ fn encode_parquet(
             let writer = slots[i].lock().ok().and_then(|mut s| s.take());
             let result = match writer {
                 Some(mut w) => rows
-                    .chunks(CHUNK_ROWS)
+                    .chunks(chunk_rows)
                     .try_for_each(|chunk| {
                         let array = build_column(table_schema, chunk, i);
                         encode_column(&mut w, schema.field(i), &array)
@@ -935,5 +937,58 @@ impl SegmentContents {
             }
         }
         Ok(SegmentContents { view_type, rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ChangeRecord, parse_event};
+    use crate::item::Canonicalizer;
+    use crate::workload::Workload;
+
+    #[test]
+    fn chunked_columns_encode_to_the_bytes_of_whole_columns() {
+        let schema = TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml")
+            .expect("orders schema");
+        let mut w = Workload::new(3, "orders", StreamViewType::NewAndOldImages, 512);
+        w.next_event(2500);
+        let text = w.next_event(2500);
+        let mut canon = Canonicalizer::new();
+        let rows: Vec<PreparedRow<'_>> = parse_event(&text)
+            .expect("event")
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+                PreparedRow::new(rec, &schema)
+            })
+            .collect();
+        assert!(rows.len() > 2 * CHUNK_ROWS && !rows.len().is_multiple_of(CHUNK_ROWS));
+        let arrow = arrow_schema(&schema);
+        let encode = |chunk_rows, encode_threads| {
+            let options = EncodeOptions {
+                zstd_level: 1,
+                encode_threads,
+            };
+            let encoded = encode_parquet(
+                &schema,
+                &arrow,
+                &rows,
+                "orders",
+                StreamViewType::NewAndOldImages,
+                options,
+                chunk_rows,
+            );
+            match encoded {
+                Ok(bytes) => bytes,
+                Err(_) => panic!("encoding failed"),
+            }
+        };
+        let whole = encode(usize::MAX, 1);
+        assert_eq!(encode(CHUNK_ROWS, 1), whole);
+        assert_eq!(encode(CHUNK_ROWS, 2), whole);
+        // A chunk size that is not the writer's mini-batch gives other pages: the test can tell.
+        assert_ne!(encode(1000, 1), whole);
     }
 }
