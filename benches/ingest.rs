@@ -27,10 +27,10 @@ use std::sync::Arc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamseal::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::{Canonicalizer, ColumnPaths};
+use streamseal::item::{Canonicalizer, ColumnPaths, TextColumns};
 use streamseal::layout::{HourPartition, TableLayout};
 use streamseal::schema::TableSchema;
-use streamseal::segment::{EncodeOptions, PreparedRow, SegmentBuilder};
+use streamseal::segment::{ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder};
 use streamseal::store::memory::MemoryStore;
 use streamseal::workload::Workload;
 
@@ -116,27 +116,34 @@ fn bench(c: &mut Criterion) {
                 // As the capture path reads a batch: records found and parsed in one pass.
                 let mut cursor = EventCursor::new(text).expect("event");
                 let mut canon = Canonicalizer::new();
+                let mut texts = TextColumns::for_event_bytes(text.len());
                 let mut i = 0;
                 while cursor.next_start().expect("event").is_some() {
-                    let (_, rec) = cursor.record(i, &mut canon, &schema.paths).expect("record");
-                    black_box(PreparedRow::new(rec.expect("record"), &schema));
+                    let (_, rec) = cursor
+                        .record_into(i, &mut canon, &schema.paths, &mut texts)
+                        .expect("record");
+                    black_box(PreparedRow::new(rec.expect("record"), &schema, 0));
                     i += 1;
                 }
+                black_box(ColumnTexts::from(texts))
             })
         });
         group.finish();
 
-        let rows: Vec<PreparedRow<'_>> = {
+        let (rows, texts) = {
             let raws = parse_event(&text).expect("event");
             let mut canon = Canonicalizer::new();
-            raws.iter()
+            let mut texts = TextColumns::default();
+            let rows: Vec<PreparedRow<'_>> = raws
+                .iter()
                 .enumerate()
                 .map(|(i, raw)| {
                     let rec =
                         ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-                    PreparedRow::new(rec, &schema)
+                    PreparedRow::new(rec.into_spanned(&mut texts), &schema, 0)
                 })
-                .collect()
+                .collect();
+            (rows, [ColumnTexts::from(texts)])
         };
         let layout = TableLayout::new("orders");
         for (threads, level) in [(1usize, 1i32), (2, 1), (1, -1), (1, 3)] {
@@ -153,7 +160,7 @@ fn bench(c: &mut Criterion) {
                 builder.push(row);
             }
             let size = builder
-                .finish(&layout, HourPartition::of_millis(0), options)
+                .finish(&layout, HourPartition::of_millis(0), options, &texts)
                 .expect("encode")
                 .bytes
                 .len();
@@ -173,7 +180,7 @@ fn bench(c: &mut Criterion) {
                         }
                         black_box(
                             builder
-                                .finish(&layout, HourPartition::of_millis(0), options)
+                                .finish(&layout, HourPartition::of_millis(0), options, &texts)
                                 .expect("encode"),
                         )
                     },

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::item::{CanonicalItem, Canonicalizer, ColumnPaths, Str};
+use crate::item::{CanonicalItem, Canonicalizer, ColumnPaths, SpannedItem, Str, TextColumns};
 use crate::scan::Scanner;
 
 /// Longest sequence number DynamoDB Streams produces.
@@ -174,9 +174,11 @@ impl StreamViewType {
 }
 
 /// One validated stream record. Images are already in canonical form (see [`crate::item`]):
-/// read, checked and normalised in the same pass that read the record.
+/// read, checked and normalised in the same pass that read the record. `I` is how the key and
+/// images are held: each in its own [`CanonicalItem`], or as [`SpannedItem`]s whose texts were
+/// written into column buffers ([`EventCursor::record_into`]).
 #[derive(Debug, Clone)]
-pub struct ChangeRecord<'a> {
+pub struct ChangeRecord<'a, I = CanonicalItem> {
     /// `eventID`: unique per record.
     pub event_id: Cow<'a, str>,
     /// `eventName`.
@@ -190,11 +192,11 @@ pub struct ChangeRecord<'a> {
     /// True for deletions made by DynamoDB's TTL process.
     pub ttl_delete: bool,
     /// `dynamodb.Keys`, canonical.
-    pub keys: CanonicalItem,
+    pub keys: I,
     /// `dynamodb.NewImage`, when the view type carries it.
-    pub new_image: Option<CanonicalItem>,
+    pub new_image: Option<I>,
     /// `dynamodb.OldImage`, when the view type carries it.
-    pub old_image: Option<CanonicalItem>,
+    pub old_image: Option<I>,
     /// `dynamodb.SizeBytes`.
     pub size_bytes: Option<u64>,
     /// `eventSourceARN` (the stream's ARN), which names the table.
@@ -217,8 +219,7 @@ struct WireIdentity<'a> {
 
 /// The fields of a record, read by hand so the images go through the canonicaliser in the
 /// same pass (a derived struct would need a second pass over each image).
-#[derive(Default)]
-struct WireRecord<'a> {
+struct WireRecord<'a, I = CanonicalItem> {
     event_id: Option<Cow<'a, str>>,
     event_name: Option<Cow<'a, str>>,
     event_source: Option<Cow<'a, str>>,
@@ -226,12 +227,106 @@ struct WireRecord<'a> {
     user_identity: Option<WireIdentity<'a>>,
     has_stream: bool,
     approximate_creation: Option<f64>,
-    keys: Option<CanonicalItem>,
-    new_image: Option<CanonicalItem>,
-    old_image: Option<CanonicalItem>,
+    keys: Option<I>,
+    new_image: Option<I>,
+    old_image: Option<I>,
     sequence_number: Option<Cow<'a, str>>,
     size_bytes: Option<u64>,
     stream_view_type: Option<Cow<'a, str>>,
+}
+
+impl<I> Default for WireRecord<'_, I> {
+    fn default() -> Self {
+        WireRecord {
+            event_id: None,
+            event_name: None,
+            event_source: None,
+            event_source_arn: None,
+            user_identity: None,
+            has_stream: false,
+            approximate_creation: None,
+            keys: None,
+            new_image: None,
+            old_image: None,
+            sequence_number: None,
+            size_bytes: None,
+            stream_view_type: None,
+        }
+    }
+}
+
+/// How a record's key and images are held ([`ChangeRecord`]'s `I`).
+pub trait RecordImage {
+    /// True for the empty item `{}`.
+    fn is_empty_item(&self) -> bool;
+}
+
+impl RecordImage for CanonicalItem {
+    fn is_empty_item(&self) -> bool {
+        self.text == "{}"
+    }
+}
+
+impl RecordImage for SpannedItem {
+    fn is_empty_item(&self) -> bool {
+        // `{}` is the only canonical item of two bytes.
+        self.span.len() == 2
+    }
+}
+
+/// Which of a record's items is being read.
+#[derive(Clone, Copy)]
+enum Part {
+    Keys,
+    New,
+    Old,
+}
+
+/// Where the fast path puts the canonical key and images of a record.
+trait ImageSink {
+    type Item: RecordImage;
+    fn scan(
+        &mut self,
+        part: Part,
+        canon: &mut Canonicalizer,
+        s: &mut Scanner<'_>,
+        paths: &ColumnPaths,
+    ) -> Option<Self::Item>;
+}
+
+/// Each item in its own `String` ([`ChangeRecord::parse`]).
+struct OwnTexts;
+
+impl ImageSink for OwnTexts {
+    type Item = CanonicalItem;
+    fn scan(
+        &mut self,
+        part: Part,
+        canon: &mut Canonicalizer,
+        s: &mut Scanner<'_>,
+        paths: &ColumnPaths,
+    ) -> Option<CanonicalItem> {
+        // Keys are read for every record but the state digest needs image hashes only.
+        canon.scan_item(s, paths, !matches!(part, Part::Keys))
+    }
+}
+
+impl ImageSink for TextColumns {
+    type Item = SpannedItem;
+    fn scan(
+        &mut self,
+        part: Part,
+        canon: &mut Canonicalizer,
+        s: &mut Scanner<'_>,
+        paths: &ColumnPaths,
+    ) -> Option<SpannedItem> {
+        let (buffer, hash) = match part {
+            Part::Keys => (&mut self.keys, false),
+            Part::New => (&mut self.new_image, true),
+            Part::Old => (&mut self.old_image, true),
+        };
+        canon.scan_item_into(s, paths, hash, buffer)
+    }
 }
 
 struct RecordSeed<'s, 'a> {
@@ -359,11 +454,12 @@ fn no_columns() -> &'static ColumnPaths {
 /// The fast path of [`ChangeRecord::parse`]: reads the record at the scanner exactly as
 /// [`RecordSeed`] would, or returns `None` for anything it does not read with certainty (the
 /// serde path then reads the record again and is the authority, errors included).
-fn scan_record<'a>(
+fn scan_record<'a, K: ImageSink>(
     s: &mut Scanner<'a>,
     canon: &mut Canonicalizer,
     paths: &ColumnPaths,
-) -> Option<WireRecord<'a>> {
+    sink: &mut K,
+) -> Option<WireRecord<'a, K::Item>> {
     let mut wire = WireRecord::default();
     s.eat(b'{')?;
     let mut first = true;
@@ -376,7 +472,7 @@ fn scan_record<'a>(
             "userIdentity" => wire.user_identity = scan_identity(s)?,
             "dynamodb" => {
                 wire.has_stream = true;
-                scan_stream(s, &mut wire, canon, paths)?;
+                scan_stream(s, &mut wire, canon, paths, sink)?;
             }
             _ => s.skip_value()?,
         }
@@ -412,25 +508,26 @@ fn scan_identity<'a>(s: &mut Scanner<'a>) -> Option<Option<WireIdentity<'a>>> {
 }
 
 /// The `dynamodb` object, as [`StreamSeed`] reads it.
-fn scan_stream<'a>(
+fn scan_stream<'a, K: ImageSink>(
     s: &mut Scanner<'a>,
-    wire: &mut WireRecord<'a>,
+    wire: &mut WireRecord<'a, K::Item>,
     canon: &mut Canonicalizer,
     paths: &ColumnPaths,
+    sink: &mut K,
 ) -> Option<()> {
     s.eat(b'{')?;
     let mut first = true;
     while let Some(key) = s.next_key(&mut first)? {
         match key.as_ref() {
-            "Keys" => wire.keys = Some(canon.scan_item(s, no_columns(), false)?),
-            "NewImage" => wire.new_image = Some(canon.scan_item(s, paths, true)?),
+            "Keys" => wire.keys = Some(sink.scan(Part::Keys, canon, s, no_columns())?),
+            "NewImage" => wire.new_image = Some(sink.scan(Part::New, canon, s, paths)?),
             "OldImage" => {
                 let paths = if wire.new_image.is_some() {
                     no_columns()
                 } else {
                     paths
                 };
-                wire.old_image = Some(canon.scan_item(s, paths, true)?);
+                wire.old_image = Some(sink.scan(Part::Old, canon, s, paths)?);
             }
             "ApproximateCreationDateTime" => {
                 wire.approximate_creation = if s.null() {
@@ -633,6 +730,16 @@ impl<'a> EventCursor<'a> {
         }
     }
 
+    /// The event text.
+    pub fn text(&self) -> &'a str {
+        self.s.text()
+    }
+
+    /// The byte position the cursor is at.
+    pub fn pos(&self) -> usize {
+        self.s.pos()
+    }
+
     /// Where the next record starts; `Some(None)` once the array and the event are complete
     /// (nothing but whitespace after them), `None` if the text breaks the shape.
     pub fn next_start(&mut self) -> Option<Option<usize>> {
@@ -656,7 +763,7 @@ impl<'a> EventCursor<'a> {
         let text = self.s.text();
         let start = self.s.pos();
         let mut attempt = self.s.clone();
-        if let Some(mut wire) = scan_record(&mut attempt, canon, paths) {
+        if let Some(mut wire) = scan_record(&mut attempt, canon, paths, &mut OwnTexts) {
             let raw = text.get(start..attempt.pos())?;
             self.s = attempt;
             return Some((raw, ChangeRecord::from_wire_at(raw, index, &mut wire)));
@@ -665,6 +772,37 @@ impl<'a> EventCursor<'a> {
         let raw = text.get(start..end)?;
         self.s = Scanner::new(text, end);
         Some((raw, ChangeRecord::parse_serde(raw, index, canon, paths)))
+    }
+
+    /// [`EventCursor::record`] writing the canonical key and images into `texts` (the capture
+    /// path builds its Parquet columns from those buffers). A record that fails leaves
+    /// nothing in `texts`.
+    pub fn record_into(
+        &mut self,
+        index: usize,
+        canon: &mut Canonicalizer,
+        paths: &ColumnPaths,
+        texts: &mut TextColumns,
+    ) -> Option<(&'a str, Result<ChangeRecord<'a, SpannedItem>, ChangeError>)> {
+        let text = self.s.text();
+        let start = self.s.pos();
+        let mark = texts.mark();
+        let mut attempt = self.s.clone();
+        if let Some(mut wire) = scan_record(&mut attempt, canon, paths, texts) {
+            let raw = text.get(start..attempt.pos())?;
+            self.s = attempt;
+            let parsed = ChangeRecord::from_wire_at(raw, index, &mut wire);
+            if parsed.is_err() {
+                texts.rollback(mark);
+            }
+            return Some((raw, parsed));
+        }
+        texts.rollback(mark);
+        let end = record_end(text.as_bytes(), start)?;
+        let raw = text.get(start..end)?;
+        self.s = Scanner::new(text, end);
+        let parsed = ChangeRecord::parse_serde(raw, index, canon, paths);
+        Some((raw, parsed.map(|rec| rec.into_spanned(texts))))
     }
 }
 
@@ -767,21 +905,12 @@ impl<'a> ChangeRecord<'a> {
         paths: &ColumnPaths,
     ) -> Result<ChangeRecord<'a>, ChangeError> {
         let mut scanner = Scanner::new(raw, 0);
-        if let Some(mut wire) = scan_record(&mut scanner, canon, paths)
+        if let Some(mut wire) = scan_record(&mut scanner, canon, paths, &mut OwnTexts)
             && scanner.at_end()
         {
             return Self::from_wire_at(raw, index, &mut wire);
         }
         Self::parse_serde(raw, index, canon, paths)
-    }
-
-    /// Checks the fields the fast path read, as the serde path checks its own.
-    fn from_wire_at(
-        raw: &'a str,
-        index: usize,
-        wire: &mut WireRecord<'a>,
-    ) -> Result<ChangeRecord<'a>, ChangeError> {
-        Self::from_wire(wire).map_err(|reason| record_error(raw, index, wire, reason))
     }
 
     /// [`ChangeRecord::parse`] through serde_json only, without the byte scanner's fast path:
@@ -814,7 +943,40 @@ impl<'a> ChangeRecord<'a> {
         Self::from_wire(&mut wire).map_err(|reason| fail(&wire, reason))
     }
 
-    fn from_wire(wire: &mut WireRecord<'a>) -> Result<ChangeRecord<'a>, String> {
+    /// The same record with its key and images appended to `texts` (for records read
+    /// through serde, whose items each come in a `String`).
+    pub fn into_spanned(self, texts: &mut TextColumns) -> ChangeRecord<'a, SpannedItem> {
+        ChangeRecord {
+            keys: TextColumns::adopt(&mut texts.keys, self.keys),
+            new_image: self
+                .new_image
+                .map(|i| TextColumns::adopt(&mut texts.new_image, i)),
+            old_image: self
+                .old_image
+                .map(|i| TextColumns::adopt(&mut texts.old_image, i)),
+            event_id: self.event_id,
+            kind: self.kind,
+            sequence: self.sequence,
+            approximate_creation_ms: self.approximate_creation_ms,
+            view_type: self.view_type,
+            ttl_delete: self.ttl_delete,
+            size_bytes: self.size_bytes,
+            event_source_arn: self.event_source_arn,
+        }
+    }
+}
+
+impl<'a, I: RecordImage> ChangeRecord<'a, I> {
+    /// Checks the fields the fast path read, as the serde path checks its own.
+    fn from_wire_at(
+        raw: &'a str,
+        index: usize,
+        wire: &mut WireRecord<'a, I>,
+    ) -> Result<ChangeRecord<'a, I>, ChangeError> {
+        Self::from_wire(wire).map_err(|reason| record_error(raw, index, wire, reason))
+    }
+
+    fn from_wire(wire: &mut WireRecord<'a, I>) -> Result<ChangeRecord<'a, I>, String> {
         if let Some(source) = &wire.event_source
             && source != "aws:dynamodb"
         {
@@ -853,7 +1015,7 @@ impl<'a> ChangeRecord<'a> {
             .map(epoch_seconds_to_ms)
             .transpose()?;
         let keys = wire.keys.take().ok_or("missing dynamodb.Keys")?;
-        if keys.text == "{}" {
+        if keys.is_empty_item() {
             return Err("dynamodb.Keys is empty".into());
         }
         let new_image = wire.new_image.take();
@@ -896,7 +1058,12 @@ impl<'a> ChangeRecord<'a> {
 }
 
 /// The error for record `index`, naming it by what could be read of it.
-fn record_error(raw: &str, index: usize, wire: &WireRecord, reason: String) -> ChangeError {
+fn record_error<I>(
+    raw: &str,
+    index: usize,
+    wire: &WireRecord<'_, I>,
+    reason: String,
+) -> ChangeError {
     ChangeError::Record {
         index,
         event_id: wire.event_id.as_deref().map(str::to_owned),
@@ -1020,7 +1187,7 @@ mod fast_path_tests {
         let mut canon = Canonicalizer::new();
         for raw in raws {
             let mut s = Scanner::new(raw, 0);
-            let got = scan_record(&mut s, &mut canon, &ColumnPaths::default());
+            let got = scan_record(&mut s, &mut canon, &ColumnPaths::default(), &mut OwnTexts);
             assert!(
                 got.is_some() && s.at_end(),
                 "fast path stepped aside on {raw}"

@@ -27,11 +27,11 @@ use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{self, ChangeError, ChangeRecord};
-use crate::item::Canonicalizer;
+use crate::item::{Canonicalizer, SpannedItem, TextColumns};
 use crate::layout::{HourPartition, TableLayout};
 use crate::log::{LOG_FORMAT, LogEntry, QuarantineRecord};
 use crate::schema::{SchemaError, TableSchema};
-use crate::segment::{EncodeOptions, PreparedRow, SegmentBuilder, SegmentError};
+use crate::segment::{ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder, SegmentError};
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
 
 /// What to do with a record that cannot be converted.
@@ -166,10 +166,17 @@ pub struct Ingestor {
 
 /// An event split into records, with its table, schema and prepared rows.
 struct Batch<'a> {
-    raws: Vec<&'a str>,
     table: String,
     schema: Arc<TableSchema>,
+    rows: Rows<'a>,
+}
+
+/// The records of a batch read: their raw texts, their rows (or why they are unusable), and
+/// the buffers holding the rows' key and image texts (one per thread that read them).
+struct Rows<'a> {
+    raws: Vec<&'a str>,
     prepared: Vec<Prepared<'a>>,
+    texts: Vec<ColumnTexts>,
 }
 
 /// What step 3 writes: a segment (covering some records) or one quarantined record.
@@ -272,11 +279,11 @@ impl Ingestor {
             return Ok(0);
         };
         if self.options.bad_records == BadRecordPolicy::Reject
-            && let Some(Err(e)) = batch.prepared.into_iter().find(Result::is_err)
+            && let Some(Err(e)) = batch.rows.prepared.into_iter().find(Result::is_err)
         {
             return Err(e.into());
         }
-        Ok(batch.raws.len())
+        Ok(batch.rows.raws.len())
     }
 
     /// Steps shared by checking and ingesting: split the event, find its table and schema, and
@@ -291,14 +298,11 @@ impl Ingestor {
             && let Ok(table) = find_table(&[first])
         {
             let schema = self.schema_or_fallback(&table).await?;
-            if let Some((raws, prepared)) =
-                prepare_fused(text, &table, &schema, self.options.prepare_threads)
-            {
+            if let Some(rows) = prepare_fused(text, &table, &schema, self.options.prepare_threads) {
                 return Ok(Some(Batch {
-                    raws,
                     table,
                     schema,
-                    prepared,
+                    rows,
                 }));
             }
         }
@@ -310,12 +314,11 @@ impl Ingestor {
         let schema = self.schema_or_fallback(&table).await?;
         // CPU-bound; a batch is at most 6 MB, so it runs inline, split across scoped threads
         // when asked.
-        let prepared = prepare_all(&raws, &table, &schema, self.options.prepare_threads);
+        let rows = prepare_all(raws, &table, &schema, self.options.prepare_threads);
         Ok(Some(Batch {
-            raws,
             table,
             schema,
-            prepared,
+            rows,
         }))
     }
 
@@ -353,10 +356,14 @@ impl Ingestor {
         };
         // Step 1: prepare.
         let Some(Batch {
-            raws,
             table,
             schema,
-            prepared,
+            rows:
+                Rows {
+                    raws,
+                    prepared,
+                    texts,
+                },
         }) = self.prepare_batch(text).await?
         else {
             return Ok(report);
@@ -399,7 +406,7 @@ impl Ingestor {
                 && let Some((p, builder, indices)) = current.take()
             {
                 units.push(Unit::Segment {
-                    encoded: Box::new(builder.finish(&layout, p, self.options.encode)?),
+                    encoded: Box::new(builder.finish(&layout, p, self.options.encode, &texts)?),
                     indices,
                 });
             }
@@ -415,7 +422,7 @@ impl Ingestor {
         }
         if let Some((p, builder, indices)) = current.take() {
             units.push(Unit::Segment {
-                encoded: Box::new(builder.finish(&layout, p, self.options.encode)?),
+                encoded: Box::new(builder.finish(&layout, p, self.options.encode, &texts)?),
                 indices,
             });
         }
@@ -618,20 +625,23 @@ fn find_table(raws: &[&str]) -> Result<String, IngestError> {
 
 type Prepared<'a> = Result<PreparedRow<'a>, ChangeError>;
 
+/// Reads one record of a split batch, its texts going to the batch's `texts_index`-th buffer.
 fn prepare_one<'a>(
     raw: &'a str,
     index: usize,
     table: &str,
     schema: &TableSchema,
     canon: &mut Canonicalizer,
+    (texts, texts_index): (&mut TextColumns, usize),
 ) -> Prepared<'a> {
-    check_table(
-        ChangeRecord::parse(raw, index, canon, &schema.paths),
-        index,
-        table,
-        schema,
-        &mut None,
-    )
+    let mark = texts.mark();
+    let parsed =
+        ChangeRecord::parse(raw, index, canon, &schema.paths).map(|r| r.into_spanned(texts));
+    let prepared = check_table(parsed, index, table, schema, &mut None, texts_index);
+    if prepared.is_err() {
+        texts.rollback(mark);
+    }
+    prepared
 }
 
 /// A parsed record as a row, if it is from `table`.
@@ -639,11 +649,12 @@ fn prepare_one<'a>(
 /// `accepted` remembers the last stream ARN found to name `table`: records of a batch share
 /// one, so it is parsed once per thread rather than once per record.
 fn check_table<'a>(
-    parsed: Result<ChangeRecord<'a>, ChangeError>,
+    parsed: Result<ChangeRecord<'a, SpannedItem>, ChangeError>,
     index: usize,
     table: &str,
     schema: &TableSchema,
     accepted: &mut Option<String>,
+    texts: usize,
 ) -> Prepared<'a> {
     let rec = parsed?;
     if let Some(arn) = &rec.event_source_arn
@@ -665,7 +676,7 @@ fn check_table<'a>(
         }
         *accepted = Some(arn.to_string());
     }
-    Ok(PreparedRow::new(rec, schema))
+    Ok(PreparedRow::new(rec, schema, texts))
 }
 
 /// What one thread of [`prepare_fused`] read: records from its start up to (not including)
@@ -673,24 +684,30 @@ fn check_table<'a>(
 struct Stretch<'a> {
     raws: Vec<&'a str>,
     prepared: Vec<Prepared<'a>>,
+    texts: TextColumns,
     /// True when the thread stopped at a record starting exactly at its `stop` (or reached the
     /// end of the event when it had no `stop`).
     landed: bool,
 }
 
-/// Reads records with `cursor` until the record
-/// starting at or after `stop`, or to the end of the event. `None` if the event is broken.
+/// Reads records with `cursor` until the record starting at or after `stop`, or to the end
+/// of the event; their texts go to a buffer of their own, the batch's `texts_index`-th.
+/// `None` if the event is broken.
 fn read_stretch<'a>(
     mut cursor: change::EventCursor<'a>,
     stop: Option<usize>,
     table: &str,
     schema: &TableSchema,
+    texts_index: usize,
 ) -> Option<Stretch<'a>> {
     let mut canon = Canonicalizer::new();
     let mut accepted = None;
+    let text = cursor.text();
+    let bytes = stop.unwrap_or(text.len()).saturating_sub(cursor.pos());
     let mut stretch = Stretch {
         raws: Vec::new(),
         prepared: Vec::new(),
+        texts: TextColumns::for_event_bytes(bytes),
         landed: false,
     };
     loop {
@@ -706,11 +723,26 @@ fn read_stretch<'a>(
         }
         // Counted from the stretch's start; prepare_fused offsets later stretches.
         let index = stretch.raws.len();
-        let (raw, parsed) = cursor.record(index, &mut canon, &schema.paths)?;
+        let mark = stretch.texts.mark();
+        let (raw, parsed) =
+            cursor.record_into(index, &mut canon, &schema.paths, &mut stretch.texts)?;
+        let prepared = check_table(parsed, index, table, schema, &mut accepted, texts_index);
+        if prepared.is_err() {
+            // A record of another table: its texts are not part of any row.
+            stretch.texts.rollback(mark);
+        }
         stretch.raws.push(raw);
-        stretch
-            .prepared
-            .push(check_table(parsed, index, table, schema, &mut accepted));
+        stretch.prepared.push(prepared);
+    }
+}
+
+impl<'a> From<Stretch<'a>> for Rows<'a> {
+    fn from(s: Stretch<'a>) -> Rows<'a> {
+        Rows {
+            raws: s.raws,
+            prepared: s.prepared,
+            texts: vec![s.texts.into()],
+        }
     }
 }
 
@@ -726,7 +758,7 @@ fn prepare_fused<'a>(
     table: &str,
     schema: &TableSchema,
     threads: usize,
-) -> Option<(Vec<&'a str>, Vec<Prepared<'a>>)> {
+) -> Option<Rows<'a>> {
     // Below this, a thread's start-up costs more than its share of the work.
     const MIN_BYTES_PER_THREAD: usize = 256 * 1024;
     let threads = threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1));
@@ -740,8 +772,8 @@ fn prepare_fused<'a>(
     }
     let first = change::EventCursor::new(text)?;
     if starts.is_empty() {
-        let all = read_stretch(first, None, table, schema)?;
-        return all.landed.then_some((all.raws, all.prepared));
+        let all = read_stretch(first, None, table, schema, 0)?;
+        return all.landed.then(|| all.into());
     }
     // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
     let later: Vec<Option<Stretch<'a>>> = std::thread::scope(|s| {
@@ -751,23 +783,31 @@ fn prepare_fused<'a>(
             .map(|(k, &at)| {
                 let stop = starts.get(k + 1).copied();
                 s.spawn(move || {
-                    read_stretch(change::EventCursor::at(text, at), stop, table, schema)
+                    read_stretch(
+                        change::EventCursor::at(text, at),
+                        stop,
+                        table,
+                        schema,
+                        k + 1,
+                    )
                 })
             })
             .collect();
-        let head = read_stretch(first.clone(), Some(starts[0]), table, schema);
+        let head = read_stretch(first.clone(), Some(starts[0]), table, schema, 0);
         let mut out = vec![head];
         out.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
         out
     });
     let trusted = later.iter().all(|s| s.as_ref().is_some_and(|s| s.landed));
     if !trusted {
-        let all = read_stretch(first, None, table, schema)?;
-        return all.landed.then_some((all.raws, all.prepared));
+        let all = read_stretch(first, None, table, schema, 0)?;
+        return all.landed.then(|| all.into());
     }
     let mut raws = Vec::new();
     let mut prepared = Vec::new();
+    let mut texts = Vec::with_capacity(later.len());
     for stretch in later.into_iter().flatten() {
+        texts.push(stretch.texts.into());
         // Threads after the first counted their records from zero.
         let offset = raws.len();
         raws.extend(stretch.raws);
@@ -788,56 +828,86 @@ fn prepare_fused<'a>(
             })
         }));
     }
-    Some((raws, prepared))
+    Some(Rows {
+        raws,
+        prepared,
+        texts,
+    })
 }
 
+/// Prepares the records of a split batch, on up to `threads` threads (each a run of
+/// records, with its own text buffer).
 fn prepare_all<'a>(
-    raws: &[&'a str],
+    raws: Vec<&'a str>,
     table: &str,
     schema: &TableSchema,
     threads: usize,
-) -> Vec<Prepared<'a>> {
+) -> Rows<'a> {
     let threads = threads.clamp(1, raws.len().max(1));
-    if threads == 1 {
+    let chunk = raws.len().div_ceil(threads).max(1);
+    let read = |c: usize, part: &[&'a str]| {
         let mut canon = Canonicalizer::new();
-        return raws
+        let mut texts = TextColumns::for_event_bytes(part.iter().map(|r| r.len()).sum());
+        let prepared = part
             .iter()
             .enumerate()
-            .map(|(i, raw)| prepare_one(raw, i, table, schema, &mut canon))
-            .collect();
+            .map(|(i, raw)| {
+                prepare_one(
+                    raw,
+                    c * chunk + i,
+                    table,
+                    schema,
+                    &mut canon,
+                    (&mut texts, c),
+                )
+            })
+            .collect::<Vec<_>>();
+        (prepared, ColumnTexts::from(texts))
+    };
+    if threads == 1 {
+        let (prepared, texts) = read(0, &raws);
+        return Rows {
+            raws,
+            prepared,
+            texts: vec![texts],
+        };
     }
-    let chunk = raws.len().div_ceil(threads);
-    std::thread::scope(|s| {
+    let (prepared, texts) = std::thread::scope(|s| {
+        let read = &read;
         let handles: Vec<_> = raws
             .chunks(chunk)
             .enumerate()
-            .map(|(c, part)| {
-                s.spawn(move || {
-                    let mut canon = Canonicalizer::new();
-                    part.iter()
-                        .enumerate()
-                        .map(|(i, raw)| prepare_one(raw, c * chunk + i, table, schema, &mut canon))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|(c, part)| s.spawn(move || read(c, part)))
             .collect();
         let mut out = Vec::with_capacity(raws.len());
+        let mut texts = Vec::with_capacity(handles.len());
         for (c, h) in handles.into_iter().enumerate() {
             match h.join() {
-                Ok(part) => out.extend(part),
+                Ok((part, t)) => {
+                    out.extend(part);
+                    texts.push(t);
+                }
                 // A panic in a worker is a bug; surface it per record rather than abort.
-                Err(_) => out.extend((0..raws[c * chunk..].len().min(chunk)).map(|i| {
-                    Err(ChangeError::Record {
-                        index: c * chunk + i,
-                        event_id: None,
-                        sequence: None,
-                        reason: "internal error while preparing the record".into(),
-                    })
-                })),
+                Err(_) => {
+                    texts.push(TextColumns::default().into());
+                    out.extend((0..raws[c * chunk..].len().min(chunk)).map(|i| {
+                        Err(ChangeError::Record {
+                            index: c * chunk + i,
+                            event_id: None,
+                            sequence: None,
+                            reason: "internal error while preparing the record".into(),
+                        })
+                    }))
+                }
             }
         }
-        out
-    })
+        (out, texts)
+    });
+    Rows {
+        raws,
+        prepared,
+        texts,
+    }
 }
 
 #[cfg(test)]
@@ -891,15 +961,35 @@ mod tests {
         )
     }
 
+    /// Each record's row (with its texts, wherever they are buffered) or error, as text.
+    fn resolved(rows: &Rows) -> Vec<String> {
+        rows.prepared
+            .iter()
+            .map(|p| match p {
+                Ok(row) => {
+                    let texts = rows.texts[row.texts].of(row);
+                    let mut row = row.clone();
+                    (row.texts, row.keys, row.new_image, row.old_image) = (0, 0..0, None, None);
+                    format!("{row:?} {texts:?}")
+                }
+                Err(e) => format!("{e:?}"),
+            })
+            .collect()
+    }
+
     /// Every thread count reads exactly what splitting then parsing reads.
     fn assert_fused_reads_like_split(text: &str) {
         let schema = schema();
         let raws = change::parse_event(text).unwrap();
-        let want = format!("{:?}", prepare_all(&raws, "orders", &schema, 1));
+        let want = resolved(&prepare_all(raws.clone(), "orders", &schema, 1));
+        assert_eq!(
+            resolved(&prepare_all(raws.clone(), "orders", &schema, 3)),
+            want
+        );
         for threads in [1, 2, 3] {
-            let (got_raws, got) = prepare_fused(text, "orders", &schema, threads).unwrap();
-            assert_eq!(got_raws, raws, "threads={threads}");
-            assert_eq!(format!("{got:?}"), want, "threads={threads}");
+            let got = prepare_fused(text, "orders", &schema, threads).unwrap();
+            assert_eq!(got.raws, raws, "threads={threads}");
+            assert_eq!(resolved(&got), want, "threads={threads}");
         }
     }
 
@@ -912,9 +1002,10 @@ mod tests {
         );
         assert_fused_reads_like_split(&text);
         let schema = schema();
-        let (_, prepared) = prepare_fused(&text, "orders", &schema, 2).unwrap();
+        let rows = prepare_fused(&text, "orders", &schema, 2).unwrap();
+        assert_eq!(rows.texts.len(), 2, "two threads, two text buffers");
         // The broken record keeps its batch index though a later thread read it.
-        match &prepared[900] {
+        match &rows.prepared[900] {
             Err(ChangeError::Record { index, reason, .. }) => {
                 assert_eq!(*index, 900);
                 assert!(reason.contains("BOGUS"), "{reason}");
@@ -1022,19 +1113,31 @@ mod tests {
             })
             .collect();
         let text = format!("{{\"Records\":[{}]}}", edited.join(","));
-        let (_, fused) = prepare_fused(&text, "orders", &schema(), 1).unwrap();
+        let fused = prepare_fused(&text, "orders", &schema(), 1).unwrap();
         let raws = change::parse_event(&text).unwrap();
-        let split = prepare_all(&raws, "orders", &schema(), 1);
-        for prepared in [fused, split] {
-            let failed: Vec<usize> = prepared
+        let split = prepare_all(raws, "orders", &schema(), 1);
+        for rows in [fused, split] {
+            let failed: Vec<usize> = rows
+                .prepared
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| p.is_err())
                 .map(|(i, _)| i)
                 .collect();
             assert_eq!(failed, [2, 4]);
-            let reason = format!("{:?}", prepared[2].as_ref().err());
+            let reason = format!("{:?}", rows.prepared[2].as_ref().err());
             assert!(reason.contains("invoices"), "{reason}");
+            // The refused records left nothing in the text buffer: the rows' keys are back
+            // to back from its start, so their columns are slices of it.
+            let mut at = 0;
+            for row in rows.prepared.iter().flatten() {
+                assert_eq!(row.keys.start, at);
+                at = row.keys.end;
+            }
+            assert_eq!(
+                rows.texts[0].of(rows.prepared[0].as_ref().unwrap())[0].map(|k| k.len()),
+                Some(rows.prepared[0].as_ref().unwrap().keys.len())
+            );
         }
     }
 
@@ -1043,8 +1146,7 @@ mod tests {
         assert!(prepare_fused(r#"{"Records":[{"a":1}], "more": 1}"#, "t", &schema(), 1).is_none());
         assert!(prepare_fused(r#"{"Records":[{"a":1}"#, "t", &schema(), 1).is_none());
         assert!(prepare_fused(r#"{"Records":[{"a":1}]} x"#, "t", &schema(), 1).is_none());
-        let (raws, prepared) =
-            prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), 2).unwrap();
-        assert!(raws.is_empty() && prepared.is_empty());
+        let rows = prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), 2).unwrap();
+        assert!(rows.raws.is_empty() && rows.prepared.is_empty());
     }
 }

@@ -198,6 +198,66 @@ pub struct CanonicalItem {
     pub captured: Vec<Option<Captured>>,
 }
 
+/// An item whose canonical text was appended to a column buffer (see [`TextColumns`]) rather
+/// than kept in a `String` of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpannedItem {
+    /// Where the canonical text is in its buffer.
+    pub span: std::ops::Range<usize>,
+    /// As [`CanonicalItem::hash`].
+    pub hash: Option<ItemHash>,
+    /// As [`CanonicalItem::captured`].
+    pub captured: Vec<Option<Captured>>,
+}
+
+/// The canonical key and image texts of a run of records, back to back, one buffer per
+/// segment column. The capture path writes them here as it reads, so the Parquet columns are
+/// built from these buffers without copying each item (see `segment::build_column`).
+#[derive(Debug, Default)]
+pub struct TextColumns {
+    /// `keys` texts.
+    pub keys: Vec<u8>,
+    /// `new_image` texts.
+    pub new_image: Vec<u8>,
+    /// `old_image` texts.
+    pub old_image: Vec<u8>,
+}
+
+impl TextColumns {
+    /// Buffers sized for the records in `event_bytes` of event text, so that they rarely grow
+    /// by copying (untouched capacity costs address space, not memory).
+    pub fn for_event_bytes(event_bytes: usize) -> TextColumns {
+        TextColumns {
+            keys: Vec::with_capacity(event_bytes / 16),
+            new_image: Vec::with_capacity(event_bytes / 2),
+            old_image: Vec::with_capacity(event_bytes / 2),
+        }
+    }
+
+    /// Appends an item canonicalised on its own (the serde path) to `buffer`.
+    pub fn adopt(buffer: &mut Vec<u8>, item: CanonicalItem) -> SpannedItem {
+        let start = buffer.len();
+        buffer.extend_from_slice(item.text.as_bytes());
+        SpannedItem {
+            span: start..buffer.len(),
+            hash: item.hash,
+            captured: item.captured,
+        }
+    }
+
+    /// The buffers' lengths, to [`TextColumns::rollback`] to.
+    pub fn mark(&self) -> [usize; 3] {
+        [self.keys.len(), self.new_image.len(), self.old_image.len()]
+    }
+
+    /// Drops what was appended since `mark` (a record that turned out unusable).
+    pub fn rollback(&mut self, mark: [usize; 3]) {
+        self.keys.truncate(mark[0]);
+        self.new_image.truncate(mark[1]);
+        self.old_image.truncate(mark[2]);
+    }
+}
+
 impl Canonicalizer {
     /// Fresh buffers.
     pub fn new() -> Canonicalizer {
@@ -327,30 +387,50 @@ impl Canonicalizer {
         paths: &ColumnPaths,
         hash: bool,
     ) -> Option<CanonicalItem> {
+        let mut text = Vec::new();
+        let item = self.scan_item_into(s, paths, hash, &mut text)?;
+        let text = String::from_utf8(text).ok()?;
+        Some(CanonicalItem {
+            text,
+            hash: item.hash,
+            captured: item.captured,
+        })
+    }
+
+    /// [`Canonicalizer::scan_item`] appending the canonical text to `dest` (a column buffer)
+    /// instead of returning it; nothing is appended when it returns `None`.
+    pub(crate) fn scan_item_into(
+        &mut self,
+        s: &mut Scanner<'_>,
+        paths: &ColumnPaths,
+        hash: bool,
+        dest: &mut Vec<u8>,
+    ) -> Option<SpannedItem> {
         self.out.clear();
         self.entries.clear();
         let mut captured = vec![None; paths.len()];
         self.scan_map(s, Some(paths), &mut captured, 0, true)?;
-        // The top level's entries are put in order straight into the item's own buffer: one
-        // copy, where rewriting in place and then copying out would be three.
-        let mut text = Vec::with_capacity(self.out.len() + 1);
-        text.push(b'{');
-        if sort_entries(self, 0, false).ok()? {
-            text.extend_from_slice(&self.out[1..]);
+        // The top level's entries are put in order straight into the destination: one copy,
+        // where rewriting in place and then copying out would be three.
+        let sorted = sort_entries(self, 0, false).ok()?;
+        let start = dest.len();
+        dest.reserve(self.out.len() + 1);
+        dest.push(b'{');
+        if sorted {
+            dest.extend_from_slice(&self.out[1..]);
         } else {
             for (i, e) in self.entries.iter().enumerate() {
                 if i > 0 {
-                    text.push(b',');
+                    dest.push(b',');
                 }
-                text.extend_from_slice(&self.out[e.start..e.end]);
+                dest.extend_from_slice(&self.out[e.start..e.end]);
             }
         }
-        text.push(b'}');
+        dest.push(b'}');
         self.entries.clear();
-        let text = String::from_utf8(text).ok()?;
-        let hash = hash.then(|| ItemHash(Sha256::digest(text.as_bytes()).into()));
-        Some(CanonicalItem {
-            text,
+        let hash = hash.then(|| ItemHash(Sha256::digest(&dest[start..]).into()));
+        Some(SpannedItem {
+            span: start..dest.len(),
             hash,
             captured,
         })
@@ -507,11 +587,17 @@ impl Canonicalizer {
         if s.next_key(&mut first)?.is_some() {
             return None;
         }
-        if let (Some(v), Some(node)) = (value, node) {
-            for &col in &node.columns {
+        if let (Some(v), Some(node)) = (value, node)
+            && let Some((&last, rest)) = node.columns.split_last()
+        {
+            // Usually one column per path: the value moves there, cloned only for the others.
+            for &col in rest {
                 if let Some(slot) = captured.get_mut(col) {
                     *slot = Some(v.clone());
                 }
+            }
+            if let Some(slot) = captured.get_mut(last) {
+                *slot = Some(v);
             }
         }
         Some(())

@@ -24,6 +24,7 @@
 //! several threads (`encode_threads`); the output does not depend on the thread count.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,7 +32,10 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowSchemaConverter;
@@ -45,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{ChangeKind, ChangeRecord, SequenceNumber, StreamViewType};
-use crate::item::{ItemHash, StateDigest};
+use crate::item::{ItemHash, SpannedItem, StateDigest, TextColumns};
 use crate::layout::{HourPartition, TableLayout};
 use crate::log::{SequenceList, SequenceListBuilder};
 use crate::schema::{ColumnType, TableSchema, TypedValue};
@@ -300,9 +304,40 @@ pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A change record reduced to what a segment row needs: canonical key and image texts, image
-/// hashes and typed values. Preparing rows is independent per record, which is what lets a
-/// batch be prepared on several threads.
+/// The [`TextColumns`] of a batch, frozen into Arrow buffers that its segments' columns share
+/// (slices of them become the `keys`, `new_image` and `old_image` arrays without copying).
+#[derive(Debug, Clone)]
+pub struct ColumnTexts {
+    keys: Buffer,
+    new_image: Buffer,
+    old_image: Buffer,
+}
+
+impl ColumnTexts {
+    /// The key, new image and old image texts of `row`, which must be one of this buffer's
+    /// rows (`None` for a range outside it, or an image the row does not have).
+    pub fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 3] {
+        [
+            self.keys.get(row.keys.clone()),
+            row.new_image.clone().and_then(|r| self.new_image.get(r)),
+            row.old_image.clone().and_then(|r| self.old_image.get(r)),
+        ]
+    }
+}
+
+impl From<TextColumns> for ColumnTexts {
+    fn from(t: TextColumns) -> ColumnTexts {
+        ColumnTexts {
+            keys: Buffer::from_vec(t.keys),
+            new_image: Buffer::from_vec(t.new_image),
+            old_image: Buffer::from_vec(t.old_image),
+        }
+    }
+}
+
+/// A change record reduced to what a segment row needs: where its canonical key and image
+/// texts are, image hashes and typed values. Preparing rows is independent per record, which
+/// is what lets a batch be prepared on several threads (each writing its own [`TextColumns`]).
 #[derive(Debug, Clone)]
 pub struct PreparedRow<'a> {
     /// `eventID`.
@@ -315,12 +350,15 @@ pub struct PreparedRow<'a> {
     pub time_ms: Option<i64>,
     /// TTL deletion.
     pub ttl_delete: bool,
-    /// Canonical DynamoDB JSON of the key.
-    pub keys: String,
-    /// Canonical new image.
-    pub new_image: Option<String>,
-    /// Canonical old image.
-    pub old_image: Option<String>,
+    /// Which [`ColumnTexts`] of the batch holds this row's texts (an index into the slice
+    /// given to [`SegmentBuilder::finish`]).
+    pub texts: usize,
+    /// Canonical DynamoDB JSON of the key: where it is in `keys`.
+    pub keys: Range<usize>,
+    /// Canonical new image: where it is in `new_image`.
+    pub new_image: Option<Range<usize>>,
+    /// Canonical old image: where it is in `old_image`.
+    pub old_image: Option<Range<usize>>,
     /// Hash of the new image.
     pub new_hash: Option<ItemHash>,
     /// Hash of the old image.
@@ -334,8 +372,13 @@ pub struct PreparedRow<'a> {
 }
 
 impl<'a> PreparedRow<'a> {
-    /// Reduces a parsed record to its row.
-    pub fn new(mut rec: ChangeRecord<'a>, schema: &TableSchema) -> PreparedRow<'a> {
+    /// Reduces a parsed record to its row; its texts are in the batch's `texts`-th
+    /// [`TextColumns`].
+    pub fn new(
+        mut rec: ChangeRecord<'a, SpannedItem>,
+        schema: &TableSchema,
+        texts: usize,
+    ) -> PreparedRow<'a> {
         let source = rec.new_image.as_mut().or(rec.old_image.as_mut());
         let mut typed: Vec<TypedValue> = match source {
             Some(img) => schema
@@ -349,11 +392,12 @@ impl<'a> PreparedRow<'a> {
         // One value per column whatever was captured, so every Arrow column has every row.
         typed.resize(schema.columns.len(), TypedValue::Null);
         PreparedRow {
-            keys: rec.keys.text,
+            texts,
+            keys: rec.keys.span,
             new_hash: rec.new_image.as_ref().and_then(|i| i.hash),
             old_hash: rec.old_image.as_ref().and_then(|i| i.hash),
-            new_image: rec.new_image.map(|i| i.text),
-            old_image: rec.old_image.map(|i| i.text),
+            new_image: rec.new_image.map(|i| i.span),
+            old_image: rec.old_image.map(|i| i.span),
             typed,
             event_id: rec.event_id,
             kind: rec.kind,
@@ -374,8 +418,9 @@ pub struct SegmentBuilder<'s, 'r> {
     rows: Vec<PreparedRow<'r>>,
     tag: Option<SegmentTag>,
     sequences: SequenceListBuilder,
-    first: Option<SequenceNumber>,
-    last: Option<SequenceNumber>,
+    /// Rows holding the smallest and largest sequence numbers.
+    first: usize,
+    last: usize,
     min_time: Option<i64>,
     max_time: Option<i64>,
     digest: StateDigest,
@@ -394,8 +439,8 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
             rows: Vec::with_capacity(capacity),
             tag: None,
             sequences: SequenceListBuilder::default(),
-            first: None,
-            last: None,
+            first: 0,
+            last: 0,
             min_time: None,
             max_time: None,
             digest: StateDigest::ZERO,
@@ -413,11 +458,20 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
             .get_or_insert_with(|| SegmentTag::new(row.event_source_arn.as_deref(), row.view_type))
             .push(row.sequence.as_str(), &row.event_id);
         self.sequences.push(row.sequence.as_str());
-        if self.first.as_ref().is_none_or(|f| row.sequence < *f) {
-            self.first = Some(row.sequence.clone());
+        let n = self.rows.len();
+        if self
+            .rows
+            .get(self.first)
+            .is_none_or(|f| row.sequence < f.sequence)
+        {
+            self.first = n;
         }
-        if self.last.as_ref().is_none_or(|l| row.sequence > *l) {
-            self.last = Some(row.sequence.clone());
+        if self
+            .rows
+            .get(self.last)
+            .is_none_or(|l| row.sequence > l.sequence)
+        {
+            self.last = n;
         }
         if let Some(t) = row.time_ms {
             self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
@@ -449,16 +503,20 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         self.rows.push(row);
     }
 
-    /// Encodes the rows as Parquet and describes the result.
+    /// Encodes the rows as Parquet and describes the result. `texts` holds the rows' key and
+    /// image texts (see [`PreparedRow::texts`]).
     pub fn finish(
         mut self,
         layout: &TableLayout,
         partition: HourPartition,
         options: EncodeOptions,
+        texts: &[ColumnTexts],
     ) -> Result<EncodedSegment, SegmentError> {
-        let (Some(first), Some(last), Some(tag)) =
-            (self.first.clone(), self.last.clone(), self.tag.take())
-        else {
+        let (Some(first), Some(last), Some(tag)) = (
+            self.rows.get(self.first).map(|r| r.sequence.clone()),
+            self.rows.get(self.last).map(|r| r.sequence.clone()),
+            self.tag.take(),
+        ) else {
             return Err(SegmentError::Empty(layout.changes_prefix()));
         };
         let tag = tag.finish();
@@ -468,7 +526,7 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         let bytes = encode_parquet(
             self.schema,
             &schema,
-            &self.rows,
+            (&self.rows, texts),
             layout.table(),
             view_type,
             options,
@@ -555,9 +613,15 @@ enum Encoding {
     Parquet(parquet::errors::ParquetError),
 }
 
-/// Column `i` of the segment schema, built from the rows. Text columns are sized exactly
-/// before they are filled, so no buffer grows by copying.
-fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> ArrayRef {
+/// Column `i` of the segment schema, built from the rows. The key and image columns are
+/// slices of the batch's text buffers when the rows' texts lie back to back there (the usual
+/// case); small text columns are sized exactly before they are filled.
+fn build_column(
+    schema: &TableSchema,
+    rows: &[PreparedRow<'_>],
+    texts: &[ColumnTexts],
+    i: usize,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
     fn text<'r>(
         rows: &'r [PreparedRow<'_>],
         f: impl Fn(&'r PreparedRow<'_>) -> Option<&'r str>,
@@ -569,7 +633,7 @@ fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> Arr
         }
         Arc::new(b.finish())
     }
-    match i {
+    Ok(match i {
         0 => text(rows, |r| Some(&r.event_id)),
         1 => text(rows, |r| Some(r.kind.as_str())),
         2 => Arc::new(
@@ -584,9 +648,9 @@ fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> Arr
                 .collect::<TimestampMillisecondArray>()
                 .with_timezone("UTC"),
         ),
-        5 => text(rows, |r| Some(&r.keys)),
-        6 => text(rows, |r| r.new_image.as_deref()),
-        7 => text(rows, |r| r.old_image.as_deref()),
+        5 => spans(rows, texts, |r| Some(&r.keys), |t| &t.keys)?,
+        6 => spans(rows, texts, |r| r.new_image.as_ref(), |t| &t.new_image)?,
+        7 => spans(rows, texts, |r| r.old_image.as_ref(), |t| &t.old_image)?,
         _ => {
             let column = i - FIXED_COLUMNS;
             let column_type = schema
@@ -601,6 +665,91 @@ fn build_column(schema: &TableSchema, rows: &[PreparedRow<'_>], i: usize) -> Arr
                 }
             }
             b.finish()
+        }
+    })
+}
+
+/// A text column of `rows` whose values are spans of one of the `texts` buffers. When the
+/// non-null values lie back to back in one buffer, the array is a slice of it (no copy);
+/// otherwise (rows of several threads' buffers, or of two hours interleaved) they are copied.
+/// Either way the text is checked to be UTF-8 here, once, rather than item by item.
+fn spans<'r>(
+    rows: &'r [PreparedRow<'_>],
+    texts: &[ColumnTexts],
+    span: impl Fn(&'r PreparedRow<'_>) -> Option<&'r Range<usize>>,
+    buffer: impl Fn(&ColumnTexts) -> &Buffer,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    use arrow_schema::ArrowError;
+    let missing =
+        |t: usize| ArrowError::InvalidArgumentError(format!("row text buffer {t} does not exist"));
+    let offset = |n: usize| {
+        i32::try_from(n).map_err(|_| {
+            ArrowError::InvalidArgumentError(format!(
+                "{n} bytes of text in one column chunk (the limit is 2 GiB)"
+            ))
+        })
+    };
+    let mut nulls = NullBufferBuilder::new(rows.len());
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    // The run of back-to-back values so far: (buffer index, start, end).
+    let mut run: Option<(usize, usize, usize)> = None;
+    let mut back_to_back = true;
+    for r in rows {
+        match span(r) {
+            Some(sp) => {
+                nulls.append_non_null();
+                match &mut run {
+                    None => run = Some((r.texts, sp.start, sp.end)),
+                    Some((t, _, end)) if *t == r.texts && *end == sp.start => *end = sp.end,
+                    Some(_) => back_to_back = false,
+                }
+            }
+            None => nulls.append_null(),
+        }
+    }
+    let nulls = nulls.finish();
+    match run {
+        Some((t, start, end)) if back_to_back => {
+            let values = buffer(texts.get(t).ok_or_else(|| missing(t))?);
+            if end > values.len() {
+                return Err(ArrowError::InvalidArgumentError(format!(
+                    "row text {start}..{end} is outside its buffer of {} bytes",
+                    values.len()
+                )));
+            }
+            let mut at = 0;
+            for r in rows {
+                if let Some(sp) = span(r) {
+                    at = sp.end - start;
+                }
+                offsets.push(offset(at)?);
+            }
+            let values = values.slice_with_length(start, end - start);
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+            Ok(Arc::new(StringArray::try_new(offsets, values, nulls)?))
+        }
+        _ => {
+            let mut values = Vec::new();
+            for r in rows {
+                if let Some(sp) = span(r) {
+                    let buf = buffer(texts.get(r.texts).ok_or_else(|| missing(r.texts))?);
+                    let text = buf.get(sp.clone()).ok_or_else(|| {
+                        ArrowError::InvalidArgumentError(format!(
+                            "row text {sp:?} is outside its buffer of {} bytes",
+                            buf.len()
+                        ))
+                    })?;
+                    values.extend_from_slice(text);
+                }
+                offsets.push(offset(values.len())?);
+            }
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+            Ok(Arc::new(StringArray::try_new(
+                offsets,
+                Buffer::from_vec(values),
+                nulls,
+            )?))
         }
     }
 }
@@ -620,7 +769,7 @@ const FIXED_COLUMNS: usize = 8;
 fn encode_parquet(
     table_schema: &TableSchema,
     schema: &SchemaRef,
-    rows: &[PreparedRow<'_>],
+    (rows, texts): (&[PreparedRow<'_>], &[ColumnTexts]),
     table: &str,
     view_type: StreamViewType,
     options: EncodeOptions,
@@ -638,8 +787,8 @@ fn encode_parquet(
         .iter()
         .map(|r| {
             r.keys.len()
-                + r.new_image.as_ref().map_or(0, String::len)
-                + r.old_image.as_ref().map_or(0, String::len)
+                + r.new_image.as_ref().map_or(0, Range::len)
+                + r.old_image.as_ref().map_or(0, Range::len)
         })
         .sum();
     let mut out = Vec::with_capacity(image_bytes / 4 + 4096);
@@ -674,7 +823,8 @@ fn encode_parquet(
                 Some(mut w) => rows
                     .chunks(chunk_rows)
                     .try_for_each(|chunk| {
-                        let array = build_column(table_schema, chunk, i);
+                        let array =
+                            build_column(table_schema, chunk, texts, i).map_err(Encoding::Arrow)?;
                         encode_column(&mut w, schema.field(i), &array)
                     })
                     .and_then(|()| w.close().map_err(Encoding::Parquet)),
@@ -944,7 +1094,7 @@ impl SegmentContents {
 mod tests {
     use super::*;
     use crate::change::{ChangeRecord, parse_event};
-    use crate::item::Canonicalizer;
+    use crate::item::{Canonicalizer, TextColumns};
     use crate::workload::Workload;
 
     #[test]
@@ -955,40 +1105,69 @@ mod tests {
         w.next_event(2500);
         let text = w.next_event(2500);
         let mut canon = Canonicalizer::new();
-        let rows: Vec<PreparedRow<'_>> = parse_event(&text)
-            .expect("event")
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-                PreparedRow::new(rec, &schema)
-            })
-            .collect();
+        // The rows twice: with their texts in one buffer, and in two buffers split inside a
+        // chunk (as two threads would read them), where the chunk across the split is copied.
+        let split = 1500;
+        let (mut one, mut two) = (
+            TextColumns::default(),
+            [TextColumns::default(), TextColumns::default()],
+        );
+        let (mut rows, mut rows_two) = (Vec::new(), Vec::new());
+        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
+            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+            let t = usize::from(i >= split);
+            rows_two.push(PreparedRow::new(
+                rec.clone().into_spanned(&mut two[t]),
+                &schema,
+                t,
+            ));
+            rows.push(PreparedRow::new(rec.into_spanned(&mut one), &schema, 0));
+        }
+        let one = [ColumnTexts::from(one)];
+        let two = two.map(ColumnTexts::from);
         assert!(rows.len() > 2 * CHUNK_ROWS && !rows.len().is_multiple_of(CHUNK_ROWS));
+        assert!(!split.is_multiple_of(CHUNK_ROWS));
         let arrow = arrow_schema(&schema);
-        let encode = |chunk_rows, encode_threads| {
-            let options = EncodeOptions {
-                zstd_level: 1,
-                encode_threads,
+        let encode =
+            |rows: &[PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads| {
+                let options = EncodeOptions {
+                    zstd_level: 1,
+                    encode_threads,
+                };
+                let encoded = encode_parquet(
+                    &schema,
+                    &arrow,
+                    (rows, texts),
+                    "orders",
+                    StreamViewType::NewAndOldImages,
+                    options,
+                    chunk_rows,
+                );
+                match encoded {
+                    Ok(bytes) => bytes,
+                    Err(_) => panic!("encoding failed"),
+                }
             };
-            let encoded = encode_parquet(
+        let whole = encode(&rows, &one, usize::MAX, 1);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1), whole);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2), whole);
+        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1), whole);
+        // A row pointing outside the buffers is an error, not a panic.
+        let mut bad = rows_two.clone();
+        bad[7].texts = 2;
+        assert!(
+            encode_parquet(
                 &schema,
                 &arrow,
-                &rows,
+                (&bad, &two),
                 "orders",
                 StreamViewType::NewAndOldImages,
-                options,
-                chunk_rows,
-            );
-            match encoded {
-                Ok(bytes) => bytes,
-                Err(_) => panic!("encoding failed"),
-            }
-        };
-        let whole = encode(usize::MAX, 1);
-        assert_eq!(encode(CHUNK_ROWS, 1), whole);
-        assert_eq!(encode(CHUNK_ROWS, 2), whole);
+                EncodeOptions::default(),
+                CHUNK_ROWS
+            )
+            .is_err()
+        );
         // A chunk size that is not the writer's mini-batch gives other pages: the test can tell.
-        assert_ne!(encode(1000, 1), whole);
+        assert_ne!(encode(&rows, &one, 1000, 1), whole);
     }
 }
