@@ -24,7 +24,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamseal::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
 use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
 use streamseal::item::{Canonicalizer, ColumnPaths, TextColumns};
@@ -156,7 +156,7 @@ fn bench(c: &mut Criterion) {
                 encode_threads: threads,
             };
             let mut builder = SegmentBuilder::new(&schema, rows.len());
-            for row in rows.clone() {
+            for row in &rows {
                 builder.push(row);
             }
             let size = builder
@@ -171,21 +171,17 @@ fn bench(c: &mut Criterion) {
             let mut group = c.benchmark_group(name);
             group.throughput(throughput.clone()).sample_size(20);
             group.bench_with_input(BenchmarkId::from_parameter(records), &rows, |b, rows| {
-                b.iter_batched(
-                    || rows.clone(),
-                    |rows| {
-                        let mut builder = SegmentBuilder::new(&schema, rows.len());
-                        for row in rows {
-                            builder.push(row);
-                        }
-                        black_box(
-                            builder
-                                .finish(&layout, HourPartition::of_millis(0), options, &texts)
-                                .expect("encode"),
-                        )
-                    },
-                    BatchSize::LargeInput,
-                )
+                b.iter(|| {
+                    let mut builder = SegmentBuilder::new(&schema, rows.len());
+                    for row in rows {
+                        builder.push(row);
+                    }
+                    black_box(
+                        builder
+                            .finish(&layout, HourPartition::of_millis(0), options, &texts)
+                            .expect("encode"),
+                    )
+                })
             });
             group.finish();
         }

@@ -377,14 +377,14 @@ impl Ingestor {
         let mut units: Vec<Unit> = Vec::new();
         let mut current: Option<(HourPartition, SegmentBuilder, Vec<usize>)> = None;
         let fallback_ms = chrono::Utc::now().timestamp_millis();
-        for (index, result) in prepared.into_iter().enumerate() {
+        for (index, result) in prepared.iter().enumerate() {
             let row = match result {
                 Ok(row) => row,
                 Err(err) => {
                     if self.options.bad_records == BadRecordPolicy::Reject {
-                        return Err(err.into());
+                        return Err(err.clone().into());
                     }
-                    let reason = match &err {
+                    let reason = match err {
                         ChangeError::Record { reason, .. } => reason.clone(),
                         other => other.to_string(),
                     };
@@ -806,27 +806,17 @@ fn prepare_fused<'a>(
     let mut raws = Vec::new();
     let mut prepared = Vec::new();
     let mut texts = Vec::with_capacity(later.len());
-    for stretch in later.into_iter().flatten() {
+    for mut stretch in later.into_iter().flatten() {
         texts.push(stretch.texts.into());
         // Threads after the first counted their records from zero.
         let offset = raws.len();
-        raws.extend(stretch.raws);
-        prepared.extend(stretch.prepared.into_iter().map(|p| {
-            p.map_err(|e| match e {
-                ChangeError::Record {
-                    index,
-                    event_id,
-                    sequence,
-                    reason,
-                } => ChangeError::Record {
-                    index: index + offset,
-                    event_id,
-                    sequence,
-                    reason,
-                },
-                other => other,
-            })
-        }));
+        for p in &mut stretch.prepared {
+            if let Err(ChangeError::Record { index, .. }) = p {
+                *index += offset;
+            }
+        }
+        raws.append(&mut stretch.raws);
+        prepared.append(&mut stretch.prepared);
     }
     Some(Rows {
         raws,

@@ -235,9 +235,17 @@ impl SequenceListBuilder {
             self.text.push(',');
         }
         // `shared` counts equal bytes of ASCII digits, so slicing there is on a char boundary.
-        // fmt::Write into the String: no temporary allocation per row (this runs per change
-        // on the ingest path).
-        let _ = std::fmt::Write::write_fmt(&mut self.text, format_args!("{shared}:"));
+        // Sequence numbers have at most 40 digits: two decimal digits at most, written by hand
+        // (this runs per change on the ingest path).
+        if shared < 10 {
+            self.text.push(char::from(b'0' + shared as u8));
+        } else if shared < 100 {
+            self.text.push(char::from(b'0' + (shared / 10) as u8));
+            self.text.push(char::from(b'0' + (shared % 10) as u8));
+        } else {
+            let _ = std::fmt::Write::write_fmt(&mut self.text, format_args!("{shared}"));
+        }
+        self.text.push(':');
         self.text.push_str(&seq[shared..]);
         self.prev.clear();
         self.prev.push_str(seq);

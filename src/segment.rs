@@ -415,7 +415,7 @@ impl<'a> PreparedRow<'a> {
 /// encodes it.
 pub struct SegmentBuilder<'s, 'r> {
     schema: &'s TableSchema,
-    rows: Vec<PreparedRow<'r>>,
+    rows: Vec<&'r PreparedRow<'r>>,
     tag: Option<SegmentTag>,
     sequences: SequenceListBuilder,
     /// Rows holding the smallest and largest sequence numbers.
@@ -453,7 +453,7 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
     }
 
     /// Appends one change.
-    pub fn push(&mut self, row: PreparedRow<'r>) {
+    pub fn push(&mut self, row: &'r PreparedRow<'r>) {
         self.tag
             .get_or_insert_with(|| SegmentTag::new(row.event_source_arn.as_deref(), row.view_type))
             .push(row.sequence.as_str(), &row.event_id);
@@ -618,12 +618,12 @@ enum Encoding {
 /// case); small text columns are sized exactly before they are filled.
 fn build_column(
     schema: &TableSchema,
-    rows: &[PreparedRow<'_>],
+    rows: &[&PreparedRow<'_>],
     texts: &[ColumnTexts],
     i: usize,
 ) -> Result<ArrayRef, arrow_schema::ArrowError> {
     fn text<'r>(
-        rows: &'r [PreparedRow<'_>],
+        rows: &[&'r PreparedRow<'_>],
         f: impl Fn(&'r PreparedRow<'_>) -> Option<&'r str>,
     ) -> ArrayRef {
         let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
@@ -674,7 +674,7 @@ fn build_column(
 /// otherwise (rows of several threads' buffers, or of two hours interleaved) they are copied.
 /// Either way the text is checked to be UTF-8 here, once, rather than item by item.
 fn spans<'r>(
-    rows: &'r [PreparedRow<'_>],
+    rows: &[&'r PreparedRow<'_>],
     texts: &[ColumnTexts],
     span: impl Fn(&'r PreparedRow<'_>) -> Option<&'r Range<usize>>,
     buffer: impl Fn(&ColumnTexts) -> &Buffer,
@@ -769,7 +769,7 @@ const FIXED_COLUMNS: usize = 8;
 fn encode_parquet(
     table_schema: &TableSchema,
     schema: &SchemaRef,
-    (rows, texts): (&[PreparedRow<'_>], &[ColumnTexts]),
+    (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
     table: &str,
     view_type: StreamViewType,
     options: EncodeOptions,
@@ -1129,7 +1129,7 @@ mod tests {
         assert!(!split.is_multiple_of(CHUNK_ROWS));
         let arrow = arrow_schema(&schema);
         let encode =
-            |rows: &[PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads| {
+            |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads| {
                 let options = EncodeOptions {
                     zstd_level: 1,
                     encode_threads,
@@ -1148,13 +1148,16 @@ mod tests {
                     Err(_) => panic!("encoding failed"),
                 }
             };
+        let (rows, rows_two): (Vec<_>, Vec<_>) = (rows.iter().collect(), rows_two.iter().collect());
         let whole = encode(&rows, &one, usize::MAX, 1);
         assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1), whole);
         assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2), whole);
         assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1), whole);
         // A row pointing outside the buffers is an error, not a panic.
+        let mut wrong = rows_two[7].clone();
+        wrong.texts = 2;
         let mut bad = rows_two.clone();
-        bad[7].texts = 2;
+        bad[7] = &wrong;
         assert!(
             encode_parquet(
                 &schema,
