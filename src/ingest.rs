@@ -3,8 +3,10 @@
 //! Every front end (the Lambda, `streamseal ingest`, later the stream poller) calls
 //! [`Ingestor::ingest_event`]. The batch is processed in three steps:
 //!
-//! 1. **Prepare** each record ([`ChangeRecord::parse`] then [`PreparedRow::new`]): validate, hash
-//!    the images, project typed columns. Records are independent, so with `threads > 1` the
+//! 1. **Prepare** each record ([`change::EventCursor::record_into`] then [`PreparedRow::new`]):
+//!    validate, canonicalise and hash the images, project typed columns. The canonical key and
+//!    image texts go into the reading thread's [`TextColumns`] buffers, which the segments'
+//!    columns are later sliced from. Records are independent, so with `threads > 1` the
 //!    batch is split across threads. A record that cannot be converted becomes a *quarantine*
 //!    unit (or, under [`BadRecordPolicy::Reject`], fails the whole call before anything is
 //!    written).
@@ -730,6 +732,14 @@ fn read_stretch<'a>(
         if prepared.is_err() {
             // A record of another table: its texts are not part of any row.
             stretch.texts.rollback(mark);
+        }
+        if index == 0 {
+            // Size the lists once from the first record rather than doubling them (rows are
+            // ~250 bytes each; a 6 MB batch holds thousands).
+            // A valid stream record is well over 100 bytes: that bounds a small first guess.
+            let expected = bytes / raw.len().max(100) + 1;
+            stretch.raws.reserve(expected);
+            stretch.prepared.reserve(expected);
         }
         stretch.raws.push(raw);
         stretch.prepared.push(prepared);

@@ -1,9 +1,10 @@
 //! Segments: a run of change records turned into one Parquet object and its segment record.
 //!
 //! ```text
-//! PreparedRow ──push──▶ SegmentBuilder (the rows + running stats)
+//! PreparedRow ──push──▶ SegmentBuilder (references to the rows + running stats)
 //!                              │ finish: each column built from the rows (Arrow, in 1,024-row
-//!                              │ chunks) and encoded by one task, tasks spread over threads
+//!                              │ chunks; key and image arrays are slices of the batch's
+//!                              │ ColumnTexts) and encoded by one task, tasks spread over threads
 //!                              ▼
 //!                        EncodedSegment { key, Parquet bytes, SegmentRecord }
 //! ```
