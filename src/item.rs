@@ -224,14 +224,22 @@ pub struct TextColumns {
 }
 
 impl TextColumns {
-    /// Buffers sized for the records in `event_bytes` of event text, so that they rarely grow
-    /// by copying (untouched capacity costs address space, not memory).
-    pub fn for_event_bytes(event_bytes: usize) -> TextColumns {
-        TextColumns {
-            keys: Vec::with_capacity(event_bytes / 16),
-            new_image: Vec::with_capacity(event_bytes / 2),
-            old_image: Vec::with_capacity(event_bytes / 2),
+    /// Empties the buffers and sizes them for the records in `event_bytes` of event text, so
+    /// that they rarely grow by copying (untouched capacity costs address space, not memory).
+    pub fn reset_for(&mut self, event_bytes: usize) {
+        for (buffer, share) in [
+            (&mut self.keys, event_bytes / 16),
+            (&mut self.new_image, event_bytes / 2),
+            (&mut self.old_image, event_bytes / 2),
+        ] {
+            buffer.clear();
+            buffer.reserve(share);
         }
+    }
+
+    /// Bytes allocated for the three buffers.
+    pub fn capacity(&self) -> usize {
+        self.keys.capacity() + self.new_image.capacity() + self.old_image.capacity()
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.

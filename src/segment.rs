@@ -326,6 +326,17 @@ impl ColumnTexts {
     }
 }
 
+impl ColumnTexts {
+    /// The buffers back, for reuse, once no array uses them any more (`None` while one does).
+    pub fn into_text_columns(self) -> Option<TextColumns> {
+        Some(TextColumns {
+            keys: self.keys.into_vec().ok()?,
+            new_image: self.new_image.into_vec().ok()?,
+            old_image: self.old_image.into_vec().ok()?,
+        })
+    }
+}
+
 impl From<TextColumns> for ColumnTexts {
     fn from(t: TextColumns) -> ColumnTexts {
         ColumnTexts {

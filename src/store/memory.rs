@@ -31,6 +31,11 @@ impl MemoryStore {
     pub fn keys(&self) -> Vec<String> {
         self.objects().keys().cloned().collect()
     }
+
+    /// Removes every object (benchmarks reuse one store across iterations).
+    pub fn clear(&self) {
+        self.objects().clear();
+    }
 }
 
 #[async_trait]
