@@ -1,7 +1,7 @@
 //! Capture-path throughput: records/s and MB/s of Lambda event JSON.
 //!
 //! Inputs are synthetic `orders` events (NEW_AND_OLD_IMAGES, ~1 KB items of realistic text and
-//! every DynamoDB type) of 1,000 and 10,000 records. Three stages are measured so the report
+//! every DynamoDB type) of 1,000 and 10,000 records. These stages are measured so the report
 //! shows where the time goes:
 //!
 //! - `classify`: recognise the payload's shape (what the Lambda handler does before capture);
@@ -11,13 +11,14 @@
 //! - `parse-serde`: the same through serde_json alone (the fallback and reference), for
 //!   comparison;
 //! - `prepare`: what the capture path does before encoding: the event read in one pass
-//!   (records found and parsed together, no `split`), plus the typed columns of
-//!   `schemas/orders.toml`;
+//!   (records found and parsed together, no `split`), the canonical texts written into column
+//!   buffers, plus the typed columns of `schemas/orders.toml`;
 //! - `encode`: prepared rows to a finished segment (Arrow columns, Parquet with zstd, SHA-256
 //!   of the object, segment record), on 1 and on 2 threads;
 //! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
 //!   SHA-256 of the object, segment record), on 1 and on 2 threads. Here the event is read
-//!   in one pass (records found and parsed together), without the `split` step.
+//!   in one pass (records found and parsed together), without the `split` step, by one
+//!   `Ingestor` kept across batches (as the Lambda keeps one per container).
 //!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 
