@@ -1272,44 +1272,18 @@ mod tests {
 
     #[test]
     fn events_of_other_shapes_are_left_to_the_splitter() {
-        assert!(
-            prepare_fused(
-                r#"{"Records":[{"a":1}], "more": 1}"#,
-                "t",
-                &schema(),
-                1,
-                &BufferPool::default()
-            )
-            .is_none()
-        );
-        assert!(
-            prepare_fused(
-                r#"{"Records":[{"a":1}"#,
-                "t",
-                &schema(),
-                1,
-                &BufferPool::default()
-            )
-            .is_none()
-        );
-        assert!(
-            prepare_fused(
-                r#"{"Records":[{"a":1}]} x"#,
-                "t",
-                &schema(),
-                1,
-                &BufferPool::default()
-            )
-            .is_none()
-        );
-        let rows = prepare_fused(
-            r#" { "Records" : [ ] } "#,
-            "t",
-            &schema(),
-            2,
-            &BufferPool::default(),
-        )
-        .unwrap();
+        let pool = BufferPool::default();
+        for text in [
+            r#"{"Records":[{"a":1}], "more": 1}"#,
+            r#"{"Records":[{"a":1}"#,
+            r#"{"Records":[{"a":1}]} x"#,
+        ] {
+            assert!(
+                prepare_fused(text, "t", &schema(), 1, &pool).is_none(),
+                "{text}"
+            );
+        }
+        let rows = prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), 2, &pool).unwrap();
         assert!(rows.raws.is_empty() && rows.prepared.is_empty());
     }
 }

@@ -324,9 +324,7 @@ impl ColumnTexts {
             row.old_image.clone().and_then(|r| self.old_image.get(r)),
         ]
     }
-}
 
-impl ColumnTexts {
     /// The buffers back, for reuse, once no array uses them any more (`None` while one does).
     pub fn into_text_columns(self) -> Option<TextColumns> {
         Some(TextColumns {
