@@ -753,30 +753,9 @@ impl<'a> EventCursor<'a> {
     /// Reads the record [`EventCursor::next_start`] found; `index` is its position in the
     /// batch, for messages. The outer `None` means its brackets do not balance (the event as a
     /// whole is broken); a record that is merely invalid comes back as an error, like
-    /// [`ChangeRecord::parse`] gives it.
-    pub fn record(
-        &mut self,
-        index: usize,
-        canon: &mut Canonicalizer,
-        paths: &ColumnPaths,
-    ) -> Option<(&'a str, Result<ChangeRecord<'a>, ChangeError>)> {
-        let text = self.s.text();
-        let start = self.s.pos();
-        let mut attempt = self.s.clone();
-        if let Some(mut wire) = scan_record(&mut attempt, canon, paths, &mut OwnTexts) {
-            let raw = text.get(start..attempt.pos())?;
-            self.s = attempt;
-            return Some((raw, ChangeRecord::from_wire_at(raw, index, &mut wire)));
-        }
-        let end = record_end(text.as_bytes(), start)?;
-        let raw = text.get(start..end)?;
-        self.s = Scanner::new(text, end);
-        Some((raw, ChangeRecord::parse_serde(raw, index, canon, paths)))
-    }
-
-    /// [`EventCursor::record`] writing the canonical key and images into `texts` (the capture
-    /// path builds its Parquet columns from those buffers). A record that fails leaves
-    /// nothing in `texts`.
+    /// [`ChangeRecord::parse`] gives it. The canonical key and images are written into `texts`
+    /// (the capture path builds its Parquet columns from those buffers); a record that fails
+    /// leaves nothing there.
     pub fn record_into(
         &mut self,
         index: usize,

@@ -317,7 +317,8 @@ pub struct ColumnTexts {
 impl ColumnTexts {
     /// The key, new image and old image texts of `row`, which must be one of this buffer's
     /// rows (`None` for a range outside it, or an image the row does not have).
-    pub fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 3] {
+    #[cfg(test)]
+    pub(crate) fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 3] {
         [
             self.keys.get(row.keys.clone()),
             row.new_image.clone().and_then(|r| self.new_image.get(r)),
@@ -420,7 +421,7 @@ impl<'a> PreparedRow<'a> {
     }
 }
 
-/// Accumulates one segment's rows and statistics. Rows are kept as they are (no copy) and
+/// Accumulates one segment's rows (by reference) and statistics. Rows are not copied; they are
 /// turned into Arrow columns at [`SegmentBuilder::finish`], each column by the thread that
 /// encodes it.
 pub struct SegmentBuilder<'s, 'r> {
