@@ -417,8 +417,7 @@ impl Column {
             (ColumnType::Decimal { precision, scale }, Captured::N(n)) => {
                 decimal_unscaled(n, precision, scale).map_or(TypedValue::Null, TypedValue::Decimal)
             }
-            (ColumnType::Date, Captured::S(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
+            (ColumnType::Date, Captured::S(s)) => parse_date(s)
                 .map(|d| (d - chrono::NaiveDate::default()).num_days())
                 .and_then(|d| i32::try_from(d).ok())
                 .map_or(TypedValue::Null, TypedValue::Date),
@@ -442,6 +441,28 @@ impl Column {
             _ => TypedValue::Null,
         }
     }
+}
+
+/// A `date` column's text as a date, as chrono's `%Y-%m-%d` reads it. The usual form (ten
+/// bytes, `YYYY-MM-DD`) is read directly: chrono's format-string parser costs more than the
+/// rest of a row's typed columns together, and a date column is computed for every row.
+fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
+    let digits = |r: std::ops::Range<usize>| {
+        s.as_bytes().get(r).and_then(|d| {
+            d.iter().try_fold(0u32, |v, &c| {
+                c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0'))
+            })
+        })
+    };
+    if s.len() == 10
+        && s.as_bytes()[4] == b'-'
+        && s.as_bytes()[7] == b'-'
+        && let (Some(y), Some(m), Some(d)) = (digits(0..4), digits(5..7), digits(8..10))
+    {
+        // Four digits always fit; an impossible date (2026-02-30) is no date, as in chrono.
+        return chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, d);
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
 /// `n × 10^scale` as an integer, for a number in normalised form (what [`Captured::N`] holds).
@@ -496,6 +517,42 @@ mod tests {
     use super::*;
 
     const ORDERS: &str = include_str!("../schemas/orders.toml");
+    #[test]
+    fn dates_read_as_chrono_reads_them() {
+        let reference = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+        let mut checked = 0;
+        for y in [
+            "0000", "0001", "1969", "1970", "2000", "2024", "2026", "2100", "9999",
+        ] {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    let text = format!("{y}-{m:02}-{d:02}");
+                    assert_eq!(parse_date(&text), reference(&text), "{text:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 4000);
+        for text in [
+            "2026-1-05",
+            "2026-01-5",
+            "+2026-01-05",
+            "-0001-01-01",
+            "12026-01-05",
+            " 2026-01-05",
+            "2026-01-05 ",
+            "2026/01/05",
+            "2026-0a-05",
+            "2026-01-0x",
+            "",
+            "2026",
+            "２０２６-01-05",
+            "2026-01-05T00:00:00",
+            "99999-12-31",
+        ] {
+            assert_eq!(parse_date(text), reference(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn shipped_example_parses() {
