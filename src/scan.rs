@@ -3,7 +3,8 @@
 //! serde_json reads a stream record well, but a visitor call per token costs more than the rest
 //! of the capture path's parsing work together. This scanner reads the same grammar (RFC 8259)
 //! directly from the event's bytes: strings come back borrowed from the input unless they hold
-//! escapes, numbers as their validated text, and eight string bytes are examined per step.
+//! escapes, numbers as their validated text, and sixteen string bytes are examined per step
+//! (as two machine words).
 //!
 //! It is deliberately *partial*: every method returns `None` for anything it does not read
 //! with certainty (a raw control character, a bad escape, a malformed number, deep nesting).

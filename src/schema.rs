@@ -517,6 +517,7 @@ mod tests {
     use super::*;
 
     const ORDERS: &str = include_str!("../schemas/orders.toml");
+
     #[test]
     fn dates_read_as_chrono_reads_them() {
         let reference = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
