@@ -776,7 +776,7 @@ fn sort_entries(
     orders.arrival.extend(list.iter().map(|e| e.start));
     list.sort_unstable_by(|a, b| a.cmp(b, out));
     if let Some(w) = list.windows(2).find(|w| w[0].cmp(&w[1], out).is_eq()) {
-        let key = String::from_utf8_lossy(&out[w[0].start..w[0].key_end]).into_owned();
+        let key = String::from_utf8_lossy(w[0].key(out)).into_owned();
         return Err(if is_set {
             (
                 String::new(),
