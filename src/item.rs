@@ -798,11 +798,12 @@ fn sort_entries(
 /// The orders in which recently sorted maps' entries had to be put, to try first on the next
 /// map of the same shape.
 ///
-/// Items of a table mostly share their attribute names, and a stream sends a map's attributes
-/// in a recurring order, so the permutation that sorted one item's map usually sorts the next
-/// one's (top level, `customer.M`, each `lines[i].M` ...). Trying it costs one pass that
-/// checks the result is strictly increasing, which proves it is *the* sorted order with no
-/// duplicate names; when it is not, the entries are sorted as usual and the order remembered.
+/// Items of a table mostly share their attribute names, and a stream is expected to send a
+/// map's attributes in a recurring order (not documented by AWS; a miss only costs the check),
+/// so the permutation that sorted one item's map usually sorts the next one's (top level,
+/// `customer.M`, each `lines[i].M` ...). Trying it costs one pass that checks the result is
+/// strictly increasing, which proves it is *the* sorted order with no duplicate names; when it
+/// is not, the entries are sorted as usual and the order remembered.
 #[derive(Debug, Default)]
 struct Orders {
     /// Direct-mapped by [`Orders::slot`]: the permutation (arrival index of each sorted entry).
