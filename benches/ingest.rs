@@ -15,6 +15,10 @@
 //!   buffers, plus the typed columns of `schemas/orders.toml`;
 //! - `encode`: prepared rows to a finished segment (Arrow columns, Parquet with zstd, SHA-256
 //!   of the object, segment record), on 1 and on 2 threads;
+//! - `canonicalize`: 10,000 items of the table canonicalised and hashed by one
+//!   `Canonicalizer`, with their top-level attributes in the order the workload writes them
+//!   (`recurring`, where a remembered sort order applies) and in a different order per item
+//!   (`shuffled`, where it never does): the cost of a miss;
 //! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
 //!   SHA-256 of the object, segment record), on 1 and on 2 threads. Here the event is read
 //!   in one pass (records found and parsed together), without the `split` step, by one
@@ -52,8 +56,64 @@ fn event(records: usize) -> String {
     w.next_event(records)
 }
 
+/// The workload's current items, as written (`recurring`) and with each item's top-level
+/// attributes in an order of its own (`shuffled`: a `HashMap` per item, whose iteration order
+/// is seeded per map).
+fn items() -> (Vec<String>, Vec<String>) {
+    let mut w = Workload::new(11, "orders", StreamViewType::NewAndOldImages, 1024);
+    while w.len() < 10_000 {
+        w.next_event(1_000);
+    }
+    let recurring: Vec<String> = w.items().take(10_000).map(str::to_owned).collect();
+    let shuffled = recurring
+        .iter()
+        .map(|item| {
+            let map: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_str(item).expect("item");
+            let body: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).expect("name"), v.get()))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+        .collect::<Vec<String>>();
+    // The same items either way: only the order of their attributes differs.
+    let mut canon = Canonicalizer::new();
+    for (a, b) in recurring.iter().zip(&shuffled).take(100) {
+        let mut text = |item: &str| {
+            canon
+                .item(item, &ColumnPaths::default())
+                .expect("item")
+                .text
+        };
+        assert_eq!(text(a), text(b));
+    }
+    (recurring, shuffled)
+}
+
 fn bench(c: &mut Criterion) {
     let schema = schema();
+    let (recurring, shuffled) = items();
+    let bytes: usize = recurring.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("canonicalize");
+    group
+        .throughput(Throughput::ElementsAndBytes {
+            elements: recurring.len() as u64,
+            bytes: bytes as u64,
+        })
+        .sample_size(20);
+    for (name, items) in [("recurring", &recurring), ("shuffled", &shuffled)] {
+        group.bench_with_input(BenchmarkId::from_parameter(name), items, |b, items| {
+            b.iter(|| {
+                let mut canon = Canonicalizer::new();
+                for item in items {
+                    black_box(canon.item(item, &schema.paths).expect("item"));
+                }
+            })
+        });
+    }
+    group.finish();
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
