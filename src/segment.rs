@@ -40,7 +40,9 @@ use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowSchemaConverter;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -517,11 +519,27 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
     /// Encodes the rows as Parquet and describes the result. `texts` holds the rows' key and
     /// image texts (see [`PreparedRow::texts`]).
     pub fn finish(
+        self,
+        layout: &TableLayout,
+        partition: HourPartition,
+        options: EncodeOptions,
+        texts: &[ColumnTexts],
+    ) -> Result<EncodedSegment, SegmentError> {
+        self.finish_from(layout, partition, options, texts, None)
+    }
+
+    /// [`SegmentBuilder::finish`], resuming the column writers of `head` where they stopped
+    /// when it began this segment's first rows. A head start that does not fit (another
+    /// partition, table, view type or zstd level, more rows than the segment has, or other
+    /// first rows) is set aside and the segment encoded from its first row; either way the
+    /// bytes are the same.
+    pub fn finish_from(
         mut self,
         layout: &TableLayout,
         partition: HourPartition,
         options: EncodeOptions,
         texts: &[ColumnTexts],
+        head: Option<HeadStart>,
     ) -> Result<EncodedSegment, SegmentError> {
         let (Some(first), Some(last), Some(tag)) = (
             self.rows.get(self.first).map(|r| r.sequence.clone()),
@@ -534,26 +552,23 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         let key = layout.segment_key(partition, &first, &last, &tag);
         let schema = arrow_schema(self.schema);
         let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
+        let head = head.filter(|h| {
+            let fits = h.fits(&self.rows, partition, layout.table(), view_type, options);
+            if !fits {
+                tracing::debug!(key = %key, "head start does not fit the segment; encoding from its first row");
+            }
+            fits
+        });
         let bytes = encode_parquet(
             self.schema,
             &schema,
             (&self.rows, texts),
-            layout.table(),
-            view_type,
+            (layout.table(), view_type),
             options,
             CHUNK_ROWS,
+            head,
         )
-        .map_err(|e| match e {
-            Encoding::Arrow(source) => SegmentError::Arrow {
-                key: key.clone(),
-                source,
-            },
-            Encoding::Parquet(source) => SegmentError::Parquet {
-                action: "encoding",
-                key: key.clone(),
-                source,
-            },
-        })?;
+        .map_err(|e| e.at(key.clone()))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
@@ -588,6 +603,189 @@ fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) ->
     writer_properties_with(table, view_type, zstd_level, None)
 }
 
+/// What a segment is written with: its writer properties (the Arrow schema embedded, as
+/// `ArrowWriter` does, so Arrow readers get the exact types back) and its Parquet schema.
+fn segment_writer_setup(
+    schema: &SchemaRef,
+    table: &str,
+    view_type: StreamViewType,
+    zstd_level: i32,
+) -> Result<
+    (
+        Arc<WriterProperties>,
+        parquet::schema::types::SchemaDescriptor,
+    ),
+    Encoding,
+> {
+    let mut props = writer_properties(table, view_type, zstd_level);
+    parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut props);
+    let parquet_schema = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(schema)
+        .map_err(Encoding::Parquet)?;
+    Ok((Arc::new(props), parquet_schema))
+}
+
+/// One column writer per column of `schema`, each with its own page buffers (they do not
+/// write to the file until their chunks are appended to a row group).
+fn column_writers<W: std::io::Write + Send>(
+    writer: &SerializedFileWriter<W>,
+    schema: &SchemaRef,
+) -> Result<Vec<ArrowColumnWriter>, Encoding> {
+    ArrowRowGroupWriterFactory::new(writer, schema.clone())
+        .create_column_writers(0)
+        .map_err(Encoding::Parquet)
+}
+
+/// Every column here is flat, so leaf i is column i. Largest first: the images, the keys, the
+/// event ids and sequence numbers, then the small columns.
+fn largest_first(columns: usize) -> Vec<usize> {
+    const LARGE_FIRST: [usize; 5] = [6, 7, 5, 0, 3];
+    let mut order: Vec<usize> = LARGE_FIRST.into_iter().filter(|&i| i < columns).collect();
+    order.extend((0..columns).filter(|i| !LARGE_FIRST.contains(i)));
+    order
+}
+
+/// The column writers of a segment, started on its first rows before the rest of them were
+/// read: in a batch read by several threads, the thread that reads the head of the event
+/// finishes its smaller share first and encodes its rows, whole steps at a time, while the
+/// others are still reading (see `ingest`). [`SegmentBuilder::finish_from`] resumes them.
+///
+/// Every column advances by whole [`STEP_ROWS`] steps (the writer's mini-batch), so the
+/// segment's bytes are those of encoding it in one go.
+pub struct HeadStart {
+    partition: HourPartition,
+    table: String,
+    view_type: StreamViewType,
+    zstd_level: i32,
+    props: Arc<WriterProperties>,
+    parquet_schema: parquet::schema::types::SchemaDescriptor,
+    writers: Vec<ArrowColumnWriter>,
+    /// Rows each column has encoded, a multiple of [`STEP_ROWS`].
+    done: Vec<usize>,
+    /// Rows of the most advanced column.
+    encoded: usize,
+    /// Sequence numbers of the first and the last of those rows, to check that they are the
+    /// segment's.
+    ends: Option<(SequenceNumber, SequenceNumber)>,
+}
+
+impl std::fmt::Debug for HeadStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadStart")
+            .field("partition", &self.partition)
+            .field("table", &self.table)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeadStart {
+    /// Column writers for a segment of `table` in `partition`, nothing encoded yet.
+    pub fn new(
+        schema: &TableSchema,
+        table: &str,
+        view_type: StreamViewType,
+        partition: HourPartition,
+        zstd_level: i32,
+    ) -> Result<HeadStart, SegmentError> {
+        let arrow = arrow_schema(schema);
+        let started = segment_writer_setup(&arrow, table, view_type, zstd_level).and_then(
+            |(props, parquet_schema)| {
+                // The writers take only the schema and properties from the file writer; this
+                // one writes its magic bytes to nowhere and is dropped.
+                let file = SerializedFileWriter::new(
+                    std::io::sink(),
+                    parquet_schema.root_schema_ptr(),
+                    props.clone(),
+                )
+                .map_err(Encoding::Parquet)?;
+                let writers = column_writers(&file, &arrow)?;
+                Ok((props, parquet_schema, writers))
+            },
+        );
+        let (props, parquet_schema, writers) =
+            started.map_err(|e| e.at(format!("the head of a segment of {table}")))?;
+        Ok(HeadStart {
+            partition,
+            table: table.to_owned(),
+            view_type,
+            zstd_level,
+            props,
+            parquet_schema,
+            done: vec![0; writers.len()],
+            writers,
+            encoded: 0,
+            ends: None,
+        })
+    }
+
+    /// Encodes whole steps of `rows` (the segment's first rows, their texts in `texts`),
+    /// largest column first, for as long as `more()` says to go on.
+    pub fn advance(
+        &mut self,
+        schema: &TableSchema,
+        rows: &[&PreparedRow<'_>],
+        texts: &[ColumnTexts],
+        more: impl Fn() -> bool,
+    ) -> Result<(), SegmentError> {
+        let arrow = arrow_schema(schema);
+        let whole = rows.len() - rows.len() % STEP_ROWS;
+        for i in largest_first(self.writers.len()) {
+            let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
+                continue;
+            };
+            while *done < whole && more() {
+                let chunk = &rows[*done..*done + STEP_ROWS];
+                let encoded = build_column(schema, chunk, texts, i)
+                    .map_err(Encoding::Arrow)
+                    .and_then(|array| encode_column(writer, arrow.field(i), &array));
+                if let Err(e) = encoded {
+                    return Err(e.at(format!("the head of a segment of {}", self.table)));
+                }
+                *done += STEP_ROWS;
+            }
+        }
+        let encoded = self.done.iter().copied().max().unwrap_or(0);
+        if encoded > self.encoded
+            && let (Some(first), Some(last)) = (rows.first(), rows.get(encoded - 1))
+        {
+            self.encoded = encoded;
+            self.ends = Some((first.sequence.clone(), last.sequence.clone()));
+        }
+        Ok(())
+    }
+
+    /// Rows of the most advanced column.
+    pub fn rows(&self) -> usize {
+        self.encoded
+    }
+
+    /// Whether these writers began the segment of `rows` with these settings.
+    fn fits(
+        &self,
+        rows: &[&PreparedRow<'_>],
+        partition: HourPartition,
+        table: &str,
+        view_type: StreamViewType,
+        options: EncodeOptions,
+    ) -> bool {
+        self.partition == partition
+            && self.table == table
+            && self.view_type == view_type
+            && self.zstd_level == options.zstd_level
+            && match &self.ends {
+                None => true,
+                Some((first, last)) => {
+                    rows.first().is_some_and(|r| r.sequence == *first)
+                        && rows
+                            .get(self.encoded.wrapping_sub(1))
+                            .is_some_and(|r| r.sequence == *last)
+                }
+            }
+    }
+}
+
 fn writer_properties_with(
     table: &str,
     view_type: StreamViewType,
@@ -600,6 +798,7 @@ fn writer_properties_with(
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_statistics_truncate_length(Some(64))
         .set_max_row_group_row_count(max_row_group_rows)
+        .set_write_batch_size(STEP_ROWS)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("streamseal.format".into(), SEGMENT_FORMAT.to_string()),
             KeyValue::new("streamseal.table".into(), table.to_owned()),
@@ -622,6 +821,20 @@ fn writer_properties_with(
 enum Encoding {
     Arrow(arrow_schema::ArrowError),
     Parquet(parquet::errors::ParquetError),
+}
+
+impl Encoding {
+    /// The error, naming the segment `key`.
+    fn at(self, key: String) -> SegmentError {
+        match self {
+            Encoding::Arrow(source) => SegmentError::Arrow { key, source },
+            Encoding::Parquet(source) => SegmentError::Parquet {
+                action: "encoding",
+                key,
+                source,
+            },
+        }
+    }
 }
 
 /// Column `i` of the segment schema, built from the rows. The key and image columns are
@@ -767,9 +980,15 @@ fn spans<'r>(
 
 /// Rows per Arrow array handed to the column writer. A whole image column of a 6 MB batch would
 /// be a fresh multi-megabyte buffer (page faults, and cold by the time the encoder reads it);
-/// chunks this size stay in cache. It equals the writer's mini-batch (`write_batch_size`, 1024
-/// by default), so pages and bytes are exactly those of writing the column in one call.
+/// chunks this size stay in cache. A multiple of [`STEP_ROWS`], so pages and bytes are exactly
+/// those of writing the column in one call.
 const CHUNK_ROWS: usize = 1024;
+
+/// The writer's mini-batch (`write_batch_size`): it checks whether a page is full after each.
+/// Every write of a column starts at a multiple of it, so where a column's writes are cut
+/// (whole columns, [`CHUNK_ROWS`] chunks, or a [`HeadStart`]'s steps of this size) does not
+/// change a byte. Small enough that the head of a 1,000-record batch holds a step.
+pub const STEP_ROWS: usize = 256;
 
 /// Columns every segment has before the typed ones (see [`arrow_schema`]).
 const FIXED_COLUMNS: usize = 8;
@@ -781,19 +1000,19 @@ fn encode_parquet(
     table_schema: &TableSchema,
     schema: &SchemaRef,
     (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
-    table: &str,
-    view_type: StreamViewType,
+    (table, view_type): (&str, StreamViewType),
     options: EncodeOptions,
     chunk_rows: usize,
+    head: Option<HeadStart>,
 ) -> Result<Vec<u8>, Encoding> {
-    let mut props = writer_properties(table, view_type, options.zstd_level);
-    // Embed the Arrow schema like ArrowWriter does, so Arrow readers get the exact types back.
-    parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut props);
-    let props = Arc::new(props);
-    let parquet_schema = ArrowSchemaConverter::new()
-        .with_coerce_types(props.coerce_types())
-        .convert(schema)
-        .map_err(Encoding::Parquet)?;
+    let (props, parquet_schema, head) = match head {
+        Some(h) => (h.props, h.parquet_schema, Some((h.writers, h.done))),
+        None => {
+            let (props, parquet_schema) =
+                segment_writer_setup(schema, table, view_type, options.zstd_level)?;
+            (props, parquet_schema, None)
+        }
+    };
     let image_bytes: usize = rows
         .iter()
         .map(|r| {
@@ -805,20 +1024,33 @@ fn encode_parquet(
     let mut out = Vec::with_capacity(image_bytes / 4 + 4096);
     let mut writer = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props)
         .map_err(Encoding::Parquet)?;
-    let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-    let writers = factory
-        .create_column_writers(0)
-        .map_err(Encoding::Parquet)?;
-
-    // Every column here is flat, so leaf i is column i. Largest first: the images, the keys,
-    // the event ids and sequence numbers, then the small columns.
-    const LARGE_FIRST: [usize; 5] = [6, 7, 5, 0, 3];
-    let columns = writers.len();
-    let mut order: Vec<usize> = LARGE_FIRST.into_iter().filter(|&i| i < columns).collect();
-    order.extend((0..columns).filter(|i| !LARGE_FIRST.contains(i)));
+    let (writers, done) = match head {
+        Some(started) => started,
+        None => {
+            let writers = column_writers(&writer, schema)?;
+            let done = vec![0; writers.len()];
+            (writers, done)
+        }
+    };
+    if writers.len() != schema.fields().len()
+        || done
+            .iter()
+            .any(|&d| d > rows.len() || !d.is_multiple_of(STEP_ROWS))
+    {
+        return Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+            format!(
+                "{} column writers (started at rows {done:?}) for {} columns of {} rows",
+                writers.len(),
+                schema.fields().len(),
+                rows.len()
+            ),
+        )));
+    }
+    let order = largest_first(writers.len());
     type Slot<T> = std::sync::Mutex<Option<T>>;
-    let slots: Vec<Slot<parquet::arrow::arrow_writer::ArrowColumnWriter>> = writers
+    let slots: Vec<Slot<(ArrowColumnWriter, usize)>> = writers
         .into_iter()
+        .zip(done)
         .map(|w| std::sync::Mutex::new(Some(w)))
         .collect();
     let results: Vec<Slot<Result<ArrowColumnChunk, Encoding>>> = (0..slots.len())
@@ -831,7 +1063,8 @@ fn encode_parquet(
             let Some(&i) = order.get(n) else { break };
             let writer = slots[i].lock().ok().and_then(|mut s| s.take());
             let result = match writer {
-                Some(mut w) => rows
+                // A started writer resumes after its rows, which were whole steps.
+                Some((mut w, done)) => rows[done..]
                     .chunks(chunk_rows)
                     .try_for_each(|chunk| {
                         let array =
@@ -876,7 +1109,7 @@ fn encode_parquet(
 }
 
 fn encode_column(
-    writer: &mut parquet::arrow::arrow_writer::ArrowColumnWriter,
+    writer: &mut ArrowColumnWriter,
     field: &Field,
     array: &ArrayRef,
 ) -> Result<(), Encoding> {
@@ -1118,7 +1351,7 @@ mod tests {
         let mut canon = Canonicalizer::new();
         // The rows twice: with their texts in one buffer, and in two buffers split inside a
         // chunk (as two threads would read them), where the chunk across the split is copied.
-        let split = 1500;
+        let split = 2100;
         let (mut one, mut two) = (
             TextColumns::default(),
             [TextColumns::default(), TextColumns::default()],
@@ -1149,10 +1382,10 @@ mod tests {
                     &schema,
                     &arrow,
                     (rows, texts),
-                    "orders",
-                    StreamViewType::NewAndOldImages,
+                    ("orders", StreamViewType::NewAndOldImages),
                     options,
                     chunk_rows,
+                    None,
                 );
                 match encoded {
                     Ok(bytes) => bytes,
@@ -1174,14 +1407,103 @@ mod tests {
                 &schema,
                 &arrow,
                 (&bad, &two),
-                "orders",
-                StreamViewType::NewAndOldImages,
+                ("orders", StreamViewType::NewAndOldImages),
                 EncodeOptions::default(),
-                CHUNK_ROWS
+                CHUNK_ROWS,
+                None,
             )
             .is_err()
         );
         // A chunk size that is not the writer's mini-batch gives other pages: the test can tell.
         assert_ne!(encode(&rows, &one, 1000, 1), whole);
+
+        // Begun on the rows of the first buffer (as the thread reading the head of an event
+        // does), for every whole step, for three steps of the largest column only, or not at
+        // all, then resumed: the same bytes.
+        let partition = HourPartition::of_millis(0);
+        let begin = |budget: usize| {
+            let mut head = HeadStart::new(
+                &schema,
+                "orders",
+                StreamViewType::NewAndOldImages,
+                partition,
+                1,
+            )
+            .expect("head start");
+            let calls = std::cell::Cell::new(0);
+            head.advance(&schema, &rows_two[..split], &two[..1], || {
+                calls.set(calls.get() + 1);
+                calls.get() <= budget
+            })
+            .expect("advance");
+            head
+        };
+        let whole_steps = split / STEP_ROWS * STEP_ROWS;
+        assert!(!split.is_multiple_of(STEP_ROWS));
+        for (budget, begun) in [(usize::MAX, whole_steps), (3, 3 * STEP_ROWS), (0, 0)] {
+            let head = begin(budget);
+            assert_eq!(head.rows(), begun, "budget {budget}");
+            let resumed = encode_parquet(
+                &schema,
+                &arrow,
+                (&rows_two, &two),
+                ("orders", StreamViewType::NewAndOldImages),
+                EncodeOptions::default(),
+                CHUNK_ROWS,
+                Some(head),
+            );
+            assert!(
+                resumed.is_ok_and(|bytes| bytes == whole),
+                "budget {budget}: other bytes"
+            );
+        }
+
+        // Through the builder: a head start that fits is used; one begun for another hour, or
+        // on other rows, is set aside. The segment is the same every time.
+        let layout = TableLayout::new("orders");
+        let finish = |rows: &[&PreparedRow<'_>], head: Option<HeadStart>| {
+            let mut builder = SegmentBuilder::new(&schema, rows.len());
+            for &row in rows {
+                builder.push(row);
+            }
+            builder
+                .finish_from(&layout, partition, EncodeOptions::default(), &two, head)
+                .expect("segment")
+                .bytes
+        };
+        let plain = finish(&rows_two, None);
+        assert_eq!(plain.as_ref(), whole.as_slice());
+        assert_eq!(finish(&rows_two, Some(begin(usize::MAX))), plain);
+        let mut elsewhen = HeadStart::new(
+            &schema,
+            "orders",
+            StreamViewType::NewAndOldImages,
+            HourPartition::of_millis(3_600_000),
+            1,
+        )
+        .expect("head start");
+        elsewhen
+            .advance(&schema, &rows_two[..split], &two[..1], || true)
+            .expect("advance");
+        assert!(!elsewhen.fits(
+            &rows_two,
+            partition,
+            "orders",
+            StreamViewType::NewAndOldImages,
+            EncodeOptions::default()
+        ));
+        assert_eq!(finish(&rows_two, Some(elsewhen)), plain);
+        let later_rows = &rows_two[1..];
+        assert!(!begin(usize::MAX).fits(
+            later_rows,
+            partition,
+            "orders",
+            StreamViewType::NewAndOldImages,
+            EncodeOptions::default()
+        ));
+        assert_eq!(
+            finish(later_rows, Some(begin(usize::MAX))),
+            finish(later_rows, None)
+        );
     }
 }
