@@ -663,11 +663,10 @@ pub struct HeadStart {
     writers: Vec<ArrowColumnWriter>,
     /// Rows each column has encoded, a multiple of [`STEP_ROWS`].
     done: Vec<usize>,
-    /// Rows of the most advanced column.
-    encoded: usize,
-    /// Sequence numbers of the first and the last of those rows, to check that they are the
-    /// segment's.
+    /// Sequence numbers of the first row and of the last row any column encoded, to check
+    /// that they are the segment's.
     ends: Option<(SequenceNumber, SequenceNumber)>,
+    arrow: SchemaRef,
 }
 
 impl std::fmt::Debug for HeadStart {
@@ -715,8 +714,8 @@ impl HeadStart {
             parquet_schema,
             done: vec![0; writers.len()],
             writers,
-            encoded: 0,
             ends: None,
+            arrow,
         })
     }
 
@@ -729,7 +728,6 @@ impl HeadStart {
         texts: &[ColumnTexts],
         more: impl Fn() -> bool,
     ) -> Result<(), SegmentError> {
-        let arrow = arrow_schema(schema);
         let whole = rows.len() - rows.len() % STEP_ROWS;
         for i in largest_first(self.writers.len()) {
             let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
@@ -739,18 +737,14 @@ impl HeadStart {
                 let chunk = &rows[*done..*done + STEP_ROWS];
                 let encoded = build_column(schema, chunk, texts, i)
                     .map_err(Encoding::Arrow)
-                    .and_then(|array| encode_column(writer, arrow.field(i), &array));
+                    .and_then(|array| encode_column(writer, self.arrow.field(i), &array));
                 if let Err(e) = encoded {
                     return Err(e.at(format!("the head of a segment of {}", self.table)));
                 }
                 *done += STEP_ROWS;
             }
         }
-        let encoded = self.done.iter().copied().max().unwrap_or(0);
-        if encoded > self.encoded
-            && let (Some(first), Some(last)) = (rows.first(), rows.get(encoded - 1))
-        {
-            self.encoded = encoded;
+        if let (Some(first), Some(last)) = (rows.first(), rows.get(self.rows().wrapping_sub(1))) {
             self.ends = Some((first.sequence.clone(), last.sequence.clone()));
         }
         Ok(())
@@ -758,7 +752,7 @@ impl HeadStart {
 
     /// Rows of the most advanced column.
     pub fn rows(&self) -> usize {
-        self.encoded
+        self.done.iter().copied().max().unwrap_or(0)
     }
 
     /// Whether these writers began the segment of `rows` with these settings.
@@ -779,7 +773,7 @@ impl HeadStart {
                 Some((first, last)) => {
                     rows.first().is_some_and(|r| r.sequence == *first)
                         && rows
-                            .get(self.encoded.wrapping_sub(1))
+                            .get(self.rows().wrapping_sub(1))
                             .is_some_and(|r| r.sequence == *last)
                 }
             }
