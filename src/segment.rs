@@ -720,7 +720,8 @@ impl HeadStart {
     }
 
     /// Encodes whole steps of `rows` (the segment's first rows, their texts in `texts`),
-    /// largest column first, for as long as `more()` says to go on.
+    /// largest column first, for as long as `more()` says to go on. After an error the
+    /// writers are in an unknown state: drop the head start and encode the segment whole.
     pub fn advance(
         &mut self,
         schema: &TableSchema,
