@@ -553,7 +553,13 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         let schema = arrow_schema(self.schema);
         let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
         let head = head.filter(|h| {
-            let fits = h.fits(&self.rows, partition, layout.table(), view_type, options);
+            let fits = h.fits(
+                &schema,
+                &self.rows,
+                partition,
+                (layout.table(), view_type),
+                options,
+            );
             if !fits {
                 tracing::debug!(key = %key, "head start does not fit the segment; encoding from its first row");
             }
@@ -756,16 +762,18 @@ impl HeadStart {
         self.done.iter().copied().max().unwrap_or(0)
     }
 
-    /// Whether these writers began the segment of `rows` with these settings.
+    /// Whether these writers began the segment of `rows`, with columns `schema`, with these
+    /// settings.
     fn fits(
         &self,
+        schema: &SchemaRef,
         rows: &[&PreparedRow<'_>],
         partition: HourPartition,
-        table: &str,
-        view_type: StreamViewType,
+        (table, view_type): (&str, StreamViewType),
         options: EncodeOptions,
     ) -> bool {
-        self.partition == partition
+        self.arrow == *schema
+            && self.partition == partition
             && self.table == table
             && self.view_type == view_type
             && self.zstd_level == options.zstd_level
@@ -1368,7 +1376,7 @@ mod tests {
         assert!(!split.is_multiple_of(CHUNK_ROWS));
         let arrow = arrow_schema(&schema);
         let encode =
-            |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads| {
+            |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads, head| {
                 let options = EncodeOptions {
                     zstd_level: 1,
                     encode_threads,
@@ -1380,7 +1388,7 @@ mod tests {
                     ("orders", StreamViewType::NewAndOldImages),
                     options,
                     chunk_rows,
-                    None,
+                    head,
                 );
                 match encoded {
                     Ok(bytes) => bytes,
@@ -1388,10 +1396,10 @@ mod tests {
                 }
             };
         let (rows, rows_two): (Vec<_>, Vec<_>) = (rows.iter().collect(), rows_two.iter().collect());
-        let whole = encode(&rows, &one, usize::MAX, 1);
-        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1), whole);
-        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2), whole);
-        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1), whole);
+        let whole = encode(&rows, &one, usize::MAX, 1, None);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1, None), whole);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2, None), whole);
+        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1, None), whole);
         // A row pointing outside the buffers is an error, not a panic.
         let mut wrong = rows_two[7].clone();
         wrong.texts = 2;
@@ -1410,7 +1418,7 @@ mod tests {
             .is_err()
         );
         // A chunk size that is not the writer's mini-batch gives other pages: the test can tell.
-        assert_ne!(encode(&rows, &one, 1000, 1), whole);
+        assert_ne!(encode(&rows, &one, 1000, 1, None), whole);
 
         // Begun on the rows of the first buffer (as the thread reading the head of an event
         // does), for every whole step, for three steps of the largest column only, or not at
@@ -1438,19 +1446,8 @@ mod tests {
         for (budget, begun) in [(usize::MAX, whole_steps), (3, 3 * STEP_ROWS), (0, 0)] {
             let head = begin(budget);
             assert_eq!(head.rows(), begun, "budget {budget}");
-            let resumed = encode_parquet(
-                &schema,
-                &arrow,
-                (&rows_two, &two),
-                ("orders", StreamViewType::NewAndOldImages),
-                EncodeOptions::default(),
-                CHUNK_ROWS,
-                Some(head),
-            );
-            assert!(
-                resumed.is_ok_and(|bytes| bytes == whole),
-                "budget {budget}: other bytes"
-            );
+            let resumed = encode(&rows_two, &two, CHUNK_ROWS, 1, Some(head));
+            assert!(resumed == whole, "budget {budget}: other bytes");
         }
 
         // Through the builder: a head start that fits is used; one begun for another hour, or
@@ -1480,22 +1477,17 @@ mod tests {
         elsewhen
             .advance(&schema, &rows_two[..split], &two[..1], || true)
             .expect("advance");
-        assert!(!elsewhen.fits(
-            &rows_two,
-            partition,
-            "orders",
-            StreamViewType::NewAndOldImages,
-            EncodeOptions::default()
-        ));
+        let orders = ("orders", StreamViewType::NewAndOldImages);
+        let options = EncodeOptions::default();
+        assert!(begin(usize::MAX).fits(&arrow, &rows_two, partition, orders, options));
+        assert!(!elsewhen.fits(&arrow, &rows_two, partition, orders, options));
         assert_eq!(finish(&rows_two, Some(elsewhen)), plain);
         let later_rows = &rows_two[1..];
-        assert!(!begin(usize::MAX).fits(
-            later_rows,
-            partition,
-            "orders",
-            StreamViewType::NewAndOldImages,
-            EncodeOptions::default()
-        ));
+        assert!(!begin(usize::MAX).fits(&arrow, later_rows, partition, orders, options));
+        // Nor does one begun with other columns (a segment of the same rows without the typed
+        // columns).
+        let image_only = arrow_schema(&TableSchema::default());
+        assert!(!begin(usize::MAX).fits(&image_only, &rows_two, partition, orders, options));
         assert_eq!(
             finish(later_rows, Some(begin(usize::MAX))),
             finish(later_rows, None)
