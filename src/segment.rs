@@ -529,9 +529,9 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
     }
 
     /// [`SegmentBuilder::finish`], resuming the column writers of `head` where they stopped
-    /// when it began this segment's first rows. A head start that does not fit (another
-    /// partition, table, view type or zstd level, more rows than the segment has, or other
-    /// first rows) is set aside and the segment encoded from its first row; either way the
+    /// when it began this segment's first rows. A head start that does not fit (other
+    /// columns, another partition, table, view type or zstd level, more rows than the segment
+    /// has, or other first rows) is set aside and the segment encoded from its first row; either way the
     /// bytes are the same.
     pub fn finish_from(
         mut self,
