@@ -737,14 +737,22 @@ fn prepare_one<'a>(
     let mark = texts.mark();
     let parsed =
         ChangeRecord::parse(raw, index, canon, &schema.paths).map(|r| r.into_spanned(texts));
-    let prepared = check_table(parsed, index, table, schema, &mut None, texts_index);
+    let prepared = check_table(
+        parsed,
+        index,
+        table,
+        schema,
+        &mut None,
+        (texts, texts_index),
+    );
     if prepared.is_err() {
         texts.rollback(mark);
     }
     prepared
 }
 
-/// A parsed record as a row, if it is from `table`.
+/// A parsed record as a row, if it is from `table`, with its name-tag line written to `texts`
+/// (the batch's `texts_index`-th buffer, which holds its other texts).
 ///
 /// `accepted` remembers the last stream ARN found to name `table`: records of a batch share
 /// one, so it is parsed once per thread rather than once per record.
@@ -754,7 +762,7 @@ fn check_table<'a>(
     table: &str,
     schema: &TableSchema,
     accepted: &mut Option<String>,
-    texts: usize,
+    (texts, texts_index): (&mut TextColumns, usize),
 ) -> Prepared<'a> {
     let rec = parsed?;
     if let Some(arn) = &rec.event_source_arn
@@ -776,7 +784,9 @@ fn check_table<'a>(
         }
         *accepted = Some(arn.to_string());
     }
-    Ok(PreparedRow::new(rec, schema, texts))
+    let mut row = PreparedRow::new(rec, schema, texts_index);
+    row.write_tag_line(texts);
+    Ok(row)
 }
 
 /// What one thread of [`prepare_fused`] read: records from its start up to (not including)
@@ -821,7 +831,14 @@ fn read_stretch<'a>(
         let index = raws.len();
         let mark = texts.mark();
         let (raw, parsed) = cursor.record_into(index, &mut canon, &schema.paths, &mut texts)?;
-        let row = check_table(parsed, index, table, schema, &mut accepted, texts_index);
+        let row = check_table(
+            parsed,
+            index,
+            table,
+            schema,
+            &mut accepted,
+            (&mut texts, texts_index),
+        );
         if row.is_err() {
             // A record of another table: its texts are not part of any row.
             texts.rollback(mark);
@@ -1167,7 +1184,13 @@ mod tests {
                 Ok(row) => {
                     let texts = rows.texts[row.texts].of(row);
                     let mut row = row.clone();
-                    (row.texts, row.keys, row.new_image, row.old_image) = (0, 0..0, None, None);
+                    (
+                        row.texts,
+                        row.keys,
+                        row.new_image,
+                        row.old_image,
+                        row.tag_line,
+                    ) = (0, 0..0, None, None, None);
                     format!("{row:?} {texts:?}")
                 }
                 Err(e) => format!("{e:?}"),

@@ -249,8 +249,9 @@ pub struct SpannedItem {
 }
 
 /// The canonical key and image texts of a run of records, back to back, one buffer per
-/// segment column. The capture path writes them here as it reads, so the Parquet columns are
-/// built from these buffers without copying each item (see `segment::build_column`).
+/// segment column, and the records' name-tag lines. The capture path writes them here as it
+/// reads, so the Parquet columns are built from these buffers without copying each item (see
+/// `segment::build_column`).
 #[derive(Debug, Default)]
 pub struct TextColumns {
     /// `keys` texts.
@@ -259,6 +260,10 @@ pub struct TextColumns {
     pub new_image: Vec<u8>,
     /// `old_image` texts.
     pub old_image: Vec<u8>,
+    /// Each row's line of its segment's name tag (`<sequence>\n<event id>\n`, see
+    /// `segment::SegmentTag`), written while the record is still in cache. Read from the rows
+    /// later, with the segment's statistics, the two fields cost a cache miss each per row.
+    pub tags: Vec<u8>,
 }
 
 impl TextColumns {
@@ -269,15 +274,19 @@ impl TextColumns {
             (&mut self.keys, event_bytes / 16),
             (&mut self.new_image, event_bytes / 2),
             (&mut self.old_image, event_bytes / 2),
+            (&mut self.tags, event_bytes / 16),
         ] {
             buffer.clear();
             buffer.reserve(share);
         }
     }
 
-    /// Bytes allocated for the three buffers.
+    /// Bytes allocated for the buffers.
     pub fn capacity(&self) -> usize {
-        self.keys.capacity() + self.new_image.capacity() + self.old_image.capacity()
+        self.keys.capacity()
+            + self.new_image.capacity()
+            + self.old_image.capacity()
+            + self.tags.capacity()
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.

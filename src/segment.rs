@@ -166,43 +166,58 @@ pub struct SegmentRecord {
 /// one) and the view type are part of a segment's identity, not only its sequence numbers. Deep
 /// verify recomputes it from the rows to prove an object is the segment its name claims.
 #[derive(Clone)]
-pub struct SegmentTag(Sha256);
+pub struct SegmentTag {
+    hasher: Sha256,
+    /// Rows not yet hashed. Hashing them a block of rows at a time, rather than row by row,
+    /// spares the hasher a copy into its own 64-byte buffer and a call per ~60-byte row (that
+    /// was most of the cost of collecting a segment's rows, which is serial work).
+    pending: Vec<u8>,
+}
 
 impl SegmentTag {
+    /// Rows are hashed once this many bytes are pending: large enough that the per-call cost
+    /// vanishes, small enough to stay in cache.
+    const FLUSH_BYTES: usize = 32 * 1024;
+
     /// Starts the tag of a segment from `arn` with `view_type`.
     pub fn new(arn: Option<&str>, view_type: StreamViewType) -> SegmentTag {
-        let mut h = Sha256::new();
-        h.update(arn.unwrap_or("").as_bytes());
-        h.update(b"\n");
-        h.update(view_type.as_str().as_bytes());
-        h.update(b"\n");
-        SegmentTag(h)
+        let mut hasher = Sha256::new();
+        hasher.update(arn.unwrap_or("").as_bytes());
+        hasher.update(b"\n");
+        hasher.update(view_type.as_str().as_bytes());
+        hasher.update(b"\n");
+        SegmentTag {
+            hasher,
+            pending: Vec::with_capacity(Self::FLUSH_BYTES + 128),
+        }
     }
 
     /// Adds a row.
     pub fn push(&mut self, sequence: &str, event_id: &str) {
-        // One update per row rather than four: the hasher copies each piece into its block
-        // buffer, and per-call overhead dominated for pieces this small.
-        let mut line = [0u8; 128];
-        let (s, e) = (sequence.as_bytes(), event_id.as_bytes());
-        let n = s.len() + e.len() + 2;
-        if n <= line.len() {
-            line[..s.len()].copy_from_slice(s);
-            line[s.len()] = b'\n';
-            line[s.len() + 1..n - 1].copy_from_slice(e);
-            line[n - 1] = b'\n';
-            self.0.update(&line[..n]);
-        } else {
-            self.0.update(s);
-            self.0.update(b"\n");
-            self.0.update(e);
-            self.0.update(b"\n");
+        let p = &mut self.pending;
+        p.extend_from_slice(sequence.as_bytes());
+        p.push(b'\n');
+        p.extend_from_slice(event_id.as_bytes());
+        p.push(b'\n');
+        if p.len() >= Self::FLUSH_BYTES {
+            self.hasher.update(&p[..]);
+            p.clear();
         }
     }
 
+    /// Adds rows already written as their lines (`<sequence>\n<event id>\n` each).
+    fn push_lines(&mut self, lines: &[u8]) {
+        if !self.pending.is_empty() {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+        self.hasher.update(lines);
+    }
+
     /// The tag: 16 hex digits.
-    pub fn finish(self) -> String {
-        hex::encode(&self.0.finalize()[..8])
+    pub fn finish(mut self) -> String {
+        self.hasher.update(&self.pending);
+        hex::encode(&self.hasher.finalize()[..8])
     }
 }
 
@@ -314,17 +329,21 @@ pub struct ColumnTexts {
     keys: Buffer,
     new_image: Buffer,
     old_image: Buffer,
+    /// Name-tag lines (see [`TextColumns::tags`]); only hashed, never a column.
+    tags: Vec<u8>,
 }
 
 impl ColumnTexts {
-    /// The key, new image and old image texts of `row`, which must be one of this buffer's
-    /// rows (`None` for a range outside it, or an image the row does not have).
+    /// The key, new image and old image texts and the name-tag line of `row`, which must be
+    /// one of this buffer's rows (`None` for a range outside it, or what the row does not
+    /// have).
     #[cfg(test)]
-    pub(crate) fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 3] {
+    pub(crate) fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 4] {
         [
             self.keys.get(row.keys.clone()),
             row.new_image.clone().and_then(|r| self.new_image.get(r)),
             row.old_image.clone().and_then(|r| self.old_image.get(r)),
+            row.tag_line.clone().and_then(|r| self.tags.get(r)),
         ]
     }
 
@@ -334,6 +353,7 @@ impl ColumnTexts {
             keys: self.keys.into_vec().ok()?,
             new_image: self.new_image.into_vec().ok()?,
             old_image: self.old_image.into_vec().ok()?,
+            tags: self.tags,
         })
     }
 }
@@ -344,6 +364,7 @@ impl From<TextColumns> for ColumnTexts {
             keys: Buffer::from_vec(t.keys),
             new_image: Buffer::from_vec(t.new_image),
             old_image: Buffer::from_vec(t.old_image),
+            tags: t.tags,
         }
     }
 }
@@ -382,6 +403,9 @@ pub struct PreparedRow<'a> {
     pub view_type: StreamViewType,
     /// Stream ARN.
     pub event_source_arn: Option<Cow<'a, str>>,
+    /// Where the row's name-tag line is in its texts' `tags`, when the reader wrote it
+    /// ([`PreparedRow::write_tag_line`]); otherwise the tag is made from the fields.
+    pub tag_line: Option<Range<usize>>,
 }
 
 impl<'a> PreparedRow<'a> {
@@ -419,29 +443,133 @@ impl<'a> PreparedRow<'a> {
             ttl_delete: rec.ttl_delete,
             view_type: rec.view_type,
             event_source_arn: rec.event_source_arn,
+            tag_line: None,
         }
+    }
+
+    /// Appends the row's name-tag line to `texts.tags` (which must be the buffer of its
+    /// `texts` index) and remembers where it is.
+    pub fn write_tag_line(&mut self, texts: &mut TextColumns) {
+        let t = &mut texts.tags;
+        let start = t.len();
+        t.extend_from_slice(self.sequence.as_str().as_bytes());
+        t.push(b'\n');
+        t.extend_from_slice(self.event_id.as_bytes());
+        t.push(b'\n');
+        self.tag_line = Some(start..t.len());
     }
 }
 
-/// Accumulates one segment's rows (by reference) and statistics. Rows are not copied; they are
-/// turned into Arrow columns at [`SegmentBuilder::finish`], each column by the thread that
-/// encodes it.
+/// Collects one segment's rows (by reference). Rows are not copied; they are turned into Arrow
+/// columns at [`SegmentBuilder::finish`], each column by the thread that encodes it, and the
+/// segment record's statistics are gathered there too, alongside the columns.
 pub struct SegmentBuilder<'s, 'r> {
     schema: &'s TableSchema,
     rows: Vec<&'r PreparedRow<'r>>,
-    tag: Option<SegmentTag>,
+}
+
+/// What a segment record says about the rows: gathered in one pass over them (see
+/// [`RowStats::of`]).
+struct RowStats {
+    tag: SegmentTag,
     sequences: SequenceListBuilder,
     /// Rows holding the smallest and largest sequence numbers.
     first: usize,
     last: usize,
     min_time: Option<i64>,
     max_time: Option<i64>,
-    digest: StateDigest,
-    digest_complete: bool,
+    /// `None` when a row lacks an image the digest needs (a view type without both).
+    digest: Option<StateDigest>,
     count_delta: i64,
     ttl_deletes: u64,
-    view_type: Option<StreamViewType>,
     arn: Option<String>,
+}
+
+impl RowStats {
+    /// The statistics of `rows`, in their order (the tag and the sequence list depend on it);
+    /// `texts` holds their name-tag lines, if the reader wrote them.
+    fn of(rows: &[&PreparedRow<'_>], texts: &[ColumnTexts]) -> RowStats {
+        let arn = rows.iter().find_map(|r| r.event_source_arn.as_deref());
+        let view_type = rows
+            .first()
+            .map_or(StreamViewType::KeysOnly, |r| r.view_type);
+        let mut stats = RowStats {
+            tag: SegmentTag::new(
+                rows.first().and_then(|r| r.event_source_arn.as_deref()),
+                view_type,
+            ),
+            sequences: SequenceListBuilder::default(),
+            first: 0,
+            last: 0,
+            min_time: None,
+            max_time: None,
+            digest: Some(StateDigest::ZERO),
+            count_delta: 0,
+            ttl_deletes: 0,
+            arn: arn.map(str::to_owned),
+        };
+        // Lines written back to back are hashed as one run, straight from their buffer.
+        let mut run: Option<(usize, Range<usize>)> = None;
+        let line_of = |row: &PreparedRow<'_>| {
+            let span = row.tag_line.clone()?;
+            texts.get(row.texts)?.tags.get(span.clone())?;
+            Some((row.texts, span))
+        };
+        let flush = |tag: &mut SegmentTag, run: Option<(usize, Range<usize>)>| {
+            if let Some((t, span)) = run
+                && let Some(lines) = texts.get(t).and_then(|t| t.tags.get(span))
+            {
+                tag.push_lines(lines);
+            }
+        };
+        for (n, row) in rows.iter().enumerate() {
+            match (line_of(row), &mut run) {
+                (Some((t, span)), Some((rt, rs))) if *rt == t && rs.end == span.start => {
+                    rs.end = span.end;
+                }
+                (Some(line), _) => flush(&mut stats.tag, run.replace(line)),
+                (None, _) => {
+                    flush(&mut stats.tag, run.take());
+                    stats.tag.push(row.sequence.as_str(), &row.event_id);
+                }
+            }
+            stats.sequences.push(row.sequence.as_str());
+            if row.sequence < rows[stats.first].sequence {
+                stats.first = n;
+            }
+            if row.sequence > rows[stats.last].sequence {
+                stats.last = n;
+            }
+            if let Some(t) = row.time_ms {
+                stats.min_time = Some(stats.min_time.map_or(t, |m| m.min(t)));
+                stats.max_time = Some(stats.max_time.map_or(t, |m| m.max(t)));
+            }
+            match row.kind {
+                ChangeKind::Insert => stats.count_delta += 1,
+                ChangeKind::Remove => stats.count_delta -= 1,
+                ChangeKind::Modify => {}
+            }
+            if row.ttl_delete {
+                stats.ttl_deletes += 1;
+            }
+            // The digest moves by H(new) - H(old); it is only known when the stream carries
+            // both.
+            if let Some(digest) = &mut stats.digest {
+                if row.view_type == StreamViewType::NewAndOldImages {
+                    if let Some(h) = &row.new_hash {
+                        digest.add_item(h);
+                    }
+                    if let Some(h) = &row.old_hash {
+                        digest.remove_item(h);
+                    }
+                } else {
+                    stats.digest = None;
+                }
+            }
+        }
+        flush(&mut stats.tag, run);
+        stats
+    }
 }
 
 impl<'s, 'r> SegmentBuilder<'s, 'r> {
@@ -450,69 +578,11 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         SegmentBuilder {
             schema,
             rows: Vec::with_capacity(capacity),
-            tag: None,
-            sequences: SequenceListBuilder::default(),
-            first: 0,
-            last: 0,
-            min_time: None,
-            max_time: None,
-            digest: StateDigest::ZERO,
-            digest_complete: true,
-            count_delta: 0,
-            ttl_deletes: 0,
-            view_type: None,
-            arn: None,
         }
     }
 
     /// Appends one change.
     pub fn push(&mut self, row: &'r PreparedRow<'r>) {
-        self.tag
-            .get_or_insert_with(|| SegmentTag::new(row.event_source_arn.as_deref(), row.view_type))
-            .push(row.sequence.as_str(), &row.event_id);
-        self.sequences.push(row.sequence.as_str());
-        let n = self.rows.len();
-        if self
-            .rows
-            .get(self.first)
-            .is_none_or(|f| row.sequence < f.sequence)
-        {
-            self.first = n;
-        }
-        if self
-            .rows
-            .get(self.last)
-            .is_none_or(|l| row.sequence > l.sequence)
-        {
-            self.last = n;
-        }
-        if let Some(t) = row.time_ms {
-            self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
-            self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
-        }
-        match row.kind {
-            ChangeKind::Insert => self.count_delta += 1,
-            ChangeKind::Remove => self.count_delta -= 1,
-            ChangeKind::Modify => {}
-        }
-        if row.ttl_delete {
-            self.ttl_deletes += 1;
-        }
-        self.view_type.get_or_insert(row.view_type);
-        if self.arn.is_none() {
-            self.arn = row.event_source_arn.as_deref().map(str::to_owned);
-        }
-        // The digest moves by H(new) - H(old); it is only known when the stream carries both.
-        if row.view_type == StreamViewType::NewAndOldImages && self.digest_complete {
-            if let Some(h) = &row.new_hash {
-                self.digest.add_item(h);
-            }
-            if let Some(h) = &row.old_hash {
-                self.digest.remove_item(h);
-            }
-        } else {
-            self.digest_complete = false;
-        }
         self.rows.push(row);
     }
 
@@ -534,24 +604,17 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
     /// has, or other first rows) is set aside and the segment encoded from its first row; either way the
     /// bytes are the same.
     pub fn finish_from(
-        mut self,
+        self,
         layout: &TableLayout,
         partition: HourPartition,
         options: EncodeOptions,
         texts: &[ColumnTexts],
         head: Option<HeadStart>,
     ) -> Result<EncodedSegment, SegmentError> {
-        let (Some(first), Some(last), Some(tag)) = (
-            self.rows.get(self.first).map(|r| r.sequence.clone()),
-            self.rows.get(self.last).map(|r| r.sequence.clone()),
-            self.tag.take(),
-        ) else {
+        let Some(view_type) = self.rows.first().map(|r| r.view_type) else {
             return Err(SegmentError::Empty(layout.changes_prefix()));
         };
-        let tag = tag.finish();
-        let key = layout.segment_key(partition, &first, &last, &tag);
         let schema = arrow_schema(self.schema);
-        let view_type = self.view_type.unwrap_or(StreamViewType::KeysOnly);
         let head = head.filter(|h| {
             let fits = h.fits(
                 &schema,
@@ -561,20 +624,43 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
                 options,
             );
             if !fits {
-                tracing::debug!(key = %key, "head start does not fit the segment; encoding from its first row");
+                tracing::debug!(
+                    table = layout.table(),
+                    ?partition,
+                    "head start does not fit the segment; encoding from its first row"
+                );
             }
             fits
         });
-        let bytes = encode_parquet(
+        // The statistics are one more task for the encoding threads: serial work before the
+        // columns would leave the other threads waiting.
+        let stats = std::sync::Mutex::new(None);
+        let gather = || {
+            let of = RowStats::of(&self.rows, texts);
+            if let Ok(mut slot) = stats.lock() {
+                *slot = Some(of);
+            }
+        };
+        let encoded = encode_parquet(
             self.schema,
             &schema,
             (&self.rows, texts),
             (layout.table(), view_type),
-            options,
-            CHUNK_ROWS,
-            head,
-        )
-        .map_err(|e| e.at(key.clone()))?;
+            (options, CHUNK_ROWS),
+            (head, Some(&gather)),
+        );
+        let stats = stats
+            .into_inner()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| RowStats::of(&self.rows, texts));
+        let (first, last) = (
+            self.rows[stats.first].sequence.clone(),
+            self.rows[stats.last].sequence.clone(),
+        );
+        let tag = stats.tag.finish();
+        let key = layout.segment_key(partition, &first, &last, &tag);
+        let bytes = encoded.map_err(|e| e.at(key.clone()))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
@@ -585,16 +671,16 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
             sha256,
             first_sequence: first.to_string(),
             last_sequence: last.to_string(),
-            min_time_ms: self.min_time,
-            max_time_ms: self.max_time,
-            digest_delta: self.digest_complete.then_some(self.digest),
-            item_count_delta: self.count_delta,
-            ttl_deletes: self.ttl_deletes,
+            min_time_ms: stats.min_time,
+            max_time_ms: stats.max_time,
+            digest_delta: stats.digest,
+            item_count_delta: stats.count_delta,
+            ttl_deletes: stats.ttl_deletes,
             stream_view_type: view_type,
-            event_source_arn: self.arn,
+            event_source_arn: stats.arn,
             shard_id: None,
             written_at: String::new(),
-            sequence_numbers: std::mem::take(&mut self.sequences).finish(),
+            sequence_numbers: stats.sequences.finish(),
         };
         Ok(EncodedSegment {
             key,
@@ -998,15 +1084,15 @@ const FIXED_COLUMNS: usize = 8;
 
 /// Encodes rows as a one-row-group Parquet file. Each column is built and encoded by one task,
 /// `chunk_rows` rows per Arrow array; `encode_threads` threads take tasks largest first, so
-/// with two threads the two image columns land on different cores.
+/// with two threads the two image columns land on different cores. `alongside` is one more
+/// task, queued after the largest columns.
 fn encode_parquet(
     table_schema: &TableSchema,
     schema: &SchemaRef,
     (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
     (table, view_type): (&str, StreamViewType),
-    options: EncodeOptions,
-    chunk_rows: usize,
-    head: Option<HeadStart>,
+    (options, chunk_rows): (EncodeOptions, usize),
+    (head, alongside): (Option<HeadStart>, Option<&(dyn Fn() + Sync)>),
 ) -> Result<Vec<u8>, Encoding> {
     let (props, parquet_schema, head) = match head {
         Some(h) => (h.props, h.parquet_schema, Some((h.writers, h.done))),
@@ -1049,7 +1135,13 @@ fn encode_parquet(
             ),
         )));
     }
-    let order = largest_first(writers.len());
+    let mut order: Vec<Option<usize>> =
+        largest_first(writers.len()).into_iter().map(Some).collect();
+    if alongside.is_some() {
+        // After the images and the keys: a task about the size of a small text column, so
+        // it fills a gap rather than making the last one (tasks go largest first).
+        order.insert(order.len().min(3), None);
+    }
     type Slot<T> = std::sync::Mutex<Option<T>>;
     let slots: Vec<Slot<(ArrowColumnWriter, usize)>> = writers
         .into_iter()
@@ -1063,7 +1155,16 @@ fn encode_parquet(
     let work = || {
         loop {
             let n = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&i) = order.get(n) else { break };
+            let i = match order.get(n) {
+                Some(Some(i)) => *i,
+                Some(None) => {
+                    if let Some(task) = alongside {
+                        task();
+                    }
+                    continue;
+                }
+                None => break,
+            };
             let writer = slots[i].lock().ok().and_then(|mut s| s.take());
             let result = match writer {
                 // A started writer resumes after its rows, which were whole steps.
@@ -1345,6 +1446,71 @@ mod tests {
     use crate::workload::Workload;
 
     #[test]
+    fn the_name_tag_is_the_sha256_of_its_documented_text() {
+        // The tag names stored objects, so how it is computed may change but not its value:
+        // SHA-256 over "<arn>\n<view type>\n" and "<sequence>\n<event id>\n" per row, whether
+        // the rows are few, span many flushes, or one row is longer than the others put
+        // together.
+        for rows in [0usize, 1, 700, 5000] {
+            let arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000";
+            let mut tag = SegmentTag::new(Some(arn), StreamViewType::NewAndOldImages);
+            let mut text = format!("{arn}\nNEW_AND_OLD_IMAGES\n");
+            for i in 0..rows {
+                let sequence = format!("{}", 10u128.pow(20) + i as u128 * 7919);
+                let event_id = if i == 3 {
+                    "e".repeat(40_000)
+                } else {
+                    format!("{i:08x}-0000-4000-8000-000000000000")
+                };
+                tag.push(&sequence, &event_id);
+                text.push_str(&format!("{sequence}\n{event_id}\n"));
+            }
+            let want = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
+            assert_eq!(tag.finish(), want, "{rows} rows");
+        }
+        let none = SegmentTag::new(None, StreamViewType::KeysOnly);
+        assert_eq!(
+            none.finish(),
+            hex::encode(&Sha256::digest(b"\nKEYS_ONLY\n")[..8])
+        );
+    }
+
+    #[test]
+    fn tag_lines_written_while_reading_hash_to_the_tag_of_the_fields() {
+        let schema = TableSchema::default();
+        let mut w = Workload::new(5, "orders", StreamViewType::NewAndOldImages, 256);
+        let text = w.next_event(600);
+        let mut canon = Canonicalizer::new();
+        let mut two = [TextColumns::default(), TextColumns::default()];
+        let mut rows = Vec::new();
+        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
+            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+            // Two readers' buffers; some rows without a line (as the long way leaves them),
+            // and some lines not back to back with the one before.
+            let t = usize::from(i >= 350);
+            let mut row = PreparedRow::new(rec.into_spanned(&mut two[t]), &schema, t);
+            if i % 97 != 0 {
+                row.write_tag_line(&mut two[t]);
+            }
+            if i % 131 == 0 {
+                two[t].tags.extend_from_slice(b"not a line\n");
+            }
+            rows.push(row);
+        }
+        let mut texts = two.map(ColumnTexts::from);
+        let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
+        let mut fields = SegmentTag::new(refs[0].event_source_arn.as_deref(), refs[0].view_type);
+        for r in &refs {
+            fields.push(r.sequence.as_str(), &r.event_id);
+        }
+        let fields = fields.finish();
+        assert_eq!(RowStats::of(&refs, &texts).tag.finish(), fields);
+        // The lines are what is hashed: a changed line changes the tag.
+        texts[1].tags[0] ^= 1;
+        assert_ne!(RowStats::of(&refs, &texts).tag.finish(), fields);
+    }
+
+    #[test]
     fn chunked_columns_encode_to_the_bytes_of_whole_columns() {
         let schema = TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml")
             .expect("orders schema");
@@ -1386,9 +1552,8 @@ mod tests {
                     &arrow,
                     (rows, texts),
                     ("orders", StreamViewType::NewAndOldImages),
-                    options,
-                    chunk_rows,
-                    head,
+                    (options, chunk_rows),
+                    (head, None),
                 );
                 match encoded {
                     Ok(bytes) => bytes,
@@ -1411,9 +1576,8 @@ mod tests {
                 &arrow,
                 (&bad, &two),
                 ("orders", StreamViewType::NewAndOldImages),
-                EncodeOptions::default(),
-                CHUNK_ROWS,
-                None,
+                (EncodeOptions::default(), CHUNK_ROWS),
+                (None, None),
             )
             .is_err()
         );
