@@ -36,6 +36,7 @@ use crate::log::{LOG_FORMAT, LogEntry, QuarantineRecord};
 use crate::schema::{SchemaError, TableSchema};
 use crate::segment::{
     ColumnTexts, EncodeOptions, HeadStart, PreparedRow, STEP_ROWS, SegmentBuilder, SegmentError,
+    finish_segments,
 };
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
 
@@ -455,7 +456,7 @@ impl Ingestor {
                     raws,
                     prepared,
                     texts,
-                    mut head,
+                    head,
                 },
         }) = self.prepare_batch(text, true).await?
         else {
@@ -468,7 +469,7 @@ impl Ingestor {
 
         // Step 2: group and encode.
         let mut units: Vec<Unit> = Vec::new();
-        let mut current: Option<(HourPartition, SegmentBuilder, Vec<usize>)> = None;
+        let mut segments: Vec<(HourPartition, SegmentBuilder, Vec<usize>)> = Vec::new();
         let fallback_ms = chrono::Utc::now().timestamp_millis();
         for (index, result) in prepared.iter().enumerate() {
             let row = match result {
@@ -490,37 +491,35 @@ impl Ingestor {
                 }
             };
             // A record without a creation time goes with its neighbours' hour.
-            let partition = match (row.time_ms, &current) {
+            let partition = match (row.time_ms, segments.last()) {
                 (Some(t), _) => HourPartition::of_millis(t),
                 (None, Some((p, _, _))) => *p,
                 (None, None) => HourPartition::of_millis(fallback_ms),
             };
-            if current.as_ref().is_some_and(|(p, _, _)| *p != partition)
-                && let Some((p, builder, indices)) = current.take()
-            {
-                // Only the batch's first segment can have been started while reading.
-                let encoded =
-                    builder.finish_from(&layout, p, self.options.encode, &texts, head.take())?;
-                units.push(Unit::Segment {
-                    encoded: Box::new(encoded),
-                    indices,
-                });
-            }
-            let (_, builder, indices) = current.get_or_insert_with(|| {
-                (
+            // A segment is a run of rows of one hour.
+            if segments.last().is_none_or(|(p, _, _)| *p != partition) {
+                let capacity = raws.len() - index;
+                segments.push((
                     partition,
-                    SegmentBuilder::new(&schema, raws.len()),
+                    SegmentBuilder::new(&schema, capacity),
                     Vec::new(),
-                )
-            });
-            builder.push(row);
-            indices.push(index);
+                ));
+            }
+            if let Some((_, builder, indices)) = segments.last_mut() {
+                builder.push(row);
+                indices.push(index);
+            }
         }
-        if let Some((p, builder, indices)) = current.take() {
-            let encoded =
-                builder.finish_from(&layout, p, self.options.encode, &texts, head.take())?;
+        // One pool of threads encodes all the segments. Only the batch's first segment can
+        // have been started while reading.
+        let (builders, indices): (Vec<_>, Vec<_>) = segments
+            .into_iter()
+            .map(|(p, builder, indices)| ((p, builder), indices))
+            .unzip();
+        let encoded = finish_segments(builders, &layout, self.options.encode, &texts, head);
+        for (encoded, indices) in encoded.into_iter().zip(indices) {
             units.push(Unit::Segment {
-                encoded: Box::new(encoded),
+                encoded: Box::new(encoded?),
                 indices,
             });
         }

@@ -604,15 +604,53 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         texts: &[ColumnTexts],
         head: Option<HeadStart>,
     ) -> Result<EncodedSegment, SegmentError> {
-        let Some(view_type) = self.rows.first().map(|r| r.view_type) else {
-            return Err(SegmentError::Empty(layout.changes_prefix()));
+        let mut finished = finish_segments(vec![(partition, self)], layout, options, texts, head);
+        finished
+            .pop()
+            .unwrap_or_else(|| Err(SegmentError::Empty(layout.changes_prefix())))
+    }
+}
+
+/// Encodes a batch's segments (each [`SegmentBuilder::finish`] would give the same bytes)
+/// with one pool of threads for all of them, so that a small segment is encoded beside a
+/// large one instead of after it. `head` may have begun the first segment (see
+/// [`SegmentBuilder::finish_from`]). One result per segment, in order.
+pub fn finish_segments(
+    segments: Vec<(HourPartition, SegmentBuilder<'_, '_>)>,
+    layout: &TableLayout,
+    options: EncodeOptions,
+    texts: &[ColumnTexts],
+    mut head: Option<HeadStart>,
+) -> Vec<Result<EncodedSegment, SegmentError>> {
+    // The statistics are one more task per segment for the encoding threads: serial work
+    // before the columns would leave the other threads waiting.
+    let stats: Vec<Slot<RowStats>> = segments
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let gathers: Vec<_> = segments
+        .iter()
+        .zip(&stats)
+        .map(|((_, builder), slot)| {
+            move || {
+                let of = RowStats::of(&builder.rows, texts);
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(of);
+                }
+            }
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for ((partition, builder), gather) in segments.iter().zip(&gathers) {
+        let Some(view_type) = builder.rows.first().map(|r| r.view_type) else {
+            continue;
         };
-        let schema = arrow_schema(self.schema);
-        let head = head.filter(|h| {
+        let schema = arrow_schema(builder.schema);
+        let head = head.take().filter(|h| {
             let fits = h.fits(
                 &schema,
-                &self.rows,
-                partition,
+                &builder.rows,
+                *partition,
                 (layout.table(), view_type),
                 options,
             );
@@ -625,36 +663,58 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
             }
             fits
         });
-        // The statistics are one more task for the encoding threads: serial work before the
-        // columns would leave the other threads waiting.
-        let stats = std::sync::Mutex::new(None);
-        let gather = || {
-            let of = RowStats::of(&self.rows, texts);
-            if let Ok(mut slot) = stats.lock() {
-                *slot = Some(of);
+        jobs.push(Job {
+            columns: (builder.schema, schema),
+            rows: &builder.rows,
+            view_type,
+            head,
+            alongside: Some(gather as &(dyn Fn() + Sync)),
+        });
+    }
+    let mut encoded =
+        encode_segments(texts, layout.table(), (options, CHUNK_ROWS), jobs).into_iter();
+    segments
+        .iter()
+        .zip(stats)
+        .map(|((partition, builder), stats)| {
+            if builder.rows.is_empty() {
+                return Err(SegmentError::Empty(layout.changes_prefix()));
             }
+            // One encoding per segment that has rows, in order.
+            let encoded = encoded.next().unwrap_or_else(|| {
+                Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                    "segment was not encoded".into(),
+                )))
+            });
+            builder.describe(layout, *partition, stats, encoded)
+        })
+        .collect()
+}
+
+impl SegmentBuilder<'_, '_> {
+    /// The segment of these rows, from its encoding and the statistics gathered alongside.
+    fn describe(
+        &self,
+        layout: &TableLayout,
+        partition: HourPartition,
+        stats: Slot<RowStats>,
+        encoded: Result<Encoded, Encoding>,
+    ) -> Result<EncodedSegment, SegmentError> {
+        let Some(view_type) = self.rows.first().map(|r| r.view_type) else {
+            return Err(SegmentError::Empty(layout.changes_prefix()));
         };
-        let encoded = encode_parquet(
-            self.schema,
-            &schema,
-            (&self.rows, texts),
-            (layout.table(), view_type),
-            (options, CHUNK_ROWS),
-            (head, Some(&gather)),
-        );
         let stats = stats
             .into_inner()
             .ok()
             .flatten()
-            .unwrap_or_else(|| RowStats::of(&self.rows, texts));
+            .unwrap_or_else(|| RowStats::of(&self.rows, &[]));
         let (first, last) = (
             self.rows[stats.first].sequence.clone(),
             self.rows[stats.last].sequence.clone(),
         );
         let tag = stats.tag.finish();
         let key = layout.segment_key(partition, &first, &last, &tag);
-        let bytes = encoded.map_err(|e| e.at(key.clone()))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let Encoded { bytes, sha256 } = encoded.map_err(|e| e.at(key.clone()))?;
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
             table: layout.table().to_owned(),
@@ -1075,110 +1135,239 @@ pub const STEP_ROWS: usize = 256;
 /// Columns every segment has before the typed ones (see [`arrow_schema`]).
 const FIXED_COLUMNS: usize = 8;
 
-/// Encodes rows as a one-row-group Parquet file. Each column is built and encoded by one task,
-/// `chunk_rows` rows per Arrow array; `encode_threads` threads take tasks largest first, so
-/// with two threads the two image columns land on different cores. `alongside` is one more
-/// task, queued after the largest columns.
-fn encode_parquet(
-    table_schema: &TableSchema,
-    schema: &SchemaRef,
-    (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
-    (table, view_type): (&str, StreamViewType),
-    (options, chunk_rows): (EncodeOptions, usize),
-    (head, alongside): (Option<HeadStart>, Option<&(dyn Fn() + Sync)>),
-) -> Result<Vec<u8>, Encoding> {
-    let (props, parquet_schema, head) = match head {
-        Some(h) => (h.props, h.parquet_schema, Some((h.writers, h.done))),
-        None => {
-            let (props, parquet_schema) =
-                segment_writer_setup(schema, table, view_type, options.zstd_level)?;
-            (props, parquet_schema, None)
-        }
-    };
-    let image_bytes: usize = rows
-        .iter()
-        .map(|r| {
-            r.keys.len()
-                + r.new_image.as_ref().map_or(0, Range::len)
-                + r.old_image.as_ref().map_or(0, Range::len)
-        })
-        .sum();
-    let mut out = Vec::with_capacity(image_bytes / 4 + 4096);
-    let mut writer = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), props)
-        .map_err(Encoding::Parquet)?;
-    let (writers, done) = match head {
-        Some(started) => started,
-        None => {
-            let writers = column_writers(&writer, schema)?;
-            let done = vec![0; writers.len()];
-            (writers, done)
-        }
-    };
-    if writers.len() != schema.fields().len()
-        || done
+/// One segment for [`encode_segments`]: its rows (their texts in the batch's buffers), the
+/// view type it records, the column writers a [`HeadStart`] began on its first rows, and one
+/// more task to run alongside its columns.
+struct Job<'j, 'r> {
+    /// The table's schema and the segment's Arrow schema made from it.
+    columns: (&'j TableSchema, SchemaRef),
+    rows: &'j [&'j PreparedRow<'r>],
+    view_type: StreamViewType,
+    head: Option<HeadStart>,
+    alongside: Option<&'j (dyn Fn() + Sync)>,
+}
+
+/// A finished segment object and its SHA-256 (hex).
+struct Encoded {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+type Slot<T> = std::sync::Mutex<Option<T>>;
+
+/// A [`Job`] whose file and column writers exist: what the encoding threads share.
+struct Started<'j, 'r> {
+    columns: (&'j TableSchema, SchemaRef),
+    rows: &'j [&'j PreparedRow<'r>],
+    alongside: Option<&'j (dyn Fn() + Sync)>,
+    file: Slot<SerializedFileWriter<Vec<u8>>>,
+    /// Each column's writer and the rows it has already encoded.
+    writers: Vec<Slot<(ArrowColumnWriter, usize)>>,
+    chunks: Vec<Slot<Result<ArrowColumnChunk, Encoding>>>,
+    /// Columns not encoded yet: the thread that encodes the last one finishes the file.
+    remaining: AtomicUsize,
+    out: Slot<Result<Encoded, Encoding>>,
+}
+
+impl<'j, 'r> Started<'j, 'r> {
+    fn new(
+        table: &str,
+        options: EncodeOptions,
+        job: Job<'j, 'r>,
+    ) -> Result<Started<'j, 'r>, Encoding> {
+        let (rows, schema) = (job.rows, &job.columns.1);
+        let (props, parquet_schema, head) = match job.head {
+            Some(h) => (h.props, h.parquet_schema, Some((h.writers, h.done))),
+            None => {
+                let (props, parquet_schema) =
+                    segment_writer_setup(schema, table, job.view_type, options.zstd_level)?;
+                (props, parquet_schema, None)
+            }
+        };
+        let image_bytes: usize = rows
             .iter()
-            .any(|&d| d > rows.len() || !d.is_multiple_of(STEP_ROWS))
-    {
-        return Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-            format!(
-                "{} column writers (started at rows {done:?}) for {} columns of {} rows",
-                writers.len(),
-                schema.fields().len(),
-                rows.len()
-            ),
-        )));
+            .map(|r| {
+                r.keys.len()
+                    + r.new_image.as_ref().map_or(0, Range::len)
+                    + r.old_image.as_ref().map_or(0, Range::len)
+            })
+            .sum();
+        let out = Vec::with_capacity(image_bytes / 4 + 4096);
+        let file = SerializedFileWriter::new(out, parquet_schema.root_schema_ptr(), props)
+            .map_err(Encoding::Parquet)?;
+        let (writers, done) = match head {
+            Some(started) => started,
+            None => {
+                let writers = column_writers(&file, schema)?;
+                let done = vec![0; writers.len()];
+                (writers, done)
+            }
+        };
+        if writers.len() != schema.fields().len()
+            || done
+                .iter()
+                .any(|&d| d > rows.len() || !d.is_multiple_of(STEP_ROWS))
+        {
+            return Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                format!(
+                    "{} column writers (started at rows {done:?}) for {} columns of {} rows",
+                    writers.len(),
+                    schema.fields().len(),
+                    rows.len()
+                ),
+            )));
+        }
+        Ok(Started {
+            columns: (job.columns.0, schema.clone()),
+            rows,
+            alongside: job.alongside,
+            file: std::sync::Mutex::new(Some(file)),
+            remaining: AtomicUsize::new(writers.len()),
+            chunks: writers
+                .iter()
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+            writers: writers
+                .into_iter()
+                .zip(done)
+                .map(|w| std::sync::Mutex::new(Some(w)))
+                .collect(),
+            out: std::sync::Mutex::new(None),
+        })
     }
-    let mut order: Vec<Option<usize>> =
-        largest_first(writers.len()).into_iter().map(Some).collect();
-    if alongside.is_some() {
-        // After the images and the keys: a task about the size of a small text column, so
-        // it fills a gap rather than making the last one (tasks go largest first).
-        order.insert(order.len().min(3), None);
+
+    /// This segment's tasks, largest first: its columns, and the `alongside` task after the
+    /// images and the keys, where it is about the size of a small text column, so it fills a
+    /// gap rather than making the last one (`None` stands for it).
+    fn tasks(&self) -> Vec<Option<usize>> {
+        let mut order: Vec<Option<usize>> = largest_first(self.writers.len())
+            .into_iter()
+            .map(Some)
+            .collect();
+        if self.alongside.is_some() {
+            order.insert(order.len().min(3), None);
+        }
+        order
     }
-    type Slot<T> = std::sync::Mutex<Option<T>>;
-    let slots: Vec<Slot<(ArrowColumnWriter, usize)>> = writers
+
+    /// Encodes column `i` (after the rows a head start already did), `chunk_rows` rows per
+    /// Arrow array; the thread that encodes the last column assembles the file.
+    fn encode(&self, texts: &[ColumnTexts], chunk_rows: usize, i: usize) {
+        let (table_schema, schema) = (self.columns.0, &self.columns.1);
+        let writer = self
+            .writers
+            .get(i)
+            .and_then(|s| s.lock().ok().and_then(|mut s| s.take()));
+        let rows = self.rows;
+        let result = match writer {
+            // A started writer resumes after its rows, which were whole steps.
+            Some((mut w, done)) => rows[done..]
+                .chunks(chunk_rows)
+                .try_for_each(|chunk| {
+                    let array =
+                        build_column(table_schema, chunk, texts, i).map_err(Encoding::Arrow)?;
+                    encode_column(&mut w, schema.field(i), &array)
+                })
+                .and_then(|()| w.close().map_err(Encoding::Parquet)),
+            None => Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                format!("column {i} encoded twice"),
+            ))),
+        };
+        if let Some(Ok(mut slot)) = self.chunks.get(i).map(|s| s.lock()) {
+            *slot = Some(result);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let assembled = self.assemble();
+            if let Ok(mut out) = self.out.lock() {
+                *out = Some(assembled);
+            }
+        }
+    }
+
+    /// The file from its encoded columns, and its SHA-256.
+    fn assemble(&self) -> Result<Encoded, Encoding> {
+        let mut file = self
+            .file
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .ok_or_else(|| {
+                Encoding::Parquet(parquet::errors::ParquetError::General(
+                    "segment assembled twice".into(),
+                ))
+            })?;
+        let mut row_group = file.next_row_group().map_err(Encoding::Parquet)?;
+        for (i, slot) in self.chunks.iter().enumerate() {
+            let result = slot
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .unwrap_or_else(|| {
+                    Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                        format!("column {i} was not encoded"),
+                    )))
+                });
+            result?
+                .append_to_row_group(&mut row_group)
+                .map_err(Encoding::Parquet)?;
+        }
+        row_group.close().map_err(Encoding::Parquet)?;
+        let bytes = file.into_inner().map_err(Encoding::Parquet)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(Encoded { bytes, sha256 })
+    }
+}
+
+/// Encodes segments, each as a one-row-group Parquet file, with one pool of
+/// `encode_threads` threads for all of them. Each column of each segment is built and encoded
+/// by one task, `chunk_rows` rows per Arrow array. Threads take tasks largest first: the
+/// first-ranked task of every segment (larger segments first), then the second-ranked, and
+/// so on, so with two threads the two image columns land on different cores and a batch's
+/// small second segment (a batch that spans an hour) is encoded beside its first rather than
+/// after it. The thread that finishes a segment's last column assembles it and takes its
+/// SHA-256 while the other threads go on.
+fn encode_segments(
+    texts: &[ColumnTexts],
+    table: &str,
+    (options, chunk_rows): (EncodeOptions, usize),
+    jobs: Vec<Job<'_, '_>>,
+) -> Vec<Result<Encoded, Encoding>> {
+    let started: Vec<Result<Started, Encoding>> = jobs
         .into_iter()
-        .zip(done)
-        .map(|w| std::sync::Mutex::new(Some(w)))
+        .map(|job| Started::new(table, options, job))
         .collect();
-    let results: Vec<Slot<Result<ArrowColumnChunk, Encoding>>> = (0..slots.len())
-        .map(|_| std::sync::Mutex::new(None))
+    let mut by_size: Vec<(usize, Vec<Option<usize>>)> = started
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| s.as_ref().ok().map(|s| (j, s.tasks())))
+        .collect();
+    by_size
+        .sort_by_key(|(j, _)| std::cmp::Reverse(started[*j].as_ref().map_or(0, |s| s.rows.len())));
+    let ranks = by_size.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+    let tasks: Vec<(usize, Option<usize>)> = (0..ranks)
+        .flat_map(|k| {
+            by_size
+                .iter()
+                .filter_map(move |(j, t)| t.get(k).map(|&task| (*j, task)))
+        })
         .collect();
     let next = AtomicUsize::new(0);
     let work = || {
-        loop {
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            let i = match order.get(n) {
-                Some(Some(i)) => *i,
-                Some(None) => {
-                    if let Some(task) = alongside {
-                        task();
+        while let Some(&(j, task)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let Some(Ok(s)) = started.get(j) else {
+                continue;
+            };
+            match task {
+                Some(i) => s.encode(texts, chunk_rows, i),
+                None => {
+                    if let Some(alongside) = s.alongside {
+                        alongside();
                     }
-                    continue;
                 }
-                None => break,
-            };
-            let writer = slots[i].lock().ok().and_then(|mut s| s.take());
-            let result = match writer {
-                // A started writer resumes after its rows, which were whole steps.
-                Some((mut w, done)) => rows[done..]
-                    .chunks(chunk_rows)
-                    .try_for_each(|chunk| {
-                        let array =
-                            build_column(table_schema, chunk, texts, i).map_err(Encoding::Arrow)?;
-                        encode_column(&mut w, schema.field(i), &array)
-                    })
-                    .and_then(|()| w.close().map_err(Encoding::Parquet)),
-                None => Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                    format!("column {i} encoded twice"),
-                ))),
-            };
-            if let Ok(mut slot) = results[i].lock() {
-                *slot = Some(result);
             }
         }
     };
-    let threads = options.encode_threads.clamp(1, order.len().max(1));
+    let threads = options.encode_threads.clamp(1, tasks.len().max(1));
     if threads == 1 {
         work();
     } else {
@@ -1189,20 +1378,44 @@ fn encode_parquet(
             work();
         });
     }
-    let mut row_group = writer.next_row_group().map_err(Encoding::Parquet)?;
-    for (i, slot) in results.into_iter().enumerate() {
-        let result = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+    started
+        .into_iter()
+        .map(|s| {
+            s?.out.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                    "segment was not assembled".into(),
+                )))
+            })
+        })
+        .collect()
+}
+
+/// [`encode_segments`] for one segment: its bytes.
+#[cfg(test)]
+fn encode_parquet(
+    table_schema: &TableSchema,
+    schema: &SchemaRef,
+    (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
+    (table, view_type): (&str, StreamViewType),
+    (options, chunk_rows): (EncodeOptions, usize),
+    head: Option<HeadStart>,
+) -> Result<Vec<u8>, Encoding> {
+    let job = Job {
+        columns: (table_schema, schema.clone()),
+        rows,
+        view_type,
+        head,
+        alongside: None,
+    };
+    let mut encoded = encode_segments(texts, table, (options, chunk_rows), vec![job]);
+    encoded
+        .pop()
+        .unwrap_or_else(|| {
             Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                format!("column {i} was not encoded"),
+                "no segment".into(),
             )))
-        });
-        result?
-            .append_to_row_group(&mut row_group)
-            .map_err(Encoding::Parquet)?;
-    }
-    row_group.close().map_err(Encoding::Parquet)?;
-    writer.close().map_err(Encoding::Parquet)?;
-    Ok(out)
+        })
+        .map(|e| e.bytes)
 }
 
 fn encode_column(
@@ -1503,34 +1716,57 @@ mod tests {
         assert_ne!(RowStats::of(&refs, &texts).tag.finish(), fields);
     }
 
-    #[test]
-    fn chunked_columns_encode_to_the_bytes_of_whole_columns() {
-        let schema = TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml")
-            .expect("orders schema");
+    fn orders_schema() -> TableSchema {
+        TableSchema::parse(include_str!("../schemas/orders.toml"), "orders.toml")
+            .expect("orders schema")
+    }
+
+    /// A 2,500-record `orders` event.
+    fn orders_event() -> String {
         let mut w = Workload::new(3, "orders", StreamViewType::NewAndOldImages, 512);
         w.next_event(2500);
-        let text = w.next_event(2500);
+        w.next_event(2500)
+    }
+
+    /// The rows of `text` twice: with their texts in one buffer, and in two buffers split at
+    /// record `split` (as two threads would read them).
+    #[allow(clippy::type_complexity)]
+    fn orders_rows<'t>(
+        text: &'t str,
+        schema: &TableSchema,
+        split: usize,
+    ) -> (
+        (Vec<PreparedRow<'t>>, [ColumnTexts; 1]),
+        (Vec<PreparedRow<'t>>, [ColumnTexts; 2]),
+    ) {
         let mut canon = Canonicalizer::new();
-        // The rows twice: with their texts in one buffer, and in two buffers split inside a
-        // chunk (as two threads would read them), where the chunk across the split is copied.
-        let split = 2100;
         let (mut one, mut two) = (
             TextColumns::default(),
             [TextColumns::default(), TextColumns::default()],
         );
         let (mut rows, mut rows_two) = (Vec::new(), Vec::new());
-        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
+        for (i, raw) in parse_event(text).expect("event").into_iter().enumerate() {
             let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
             let t = usize::from(i >= split);
-            rows_two.push(PreparedRow::new(
-                rec.clone().into_spanned(&mut two[t]),
-                &schema,
-                t,
-            ));
-            rows.push(PreparedRow::new(rec.into_spanned(&mut one), &schema, 0));
+            let mut row = PreparedRow::new(rec.clone().into_spanned(&mut two[t]), schema, t);
+            row.write_tag_line(&mut two[t]);
+            rows_two.push(row);
+            rows.push(PreparedRow::new(rec.into_spanned(&mut one), schema, 0));
         }
-        let one = [ColumnTexts::from(one)];
-        let two = two.map(ColumnTexts::from);
+        (
+            (rows, [ColumnTexts::from(one)]),
+            (rows_two, two.map(ColumnTexts::from)),
+        )
+    }
+
+    #[test]
+    fn chunked_columns_encode_to_the_bytes_of_whole_columns() {
+        let schema = orders_schema();
+        let text = orders_event();
+        // The rows twice: with their texts in one buffer, and in two buffers split inside a
+        // chunk (as two threads would read them), where the chunk across the split is copied.
+        let split = 2100;
+        let ((rows, one), (rows_two, two)) = orders_rows(&text, &schema, split);
         assert!(rows.len() > 2 * CHUNK_ROWS && !rows.len().is_multiple_of(CHUNK_ROWS));
         assert!(!split.is_multiple_of(CHUNK_ROWS));
         let arrow = arrow_schema(&schema);
@@ -1546,7 +1782,7 @@ mod tests {
                     (rows, texts),
                     ("orders", StreamViewType::NewAndOldImages),
                     (options, chunk_rows),
-                    (head, None),
+                    head,
                 );
                 match encoded {
                     Ok(bytes) => bytes,
@@ -1570,7 +1806,7 @@ mod tests {
                 (&bad, &two),
                 ("orders", StreamViewType::NewAndOldImages),
                 (EncodeOptions::default(), CHUNK_ROWS),
-                (None, None),
+                None,
             )
             .is_err()
         );
@@ -1648,6 +1884,96 @@ mod tests {
         assert_eq!(
             finish(later_rows, Some(begin(usize::MAX))),
             finish(later_rows, None)
+        );
+    }
+
+    #[test]
+    fn a_batch_of_segments_encodes_as_each_segment_alone() {
+        // A batch that spans hours becomes several segments, encoded by one pool of threads.
+        // Whatever the thread count, each is the segment it would be encoded on its own, an
+        // empty one is an error of its own, and a head start begun on the first changes
+        // nothing.
+        let schema = orders_schema();
+        let text = orders_event();
+        let split = 2100;
+        let (_, (rows, texts)) = orders_rows(&text, &schema, split);
+        let rows: Vec<&PreparedRow<'_>> = rows.iter().collect();
+        let layout = TableLayout::new("orders");
+        let hour = |h: i64| HourPartition::of_millis(h * 3_600_000);
+        // A large segment, a small one across the buffers' split, and one of three rows.
+        let groups = [
+            (hour(0), 0..1900),
+            (hour(1), 1900..2497),
+            (hour(2), 2497..2500),
+        ];
+        let builder = |range: Range<usize>| {
+            let mut b = SegmentBuilder::new(&schema, range.len());
+            for &row in &rows[range] {
+                b.push(row);
+            }
+            b
+        };
+        let alone: Vec<EncodedSegment> = groups
+            .iter()
+            .map(|(p, range)| {
+                builder(range.clone())
+                    .finish(&layout, *p, EncodeOptions::default(), &texts)
+                    .expect("segment")
+            })
+            .collect();
+        let same = |got: &EncodedSegment, want: &EncodedSegment| {
+            got.key == want.key
+                && got.tag == want.tag
+                && got.bytes == want.bytes
+                && got.record == want.record
+        };
+        for encode_threads in [1, 2, 3] {
+            let options = EncodeOptions {
+                zstd_level: 1,
+                encode_threads,
+            };
+            let batch = groups
+                .iter()
+                .map(|(p, range)| (*p, builder(range.clone())))
+                .collect();
+            let got = finish_segments(batch, &layout, options, &texts, None);
+            assert_eq!(got.len(), alone.len());
+            for (got, want) in got.iter().zip(&alone) {
+                let got = got.as_ref().expect("segment");
+                assert!(same(got, want), "{encode_threads} threads: {}", want.key);
+            }
+
+            // An empty segment between them, and the first begun by a head start.
+            let mut head = HeadStart::new(
+                &schema,
+                "orders",
+                StreamViewType::NewAndOldImages,
+                hour(0),
+                1,
+            )
+            .expect("head start");
+            head.advance(&schema, &rows[..1900], &texts[..1], || true)
+                .expect("advance");
+            assert!(head.rows() >= 1024);
+            let mut batch: Vec<_> = groups
+                .iter()
+                .map(|(p, range)| (*p, builder(range.clone())))
+                .collect();
+            batch.insert(1, (hour(5), SegmentBuilder::new(&schema, 0)));
+            let got = finish_segments(batch, &layout, options, &texts, Some(head));
+            assert_eq!(got.len(), alone.len() + 1);
+            assert!(matches!(got[1], Err(SegmentError::Empty(_))));
+            for (got, want) in [&got[0], &got[2], &got[3]].into_iter().zip(&alone) {
+                let got = got.as_ref().expect("segment");
+                assert!(
+                    same(got, want),
+                    "{encode_threads} threads, head start: {}",
+                    want.key
+                );
+            }
+        }
+        assert!(
+            finish_segments(Vec::new(), &layout, EncodeOptions::default(), &texts, None).is_empty()
         );
     }
 }
