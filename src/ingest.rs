@@ -498,7 +498,7 @@ impl Ingestor {
             };
             // A segment is a run of rows of one hour.
             if segments.last().is_none_or(|(p, _, _)| *p != partition) {
-                let capacity = raws.len() - index;
+                let capacity = raws.len().saturating_sub(index);
                 segments.push((
                     partition,
                     SegmentBuilder::new(&schema, capacity),
