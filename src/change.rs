@@ -267,7 +267,7 @@ impl RecordImage for CanonicalItem {
     }
 }
 
-impl RecordImage for SpannedItem {
+impl RecordImage for SpannedItem<'_> {
     fn is_empty_item(&self) -> bool {
         // `{}` is the only canonical item of two bytes.
         self.span.len() == 2
@@ -283,13 +283,13 @@ enum Part {
 }
 
 /// Where the fast path puts the canonical key and images of a record.
-trait ImageSink {
+trait ImageSink<'a> {
     type Item: RecordImage;
     fn scan(
         &mut self,
         part: Part,
         canon: &mut Canonicalizer,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         paths: &ColumnPaths,
     ) -> Option<Self::Item>;
 }
@@ -297,13 +297,13 @@ trait ImageSink {
 /// Each item in its own `String` ([`ChangeRecord::parse`]).
 struct OwnTexts;
 
-impl ImageSink for OwnTexts {
+impl<'a> ImageSink<'a> for OwnTexts {
     type Item = CanonicalItem;
     fn scan(
         &mut self,
         part: Part,
         canon: &mut Canonicalizer,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         paths: &ColumnPaths,
     ) -> Option<CanonicalItem> {
         // Keys are read for every record but the state digest needs image hashes only.
@@ -311,15 +311,15 @@ impl ImageSink for OwnTexts {
     }
 }
 
-impl ImageSink for TextColumns {
-    type Item = SpannedItem;
+impl<'a> ImageSink<'a> for TextColumns {
+    type Item = SpannedItem<'a>;
     fn scan(
         &mut self,
         part: Part,
         canon: &mut Canonicalizer,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         paths: &ColumnPaths,
-    ) -> Option<SpannedItem> {
+    ) -> Option<SpannedItem<'a>> {
         let (buffer, hash) = match part {
             Part::Keys => (&mut self.keys, false),
             Part::New => (&mut self.new_image, true),
@@ -454,7 +454,7 @@ fn no_columns() -> &'static ColumnPaths {
 /// The fast path of [`ChangeRecord::parse`]: reads the record at the scanner exactly as
 /// [`RecordSeed`] would, or returns `None` for anything it does not read with certainty (the
 /// serde path then reads the record again and is the authority, errors included).
-fn scan_record<'a, K: ImageSink>(
+fn scan_record<'a, K: ImageSink<'a>>(
     s: &mut Scanner<'a>,
     canon: &mut Canonicalizer,
     paths: &ColumnPaths,
@@ -508,7 +508,7 @@ fn scan_identity<'a>(s: &mut Scanner<'a>) -> Option<Option<WireIdentity<'a>>> {
 }
 
 /// The `dynamodb` object, as [`StreamSeed`] reads it.
-fn scan_stream<'a, K: ImageSink>(
+fn scan_stream<'a, K: ImageSink<'a>>(
     s: &mut Scanner<'a>,
     wire: &mut WireRecord<'a, K::Item>,
     canon: &mut Canonicalizer,
@@ -762,7 +762,10 @@ impl<'a> EventCursor<'a> {
         canon: &mut Canonicalizer,
         paths: &ColumnPaths,
         texts: &mut TextColumns,
-    ) -> Option<(&'a str, Result<ChangeRecord<'a, SpannedItem>, ChangeError>)> {
+    ) -> Option<(
+        &'a str,
+        Result<ChangeRecord<'a, SpannedItem<'a>>, ChangeError>,
+    )> {
         let text = self.s.text();
         let start = self.s.pos();
         let mark = texts.mark();
@@ -924,7 +927,7 @@ impl<'a> ChangeRecord<'a> {
 
     /// The same record with its key and images appended to `texts` (for records read
     /// through serde, whose items each come in a `String`).
-    pub fn into_spanned(self, texts: &mut TextColumns) -> ChangeRecord<'a, SpannedItem> {
+    pub fn into_spanned(self, texts: &mut TextColumns) -> ChangeRecord<'a, SpannedItem<'a>> {
         ChangeRecord {
             keys: TextColumns::adopt(&mut texts.keys, self.keys),
             new_image: self

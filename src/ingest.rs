@@ -756,7 +756,7 @@ fn prepare_one<'a>(
 /// `accepted` remembers the last stream ARN found to name `table`: records of a batch share
 /// one, so it is parsed once per thread rather than once per record.
 fn check_table<'a>(
-    parsed: Result<ChangeRecord<'a, SpannedItem>, ChangeError>,
+    parsed: Result<ChangeRecord<'a, SpannedItem<'a>>, ChangeError>,
     index: usize,
     table: &str,
     schema: &TableSchema,

@@ -25,6 +25,7 @@
 //! Parquet encoding and compression together. Here each entry is written once into an output
 //! buffer; a map's entries are then put in order with one copy per nesting level.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
@@ -59,15 +60,30 @@ pub enum ItemError {
 
 /// A scalar captured at a typed-column path while canonicalising (see [`ColumnPaths`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Captured {
+///
+/// The fast path borrows values from the event text (a typed column's value then costs no
+/// allocation of its own); the serde path owns them (`Captured<'static>`).
+pub enum Captured<'a> {
     /// An S value.
-    S(String),
+    S(Cow<'a, str>),
     /// An N value, normalised.
-    N(String),
+    N(Cow<'a, str>),
     /// A BOOL value.
     Bool(bool),
     /// Any other type (B, NULL, sets, L, M): present, but no typed column can hold it.
     Other,
+}
+
+impl Captured<'_> {
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Captured<'static> {
+        match self {
+            Captured::S(s) => Captured::S(Cow::Owned(s.into_owned())),
+            Captured::N(n) => Captured::N(Cow::Owned(n.into_owned())),
+            Captured::Bool(b) => Captured::Bool(b),
+            Captured::Other => Captured::Other,
+        }
+    }
 }
 
 /// The attribute paths whose values should be captured, as a trie over path segments.
@@ -233,19 +249,19 @@ pub struct CanonicalItem {
     /// digest needs image hashes only, and keys are read for every record).
     pub hash: Option<ItemHash>,
     /// Values at the requested column paths, by column index.
-    pub captured: Vec<Option<Captured>>,
+    pub captured: Vec<Option<Captured<'static>>>,
 }
 
 /// An item whose canonical text was appended to a column buffer (see [`TextColumns`]) rather
 /// than kept in a `String` of its own.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpannedItem {
+pub struct SpannedItem<'a> {
     /// Where the canonical text is in its buffer.
     pub span: std::ops::Range<usize>,
     /// As [`CanonicalItem::hash`].
     pub hash: Option<ItemHash>,
-    /// As [`CanonicalItem::captured`].
-    pub captured: Vec<Option<Captured>>,
+    /// As [`CanonicalItem::captured`], or borrowed from the event text.
+    pub captured: Vec<Option<Captured<'a>>>,
 }
 
 /// The canonical key and image texts of a run of records, back to back, one buffer per
@@ -290,7 +306,7 @@ impl TextColumns {
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.
-    pub fn adopt(buffer: &mut Vec<u8>, item: CanonicalItem) -> SpannedItem {
+    pub fn adopt(buffer: &mut Vec<u8>, item: CanonicalItem) -> SpannedItem<'static> {
         let start = buffer.len();
         buffer.extend_from_slice(item.text.as_bytes());
         SpannedItem {
@@ -448,19 +464,23 @@ impl Canonicalizer {
         Some(CanonicalItem {
             text,
             hash: item.hash,
-            captured: item.captured,
+            captured: item
+                .captured
+                .into_iter()
+                .map(|c| c.map(Captured::into_owned))
+                .collect(),
         })
     }
 
     /// [`Canonicalizer::scan_item`] appending the canonical text to `dest` (a column buffer)
     /// instead of returning it; nothing is appended when it returns `None`.
-    pub(crate) fn scan_item_into(
+    pub(crate) fn scan_item_into<'a>(
         &mut self,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         paths: &ColumnPaths,
         hash: bool,
         dest: &mut Vec<u8>,
-    ) -> Option<SpannedItem> {
+    ) -> Option<SpannedItem<'a>> {
         self.out.clear();
         self.entries.clear();
         let mut captured = vec![None; paths.len()];
@@ -491,11 +511,11 @@ impl Canonicalizer {
         })
     }
 
-    fn scan_map(
+    fn scan_map<'a>(
         &mut self,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         node: Option<&ColumnPaths>,
-        captured: &mut [Option<Captured>],
+        captured: &mut [Option<Captured<'a>>],
         depth: usize,
         top: bool,
     ) -> Option<()> {
@@ -520,11 +540,11 @@ impl Canonicalizer {
         finish_sorted(self, base, open + 1, b'}', false).ok()
     }
 
-    fn scan_value(
+    fn scan_value<'a>(
         &mut self,
-        s: &mut Scanner<'_>,
+        s: &mut Scanner<'a>,
         node: Option<&ColumnPaths>,
-        captured: &mut [Option<Captured>],
+        captured: &mut [Option<Captured<'a>>],
         depth: usize,
     ) -> Option<()> {
         s.eat(b'{')?;
@@ -543,7 +563,7 @@ impl Canonicalizer {
                 self.out.extend_from_slice(b"{\"S\":");
                 write_scanned_string(&v, &mut self.out);
                 self.out.push(b'}');
-                wanted.then(|| Captured::S(v.into_owned()))
+                wanted.then_some(Captured::S(v))
             }
             "N" => {
                 let v = s.string()?;
@@ -554,9 +574,9 @@ impl Canonicalizer {
                 // already known to be UTF-8.
                 let normalized = wanted.then(|| {
                     Captured::N(if self.out[at..] == *v.as_bytes() {
-                        v.into_owned()
+                        v
                     } else {
-                        String::from_utf8_lossy(&self.out[at..]).into_owned()
+                        Cow::Owned(String::from_utf8_lossy(&self.out[at..]).into_owned())
                     })
                 });
                 self.out.extend_from_slice(b"\"}");
@@ -673,7 +693,7 @@ impl Canonicalizer {
 struct MapSeed<'c, 'p> {
     c: &'c mut Canonicalizer,
     node: Option<&'p ColumnPaths>,
-    captured: &'c mut Vec<Option<Captured>>,
+    captured: &'c mut Vec<Option<Captured<'static>>>,
     depth: usize,
 }
 
@@ -886,7 +906,7 @@ impl Orders {
 struct ValueSeed<'c, 'p> {
     c: &'c mut Canonicalizer,
     node: Option<&'p ColumnPaths>,
-    captured: &'c mut Vec<Option<Captured>>,
+    captured: &'c mut Vec<Option<Captured<'static>>>,
     depth: usize,
 }
 
@@ -902,7 +922,7 @@ impl ValueSeed<'_, '_> {
         self.node.is_some_and(|n| !n.columns.is_empty())
     }
 
-    fn capture(&mut self, value: impl FnOnce() -> Captured) {
+    fn capture(&mut self, value: impl FnOnce() -> Captured<'static>) {
         if let Some(node) = self.node
             && !node.columns.is_empty()
         {
@@ -933,7 +953,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                 self.c.out.extend_from_slice(b"{\"S\":");
                 write_json_string(&s.0, &mut self.c.out);
                 self.c.out.push(b'}');
-                self.capture(|| Captured::S(s.0.clone().into_owned()));
+                self.capture(|| Captured::S(Cow::Owned(s.0.clone().into_owned())));
             }
             "N" => {
                 let n = map.next_value::<Str>()?;
@@ -945,7 +965,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                     .then(|| String::from_utf8_lossy(&self.c.out[at..]).into_owned());
                 self.c.out.extend_from_slice(b"\"}");
                 if let Some(n) = normalized {
-                    self.capture(|| Captured::N(n));
+                    self.capture(|| Captured::N(Cow::Owned(n)));
                 }
             }
             "B" => {
@@ -1046,7 +1066,7 @@ fn nested<E: de::Error>(depth: usize) -> Result<usize, E> {
 
 struct ListSeed<'c> {
     c: &'c mut Canonicalizer,
-    captured: &'c mut Vec<Option<Captured>>,
+    captured: &'c mut Vec<Option<Captured<'static>>>,
     depth: usize,
 }
 
@@ -1169,17 +1189,16 @@ impl<'de> de::Deserialize<'de> for Str<'de> {
 // ---------------------------------------------------------------------------------------------
 // Scalars.
 
+/// Writes a binary value's base64 text, which must decode. The decoder is strict (standard
+/// alphabet, canonical padding, no stray bits in the last character), and under those rules a
+/// byte string has exactly one encoding: text it accepts is already canonical, so it is copied
+/// as it came rather than decoded and encoded again.
 fn write_binary(text: &str, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
     BASE64
         .decode_vec(text, buf)
         .map_err(|e| format!("binary value is not valid base64 ({e})"))?;
-    let at = out.len();
-    out.resize(at + base64::encoded_len(buf.len(), true).unwrap_or(0), 0);
-    let written = BASE64
-        .encode_slice(&buf[..], &mut out[at..])
-        .map_err(|e| format!("re-encoding binary value: {e}"))?;
-    out.truncate(at + written);
+    out.extend_from_slice(text.as_bytes());
     Ok(())
 }
 
@@ -1557,6 +1576,35 @@ mod tests {
                 let prefix = Entry::prefix_of(&out, start, key_end);
                 assert_eq!(prefix, expected, "key length {len}, tail {tail:?}");
             }
+        }
+    }
+
+    #[test]
+    fn base64_the_decoder_accepts_is_already_canonical() {
+        use base64::Engine;
+        // Text near valid base64: the alphabet, padding, and a few characters it rejects.
+        let text = "[A-Za-z0-9+/]{0,12}(=|==|===)?[ A\\-_.=]?[A-Za-z0-9+/=]{0,3}";
+        let accepted = std::cell::Cell::new(0);
+        proptest::proptest!(proptest::test_runner::Config::with_cases(4096), |(t in text)| {
+            let (mut buf, mut out) = (Vec::new(), Vec::new());
+            if write_binary(&t, &mut buf, &mut out).is_ok() {
+                accepted.set(accepted.get() + 1);
+                let decoded = BASE64.decode(&t).map_err(|e| {
+                    proptest::test_runner::TestCaseError::fail(e.to_string())
+                })?;
+                proptest::prop_assert_eq!(out, BASE64.encode(decoded).into_bytes());
+            }
+        });
+        let accepted = accepted.get();
+        assert!(
+            accepted > 100,
+            "only {accepted} of the generated texts were valid base64"
+        );
+        for bad in ["QQ", "QR==", "QQ=", "Q===", "QQ==QQ==", " QQ==", "QUI=\n"] {
+            assert!(
+                write_binary(bad, &mut Vec::new(), &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

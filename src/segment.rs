@@ -389,7 +389,7 @@ pub struct PreparedRow<'a> {
     /// Hash of the old image.
     pub old_hash: Option<ItemHash>,
     /// Typed column values, in schema order.
-    pub typed: Vec<TypedValue>,
+    pub typed: Vec<TypedValue<'a>>,
     /// The stream's view type.
     pub view_type: StreamViewType,
     /// Stream ARN.
@@ -403,12 +403,12 @@ impl<'a> PreparedRow<'a> {
     /// Reduces a parsed record to its row; its texts are in the batch's `texts`-th
     /// [`TextColumns`].
     pub fn new(
-        mut rec: ChangeRecord<'a, SpannedItem>,
+        mut rec: ChangeRecord<'a, SpannedItem<'a>>,
         schema: &TableSchema,
         texts: usize,
     ) -> PreparedRow<'a> {
         let source = rec.new_image.as_mut().or(rec.old_image.as_mut());
-        let mut typed: Vec<TypedValue> = match source {
+        let mut typed: Vec<TypedValue<'a>> = match source {
             Some(img) => schema
                 .columns
                 .iter()
