@@ -466,6 +466,17 @@ fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
+/// `10^i` for every power a u128 holds (computing one per call cost as much as the digits).
+const POW10: [u128; 39] = {
+    let mut table = [1u128; 39];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 /// `n × 10^scale` as an integer, for a number in normalised form (what [`Captured::N`] holds).
 /// With `exact`, `None` when fractional digits would be dropped; otherwise they are truncated
 /// toward zero. `None` when the result has more than `max_digits` digits. No allocation: typed
@@ -501,7 +512,7 @@ fn scaled(n: &str, scale: u32, exact: bool, max_digits: u32) -> Option<i128> {
                 digits += u32::from(digits > 0 || b != b'0');
             }
             value = value
-                .checked_mul(10u128.checked_pow(run.len() as u32)?)?
+                .checked_mul(*POW10.get(run.len())?)?
                 .checked_add(u128::from(chunk))?;
         }
     }
@@ -509,7 +520,7 @@ fn scaled(n: &str, scale: u32, exact: bool, max_digits: u32) -> Option<i128> {
     let padding = u32::try_from(scale as usize - kept.len()).ok()?;
     if value != 0 {
         digits = digits.saturating_add(padding);
-        value = value.checked_mul(10u128.checked_pow(padding)?)?;
+        value = value.checked_mul(*POW10.get(padding as usize)?)?;
     }
     if digits > max_digits {
         return None;
