@@ -260,6 +260,36 @@ pub async fn run(store: Arc<dyn ObjectStore>) -> Result<(), String> {
         "head reports the content's SHA-256",
     )?;
 
+    // A put given the body's SHA-256 (what the capture path does with segments) writes the
+    // same object, and HEAD reports that checksum.
+    let body = Bytes::from_static(b"segment bytes");
+    let sha256: [u8; 32] = Sha256::digest(&body).into();
+    let put = s
+        .put_with_sha256("t/hashed/seg", body.clone(), PutMode::IfAbsent, sha256)
+        .await
+        .map_err(e)?;
+    check(put == PutOutcome::Created, "put_with_sha256 creates")?;
+    check(
+        s.get("t/hashed/seg").await.map_err(e)? == body,
+        "put_with_sha256 stores the bytes",
+    )?;
+    check(
+        s.head("t/hashed/seg")
+            .await
+            .map_err(e)?
+            .and_then(|m| m.sha256)
+            == Some(hex::encode(sha256)),
+        "head reports the SHA-256 of a put_with_sha256 object",
+    )?;
+    let again = s
+        .put_with_sha256("t/hashed/seg", body, PutMode::IfAbsent, sha256)
+        .await
+        .map_err(e)?;
+    check(
+        again == PutOutcome::AlreadyExists,
+        "put_with_sha256 IfAbsent reports AlreadyExists",
+    )?;
+
     // Deletes are idempotent.
     s.delete("t/list/00000.json").await.map_err(e)?;
     s.delete("t/list/00000.json").await.map_err(e)?;

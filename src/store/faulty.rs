@@ -63,15 +63,9 @@ impl FaultyStore {
         p.fail_after_puts = None;
         p.fail_matching = None;
     }
-}
 
-#[async_trait]
-impl ObjectStore for FaultyStore {
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+    /// Counts a put and fails it when the plan says so.
+    fn inject(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
         let fail = {
             let mut p = self.plan();
             p.puts_seen += 1;
@@ -85,13 +79,36 @@ impl ObjectStore for FaultyStore {
         };
         if fail {
             return Err(StoreError::Transient {
-                op: "put",
+                op,
                 store: self.url(),
                 key: key.to_owned(),
                 message: "injected failure (SlowDown)".into(),
             });
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+        self.inject("put", key)?;
         self.inner.put(key, body, mode).await
+    }
+
+    async fn put_with_sha256(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+        sha256: [u8; 32],
+    ) -> Result<PutOutcome, StoreError> {
+        self.inject("put", key)?;
+        self.inner.put_with_sha256(key, body, mode, sha256).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

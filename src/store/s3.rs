@@ -83,6 +83,47 @@ impl S3Store {
         })
     }
 
+    /// The PutObject request, with the body's SHA-256 as its checksum (S3 checks it on
+    /// receipt and keeps it for HEAD).
+    async fn send_put(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+        retention: Option<Retention>,
+        sha256: [u8; 32],
+    ) -> Result<PutOutcome, StoreError> {
+        let checksum = base64::engine::general_purpose::STANDARD.encode(sha256);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            // Naming the algorithm as well as giving the value makes every S3 implementation
+            // keep the checksum for HEAD (moto keys it off `x-amz-sdk-checksum-algorithm`).
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(body));
+        if mode == PutMode::IfAbsent {
+            request = request.if_none_match("*");
+        }
+        if let Some(r) = retention {
+            request = request
+                .object_lock_mode(match r.mode {
+                    RetentionMode::Governance => ObjectLockMode::Governance,
+                    RetentionMode::Compliance => ObjectLockMode::Compliance,
+                })
+                .object_lock_retain_until_date(DateTime::from_millis(r.until_ms));
+        }
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(SdkError::ServiceError(e)) if status_of(e.raw()) == 412 => {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => Err(self.error("put", key, e)),
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
@@ -152,35 +193,19 @@ impl ObjectStore for S3Store {
         retention: Option<Retention>,
     ) -> Result<PutOutcome, StoreError> {
         check_key(&self.url(), key)?;
-        let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body));
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            // Naming the algorithm as well as giving the value makes every S3 implementation
-            // keep the checksum for HEAD (moto keys it off `x-amz-sdk-checksum-algorithm`).
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(checksum)
-            .body(ByteStream::from(body));
-        if mode == PutMode::IfAbsent {
-            request = request.if_none_match("*");
-        }
-        if let Some(r) = retention {
-            request = request
-                .object_lock_mode(match r.mode {
-                    RetentionMode::Governance => ObjectLockMode::Governance,
-                    RetentionMode::Compliance => ObjectLockMode::Compliance,
-                })
-                .object_lock_retain_until_date(DateTime::from_millis(r.until_ms));
-        }
-        match request.send().await {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(SdkError::ServiceError(e)) if status_of(e.raw()) == 412 => {
-                Ok(PutOutcome::AlreadyExists)
-            }
-            Err(e) => Err(self.error("put", key, e)),
-        }
+        let sha256 = Sha256::digest(&body).into();
+        self.send_put(key, body, mode, retention, sha256).await
+    }
+
+    async fn put_with_sha256(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+        sha256: [u8; 32],
+    ) -> Result<PutOutcome, StoreError> {
+        check_key(&self.url(), key)?;
+        self.send_put(key, body, mode, None, sha256).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
