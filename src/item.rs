@@ -547,6 +547,26 @@ impl Canonicalizer {
         captured: &mut [Option<Captured<'a>>],
         depth: usize,
     ) -> Option<()> {
+        let wanted = node.is_some_and(|n| !n.columns.is_empty());
+        // Most values are `{"S":"text"}` or `{"N":"digits"}` as DynamoDB writes them: no
+        // whitespace, no escapes, numbers normalised. Their canonical form is their own text,
+        // copied in one piece.
+        let before = s.clone();
+        if let Some((tag, v, whole)) = s.plain_leaf() {
+            let value = match tag {
+                b'S' => Some(Captured::S(Cow::Borrowed(v))),
+                _ if is_normalized(v.as_bytes()) => Some(Captured::N(Cow::Borrowed(v))),
+                _ => None,
+            };
+            if let Some(value) = value {
+                self.out.extend_from_slice(whole.as_bytes());
+                if wanted {
+                    place(captured, node, value);
+                }
+                return Some(());
+            }
+            *s = before; // a number to normalise: the general path below
+        }
         s.eat(b'{')?;
         let mut first = true;
         let tag = match s.short_key() {
@@ -556,7 +576,6 @@ impl Canonicalizer {
             }
             None => s.next_key(&mut first)??,
         };
-        let wanted = node.is_some_and(|n| !n.columns.is_empty());
         let value = match tag.as_ref() {
             "S" => {
                 let v = s.string()?;
@@ -669,20 +688,27 @@ impl Canonicalizer {
         if s.next_key(&mut first)?.is_some() {
             return None;
         }
-        if let (Some(v), Some(node)) = (value, node)
-            && let Some((&last, rest)) = node.columns.split_last()
-        {
-            // Usually one column per path: the value moves there, cloned only for the others.
-            for &col in rest {
-                if let Some(slot) = captured.get_mut(col) {
-                    *slot = Some(v.clone());
-                }
-            }
-            if let Some(slot) = captured.get_mut(last) {
-                *slot = Some(v);
-            }
+        if let Some(v) = value {
+            place(captured, node, v);
         }
         Some(())
+    }
+}
+
+/// Puts a captured value in the slots of the columns at its path.
+fn place<'a>(captured: &mut [Option<Captured<'a>>], node: Option<&ColumnPaths>, v: Captured<'a>) {
+    if let Some(node) = node
+        && let Some((&last, rest)) = node.columns.split_last()
+    {
+        // Usually one column per path: the value moves there, cloned only for the others.
+        for &col in rest {
+            if let Some(slot) = captured.get_mut(col) {
+                *slot = Some(v.clone());
+            }
+        }
+        if let Some(slot) = captured.get_mut(last) {
+            *slot = Some(v);
+        }
     }
 }
 

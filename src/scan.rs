@@ -137,6 +137,32 @@ impl<'a> Scanner<'a> {
         self.text.get(open + 1..i)
     }
 
+    /// A typed value written `{"S":"..."}` or `{"N":"..."}` exactly (no whitespace inside,
+    /// a string without escapes): its tag (`b'S'` or `b'N'`), its string, and its whole text,
+    /// consumed. `None`, consuming nothing but leading whitespace, for any other value.
+    #[inline]
+    pub(crate) fn plain_leaf(&mut self) -> Option<(u8, &'a str, &'a str)> {
+        self.peek()?;
+        let b = self.bytes();
+        let start = self.pos;
+        let tag = match b.get(start..start + 6)? {
+            b"{\"S\":\"" => b'S',
+            b"{\"N\":\"" => b'N',
+            _ => return None,
+        };
+        let mut probe = Scanner::new(self.text, start + 5);
+        let Cow::Borrowed(value) = probe.string()? else {
+            return None;
+        };
+        if b.get(probe.pos) != Some(&b'}') {
+            return None;
+        }
+        let end = probe.pos + 1;
+        let whole = self.text.get(start..end)?;
+        self.pos = end;
+        Some((tag, value, whole))
+    }
+
     /// Inside an array after `[`: true when another element follows (its comma consumed).
     #[inline]
     pub(crate) fn next_element(&mut self, first: &mut bool) -> Option<bool> {
