@@ -59,10 +59,10 @@ pub enum ItemError {
 }
 
 /// A scalar captured at a typed-column path while canonicalising (see [`ColumnPaths`]).
-#[derive(Debug, Clone, PartialEq)]
 ///
 /// The fast path borrows values from the event text (a typed column's value then costs no
 /// allocation of its own); the serde path owns them (`Captured<'static>`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Captured<'a> {
     /// An S value.
     S(Cow<'a, str>),
@@ -524,11 +524,21 @@ impl Canonicalizer {
         let open = self.out.len();
         self.out.push(b'{');
         let mut first = true;
-        while let Some(name) = s.next_key(&mut first)? {
+        while let Some((name, raw)) = s.next_key_raw(&mut first)? {
             let start = begin_entry(&mut self.out, &self.entries, base);
-            write_scanned_string(&name, &mut self.out);
-            let key_end = self.out.len();
-            self.out.push(b':');
+            // `"name":` as written is canonical when the scanner says so: one copy.
+            let key_end = match raw {
+                Some(raw) => {
+                    self.out.extend_from_slice(raw.as_bytes());
+                    self.out.len() - 1
+                }
+                None => {
+                    write_scanned_string(&name, &mut self.out);
+                    let end = self.out.len();
+                    self.out.push(b':');
+                    end
+                }
+            };
             let child = node.and_then(|n| n.child(&name));
             self.scan_value(s, child, captured, depth)?;
             self.entries

@@ -111,6 +111,32 @@ impl<'a> Scanner<'a> {
         Some(Some(key))
     }
 
+    /// [`Scanner::next_key`] that also returns the member's name and colon as written
+    /// (`"name":`) when that text is already canonical: no escapes in the name and nothing
+    /// between its closing quote and the colon.
+    #[inline]
+    pub(crate) fn next_key_raw(
+        &mut self,
+        first: &mut bool,
+    ) -> Option<Option<(Cow<'a, str>, Option<&'a str>)>> {
+        if self.eat_if(b'}') {
+            return Some(None);
+        }
+        if !std::mem::take(first) {
+            self.eat(b',')?;
+        }
+        self.peek()?;
+        let open = self.pos;
+        let key = self.string()?;
+        let close = self.pos;
+        self.eat(b':')?;
+        let raw = match key {
+            Cow::Borrowed(_) if self.pos == close + 1 => self.text.get(open..self.pos),
+            _ => None,
+        };
+        Some(Some((key, raw)))
+    }
+
     /// Right after an object's `{`: its first member's name and colon when the name is one to
     /// five uppercase ASCII letters (`"S":`, `"BOOL":`: DynamoDB's type tags), read without the
     /// general string machinery. `None`, consuming nothing, for anything else.
