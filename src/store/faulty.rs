@@ -65,7 +65,7 @@ impl FaultyStore {
     }
 
     /// Counts a put and fails it when the plan says so.
-    fn inject(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
+    fn inject(&self, key: &str) -> Result<(), StoreError> {
         let fail = {
             let mut p = self.plan();
             p.puts_seen += 1;
@@ -79,7 +79,7 @@ impl FaultyStore {
         };
         if fail {
             return Err(StoreError::Transient {
-                op,
+                op: "put",
                 store: self.url(),
                 key: key.to_owned(),
                 message: "injected failure (SlowDown)".into(),
@@ -96,7 +96,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
-        self.inject("put", key)?;
+        self.inject(key)?;
         self.inner.put(key, body, mode).await
     }
 
@@ -107,7 +107,7 @@ impl ObjectStore for FaultyStore {
         mode: PutMode,
         sha256: [u8; 32],
     ) -> Result<PutOutcome, StoreError> {
-        self.inject("put", key)?;
+        self.inject(key)?;
         self.inner.put_with_sha256(key, body, mode, sha256).await
     }
 
