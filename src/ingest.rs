@@ -585,22 +585,15 @@ impl Ingestor {
     ) -> Result<WrittenSegment, StoreError> {
         // The encoder has the object's SHA-256 already: S3 is sent that one (and checks it)
         // rather than a second hash of the same 2-3 MB.
-        let sha256 = hex::decode(&encoded.record.sha256)
-            .ok()
-            .and_then(|d| <[u8; 32]>::try_from(d).ok());
-        let body = encoded.bytes.clone();
-        let outcome = match sha256 {
-            Some(sha256) => {
-                self.store
-                    .put_with_sha256(&encoded.key, body, PutMode::IfAbsent, sha256)
-                    .await?
-            }
-            None => {
-                self.store
-                    .put(&encoded.key, body, PutMode::IfAbsent)
-                    .await?
-            }
-        };
+        let outcome = self
+            .store
+            .put_with_sha256(
+                &encoded.key,
+                encoded.bytes.clone(),
+                PutMode::IfAbsent,
+                encoded.sha256,
+            )
+            .await?;
         // The log record is written in both cases: after a crash between the two writes, the
         // retry finds the segment present and must still publish it. A redelivery of a fully
         // written batch therefore adds a second log record for the same object, which seal

@@ -221,6 +221,8 @@ pub struct EncodedSegment {
     pub tag: String,
     /// The Parquet file.
     pub bytes: Bytes,
+    /// SHA-256 of `bytes` (the record has it in hex; the S3 store sends it as the checksum).
+    pub sha256: [u8; 32],
     /// Its description.
     pub record: SegmentRecord,
 }
@@ -721,7 +723,7 @@ impl SegmentBuilder<'_, '_> {
             key: key.clone(),
             bytes: bytes.len() as u64,
             rows: self.rows.len() as u64,
-            sha256,
+            sha256: hex::encode(sha256),
             first_sequence: first.to_string(),
             last_sequence: last.to_string(),
             min_time_ms: stats.min_time,
@@ -739,6 +741,7 @@ impl SegmentBuilder<'_, '_> {
             key,
             tag,
             bytes: Bytes::from(bytes),
+            sha256,
             record,
         })
     }
@@ -1150,7 +1153,7 @@ struct Job<'j, 'r> {
 /// A finished segment object and its SHA-256 (hex).
 struct Encoded {
     bytes: Vec<u8>,
-    sha256: String,
+    sha256: [u8; 32],
 }
 
 type Slot<T> = std::sync::Mutex<Option<T>>;
@@ -1313,7 +1316,7 @@ impl<'j, 'r> Started<'j, 'r> {
         }
         row_group.close().map_err(Encoding::Parquet)?;
         let bytes = file.into_inner().map_err(Encoding::Parquet)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = Sha256::digest(&bytes).into();
         Ok(Encoded { bytes, sha256 })
     }
 }
