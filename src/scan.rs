@@ -458,8 +458,10 @@ mod tests {
 
     #[test]
     fn every_string_byte_position_finds_the_first_special_byte() {
+        // Many 16-byte steps. 0x1f is the last control character; 0x20 and 0x7f are ordinary
+        // string bytes.
         for len in 0..100 {
-            for special in ["\"", "\\n", "\u{1}"] {
+            for special in ["\"", "\\n", "\u{1}", "\u{1f}", " ", "\u{7f}", "\u{e9}"] {
                 let body = "x".repeat(len);
                 let text = format!("\"{body}{special}tail\"");
                 let ours = string(&text);
