@@ -234,11 +234,89 @@ struct Batch<'a> {
 /// the buffers holding the rows' key and image texts (one per thread that read them).
 struct Rows<'a> {
     raws: Vec<&'a str>,
-    prepared: Vec<Prepared<'a>>,
+    prepared: RowList<'a>,
     texts: Vec<ColumnTexts>,
     /// The first segment's column writers, begun by the thread that read the head of the
     /// event while the others were still reading (see [`prepare_fused`]).
     head: Option<HeadStart>,
+}
+
+/// A batch's rows in record order, kept in the lists the reading threads filled (one per
+/// thread, each a run of records). Moving them into one list would be a copy of ~280 bytes
+/// per row while the other threads wait; [`RowList::free`] shares out freeing them the same
+/// way.
+#[derive(Default)]
+struct RowList<'a> {
+    parts: Vec<Vec<Prepared<'a>>>,
+}
+
+impl<'a> RowList<'a> {
+    /// Batches smaller than this are freed on the calling thread: a thread costs more.
+    const PARALLEL_FREE_ROWS: usize = 2048;
+
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.parts.iter().all(Vec::is_empty)
+    }
+
+    /// The rows in record order.
+    fn iter(&self) -> impl Iterator<Item = &Prepared<'a>> {
+        self.parts.iter().flatten()
+    }
+
+    /// Row `index` of the batch.
+    #[cfg(test)]
+    fn get(&self, mut index: usize) -> Option<&Prepared<'a>> {
+        for part in &self.parts {
+            match part.get(index) {
+                Some(row) => return Some(row),
+                None => index -= part.len(),
+            }
+        }
+        None
+    }
+
+    /// Frees the rows (a few small allocations each), each thread's list on a thread of its
+    /// own, so freeing a large batch read by several threads takes a share of the time.
+    fn free(self) {
+        if self.parts.len() < 2 || self.len() < Self::PARALLEL_FREE_ROWS {
+            return;
+        }
+        let mut parts = self.parts;
+        let mine = parts.swap_remove(0);
+        std::thread::scope(|s| {
+            for part in parts {
+                s.spawn(move || drop(part));
+            }
+            drop(mine);
+        });
+    }
+}
+
+impl<'a> From<Vec<Prepared<'a>>> for RowList<'a> {
+    fn from(rows: Vec<Prepared<'a>>) -> RowList<'a> {
+        RowList { parts: vec![rows] }
+    }
+}
+
+#[cfg(test)]
+impl<'a> std::ops::Index<usize> for RowList<'a> {
+    type Output = Prepared<'a>;
+    fn index(&self, index: usize) -> &Prepared<'a> {
+        self.get(index).expect("row index within the batch")
+    }
+}
+
+impl<'a> IntoIterator for RowList<'a> {
+    type Item = Prepared<'a>;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Prepared<'a>>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.parts.into_iter().flatten()
+    }
 }
 
 /// What step 3 writes: a segment (covering some records) or one quarantined record.
@@ -525,6 +603,7 @@ impl Ingestor {
         }
         // The segments are encoded and no array slices the buffers any more: keep them.
         self.buffers.give_all(texts);
+        prepared.free();
 
         // Step 3: write. Quarantine first: those records must be kept whatever happens next.
         units.sort_by_key(|u| match u {
@@ -872,7 +951,7 @@ impl<'a> From<Stretch<'a>> for Rows<'a> {
     fn from(s: Stretch<'a>) -> Rows<'a> {
         Rows {
             raws: s.raws,
-            prepared: s.prepared,
+            prepared: s.prepared.into(),
             texts: vec![s.texts],
             head: None,
         }
@@ -1030,8 +1109,8 @@ fn prepare_fused<'a>(
             "first segment begun while the event was still being read"
         );
     }
-    let mut raws = Vec::new();
-    let mut prepared = Vec::new();
+    let mut raws = Vec::with_capacity(later.iter().flatten().map(|s| s.raws.len()).sum());
+    let mut prepared = RowList::default();
     let mut texts = Vec::with_capacity(later.len());
     for mut stretch in later.into_iter().flatten() {
         texts.push(stretch.texts);
@@ -1043,7 +1122,7 @@ fn prepare_fused<'a>(
             }
         }
         raws.append(&mut stretch.raws);
-        prepared.append(&mut stretch.prepared);
+        prepared.parts.push(stretch.prepared);
     }
     Some(Rows {
         raws,
@@ -1087,7 +1166,7 @@ fn prepare_all<'a>(
         let (prepared, texts) = read(0, &raws);
         return Rows {
             raws,
-            prepared,
+            prepared: prepared.into(),
             texts: vec![texts],
             head: None,
         };
@@ -1099,25 +1178,29 @@ fn prepare_all<'a>(
             .enumerate()
             .map(|(c, part)| s.spawn(move || read(c, part)))
             .collect();
-        let mut out = Vec::with_capacity(raws.len());
+        let mut out = RowList::default();
         let mut texts = Vec::with_capacity(handles.len());
         for (c, h) in handles.into_iter().enumerate() {
             match h.join() {
                 Ok((part, t)) => {
-                    out.extend(part);
+                    out.parts.push(part);
                     texts.push(t);
                 }
                 // A panic in a worker is a bug; surface it per record rather than abort.
                 Err(_) => {
                     texts.push(TextColumns::default().into());
-                    out.extend((0..raws[c * chunk..].len().min(chunk)).map(|i| {
-                        Err(ChangeError::Record {
-                            index: c * chunk + i,
-                            event_id: None,
-                            sequence: None,
-                            reason: "internal error while preparing the record".into(),
-                        })
-                    }))
+                    out.parts.push(
+                        (0..raws[c * chunk..].len().min(chunk))
+                            .map(|i| {
+                                Err(ChangeError::Record {
+                                    index: c * chunk + i,
+                                    event_id: None,
+                                    sequence: None,
+                                    reason: "internal error while preparing the record".into(),
+                                })
+                            })
+                            .collect(),
+                    )
                 }
             }
         }
@@ -1136,6 +1219,37 @@ mod tests {
     use super::*;
     use crate::change::StreamViewType;
     use crate::workload::Workload;
+
+    #[test]
+    fn a_row_list_reads_its_parts_as_one_list_in_order() {
+        let row = |i: usize| -> Prepared<'static> {
+            Err(ChangeError::Record {
+                index: i,
+                event_id: None,
+                sequence: None,
+                reason: String::new(),
+            })
+        };
+        let index = |p: &Prepared<'_>| match p {
+            Err(ChangeError::Record { index, .. }) => *index,
+            _ => usize::MAX,
+        };
+        let sizes = [3usize, 0, 2500, 1, 0];
+        let mut list = RowList::default();
+        let mut next = 0;
+        for n in sizes {
+            list.parts.push((next..next + n).map(row).collect());
+            next += n;
+        }
+        assert_eq!(list.len(), next);
+        assert!(!list.is_empty());
+        assert!(list.iter().map(index).eq(0..next));
+        assert!((0..next).all(|i| list.get(i).map(index) == Some(i)));
+        assert!(list.get(next).is_none());
+        // Over the threshold and in several parts: freed on several threads.
+        list.free();
+        assert!(RowList::default().is_empty());
+    }
 
     /// An event of `n` records (over the parallel threshold for n ≳ 400), the record at
     /// `broken` given an unknown eventName, and `decoy` put first in every record.
