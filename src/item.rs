@@ -1250,41 +1250,43 @@ pub fn normalize_number(text: &str) -> Result<String, String> {
 /// True when `text` is already in normalised form and within DynamoDB's limits (the common case:
 /// DynamoDB sends numbers normalised), so it can be copied as is.
 fn is_normalized(text: &[u8]) -> bool {
-    let body = text.strip_prefix(b"-").unwrap_or(text);
-    let (int, frac) = match body.iter().position(|&b| b == b'.') {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
-        None => (body, None),
+    // One pass over the digits: most numbers in an item are short integers and decimals
+    // already in this form, and every one of them is checked.
+    let body = match text {
+        [b'-', rest @ ..] => rest,
+        _ => text,
     };
-    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
-        return false;
+    let int_len = body
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(body.len());
+    let (int, rest) = body.split_at(int_len);
+    let zero = int == b"0";
+    match int.first() {
+        None => return false,
+        Some(b'0') if !zero => return false, // a leading zero
+        Some(_) => {}
     }
-    let sig_int = if int == b"0" {
-        0
-    } else if int[0] == b'0' {
-        return false;
-    } else {
-        int.len()
-    };
-    let (sig, leading_exp) = match frac {
-        None => {
-            if sig_int == 0 {
-                return text == b"0";
-            }
-            (sig_int, sig_int as i64 - 1)
-        }
-        Some(f) => {
-            if f.is_empty() || !f.iter().all(u8::is_ascii_digit) || f[f.len() - 1] == b'0' {
+    match rest {
+        // An integer: its digits are all significant; zero has no sign.
+        [] if zero => text == b"0",
+        [] => int_len <= MAX_SIGNIFICANT_DIGITS && int_len as i64 - 1 <= MAX_EXPONENT,
+        // A fraction: digits, the last not a zero.
+        [b'.', frac @ ..] => {
+            if frac.last().is_none_or(|&b| b == b'0') || !frac.iter().all(u8::is_ascii_digit) {
                 return false;
             }
-            if sig_int > 0 {
-                (sig_int + f.len(), sig_int as i64 - 1)
+            if zero {
+                // 0.000ddd: the exponent of the first significant digit.
+                let zeros = frac.iter().take_while(|&&b| b == b'0').count();
+                let exponent = -(zeros as i64) - 1;
+                frac.len() - zeros <= MAX_SIGNIFICANT_DIGITS && exponent >= MIN_EXPONENT
             } else {
-                let zeros = f.iter().take_while(|&&b| b == b'0').count();
-                (f.len() - zeros, -(zeros as i64) - 1)
+                int_len + frac.len() <= MAX_SIGNIFICANT_DIGITS && int_len as i64 - 1 <= MAX_EXPONENT
             }
         }
-    };
-    sig <= MAX_SIGNIFICANT_DIGITS && (MIN_EXPONENT..=MAX_EXPONENT).contains(&leading_exp)
+        _ => false,
+    }
 }
 
 fn write_number(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
@@ -1613,6 +1615,87 @@ mod tests {
                 assert_eq!(prefix, expected, "key length {len}, tail {tail:?}");
             }
         }
+    }
+
+    /// The first `is_normalized`, part by part: the reference the one-pass version is
+    /// checked against.
+    fn is_normalized_by_parts(text: &[u8]) -> bool {
+        let body = text.strip_prefix(b"-").unwrap_or(text);
+        let (int, frac) = match body.iter().position(|&b| b == b'.') {
+            Some(i) => (&body[..i], Some(&body[i + 1..])),
+            None => (body, None),
+        };
+        if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let sig_int = if int == b"0" {
+            0
+        } else if int[0] == b'0' {
+            return false;
+        } else {
+            int.len()
+        };
+        let (sig, leading_exp) = match frac {
+            None => {
+                if sig_int == 0 {
+                    return text == b"0";
+                }
+                (sig_int, sig_int as i64 - 1)
+            }
+            Some(f) => {
+                if f.is_empty() || !f.iter().all(u8::is_ascii_digit) || f[f.len() - 1] == b'0' {
+                    return false;
+                }
+                if sig_int > 0 {
+                    (sig_int + f.len(), sig_int as i64 - 1)
+                } else {
+                    let zeros = f.iter().take_while(|&&b| b == b'0').count();
+                    (f.len() - zeros, -(zeros as i64) - 1)
+                }
+            }
+        };
+        sig <= MAX_SIGNIFICANT_DIGITS && (MIN_EXPONENT..=MAX_EXPONENT).contains(&leading_exp)
+    }
+
+    #[test]
+    fn is_normalized_agrees_with_the_part_by_part_definition() {
+        for text in [
+            "0", "-0", "00", "01", "1", "-1", "0.5", "-0.5", ".5", "5.", "1.0", "1.50", "1.05",
+            "0.0", "0.00", "-", "", ".", "1e5", "1E+5", "+1", "1..2", "1.2.3", "10", "100.001",
+        ] {
+            assert_eq!(
+                is_normalized(text.as_bytes()),
+                is_normalized_by_parts(text.as_bytes()),
+                "{text:?}"
+            );
+        }
+        // The limits: 38 significant digits, exponents 125 and -130.
+        let nines = |n: usize| "9".repeat(n);
+        for n in [37, 38, 39, 125, 126, 127] {
+            for text in [
+                nines(n),
+                format!("-{}", nines(n)),
+                format!("9.{}", nines(n)),
+                format!("{}.9", nines(n)),
+                format!("0.{}9", "0".repeat(n)),
+                format!("0.{}1{}", "0".repeat(n), nines(3)),
+                format!("-0.{}", nines(n)),
+            ] {
+                assert_eq!(
+                    is_normalized(text.as_bytes()),
+                    is_normalized_by_parts(text.as_bytes()),
+                    "{text:?}"
+                );
+            }
+        }
+        let text = "-?[0-9]{0,40}(\\.[0-9]{0,40})?|-?0\\.0{0,135}[0-9]{0,5}|[-+0-9.eE ]{0,12}";
+        proptest::proptest!(proptest::test_runner::Config::with_cases(8192), |(t in text)| {
+            proptest::prop_assert_eq!(
+                is_normalized(t.as_bytes()),
+                is_normalized_by_parts(t.as_bytes()),
+                "{:?}", t
+            );
+        });
     }
 
     #[test]
