@@ -1737,29 +1737,47 @@ mod tests {
         );
     }
 
+    /// The rows of `text`'s records, record `i` read into buffer `buffer(i)` of two (as two
+    /// readers would), with `edit` applied to each row and its buffer as it is read.
+    fn rows_in_two_buffers<'t>(
+        text: &'t str,
+        schema: &TableSchema,
+        buffer: impl Fn(usize) -> usize,
+        mut edit: impl FnMut(usize, &mut PreparedRow<'t>, &mut TextColumns),
+    ) -> (Vec<PreparedRow<'t>>, [ColumnTexts; 2]) {
+        let mut canon = Canonicalizer::new();
+        let mut two = [TextColumns::default(), TextColumns::default()];
+        let mut rows = Vec::new();
+        for (i, raw) in parse_event(text).expect("event").into_iter().enumerate() {
+            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+            let t = buffer(i);
+            let mut row = PreparedRow::new(rec.into_spanned(&mut two[t]), schema, t);
+            edit(i, &mut row, &mut two[t]);
+            rows.push(row);
+        }
+        (rows, two.map(ColumnTexts::from))
+    }
+
     #[test]
     fn tag_lines_written_while_reading_hash_to_the_tag_of_the_fields() {
         let schema = TableSchema::default();
         let mut w = Workload::new(5, "orders", StreamViewType::NewAndOldImages, 256);
         let text = w.next_event(600);
-        let mut canon = Canonicalizer::new();
-        let mut two = [TextColumns::default(), TextColumns::default()];
-        let mut rows = Vec::new();
-        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
-            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-            // Two readers' buffers; some rows without a line (as the long way leaves them),
-            // and some lines not back to back with the one before.
-            let t = usize::from(i >= 350);
-            let mut row = PreparedRow::new(rec.into_spanned(&mut two[t]), &schema, t);
-            if i % 97 != 0 {
-                row.write_tag_line(&mut two[t]);
-            }
-            if i % 131 == 0 {
-                two[t].tags.extend_from_slice(b"not a line\n");
-            }
-            rows.push(row);
-        }
-        let mut texts = two.map(ColumnTexts::from);
+        // Some rows without a line (as the long way leaves them), and some lines not back to
+        // back with the one before.
+        let (rows, mut texts) = rows_in_two_buffers(
+            &text,
+            &schema,
+            |i| usize::from(i >= 350),
+            |i, row, buffer| {
+                if i % 97 != 0 {
+                    row.write_tag_line(buffer);
+                }
+                if i % 131 == 0 {
+                    buffer.tags.extend_from_slice(b"not a line\n");
+                }
+            },
+        );
         let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
         let mut fields = SegmentTag::new(refs[0].event_source_arn.as_deref(), refs[0].view_type);
         for r in &refs {
@@ -1777,28 +1795,25 @@ mod tests {
         let schema = TableSchema::default();
         let mut w = Workload::new(9, "orders", StreamViewType::NewAndOldImages, 256);
         let text = w.next_event(500);
-        let mut canon = Canonicalizer::new();
-        let mut two = [TextColumns::default(), TextColumns::default()];
-        let mut rows = Vec::new();
-        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
-            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-            let t = usize::from(i % 3 == 0);
-            let mut row = PreparedRow::new(rec.into_spanned(&mut two[t]), &schema, t);
-            // Event ids holding the line separator, or nothing, still split right.
-            match i % 50 {
-                7 => row.event_id = Cow::Owned("one\ntwo\n".to_owned()),
-                8 => row.event_id = Cow::Owned(String::new()),
-                9 => row.event_id = Cow::Owned("\u{e9}t\u{e9}".to_owned()),
-                _ => {}
-            }
-            if i % 41 != 0 {
-                row.write_tag_line(&mut two[t]);
-            }
-            rows.push(row);
-        }
+        let (mut rows, texts) = rows_in_two_buffers(
+            &text,
+            &schema,
+            |i| usize::from(i % 3 == 0),
+            |i, row, buffer| {
+                // Event ids holding the line separator, or nothing, still split right.
+                match i % 50 {
+                    7 => row.event_id = Cow::Owned("one\ntwo\n".to_owned()),
+                    8 => row.event_id = Cow::Owned(String::new()),
+                    9 => row.event_id = Cow::Owned("\u{e9}t\u{e9}".to_owned()),
+                    _ => {}
+                }
+                if i % 41 != 0 {
+                    row.write_tag_line(buffer);
+                }
+            },
+        );
         // A line that does not fit its row (a bug elsewhere) falls back to the fields.
         rows[5].tag_line = Some(0..3);
-        let texts = two.map(ColumnTexts::from);
         let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
         let column = |i: usize| -> Vec<String> {
             let a = build_column(&schema, &refs, &texts, i).expect("column");
