@@ -1076,18 +1076,31 @@ fn tag_part(
             (None, TagPart::Sequence) => values.extend_from_slice(r.sequence.as_str().as_bytes()),
             (None, TagPart::EventId) => values.extend_from_slice(r.event_id.as_bytes()),
         }
-        offsets.push(i32::try_from(values.len()).map_err(|_| {
-            arrow_schema::ArrowError::InvalidArgumentError(format!(
-                "{} bytes of text in one column chunk (the limit is 2 GiB)",
-                values.len()
-            ))
-        })?);
+        offsets.push(text_offset(values.len())?);
     }
+    string_array(offsets, values, None)
+}
+
+/// A text array's end offset for `n` bytes of values.
+fn text_offset(n: usize) -> Result<i32, arrow_schema::ArrowError> {
+    i32::try_from(n).map_err(|_| {
+        arrow_schema::ArrowError::InvalidArgumentError(format!(
+            "{n} bytes of text in one column chunk (the limit is 2 GiB)"
+        ))
+    })
+}
+
+/// A text array of owned values (checked to be UTF-8 here, once).
+fn string_array(
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: Option<arrow_buffer::NullBuffer>,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     Ok(Arc::new(StringArray::try_new(
         offsets,
         Buffer::from_vec(values),
-        None,
+        nulls,
     )?))
 }
 
@@ -1104,13 +1117,6 @@ fn spans<'r>(
     use arrow_schema::ArrowError;
     let missing =
         |t: usize| ArrowError::InvalidArgumentError(format!("row text buffer {t} does not exist"));
-    let offset = |n: usize| {
-        i32::try_from(n).map_err(|_| {
-            ArrowError::InvalidArgumentError(format!(
-                "{n} bytes of text in one column chunk (the limit is 2 GiB)"
-            ))
-        })
-    };
     let mut nulls = NullBufferBuilder::new(rows.len());
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
@@ -1145,7 +1151,7 @@ fn spans<'r>(
                 if let Some(sp) = span(r) {
                     at = sp.end - start;
                 }
-                offsets.push(offset(at)?);
+                offsets.push(text_offset(at)?);
             }
             let values = values.slice_with_length(start, end - start);
             let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
@@ -1164,14 +1170,9 @@ fn spans<'r>(
                     })?;
                     values.extend_from_slice(text);
                 }
-                offsets.push(offset(values.len())?);
+                offsets.push(text_offset(values.len())?);
             }
-            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-            Ok(Arc::new(StringArray::try_new(
-                offsets,
-                Buffer::from_vec(values),
-                nulls,
-            )?))
+            string_array(offsets, values, nulls)
         }
     }
 }
