@@ -1248,7 +1248,12 @@ mod tests {
         assert!(list.get(next).is_none());
         // Over the threshold and in several parts: freed on several threads.
         list.free();
-        assert!(RowList::default().is_empty());
+        let empty = RowList {
+            parts: vec![Vec::new(), Vec::new()],
+        };
+        assert!(empty.is_empty() && empty.get(0).is_none());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.iter().count(), 0);
     }
 
     /// An event of `n` records (over the parallel threshold for n ≳ 400), the record at
