@@ -890,7 +890,7 @@ struct Stretch<'a> {
 /// `None` if the event is broken.
 fn read_stretch<'a>(
     mut cursor: change::EventCursor<'a>,
-    stop: Option<usize>,
+    (stop, progress): (Option<usize>, Option<&Progress>),
     table: &str,
     schema: &TableSchema,
     texts_index: usize,
@@ -899,7 +899,8 @@ fn read_stretch<'a>(
     let mut canon = Canonicalizer::new();
     let mut accepted = None;
     let text = cursor.text();
-    let bytes = stop.unwrap_or(text.len()).saturating_sub(cursor.pos());
+    let from = cursor.pos();
+    let bytes = stop.unwrap_or(text.len()).saturating_sub(from);
     let mut raws = Vec::new();
     let mut prepared = Vec::new();
     let mut texts = pool.take(bytes);
@@ -938,6 +939,11 @@ fn read_stretch<'a>(
         }
         raws.push(raw);
         prepared.push(row);
+        if let Some(progress) = progress
+            && index % Progress::EVERY == 0
+        {
+            progress.set(cursor.pos().saturating_sub(from), bytes);
+        }
     };
     Some(Stretch {
         raws,
@@ -967,7 +973,7 @@ fn head_start(
     table: &str,
     schema: &TableSchema,
     zstd_level: i32,
-    more: impl Fn() -> bool,
+    (more, soon): (impl Fn() -> bool, impl Fn(std::time::Duration) -> bool),
 ) -> Option<HeadStart> {
     let rows: Vec<&PreparedRow<'_>> = head
         .prepared
@@ -987,7 +993,7 @@ fn head_start(
     }
     let begun = HeadStart::new(schema, table, first.view_type, partition, zstd_level).and_then(
         |mut started| {
-            started.advance(schema, &rows, std::slice::from_ref(&head.texts), more)?;
+            started.advance(schema, &rows, std::slice::from_ref(&head.texts), more, soon)?;
             Ok(started)
         },
     );
@@ -997,6 +1003,39 @@ fn head_start(
             tracing::debug!(error = %e, "could not begin the first segment while reading");
             None
         }
+    }
+}
+
+/// How far a reading thread is through its stretch, published every [`Progress::EVERY`]
+/// records, so that the head start can tell when the readers are about to finish.
+#[derive(Default)]
+struct Progress {
+    /// Bytes read so far, and the stretch's length (both 0 until first published).
+    read: std::sync::atomic::AtomicUsize,
+    len: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    /// Records between two updates: the cost is two relaxed stores each.
+    const EVERY: usize = 64;
+
+    fn set(&self, read: usize, len: usize) {
+        self.len.store(len, std::sync::atomic::Ordering::Relaxed);
+        self.read.store(read, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether, reading on at the rate it has read so far (`elapsed` since it began), the
+    /// thread will be done within `within`. No news is not soon: a thread that has published
+    /// nothing yet is not counted as about to finish.
+    fn done_within(&self, elapsed: std::time::Duration, within: std::time::Duration) -> bool {
+        let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
+        let len = self.len.load(std::sync::atomic::Ordering::Relaxed);
+        if read == 0 || len == 0 {
+            return false;
+        }
+        let left = len.saturating_sub(read) as f64;
+        // Seconds per byte so far, times the bytes left.
+        elapsed.as_secs_f64() / read as f64 * left <= within.as_secs_f64()
     }
 }
 
@@ -1058,23 +1097,26 @@ fn prepare_fused<'a>(
     }
     let first = change::EventCursor::new(text)?;
     if starts.is_empty() {
-        let all = read_stretch(first, None, table, schema, 0, pool)?;
+        let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
     }
     // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
     let reading = std::sync::atomic::AtomicUsize::new(starts.len());
+    let began = std::time::Instant::now();
+    let progress: Vec<Progress> = starts.iter().map(|_| Progress::default()).collect();
     let (later, head): (Vec<Option<Stretch<'a>>>, _) = std::thread::scope(|s| {
         let handles: Vec<_> = starts
             .iter()
+            .zip(&progress)
             .enumerate()
-            .map(|(k, &at)| {
+            .map(|(k, (&at, progress))| {
                 let stop = starts.get(k + 1).copied();
                 let reading = &reading;
                 s.spawn(move || {
                     let _counted = Reading(reading);
                     read_stretch(
                         change::EventCursor::at(text, at),
-                        stop,
+                        (stop, Some(progress)),
                         table,
                         schema,
                         k + 1,
@@ -1083,13 +1125,28 @@ fn prepare_fused<'a>(
                 })
             })
             .collect();
-        let head = read_stretch(first.clone(), Some(starts[0]), table, schema, 0, pool);
+        let head = read_stretch(
+            first.clone(),
+            (Some(starts[0]), None),
+            table,
+            schema,
+            0,
+            pool,
+        );
         let started = match (&head, encode) {
-            (Some(h), Some(options)) if h.landed => {
-                head_start(h, table, schema, options.zstd_level, || {
-                    reading.load(std::sync::atomic::Ordering::Acquire) > 0
-                })
-            }
+            (Some(h), Some(options)) if h.landed => head_start(
+                h,
+                table,
+                schema,
+                options.zstd_level,
+                (
+                    || reading.load(std::sync::atomic::Ordering::Acquire) > 0,
+                    |within| {
+                        let elapsed = began.elapsed();
+                        progress.iter().all(|p| p.done_within(elapsed, within))
+                    },
+                ),
+            ),
             _ => None,
         };
         let mut out = vec![head];
@@ -1100,7 +1157,7 @@ fn prepare_fused<'a>(
     if !trusted {
         drop(head);
         pool.give_all(later.into_iter().flatten().map(|s| s.texts).collect());
-        let all = read_stretch(first, None, table, schema, 0, pool)?;
+        let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
     }
     if let Some(h) = &head {
@@ -1219,6 +1276,25 @@ mod tests {
     use super::*;
     use crate::change::StreamViewType;
     use crate::workload::Workload;
+
+    #[test]
+    fn a_reader_is_about_done_when_its_rate_so_far_says_so() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let p = Progress::default();
+        // Nothing published yet: not about to finish, however long it has been.
+        assert!(!p.done_within(ms(100), ms(1_000)));
+        // Half of 8 MB in 10 ms: ~10 ms to go.
+        p.set(4_000_000, 8_000_000);
+        assert!(p.done_within(ms(10), ms(11)));
+        assert!(!p.done_within(ms(10), ms(9)));
+        // Slower so far (20 ms for the half): ~20 ms to go.
+        assert!(!p.done_within(ms(20), ms(11)));
+        assert!(p.done_within(ms(20), ms(21)));
+        // All read: done within any time.
+        p.set(8_000_000, 8_000_000);
+        assert!(p.done_within(ms(30), Duration::ZERO));
+    }
 
     #[test]
     fn a_row_list_reads_its_parts_as_one_list_in_order() {

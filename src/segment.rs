@@ -868,34 +868,70 @@ impl HeadStart {
     }
 
     /// Encodes whole steps of `rows` (the segment's first rows, their texts in `texts`),
-    /// largest column first, for as long as `more()` says to go on. After an error the
-    /// writers are in an unknown state: drop the head start and encode the segment whole.
+    /// largest column first, for as long as `more()` says to go on. A step of a large column
+    /// can take milliseconds (it may end in a page's compression) that the other threads,
+    /// done reading, would wait out: once `soon(d)` says they will likely be done within `d`,
+    /// the longest such step so far, the rest goes to the smallest columns' steps instead,
+    /// which end within microseconds of `more()` turning false. After an error the writers
+    /// are in an unknown state: drop the head start and encode the segment whole.
     pub fn advance(
         &mut self,
         schema: &TableSchema,
         rows: &[&PreparedRow<'_>],
         texts: &[ColumnTexts],
         more: impl Fn() -> bool,
+        soon: impl Fn(std::time::Duration) -> bool,
     ) -> Result<(), SegmentError> {
         let whole = rows.len() - rows.len() % STEP_ROWS;
-        for i in largest_first(self.writers.len()) {
-            let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
-                continue;
-            };
-            while *done < whole && more() {
-                let chunk = &rows[*done..*done + STEP_ROWS];
-                let encoded = build_column(schema, chunk, texts, i)
-                    .map_err(Encoding::Arrow)
-                    .and_then(|array| encode_column(writer, self.arrow.field(i), &array));
-                if let Err(e) = encoded {
-                    return Err(e.at(format!("the head of a segment of {}", self.table)));
+        let order = largest_first(self.writers.len());
+        let mut longest = std::time::Duration::ZERO;
+        let mut small_first = false;
+        for i in order.iter().copied() {
+            while self.done.get(i).is_some_and(|&d| d < whole) && more() {
+                if soon(longest) {
+                    small_first = true;
+                    break;
                 }
-                *done += STEP_ROWS;
+                let began = std::time::Instant::now();
+                self.step(schema, rows, texts, i)?;
+                longest = longest.max(began.elapsed());
+            }
+            if small_first {
+                break;
+            }
+        }
+        if small_first {
+            for i in order.iter().rev().copied() {
+                while self.done.get(i).is_some_and(|&d| d < whole) && more() {
+                    self.step(schema, rows, texts, i)?;
+                }
             }
         }
         if let (Some(first), Some(last)) = (rows.first(), rows.get(self.rows().wrapping_sub(1))) {
             self.ends = Some((first.sequence.clone(), last.sequence.clone()));
         }
+        Ok(())
+    }
+
+    /// Encodes column `i`'s next step of `rows`.
+    fn step(
+        &mut self,
+        schema: &TableSchema,
+        rows: &[&PreparedRow<'_>],
+        texts: &[ColumnTexts],
+        i: usize,
+    ) -> Result<(), SegmentError> {
+        let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
+            return Ok(());
+        };
+        let Some(chunk) = rows.get(*done..*done + STEP_ROWS) else {
+            return Ok(());
+        };
+        build_column(schema, chunk, texts, i)
+            .map_err(Encoding::Arrow)
+            .and_then(|array| encode_column(writer, self.arrow.field(i), &array))
+            .map_err(|e| e.at(format!("the head of a segment of {}", self.table)))?;
+        *done += STEP_ROWS;
         Ok(())
     }
 
@@ -1932,7 +1968,9 @@ mod tests {
         // does), for every whole step, for three steps of the largest column only, or not at
         // all, then resumed: the same bytes.
         let partition = HourPartition::of_millis(0);
-        let begin = |budget: usize| {
+        // `budget` steps are allowed; after `soon_after` of them the readers are said to be
+        // about done, and the head turns to the smallest columns.
+        let begin_with = |budget: usize, soon_after: usize| {
             let mut head = HeadStart::new(
                 &schema,
                 "orders",
@@ -1942,13 +1980,20 @@ mod tests {
             )
             .expect("head start");
             let calls = std::cell::Cell::new(0);
-            head.advance(&schema, &rows_two[..split], &two[..1], || {
-                calls.set(calls.get() + 1);
-                calls.get() <= budget
-            })
+            head.advance(
+                &schema,
+                &rows_two[..split],
+                &two[..1],
+                || {
+                    calls.set(calls.get() + 1);
+                    calls.get() <= budget
+                },
+                |_| calls.get() > soon_after,
+            )
             .expect("advance");
             head
         };
+        let begin = |budget: usize| begin_with(budget, usize::MAX);
         let whole_steps = split / STEP_ROWS * STEP_ROWS;
         assert!(!split.is_multiple_of(STEP_ROWS));
         for (budget, begun) in [(usize::MAX, whole_steps), (3, 3 * STEP_ROWS), (0, 0)] {
@@ -1956,6 +2001,26 @@ mod tests {
             assert_eq!(head.rows(), begun, "budget {budget}");
             let resumed = encode(&rows_two, &two, CHUNK_ROWS, 1, Some(head));
             assert!(resumed == whole, "budget {budget}: other bytes");
+        }
+        // Two steps of the largest column, then the smallest column's steps: the columns stand
+        // at different rows, and the segment is still the same.
+        let columns = arrow_schema(&schema).fields().len();
+        // (steps allowed, steps before "soon", then rows of the largest and the smallest
+        // column: the rest of the budget goes to the smallest column, one call to noticing).
+        for (budget, soon_after, large, smallest) in [
+            (10, 2, 2 * STEP_ROWS, 7 * STEP_ROWS),
+            (5, 0, 0, 4 * STEP_ROWS),
+            (usize::MAX, 2, whole_steps, whole_steps),
+        ] {
+            let head = begin_with(budget, soon_after);
+            assert_eq!(head.done[6], large, "{budget}, {soon_after}: new_image");
+            assert_eq!(
+                head.done[columns - 1],
+                smallest,
+                "{budget}, {soon_after}: last"
+            );
+            let resumed = encode(&rows_two, &two, CHUNK_ROWS, 1, Some(head));
+            assert!(resumed == whole, "{budget}, {soon_after}: other bytes");
         }
 
         // Through the builder: a head start that fits is used; one begun for another hour, or
@@ -1983,7 +2048,7 @@ mod tests {
         )
         .expect("head start");
         elsewhen
-            .advance(&schema, &rows_two[..split], &two[..1], || true)
+            .advance(&schema, &rows_two[..split], &two[..1], || true, |_| false)
             .expect("advance");
         let orders = ("orders", StreamViewType::NewAndOldImages);
         let options = EncodeOptions::default();
@@ -2067,7 +2132,7 @@ mod tests {
                 1,
             )
             .expect("head start");
-            head.advance(&schema, &rows[..1900], &texts[..1], || true)
+            head.advance(&schema, &rows[..1900], &texts[..1], || true, |_| false)
                 .expect("advance");
             assert!(head.rows() >= 1024);
             let mut batch: Vec<_> = groups
