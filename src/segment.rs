@@ -893,7 +893,9 @@ impl HeadStart {
                     break;
                 }
                 let began = std::time::Instant::now();
-                self.step(schema, rows, texts, i)?;
+                if !self.step(schema, rows, texts, i)? {
+                    break;
+                }
                 longest = longest.max(began.elapsed());
             }
             if small_first {
@@ -903,7 +905,9 @@ impl HeadStart {
         if small_first {
             for i in order.iter().rev().copied() {
                 while self.done.get(i).is_some_and(|&d| d < whole) && more() {
-                    self.step(schema, rows, texts, i)?;
+                    if !self.step(schema, rows, texts, i)? {
+                        break;
+                    }
                 }
             }
         }
@@ -913,26 +917,27 @@ impl HeadStart {
         Ok(())
     }
 
-    /// Encodes column `i`'s next step of `rows`.
+    /// Encodes column `i`'s next step of `rows`; `false` when there is none (no such column,
+    /// or fewer than a step's rows left).
     fn step(
         &mut self,
         schema: &TableSchema,
         rows: &[&PreparedRow<'_>],
         texts: &[ColumnTexts],
         i: usize,
-    ) -> Result<(), SegmentError> {
+    ) -> Result<bool, SegmentError> {
         let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(chunk) = rows.get(*done..*done + STEP_ROWS) else {
-            return Ok(());
+            return Ok(false);
         };
         build_column(schema, chunk, texts, i)
             .map_err(Encoding::Arrow)
             .and_then(|array| encode_column(writer, self.arrow.field(i), &array))
             .map_err(|e| e.at(format!("the head of a segment of {}", self.table)))?;
         *done += STEP_ROWS;
-        Ok(())
+        Ok(true)
     }
 
     /// Rows of the most advanced column.
