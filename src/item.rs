@@ -129,10 +129,9 @@ impl ColumnPaths {
         self.count == 0
     }
 
-    fn child(&self, name: &str) -> Option<&ColumnPaths> {
+    fn child(&self, name: &[u8]) -> Option<&ColumnPaths> {
         // Called for every attribute name of the maps on a column path: the length and first
         // byte settle most comparisons without a call to compare memory.
-        let name = name.as_bytes();
         self.children
             .iter()
             .find(|(s, _)| {
@@ -524,22 +523,23 @@ impl Canonicalizer {
         let open = self.out.len();
         self.out.push(b'{');
         let mut first = true;
-        while let Some((name, raw)) = s.next_key_raw(&mut first)? {
+        while let Some(key) = s.next_key_raw(&mut first)? {
             let start = begin_entry(&mut self.out, &self.entries, base);
             // `"name":` as written is canonical when the scanner says so: one copy.
-            let key_end = match raw {
-                Some(raw) => {
-                    self.out.extend_from_slice(raw.as_bytes());
-                    self.out.len() - 1
+            let (key_end, child) = match key {
+                Ok(raw) => {
+                    self.out.extend_from_slice(raw);
+                    // The name is the text between the quotes of `"name":`.
+                    let name = raw.get(1..raw.len().saturating_sub(2)).unwrap_or_default();
+                    (self.out.len() - 1, node.and_then(|n| n.child(name)))
                 }
-                None => {
+                Err(name) => {
                     write_scanned_string(&name, &mut self.out);
                     let end = self.out.len();
                     self.out.push(b':');
-                    end
+                    (end, node.and_then(|n| n.child(name.as_bytes())))
                 }
             };
-            let child = node.and_then(|n| n.child(&name));
             self.scan_value(s, child, captured, depth)?;
             self.entries
                 .push(Entry::new(start, key_end, self.out.len()));
@@ -563,15 +563,24 @@ impl Canonicalizer {
         // copied in one piece.
         let before = s.clone();
         if let Some((tag, v, whole)) = s.plain_leaf() {
-            let value = match tag {
-                b'S' => Some(Captured::S(Cow::Borrowed(v))),
-                _ if is_normalized(v.as_bytes()) => Some(Captured::N(Cow::Borrowed(v))),
-                _ => None,
-            };
-            if let Some(value) = value {
-                self.out.extend_from_slice(whole.as_bytes());
+            if tag == b'S'
+                || s.text()
+                    .as_bytes()
+                    .get(v.clone())
+                    .is_some_and(is_normalized)
+            {
+                self.out.extend_from_slice(whole);
                 if wanted {
-                    place(captured, node, value);
+                    let v = Cow::Borrowed(s.text().get(v)?);
+                    place(
+                        captured,
+                        node,
+                        if tag == b'S' {
+                            Captured::S(v)
+                        } else {
+                            Captured::N(v)
+                        },
+                    );
                 }
                 return Some(());
             }
@@ -755,7 +764,7 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
             write_json_string(&name.0, &mut c.out);
             let key_end = c.out.len();
             c.out.push(b':');
-            let node = self.node.and_then(|n| n.child(&name.0));
+            let node = self.node.and_then(|n| n.child(name.0.as_bytes()));
             let seed = ValueSeed {
                 c: &mut *c,
                 node,

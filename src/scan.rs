@@ -14,6 +14,7 @@
 //! (the differential tests in `tests/roundtrip.rs` check this on random and mutated records).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -111,14 +112,16 @@ impl<'a> Scanner<'a> {
         Some(Some(key))
     }
 
-    /// [`Scanner::next_key`] that also returns the member's name and colon as written
-    /// (`"name":`) when that text is already canonical: no escapes in the name and nothing
-    /// between its closing quote and the colon.
+    /// [`Scanner::next_key`] for a member whose name the caller copies: `Ok` with its name and
+    /// colon as written (`"name":`) when that text is already canonical (no escapes in the
+    /// name, nothing between its closing quote and the colon), else `Err` with the name.
+    ///
+    /// The canonical case stays bytes: a `str` slice's boundary checks are a call per member.
     #[inline]
     pub(crate) fn next_key_raw(
         &mut self,
         first: &mut bool,
-    ) -> Option<Option<(Cow<'a, str>, Option<&'a str>)>> {
+    ) -> Option<Option<Result<&'a [u8], Cow<'a, str>>>> {
         if self.eat_if(b'}') {
             return Some(None);
         }
@@ -127,14 +130,22 @@ impl<'a> Scanner<'a> {
         }
         self.peek()?;
         let open = self.pos;
-        let key = self.string()?;
-        let close = self.pos;
-        self.eat(b':')?;
-        let raw = match key {
-            Cow::Borrowed(_) if self.pos == close + 1 => self.text.get(open..self.pos),
-            _ => None,
+        self.pos += 1;
+        if self.bytes().get(open) != Some(&b'"') {
+            return None;
+        }
+        let key = match self.string_body()? {
+            Ok(end) => {
+                if self.bytes().get(self.pos) == Some(&b':') {
+                    self.pos += 1;
+                    return Some(Some(Ok(self.bytes().get(open..self.pos)?)));
+                }
+                Cow::Borrowed(self.text.get(open + 1..end)?)
+            }
+            Err(backslash) => self.escaped(open + 1, backslash)?,
         };
-        Some(Some((key, raw)))
+        self.eat(b':')?;
+        Some(Some(Err(key)))
     }
 
     /// Right after an object's `{`: its first member's name and colon when the name is one to
@@ -164,10 +175,15 @@ impl<'a> Scanner<'a> {
     }
 
     /// A typed value written `{"S":"..."}` or `{"N":"..."}` exactly (no whitespace inside,
-    /// a string without escapes): its tag (`b'S'` or `b'N'`), its string, and its whole text,
-    /// consumed. `None`, consuming nothing but leading whitespace, for any other value.
+    /// a string without escapes): its tag (`b'S'` or `b'N'`), where its string is, and its
+    /// whole text, consumed. `None`, consuming nothing but leading whitespace, for any other
+    /// value.
+    ///
+    /// Bytes and a range rather than `str`s: the caller copies the whole and looks at the
+    /// string's bytes, and makes a `str` of it only for the few values a typed column takes
+    /// (a `str` slice's boundary checks are a call each, on every value).
     #[inline]
-    pub(crate) fn plain_leaf(&mut self) -> Option<(u8, &'a str, &'a str)> {
+    pub(crate) fn plain_leaf(&mut self) -> Option<(u8, Range<usize>, &'a [u8])> {
         self.peek()?;
         let b = self.bytes();
         let start = self.pos;
@@ -176,17 +192,17 @@ impl<'a> Scanner<'a> {
             b"{\"N\":\"" => b'N',
             _ => return None,
         };
-        let mut probe = Scanner::new(self.text, start + 5);
-        let Cow::Borrowed(value) = probe.string()? else {
+        let mut probe = Scanner::new(self.text, start + 6);
+        let Ok(value_end) = probe.string_body()? else {
             return None;
         };
         if b.get(probe.pos) != Some(&b'}') {
             return None;
         }
         let end = probe.pos + 1;
-        let whole = self.text.get(start..end)?;
+        let whole = b.get(start..end)?;
         self.pos = end;
-        Some((tag, value, whole))
+        Some((tag, start + 6..value_end, whole))
     }
 
     /// Inside an array after `[`: true when another element follows (its comma consumed).
@@ -206,9 +222,20 @@ impl<'a> Scanner<'a> {
     #[inline]
     pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
-        let b = self.bytes();
         let start = self.pos;
-        let mut i = start;
+        match self.string_body()? {
+            Ok(end) => self.text.get(start..end).map(Cow::Borrowed),
+            Err(backslash) => self.escaped(start, backslash),
+        }
+    }
+
+    /// The body of a string whose opening quote is consumed: `Ok(end)` at its closing quote
+    /// (consumed) when it has no escapes, `Err(at)` at its first backslash (nothing consumed).
+    /// `None` at a raw control character or the end of the text.
+    #[inline]
+    fn string_body(&mut self) -> Option<Result<usize, usize>> {
+        let b = self.bytes();
+        let mut i = self.pos;
         loop {
             // Sixteen bytes per step as two words, each examined at once (SWAR). Most strings
             // (names, type tags, short values) end within the first step; the lowest marked
@@ -235,14 +262,14 @@ impl<'a> Scanner<'a> {
                     i += 1;
                 }
             }
-            match *b.get(i)? {
+            return match *b.get(i)? {
                 b'"' => {
                     self.pos = i + 1;
-                    return self.text.get(start..i).map(Cow::Borrowed);
+                    Some(Ok(i))
                 }
-                b'\\' => return self.escaped(start, i),
-                _ => return None, // a raw control character: invalid JSON
-            }
+                b'\\' => Some(Err(i)),
+                _ => None, // a raw control character: invalid JSON
+            };
         }
     }
 
@@ -452,6 +479,78 @@ mod tests {
             assert_eq!(ours.is_some(), theirs.is_some(), "{text:?}");
             if let Some(ours) = ours {
                 assert_eq!(Some(ours), theirs, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn member_names_come_back_as_written_only_when_canonical() {
+        // (object text, what next_key_raw gives for its first member)
+        let raw = |t: &'static str| Some(Ok(t.as_bytes()));
+        let name = |t: &'static str| Some(Err(t.to_owned()));
+        for (text, expected) in [
+            (r#"{"pk":1}"#, raw(r#""pk":"#)),
+            (r#"{"":1}"#, raw(r#""":"#)),
+            (
+                r#"{ "a long name past sixteen bytes":1}"#,
+                raw(r#""a long name past sixteen bytes":"#),
+            ),
+            (r#"{"pk" :1}"#, name("pk")),
+            (r#"{"p\u006b":1}"#, name("pk")),
+            (r#"{"a\"b":1}"#, name("a\"b")),
+            (r#"{"é":1}"#, raw(r#""é":"#)),
+        ] {
+            let mut s = Scanner::new(text, 1);
+            let got = s
+                .next_key_raw(&mut true)
+                .flatten()
+                .map(|k| k.map_err(Cow::into_owned));
+            assert_eq!(got, expected, "{text}");
+            assert_eq!(s.peek(), Some(b'1'), "{text}: the colon is consumed");
+        }
+        for broken in [r#"{pk:1}"#, r#"{"pk"1}"#, r#"{"pk"#, "{\"p\u{1}k\":1}"] {
+            let mut s = Scanner::new(broken, 1);
+            assert_eq!(s.next_key_raw(&mut true), None, "{broken}");
+        }
+        let mut s = Scanner::new("{}", 1);
+        assert_eq!(s.next_key_raw(&mut true), Some(None));
+    }
+
+    #[test]
+    fn plain_leaves_are_exactly_s_or_n_without_escapes_or_spaces() {
+        for (text, expected) in [
+            (r#"{"S":"abc"}"#, Some((b'S', "abc"))),
+            (r#"{"N":"-1.5"}"#, Some((b'N', "-1.5"))),
+            (r#"{"S":""}"#, Some((b'S', ""))),
+            (
+                r#"  {"S":"a string longer than sixteen bytes"}"#,
+                Some((b'S', "a string longer than sixteen bytes")),
+            ),
+            (r#"{"S":"a\"b"}"#, None),
+            (r#"{"S": "a"}"#, None),
+            (r#"{"S":"a" }"#, None),
+            (r#"{"B":"AA=="}"#, None),
+            (r#"{"SS":["a"]}"#, None),
+            (r#"{"S":"a""#, None),
+        ] {
+            let mut s = Scanner::new(text, 0);
+            let got = s.plain_leaf();
+            let trimmed = text.trim_start();
+            match expected {
+                Some((tag, value)) => {
+                    let (t, range, whole) = got.unwrap_or_else(|| panic!("{text}"));
+                    assert_eq!((t, &text[range]), (tag, value), "{text}");
+                    assert_eq!(whole, trimmed.as_bytes(), "{text}");
+                    assert!(s.at_end(), "{text}: the value is consumed");
+                }
+                None => {
+                    assert_eq!(got, None, "{text}");
+                    assert_eq!(
+                        s.pos(),
+                        text.len() - trimmed.len(),
+                        "{text}: nothing consumed"
+                    );
+                }
             }
         }
     }
