@@ -232,7 +232,7 @@ impl<'a> Scanner<'a> {
     /// The body of a string whose opening quote is consumed: `Ok(end)` at its closing quote
     /// (consumed) when it has no escapes, `Err(at)` at its first backslash (nothing consumed).
     /// `None` at a raw control character or the end of the text.
-    #[inline]
+    #[inline(always)]
     fn string_body(&mut self) -> Option<Result<usize, usize>> {
         let b = self.bytes();
         let mut i = self.pos;
