@@ -69,15 +69,26 @@ impl SequenceNumber {
     }
 
     fn significant(&self) -> &str {
-        let s = self.0.trim_start_matches('0');
-        if s.is_empty() { "0" } else { s }
+        significant(&self.0)
     }
+
+    /// Orders the texts of two sequence numbers as numbers (the order of [`SequenceNumber`]),
+    /// for code that holds their digits rather than the values.
+    pub fn cmp_text(a: &str, b: &str) -> Ordering {
+        let (a, b) = (significant(a), significant(b));
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+}
+
+/// The digits of a sequence number without leading zeros (`"0"` for zero).
+fn significant(digits: &str) -> &str {
+    let s = digits.trim_start_matches('0');
+    if s.is_empty() { "0" } else { s }
 }
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (self.significant(), other.significant());
-        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        SequenceNumber::cmp_text(&self.0, &other.0)
     }
 }
 impl PartialOrd for SequenceNumber {

@@ -505,11 +505,6 @@ impl RowStats {
         };
         // Lines written back to back are hashed as one run, straight from their buffer.
         let mut run: Option<(usize, Range<usize>)> = None;
-        let line_of = |row: &PreparedRow<'_>| {
-            let span = row.tag_line.clone()?;
-            texts.get(row.texts)?.tags.get(span.clone())?;
-            Some((row.texts, span))
-        };
         let flush = |tag: &mut SegmentTag, run: Option<(usize, Range<usize>)>| {
             if let Some((t, span)) = run
                 && let Some(lines) = texts.get(t).and_then(|t| t.tags.get(span))
@@ -517,8 +512,16 @@ impl RowStats {
                 tag.push_lines(lines);
             }
         };
+        // The texts of the lowest and highest sequence numbers so far (rows `first`, `last`).
+        let (mut first_seq, mut last_seq) = ("", "");
         for (n, row) in rows.iter().enumerate() {
-            match (line_of(row), &mut run) {
+            // A row's line is used when it splits into the row's sequence number and event id
+            // (`tag_line_parts`); otherwise the tag takes the fields.
+            let parts = tag_line_parts(row, texts);
+            let line = parts
+                .and(row.tag_line.clone())
+                .map(|span| (row.texts, span));
+            match (line, &mut run) {
                 (Some((t, span)), Some((rt, rs))) if *rt == t && rs.end == span.start => {
                     rs.end = span.end;
                 }
@@ -528,12 +531,20 @@ impl RowStats {
                     stats.tag.push(row.sequence.as_str(), &row.event_id);
                 }
             }
-            stats.sequences.push(row.sequence.as_str());
-            if row.sequence < rows[stats.first].sequence {
-                stats.first = n;
+            // The sequence number from the row's tag line when it has one (see
+            // `tag_line_parts`): by now each row's own text is a cache miss.
+            let seq = parts
+                .and_then(|(seq, _)| std::str::from_utf8(seq).ok())
+                .unwrap_or(row.sequence.as_str());
+            stats.sequences.push(seq);
+            if n == 0 {
+                (first_seq, last_seq) = (seq, seq);
             }
-            if row.sequence > rows[stats.last].sequence {
-                stats.last = n;
+            if SequenceNumber::cmp_text(seq, first_seq).is_lt() {
+                (stats.first, first_seq) = (n, seq);
+            }
+            if SequenceNumber::cmp_text(seq, last_seq).is_gt() {
+                (stats.last, last_seq) = (n, seq);
             }
             if let Some(t) = row.time_ms {
                 stats.min_time = Some(stats.min_time.map_or(t, |m| m.min(t)));
@@ -1104,22 +1115,32 @@ fn tag_part(
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
     for r in rows {
-        // The sequence number's length is in the row itself: where the line splits.
-        let split = r.sequence.as_str().len();
-        let line = r
-            .tag_line
-            .clone()
-            .and_then(|span| texts.get(r.texts)?.tags.get(span))
-            .filter(|l| l.len() >= split + 2 && l[split] == b'\n' && l.ends_with(b"\n"));
-        match (line, part) {
-            (Some(l), TagPart::Sequence) => values.extend_from_slice(&l[..split]),
-            (Some(l), TagPart::EventId) => values.extend_from_slice(&l[split + 1..l.len() - 1]),
+        match (tag_line_parts(r, texts), part) {
+            (Some((seq, _)), TagPart::Sequence) => values.extend_from_slice(seq),
+            (Some((_, id)), TagPart::EventId) => values.extend_from_slice(id),
             (None, TagPart::Sequence) => values.extend_from_slice(r.sequence.as_str().as_bytes()),
             (None, TagPart::EventId) => values.extend_from_slice(r.event_id.as_bytes()),
         }
         offsets.push(text_offset(values.len())?);
     }
     string_array(offsets, values, None)
+}
+
+/// The sequence number and event id of `row` as its reader wrote them in its name-tag line
+/// (`<sequence>\n<event id>\n`), or `None` when the row has no line or the line does not
+/// split there. Those lines lie back to back in a buffer filled moments ago, while the fields
+/// cost a cache miss per row (the event id is in the event text, the sequence number in an
+/// allocation of its own).
+fn tag_line_parts<'t>(
+    row: &PreparedRow<'_>,
+    texts: &'t [ColumnTexts],
+) -> Option<(&'t [u8], &'t [u8])> {
+    // The sequence number's length is in the row itself: where the line splits.
+    let split = row.sequence.as_str().len();
+    let line = texts.get(row.texts)?.tags.get(row.tag_line.clone()?)?;
+    let (seq, rest) = line.split_at_checked(split)?;
+    let id = rest.strip_prefix(b"\n")?.strip_suffix(b"\n")?;
+    Some((seq, id))
 }
 
 /// A text array's end offset for `n` bytes of values.
@@ -1870,6 +1891,53 @@ mod tests {
             .collect();
         assert_eq!(column(0), ids);
         assert_eq!(column(3), seqs);
+    }
+
+    #[test]
+    fn row_statistics_from_tag_lines_equal_those_from_the_fields() {
+        let schema = TableSchema::default();
+        let mut w = Workload::new(13, "orders", StreamViewType::NewAndOldImages, 256);
+        let text = w.next_event(400);
+        let (mut rows, texts) = rows_in_two_buffers(
+            &text,
+            &schema,
+            |i| usize::from(i >= 150),
+            |i, row, buffer| {
+                // Leading zeros, other lengths, and the extremes away from the ends, where the
+                // order of the texts is not the order of the numbers.
+                let seq = match i {
+                    123 => "1".to_owned(),
+                    200 => "99".to_owned(),
+                    321 => format!("1{}", "0".repeat(39)),
+                    _ if i % 7 == 0 => format!("000{}", row.sequence.as_str()),
+                    _ => row.sequence.as_str().to_owned(),
+                };
+                row.sequence = SequenceNumber::parse(&seq).expect("sequence");
+                if i % 53 != 0 {
+                    row.write_tag_line(buffer);
+                }
+            },
+        );
+        // A line that does not fit its row falls back to the fields.
+        rows[5].tag_line = Some(0..3);
+        let without_lines: Vec<PreparedRow<'_>> = rows
+            .iter()
+            .map(|r| PreparedRow {
+                tag_line: None,
+                ..r.clone()
+            })
+            .collect();
+        let summary = |rows: &[PreparedRow<'_>]| {
+            let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
+            let stats = RowStats::of(&refs, &texts);
+            let ends = (stats.first, stats.last);
+            (stats.sequences.finish(), ends, stats.tag.finish())
+        };
+        let (lines, fields) = (summary(&rows), summary(&without_lines));
+        assert_eq!(lines, fields);
+        assert_eq!(lines.1, (123, 321));
+        let seqs: Vec<&str> = rows.iter().map(|r| r.sequence.as_str()).collect();
+        assert_eq!(lines.0.decode().expect("list"), seqs);
     }
 
     fn orders_schema() -> TableSchema {
