@@ -387,11 +387,38 @@ pub enum TypedValue<'a> {
     /// For `boolean`.
     Bool(bool),
     /// For `decimal(p,s)`: the unscaled integer.
-    Decimal(i128),
+    Decimal(Unscaled),
     /// For `date`: days since the epoch.
     Date(i32),
     /// For `timestamp`: milliseconds since the epoch.
     TimestampMs(i64),
+}
+
+/// A decimal's unscaled integer, held as two 64-bit words: an `i128` would make a
+/// [`TypedValue`] 16-byte aligned, unlike the captured values it is made from, and the list of
+/// captured values could then not become the row's typed values in place (one allocation per
+/// row more; see `PreparedRow::new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unscaled {
+    hi: i64,
+    lo: u64,
+}
+
+impl Unscaled {
+    /// The integer.
+    pub fn get(self) -> i128 {
+        (i128::from(self.hi) << 64) | i128::from(self.lo)
+    }
+}
+
+impl From<i128> for Unscaled {
+    fn from(v: i128) -> Unscaled {
+        // Two's complement halves: the high word keeps the sign, the low word the rest.
+        Unscaled {
+            hi: (v >> 64) as i64,
+            lo: v as u64,
+        }
+    }
 }
 
 impl Column {
@@ -416,7 +443,8 @@ impl Column {
                 .filter(|f| f.is_finite())
                 .map_or(TypedValue::Null, TypedValue::F64),
             (ColumnType::Decimal { precision, scale }, Captured::N(n)) => {
-                decimal_unscaled(n, precision, scale).map_or(TypedValue::Null, TypedValue::Decimal)
+                decimal_unscaled(n, precision, scale)
+                    .map_or(TypedValue::Null, |v| TypedValue::Decimal(v.into()))
             }
             (ColumnType::Date, Captured::S(s)) => parse_date(s)
                 .map(|d| (d - chrono::NaiveDate::default()).num_days())
@@ -546,6 +574,25 @@ mod tests {
     const ORDERS: &str = include_str!("../schemas/orders.toml");
 
     #[test]
+    fn unscaled_decimals_hold_every_i128() {
+        let ten_38 = 10i128.pow(38);
+        for v in [
+            0,
+            1,
+            -1,
+            123450,
+            -123450,
+            ten_38 - 1,
+            1 - ten_38,
+            i128::MAX,
+            i128::MIN,
+        ] {
+            assert_eq!(Unscaled::from(v).get(), v);
+        }
+        proptest::proptest!(|(v: i128)| proptest::prop_assert_eq!(Unscaled::from(v).get(), v));
+    }
+
+    #[test]
     fn dates_read_as_chrono_reads_them() {
         let reference = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
         let mut checked = 0;
@@ -663,7 +710,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                TypedValue::Decimal(123450),
+                TypedValue::Decimal(123450.into()),
                 TypedValue::Null,
                 TypedValue::TimestampMs(1_700_000_000_250),
                 TypedValue::Date(19782),

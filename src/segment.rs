@@ -263,7 +263,7 @@ impl TypedBuilder {
             (TypedBuilder::I64(b), TypedValue::I64(x)) => b.append_value(*x),
             (TypedBuilder::F64(b), TypedValue::F64(x)) => b.append_value(*x),
             (TypedBuilder::Bool(b), TypedValue::Bool(x)) => b.append_value(*x),
-            (TypedBuilder::Decimal(b), TypedValue::Decimal(x)) => b.append_value(*x),
+            (TypedBuilder::Decimal(b), TypedValue::Decimal(x)) => b.append_value(x.get()),
             (TypedBuilder::Date(b), TypedValue::Date(x)) => b.append_value(*x),
             (TypedBuilder::Timestamp(b), TypedValue::TimestampMs(x)) => b.append_value(*x),
             (b, _) => b.append_null(),
@@ -410,12 +410,14 @@ impl<'a> PreparedRow<'a> {
         texts: usize,
     ) -> PreparedRow<'a> {
         let source = rec.new_image.as_mut().or(rec.old_image.as_mut());
+        // The captured list becomes the typed list in place (the same size and alignment per
+        // element, and the list first in the zip): no allocation per row, and the memory is
+        // the list the image's scan has just written.
         let mut typed: Vec<TypedValue<'a>> = match source {
-            Some(img) => schema
-                .columns
-                .iter()
-                .zip(std::mem::take(&mut img.captured))
-                .map(|(c, v)| c.typed(v))
+            Some(img) => std::mem::take(&mut img.captured)
+                .into_iter()
+                .zip(&schema.columns)
+                .map(|(v, c)| c.typed(v))
                 .collect(),
             None => Vec::new(),
         };
@@ -1938,6 +1940,41 @@ mod tests {
         assert_eq!(lines.1, (123, 321));
         let seqs: Vec<&str> = rows.iter().map(|r| r.sequence.as_str()).collect();
         assert_eq!(lines.0.decode().expect("list"), seqs);
+    }
+
+    #[test]
+    fn captured_values_become_the_rows_typed_values_in_place() {
+        let schema = orders_schema();
+        let text = orders_event();
+        let mut canon = Canonicalizer::new();
+        let mut texts = TextColumns::default();
+        let mut checked = 0;
+        for (i, raw) in parse_event(&text)
+            .expect("event")
+            .into_iter()
+            .enumerate()
+            .take(50)
+        {
+            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
+            let rec = rec.into_spanned(&mut texts);
+            let Some(captured) = rec.new_image.as_ref().or(rec.old_image.as_ref()) else {
+                continue;
+            };
+            let (list, len) = (
+                captured.captured.as_ptr().cast::<u8>(),
+                captured.captured.len(),
+            );
+            let row = PreparedRow::new(rec, &schema, 0);
+            assert_eq!(len, schema.columns.len());
+            assert_eq!(row.typed.len(), schema.columns.len());
+            assert_eq!(
+                row.typed.as_ptr().cast::<u8>(),
+                list,
+                "record {i}: a new list"
+            );
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked} rows had an image");
     }
 
     fn orders_schema() -> TableSchema {
