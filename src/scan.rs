@@ -130,10 +130,10 @@ impl<'a> Scanner<'a> {
         }
         self.peek()?;
         let open = self.pos;
-        self.pos += 1;
         if self.bytes().get(open) != Some(&b'"') {
             return None;
         }
+        self.pos += 1;
         let key = match self.string_body()? {
             Ok(end) => {
                 if self.bytes().get(self.pos) == Some(&b':') {
