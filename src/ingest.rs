@@ -942,7 +942,7 @@ fn read_stretch<'a>(
         if let Some(progress) = progress
             && index % Progress::EVERY == 0
         {
-            progress.set(cursor.pos().saturating_sub(from), bytes);
+            progress.set(cursor.pos().saturating_sub(from));
         }
     };
     Some(Stretch {
@@ -1008,19 +1008,26 @@ fn head_start(
 
 /// How far a reading thread is through its stretch, published every [`Progress::EVERY`]
 /// records, so that the head start can tell when the readers are about to finish.
-#[derive(Default)]
 struct Progress {
-    /// Bytes read so far, and the stretch's length (both 0 until first published).
+    /// Bytes read so far (0 until first published).
     read: std::sync::atomic::AtomicUsize,
-    len: std::sync::atomic::AtomicUsize,
+    /// The stretch's length in bytes, known before the thread starts.
+    len: usize,
 }
 
 impl Progress {
-    /// Records between two updates: the cost is two relaxed stores each.
+    /// Records between two updates: the cost is a relaxed store each.
     const EVERY: usize = 64;
 
-    fn set(&self, read: usize, len: usize) {
-        self.len.store(len, std::sync::atomic::Ordering::Relaxed);
+    /// Progress through a stretch of `len` bytes, none read yet.
+    fn new(len: usize) -> Progress {
+        Progress {
+            read: std::sync::atomic::AtomicUsize::new(0),
+            len,
+        }
+    }
+
+    fn set(&self, read: usize) {
         self.read.store(read, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -1028,8 +1035,10 @@ impl Progress {
     /// thread will be done within `within`. No news is not soon: a thread that has published
     /// nothing yet is not counted as about to finish.
     fn done_within(&self, elapsed: std::time::Duration, within: std::time::Duration) -> bool {
-        let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
-        let len = self.len.load(std::sync::atomic::Ordering::Relaxed);
+        let (read, len) = (
+            self.read.load(std::sync::atomic::Ordering::Relaxed),
+            self.len,
+        );
         if read == 0 || len == 0 {
             return false;
         }
@@ -1103,7 +1112,13 @@ fn prepare_fused<'a>(
     // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
     let reading = std::sync::atomic::AtomicUsize::new(starts.len());
     let began = std::time::Instant::now();
-    let progress: Vec<Progress> = starts.iter().map(|_| Progress::default()).collect();
+    // Thread k's stretch is the one `read_stretch` measures: from its start to the next.
+    let progress: Vec<Progress> = (0..starts.len())
+        .map(|k| {
+            let end = starts.get(k + 1).copied().unwrap_or(text.len());
+            Progress::new(end.saturating_sub(starts[k]))
+        })
+        .collect();
     let (later, head): (Vec<Option<Stretch<'a>>>, _) = std::thread::scope(|s| {
         let handles: Vec<_> = starts
             .iter()
@@ -1281,18 +1296,18 @@ mod tests {
     fn a_reader_is_about_done_when_its_rate_so_far_says_so() {
         use std::time::Duration;
         let ms = Duration::from_millis;
-        let p = Progress::default();
+        let p = Progress::new(8_000_000);
         // Nothing published yet: not about to finish, however long it has been.
         assert!(!p.done_within(ms(100), ms(1_000)));
         // Half of 8 MB in 10 ms: ~10 ms to go.
-        p.set(4_000_000, 8_000_000);
+        p.set(4_000_000);
         assert!(p.done_within(ms(10), ms(11)));
         assert!(!p.done_within(ms(10), ms(9)));
         // Slower so far (20 ms for the half): ~20 ms to go.
         assert!(!p.done_within(ms(20), ms(11)));
         assert!(p.done_within(ms(20), ms(21)));
         // All read: done within any time.
-        p.set(8_000_000, 8_000_000);
+        p.set(8_000_000);
         assert!(p.done_within(ms(30), Duration::ZERO));
     }
 
