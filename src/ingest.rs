@@ -39,6 +39,7 @@ use crate::segment::{
     finish_segments,
 };
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
+use crate::workers;
 
 /// What to do with a record that cannot be converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,11 +287,14 @@ impl<'a> RowList<'a> {
         if self.parts.len() < 2 || self.len() < Self::PARALLEL_FREE_ROWS {
             return;
         }
+        let Some(helpers) = workers::helpers(self.parts.len()) else {
+            return;
+        };
         let mut parts = self.parts;
         let mine = parts.swap_remove(0);
-        std::thread::scope(|s| {
+        helpers.in_place_scope(|s| {
             for part in parts {
-                s.spawn(move || drop(part));
+                s.spawn(move |_| drop(part));
             }
             drop(mine);
         });
@@ -477,8 +481,8 @@ impl Ingestor {
         }
         let table = find_table(&raws)?;
         let schema = self.schema_or_fallback(&table).await?;
-        // CPU-bound; a batch is at most 6 MB, so it runs inline, split across scoped threads
-        // when asked.
+        // CPU-bound; a batch is at most 6 MB, so it runs inline, split across the helper
+        // threads (`workers`) when asked.
         let rows = prepare_all(
             raws,
             &table,
@@ -1084,7 +1088,7 @@ fn prepare_fused<'a>(
     // largest column before the other thread is done. An estimate, not tuned: 0.9 is the only
     // share measured (docs/architecture.md).
     const HEAD_TENTHS: usize = 9;
-    let threads = threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1));
+    let threads = workers::usable(threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1)));
     let short_head = text.len() * HEAD_TENTHS / (10 * threads);
     // Worth it only if the head holds a whole step of rows (guessed from the first record's
     // size); otherwise the shorter share would be time lost.
@@ -1105,10 +1109,10 @@ fn prepare_fused<'a>(
         }
     }
     let first = change::EventCursor::new(text)?;
-    if starts.is_empty() {
+    let Some(helpers) = workers::helpers(threads).filter(|_| !starts.is_empty()) else {
         let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
-    }
+    };
     // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
     let reading = std::sync::atomic::AtomicUsize::new(starts.len());
     let began = std::time::Instant::now();
@@ -1119,16 +1123,16 @@ fn prepare_fused<'a>(
             Progress::new(end.saturating_sub(starts[k]))
         })
         .collect();
-    let (later, head): (Vec<Option<Stretch<'a>>>, _) = std::thread::scope(|s| {
-        let handles: Vec<_> = starts
-            .iter()
-            .zip(&progress)
-            .enumerate()
-            .map(|(k, (&at, progress))| {
-                let stop = starts.get(k + 1).copied();
-                let reading = &reading;
-                s.spawn(move || {
-                    let _counted = Reading(reading);
+    // Each helper's stretch, in order; `None` if its reading panicked (a bug), and the batch
+    // is then read again on this thread, as for a stretch that did not land.
+    let helped: Vec<Mutex<Option<Stretch<'a>>>> = starts.iter().map(|_| Mutex::new(None)).collect();
+    let (head_stretch, head) = helpers.in_place_scope(|s| {
+        for (k, ((&at, progress), slot)) in starts.iter().zip(&progress).zip(&helped).enumerate() {
+            let stop = starts.get(k + 1).copied();
+            let reading = &reading;
+            s.spawn(move |_| {
+                let _counted = Reading(reading);
+                let stretch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     read_stretch(
                         change::EventCursor::at(text, at),
                         (stop, Some(progress)),
@@ -1137,9 +1141,12 @@ fn prepare_fused<'a>(
                         k + 1,
                         pool,
                     )
-                })
-            })
-            .collect();
+                }));
+                if let (Ok(stretch), Ok(mut slot)) = (stretch, slot.lock()) {
+                    *slot = stretch;
+                }
+            });
+        }
         let head = read_stretch(
             first.clone(),
             (Some(starts[0]), None),
@@ -1164,10 +1171,14 @@ fn prepare_fused<'a>(
             ),
             _ => None,
         };
-        let mut out = vec![head];
-        out.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
-        (out, started)
+        (head, started)
     });
+    let mut later = vec![head_stretch];
+    later.extend(
+        helped
+            .into_iter()
+            .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner())),
+    );
     let trusted = later.iter().all(|s| s.as_ref().is_some_and(|s| s.landed));
     if !trusted {
         drop(head);
@@ -1213,7 +1224,7 @@ fn prepare_all<'a>(
     threads: usize,
     pool: &BufferPool,
 ) -> Rows<'a> {
-    let threads = threads.clamp(1, raws.len().max(1));
+    let threads = workers::usable(threads.clamp(1, raws.len().max(1)));
     let chunk = raws.len().div_ceil(threads).max(1);
     let read = |c: usize, part: &[&'a str]| {
         let mut canon = Canonicalizer::new();
@@ -1234,7 +1245,7 @@ fn prepare_all<'a>(
             .collect::<Vec<_>>();
         (prepared, ColumnTexts::from(texts))
     };
-    if threads == 1 {
+    let Some(helpers) = workers::helpers(threads) else {
         let (prepared, texts) = read(0, &raws);
         return Rows {
             raws,
@@ -1242,42 +1253,52 @@ fn prepare_all<'a>(
             texts: vec![texts],
             head: None,
         };
-    }
-    let (prepared, texts) = std::thread::scope(|s| {
-        let read = &read;
-        let handles: Vec<_> = raws
-            .chunks(chunk)
-            .enumerate()
-            .map(|(c, part)| s.spawn(move || read(c, part)))
-            .collect();
-        let mut out = RowList::default();
-        let mut texts = Vec::with_capacity(handles.len());
-        for (c, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok((part, t)) => {
-                    out.parts.push(part);
-                    texts.push(t);
-                }
-                // A panic in a worker is a bug; surface it per record rather than abort.
-                Err(_) => {
-                    texts.push(TextColumns::default().into());
-                    out.parts.push(
-                        (0..raws[c * chunk..].len().min(chunk))
-                            .map(|i| {
-                                Err(ChangeError::Record {
-                                    index: c * chunk + i,
-                                    event_id: None,
-                                    sequence: None,
-                                    reason: "internal error while preparing the record".into(),
-                                })
+    };
+    // Each chunk's rows and texts, in order; `None` if reading it panicked (a bug).
+    let slots: Vec<Mutex<Option<_>>> = raws.chunks(chunk).map(|_| Mutex::new(None)).collect();
+    let run = |c: usize, part: &[&'a str], slot: &Mutex<Option<_>>| {
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(c, part)));
+        if let (Ok(done), Ok(mut slot)) = (done, slot.lock()) {
+            *slot = Some(done);
+        }
+    };
+    helpers.in_place_scope(|s| {
+        let run = &run;
+        let mut chunks = raws.chunks(chunk).zip(&slots);
+        let mine = chunks.next();
+        for (c, (part, slot)) in chunks.enumerate() {
+            s.spawn(move |_| run(c + 1, part, slot));
+        }
+        if let Some((part, slot)) = mine {
+            run(0, part, slot);
+        }
+    });
+    let mut prepared = RowList::default();
+    let mut texts = Vec::with_capacity(slots.len());
+    for (c, slot) in slots.into_iter().enumerate() {
+        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some((part, t)) => {
+                prepared.parts.push(part);
+                texts.push(t);
+            }
+            // A panic in a helper is a bug; surface it per record rather than abort.
+            None => {
+                texts.push(TextColumns::default().into());
+                prepared.parts.push(
+                    (0..raws[c * chunk..].len().min(chunk))
+                        .map(|i| {
+                            Err(ChangeError::Record {
+                                index: c * chunk + i,
+                                event_id: None,
+                                sequence: None,
+                                reason: "internal error while preparing the record".into(),
                             })
-                            .collect(),
-                    )
-                }
+                        })
+                        .collect(),
+                )
             }
         }
-        (out, texts)
-    });
+    }
     Rows {
         raws,
         prepared,

@@ -32,6 +32,8 @@
 //! - [`onfailure`]: the event source mapping's on-failure messages, recorded as gaps.
 //! - [`athena`]: Athena DDL (changes table with partition projection, latest-state view).
 //! - [`infer`]: proposing a schema file from captured images.
+//! - [`workers`]: helper threads kept for the process's life, for batches split across
+//!   threads.
 //! - [`workload`]: deterministic synthetic change streams for tests, benches and samples.
 //!
 //! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
@@ -61,4 +63,5 @@ pub mod shards;
 pub mod store;
 pub mod trigger;
 pub mod verify;
+pub mod workers;
 pub mod workload;

@@ -1489,15 +1489,15 @@ fn encode_segments(
         }
     };
     let threads = options.encode_threads.clamp(1, tasks.len().max(1));
-    if threads == 1 {
-        work();
-    } else {
-        std::thread::scope(|s| {
+    match crate::workers::helpers(threads) {
+        Some(helpers) => helpers.in_place_scope(|s| {
+            let work = &work;
             for _ in 1..threads {
-                s.spawn(work);
+                s.spawn(move |_| work());
             }
             work();
-        });
+        }),
+        None => work(),
     }
     started
         .into_iter()
