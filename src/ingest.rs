@@ -1637,6 +1637,60 @@ mod tests {
     }
 
     #[test]
+    fn ingestors_sharing_helper_threads_write_what_one_writes_alone() {
+        use crate::store::ObjectStore as _;
+        use crate::store::memory::MemoryStore;
+        // Large enough for two readers and a head start.
+        let text = event(900, usize::MAX, "");
+        let objects = |store: &MemoryStore, runtime: &tokio::runtime::Runtime| {
+            runtime.block_on(async {
+                let mut out = Vec::new();
+                for key in store.keys() {
+                    out.push((key.clone(), store.get(&key).await.unwrap()));
+                }
+                out
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let alone = Arc::new(MemoryStore::new());
+        runtime
+            .block_on(orders_ingestor(alone.clone(), 1, 2).ingest_event(&text))
+            .unwrap();
+        let want = objects(&alone, &runtime);
+        assert!(want.iter().any(|(k, _)| k.ends_with(".parquet")));
+        // Four ingestors on four threads share the one pool of helpers for two threads,
+        // each writing the batch three times (the second and third find it written).
+        std::thread::scope(|s| {
+            for caller in 0..4 {
+                let (text, want) = (&text, &want);
+                s.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    let store = Arc::new(MemoryStore::new());
+                    let ingestor = orders_ingestor(store.clone(), 1, 2);
+                    for _ in 0..3 {
+                        runtime.block_on(ingestor.ingest_event(text)).unwrap();
+                    }
+                    // The log entries' names differ from call to call; the rest must not.
+                    let got: Vec<_> = objects(&store, &runtime)
+                        .into_iter()
+                        .filter(|(k, _)| !k.contains("/log/"))
+                        .collect();
+                    let want: Vec<_> = want
+                        .iter()
+                        .filter(|(k, _)| !k.contains("/log/"))
+                        .cloned()
+                        .collect();
+                    assert_eq!(got, want, "caller {caller}");
+                });
+            }
+        });
+    }
+
+    #[test]
     fn a_retry_after_an_encoder_change_describes_the_stored_object() {
         use crate::store::ObjectStore as _;
         use crate::store::memory::MemoryStore;
