@@ -7,7 +7,8 @@
 //!    validate, canonicalise and hash the images, project typed columns. The canonical key and
 //!    image texts go into the reading thread's [`TextColumns`] buffers, which the segments'
 //!    columns are later sliced from. Records are independent, so with `threads > 1` the
-//!    batch is split across threads; the thread reading the head of the event then begins
+//!    batch is split across threads (the calling thread and [`workers`] helpers kept between
+//!    batches); the thread reading the head of the event then begins
 //!    encoding the first segment while the others finish reading (see `prepare_fused`). A
 //!    record that cannot be converted becomes a *quarantine* unit (or, under
 //!    [`BadRecordPolicy::Reject`], fails the whole call before anything is written).
@@ -252,7 +253,8 @@ struct RowList<'a> {
 }
 
 impl<'a> RowList<'a> {
-    /// Batches smaller than this are freed on the calling thread: a thread costs more.
+    /// Batches smaller than this are freed on the calling thread: a thread of its own cost
+    /// more (measured before the helpers were kept between batches; not measured since).
     const PARALLEL_FREE_ROWS: usize = 2048;
 
     fn len(&self) -> usize {
