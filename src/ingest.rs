@@ -877,6 +877,7 @@ fn check_table<'a>(
     }
     let mut row = PreparedRow::new(rec, schema, texts_index);
     row.write_tag_line(texts);
+    row.keep_typed_texts(texts);
     Ok(row)
 }
 
@@ -1313,6 +1314,7 @@ fn prepare_all<'a>(
 mod tests {
     use super::*;
     use crate::change::StreamViewType;
+    use crate::schema::TypedValue;
     use crate::workload::Workload;
 
     #[test]
@@ -1421,8 +1423,16 @@ mod tests {
             .iter()
             .map(|p| match p {
                 Ok(row) => {
-                    let texts = rows.texts[row.texts].of(row);
+                    let buffer = &rows.texts[row.texts];
+                    let texts = buffer.of(row);
                     let mut row = row.clone();
+                    // Kept strings are compared by their text, not where their buffer has it.
+                    for v in &mut row.typed {
+                        if let TypedValue::Kept(r) = v {
+                            let text = buffer.typed_text(r).expect("kept string in its buffer");
+                            *v = TypedValue::Str(text.to_owned().into());
+                        }
+                    }
                     (
                         row.texts,
                         row.keys,
