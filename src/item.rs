@@ -279,10 +279,6 @@ pub struct TextColumns {
     /// `segment::SegmentTag`), written while the record is still in cache. Read from the rows
     /// later, with the segment's statistics, the two fields cost a cache miss each per row.
     pub tags: Vec<u8>,
-    /// The values of the rows' `string` typed columns, back to back, copied while the record
-    /// is in cache. Borrowed from the event text until the columns are built, each value cost
-    /// a cache miss there.
-    pub typed: Vec<u8>,
 }
 
 impl TextColumns {
@@ -294,7 +290,6 @@ impl TextColumns {
             (&mut self.new_image, event_bytes / 2),
             (&mut self.old_image, event_bytes / 2),
             (&mut self.tags, event_bytes / 16),
-            (&mut self.typed, event_bytes / 32),
         ] {
             buffer.clear();
             buffer.reserve(share);
@@ -307,7 +302,6 @@ impl TextColumns {
             + self.new_image.capacity()
             + self.old_image.capacity()
             + self.tags.capacity()
-            + self.typed.capacity()
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.

@@ -380,9 +380,6 @@ pub enum TypedValue<'a> {
     Null,
     /// For `string` (borrowed from the event text when the fast path read it).
     Str(Cow<'a, str>),
-    /// For `string`, once the reader has copied it into its row's texts (where in
-    /// `TextColumns::typed`; see `segment::PreparedRow::keep_typed_texts`).
-    Kept(std::ops::Range<usize>),
     /// For `bigint`.
     I64(i64),
     /// For `double`.

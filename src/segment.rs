@@ -270,14 +270,6 @@ impl TypedBuilder {
         }
     }
 
-    /// A `string` value: appended to a `string` column, NULL in any other (as [`Self::append`]).
-    fn append_str(&mut self, s: &str) {
-        match self {
-            TypedBuilder::Str(b) => b.append_value(s),
-            b => b.append_null(),
-        }
-    }
-
     fn append_null(&mut self) {
         match self {
             TypedBuilder::Str(b) => b.append_null(),
@@ -332,29 +324,9 @@ pub struct ColumnTexts {
     old_image: Buffer,
     /// Name-tag lines (see [`TextColumns::tags`]); only hashed, never a column.
     tags: Vec<u8>,
-    /// Values of `string` typed columns (see [`TextColumns::typed`]).
-    typed: Vec<u8>,
 }
 
 impl ColumnTexts {
-    /// The `string` typed value kept at `range` (see [`PreparedRow::keep_typed_texts`]).
-    pub(crate) fn typed_text(
-        &self,
-        range: &Range<usize>,
-    ) -> Result<&str, arrow_schema::ArrowError> {
-        let bytes = self.typed.get(range.clone()).ok_or_else(|| {
-            arrow_schema::ArrowError::InvalidArgumentError(format!(
-                "typed value {range:?} is outside its buffer of {} bytes",
-                self.typed.len()
-            ))
-        })?;
-        std::str::from_utf8(bytes).map_err(|e| {
-            arrow_schema::ArrowError::InvalidArgumentError(format!(
-                "typed value {range:?} is not UTF-8: {e}"
-            ))
-        })
-    }
-
     /// The key, new image and old image texts and the name-tag line of `row`, which must be
     /// one of this buffer's rows (`None` for a range outside it, or what the row does not
     /// have).
@@ -375,7 +347,6 @@ impl ColumnTexts {
             new_image: self.new_image.into_vec().ok()?,
             old_image: self.old_image.into_vec().ok()?,
             tags: self.tags,
-            typed: self.typed,
         })
     }
 }
@@ -387,7 +358,6 @@ impl From<TextColumns> for ColumnTexts {
             new_image: Buffer::from_vec(t.new_image),
             old_image: Buffer::from_vec(t.old_image),
             tags: t.tags,
-            typed: t.typed,
         }
     }
 }
@@ -482,19 +452,6 @@ impl<'a> PreparedRow<'a> {
         t.extend_from_slice(self.event_id.as_bytes());
         t.push(b'\n');
         self.tag_line = Some(start..t.len());
-    }
-
-    /// Copies the row's `string` typed values to `texts.typed` (which must be the buffer of
-    /// its `texts` index) while the record is still in cache, and keeps where they are: read
-    /// from the event text when the columns are built, much later, each cost a cache miss.
-    pub fn keep_typed_texts(&mut self, texts: &mut TextColumns) {
-        for v in &mut self.typed {
-            if let TypedValue::Str(s) = v {
-                let start = texts.typed.len();
-                texts.typed.extend_from_slice(s.as_bytes());
-                *v = TypedValue::Kept(start..texts.typed.len());
-            }
-        }
     }
 }
 
@@ -1126,15 +1083,6 @@ fn build_column(
             let mut b = TypedBuilder::new(column_type, rows.len());
             for r in rows {
                 match r.typed.get(column) {
-                    Some(TypedValue::Kept(range)) => {
-                        let texts = texts.get(r.texts).ok_or_else(|| {
-                            arrow_schema::ArrowError::InvalidArgumentError(format!(
-                                "row text buffer {} does not exist",
-                                r.texts
-                            ))
-                        })?;
-                        b.append_str(texts.typed_text(range)?);
-                    }
                     Some(v) => b.append(v),
                     None => b.append_null(),
                 }
@@ -2070,61 +2018,6 @@ mod tests {
             (rows, [ColumnTexts::from(one)]),
             (rows_two, two.map(ColumnTexts::from)),
         )
-    }
-
-    #[test]
-    fn string_values_kept_in_the_texts_encode_as_the_borrowed_ones() {
-        let schema = orders_schema();
-        let text = orders_event();
-        let mut canon = Canonicalizer::new();
-        let (mut borrowed_texts, mut kept_texts) = (TextColumns::default(), TextColumns::default());
-        let (mut borrowed, mut kept) = (Vec::new(), Vec::new());
-        for (i, raw) in parse_event(&text).expect("event").into_iter().enumerate() {
-            let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
-            let row = PreparedRow::new(rec.clone().into_spanned(&mut borrowed_texts), &schema, 0);
-            borrowed.push(row);
-            let mut row = PreparedRow::new(rec.into_spanned(&mut kept_texts), &schema, 0);
-            row.keep_typed_texts(&mut kept_texts);
-            kept.push(row);
-        }
-        let strings = |rows: &[PreparedRow<'_>], f: fn(&TypedValue<'_>) -> bool| {
-            rows.iter().flat_map(|r| &r.typed).filter(|v| f(v)).count()
-        };
-        let kept_count = strings(&kept, |v| matches!(v, TypedValue::Kept(_)));
-        assert!(kept_count > 1000, "{kept_count} kept strings");
-        assert_eq!(
-            kept_count,
-            strings(&borrowed, |v| matches!(v, TypedValue::Str(_)))
-        );
-        assert_eq!(strings(&kept, |v| matches!(v, TypedValue::Str(_))), 0);
-        let arrow = arrow_schema(&schema);
-        let encode = |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts]| {
-            encode_parquet(
-                &schema,
-                &arrow,
-                (rows, texts),
-                ("orders", StreamViewType::NewAndOldImages),
-                (EncodeOptions::default(), CHUNK_ROWS),
-                None,
-            )
-        };
-        let (borrowed_texts, kept_texts) = (
-            [ColumnTexts::from(borrowed_texts)],
-            [ColumnTexts::from(kept_texts)],
-        );
-        let want = encode(&borrowed.iter().collect::<Vec<_>>(), &borrowed_texts);
-        let got = encode(&kept.iter().collect::<Vec<_>>(), &kept_texts);
-        assert!(matches!((&want, &got), (Ok(a), Ok(b)) if a == b));
-        // A kept value outside its buffer is an error, not a panic or a NULL.
-        let mut wrong = kept[7].clone();
-        for v in &mut wrong.typed {
-            if let TypedValue::Kept(r) = v {
-                *r = r.start..usize::MAX;
-            }
-        }
-        let mut rows: Vec<_> = kept.iter().collect();
-        rows[7] = &wrong;
-        assert!(encode(&rows, &kept_texts).is_err());
     }
 
     #[test]
