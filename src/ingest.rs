@@ -1090,7 +1090,9 @@ fn prepare_fused<'a>(
     // largest column before the other thread is done. An estimate, not tuned: 0.9 is the only
     // share measured (docs/architecture.md).
     const HEAD_TENTHS: usize = 9;
-    let threads = workers::usable(threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1)));
+    let wanted = threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1));
+    let helpers = workers::helpers(wanted);
+    let threads = if helpers.is_some() { wanted } else { 1 };
     let short_head = text.len() * HEAD_TENTHS / (10 * threads);
     // Worth it only if the head holds a whole step of rows (guessed from the first record's
     // size); otherwise the shorter share would be time lost.
@@ -1111,7 +1113,7 @@ fn prepare_fused<'a>(
         }
     }
     let first = change::EventCursor::new(text)?;
-    let Some(helpers) = workers::helpers(threads).filter(|_| !starts.is_empty()) else {
+    let Some(helpers) = helpers.filter(|_| !starts.is_empty()) else {
         let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
     };
@@ -1226,7 +1228,9 @@ fn prepare_all<'a>(
     threads: usize,
     pool: &BufferPool,
 ) -> Rows<'a> {
-    let threads = workers::usable(threads.clamp(1, raws.len().max(1)));
+    let wanted = threads.clamp(1, raws.len().max(1));
+    let helpers = workers::helpers(wanted);
+    let threads = if helpers.is_some() { wanted } else { 1 };
     let chunk = raws.len().div_ceil(threads).max(1);
     let read = |c: usize, part: &[&'a str]| {
         let mut canon = Canonicalizer::new();
@@ -1247,7 +1251,7 @@ fn prepare_all<'a>(
             .collect::<Vec<_>>();
         (prepared, ColumnTexts::from(texts))
     };
-    let Some(helpers) = workers::helpers(threads) else {
+    let Some(helpers) = helpers else {
         let (prepared, texts) = read(0, &raws);
         return Rows {
             raws,

@@ -53,15 +53,6 @@ pub fn helpers(threads: usize) -> Option<&'static rayon::ThreadPool> {
     }
 }
 
-/// How many threads work on a split `threads` ways can really use: `threads`, or 1 when its
-/// helpers could not be started.
-pub fn usable(threads: usize) -> usize {
-    match helpers(threads) {
-        Some(pool) => pool.current_num_threads() + 1,
-        None => 1,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,14 +61,12 @@ mod tests {
     fn one_pool_per_thread_count_with_one_helper_fewer() {
         assert!(helpers(0).is_none());
         assert!(helpers(1).is_none());
-        assert_eq!(usable(1), 1);
         let two = helpers(2).expect("helpers for two threads");
         assert_eq!(two.current_num_threads(), 1);
         assert!(std::ptr::eq(two, helpers(2).expect("the same pool again")));
         let three = helpers(3).expect("helpers for three threads");
         assert_eq!(three.current_num_threads(), 2);
         assert!(!std::ptr::eq(two, three));
-        assert_eq!(usable(3), 3);
     }
 
     #[test]
