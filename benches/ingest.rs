@@ -24,6 +24,12 @@
 //!   in one pass (records found and parsed together), without the `split` step, by one
 //!   `Ingestor` kept across batches (as the Lambda keeps one per container).
 //!
+//! - `overhead`: the fixed costs of a batch, paid however few its records: starting and joining
+//!   a scoped thread (what splitting a batch cost before the helpers) against handing work to
+//!   a kept helper (`workers`), 18 column writers with and without zstd (parquet makes a zstd
+//!   compression and decompression context per writer), and the column writers of one
+//!   `orders` segment as the capture path makes them.
+//!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 
 use std::hint::black_box;
@@ -35,7 +41,7 @@ use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource}
 use streamseal::item::{Canonicalizer, ColumnPaths, TextColumns};
 use streamseal::layout::{HourPartition, TableLayout};
 use streamseal::schema::TableSchema;
-use streamseal::segment::{ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder};
+use streamseal::segment::{ColumnTexts, EncodeOptions, HeadStart, PreparedRow, SegmentBuilder};
 use streamseal::store::memory::MemoryStore;
 use streamseal::workload::Workload;
 
@@ -282,5 +288,82 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Fixed costs of a batch (see the module doc).
+fn overhead(c: &mut Criterion) {
+    let schema = schema();
+    let mut group = c.benchmark_group("overhead");
+    group.sample_size(20);
+    let data = [1u64; 64];
+    group.bench_function("scoped_thread_start_and_join", |b| {
+        b.iter(|| std::thread::scope(|s| black_box(s.spawn(|| data.iter().sum::<u64>()).join())))
+    });
+    let helpers = streamseal::workers::helpers(2).expect("a helper thread");
+    group.bench_function("helper_handoff_and_wait", |b| {
+        b.iter(|| {
+            let sum = std::sync::Mutex::new(0);
+            helpers.in_place_scope(|s| {
+                s.spawn(|_| {
+                    if let Ok(mut sum) = sum.lock() {
+                        *sum = data.iter().sum::<u64>();
+                    }
+                })
+            });
+            black_box(sum)
+        })
+    });
+    // Eighteen text columns, the width of an `orders` segment: writers with zstd against
+    // writers without compression; the difference is the codecs parquet makes per writer.
+    let columns = arrow_schema::Schema::new(
+        (0..18)
+            .map(|i| arrow_schema::Field::new(format!("c{i}"), arrow_schema::DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    );
+    let parquet_schema = parquet::arrow::ArrowSchemaConverter::new()
+        .convert(&columns)
+        .expect("parquet schema");
+    let columns = Arc::new(columns);
+    for (name, compression) in [
+        ("uncompressed", parquet::basic::Compression::UNCOMPRESSED),
+        (
+            "zstd",
+            parquet::basic::Compression::ZSTD(
+                parquet::basic::ZstdLevel::try_new(1).expect("zstd level 1"),
+            ),
+        ),
+    ] {
+        let props = Arc::new(
+            parquet::file::properties::WriterProperties::builder()
+                .set_compression(compression)
+                .build(),
+        );
+        let file = parquet::file::writer::SerializedFileWriter::new(
+            std::io::sink(),
+            parquet_schema.root_schema_ptr(),
+            props,
+        )
+        .expect("file writer");
+        let factory =
+            parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory::new(&file, columns.clone());
+        group.bench_function(format!("column_writers_18/{name}"), |b| {
+            b.iter(|| black_box(factory.create_column_writers(0).expect("column writers")))
+        });
+    }
+    group.bench_function("segment_column_writers", |b| {
+        b.iter(|| {
+            black_box(
+                HeadStart::new(
+                    &schema,
+                    "orders",
+                    StreamViewType::NewAndOldImages,
+                    HourPartition::of_millis(0),
+                    1,
+                )
+                .expect("column writers"),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, overhead);
 criterion_main!(benches);

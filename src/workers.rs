@@ -3,8 +3,9 @@
 //!
 //! A batch is read on `prepare_threads` threads and encoded on `encode_threads`, and was
 //! split with `std::thread::scope` each time: two thread starts per batch on two threads
-//! (~50 µs each on the 2-vCPU VM of the benchmarks, plus each new thread's cold stack and
-//! allocator caches). For a 1,000-record batch (~5 ms on two threads) that was a few percent of
+//! (~65 µs each with its join on the 2-vCPU VM of the benchmarks, against ~11 µs to hand work
+//! to a kept helper: `cargo bench --bench ingest -- overhead`; plus each new thread's cold
+//! stack and allocator caches). For a 1,000-record batch (~5 ms on two threads) that was a few percent of
 //! its time. The helpers here are [`rayon`] pools (rayon's scopes let the helpers borrow the
 //! batch, as scoped threads do), one per thread count, made on first use and shared by every
 //! ingestor in the process: the Lambda uses one thread count, so one pool.
