@@ -37,7 +37,7 @@ use crate::log::{LOG_FORMAT, LogEntry, QuarantineRecord};
 use crate::schema::{SchemaError, TableSchema};
 use crate::segment::{
     ColumnTexts, EncodeOptions, HeadStart, PreparedRow, STEP_ROWS, SegmentBuilder, SegmentError,
-    finish_segments,
+    complete_segments, finish_segments,
 };
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
 use crate::workers;
@@ -600,16 +600,20 @@ impl Ingestor {
             .into_iter()
             .map(|(p, builder, indices)| ((p, builder), indices))
             .unzip();
-        let encoded = finish_segments(builders, &layout, self.options.encode, &texts, head);
+        let finishing = finish_segments(builders, &layout, self.options.encode, &texts, head);
+        // The columns are encoded and no array slices the buffers any more: keep them, and
+        // free the rows on a helper while the last segment's file is assembled and hashed.
+        let buffers = &self.buffers;
+        let encoded = complete_segments(finishing, self.options.encode.encode_threads, move || {
+            buffers.give_all(texts);
+            prepared.free();
+        });
         for (encoded, indices) in encoded.into_iter().zip(indices) {
             units.push(Unit::Segment {
                 encoded: Box::new(encoded?),
                 indices,
             });
         }
-        // The segments are encoded and no array slices the buffers any more: keep them.
-        self.buffers.give_all(texts);
-        prepared.free();
 
         // Step 3: write. Quarantine first: those records must be kept whatever happens next.
         units.sort_by_key(|u| match u {

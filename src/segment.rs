@@ -623,20 +623,22 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         finished
             .pop()
             .unwrap_or_else(|| Err(SegmentError::Empty(layout.changes_prefix())))
+            .and_then(FinishingSegment::complete)
     }
 }
 
 /// Encodes a batch's segments (each [`SegmentBuilder::finish`] would give the same bytes)
 /// with one pool of threads for all of them, so that a small segment is encoded beside a
 /// large one instead of after it. `head` may have begun the first segment (see
-/// [`SegmentBuilder::finish_from`]). One result per segment, in order.
+/// [`SegmentBuilder::finish_from`]). One result per segment, in order; the rows and `texts`
+/// are no longer borrowed when it returns, and [`complete_segments`] finishes the files.
 pub fn finish_segments(
     segments: Vec<(HourPartition, SegmentBuilder<'_, '_>)>,
     layout: &TableLayout,
     options: EncodeOptions,
     texts: &[ColumnTexts],
     mut head: Option<HeadStart>,
-) -> Vec<Result<EncodedSegment, SegmentError>> {
+) -> Vec<Result<FinishingSegment, SegmentError>> {
     // The statistics are one more task per segment for the encoding threads: serial work
     // before the columns would leave the other threads waiting.
     let stats: Vec<Slot<RowStats>> = segments
@@ -713,8 +715,8 @@ impl SegmentBuilder<'_, '_> {
         layout: &TableLayout,
         partition: HourPartition,
         stats: Slot<RowStats>,
-        encoded: Result<Encoded, Encoding>,
-    ) -> Result<EncodedSegment, SegmentError> {
+        encoded: Result<Assembly, Encoding>,
+    ) -> Result<FinishingSegment, SegmentError> {
         let Some(view_type) = self.rows.first().map(|r| r.view_type) else {
             return Err(SegmentError::Empty(layout.changes_prefix()));
         };
@@ -729,14 +731,15 @@ impl SegmentBuilder<'_, '_> {
         );
         let tag = stats.tag.finish();
         let key = layout.segment_key(partition, &first, &last, &tag);
-        let Encoded { bytes, sha256 } = encoded.map_err(|e| e.at(key.clone()))?;
+        let assembly = encoded.map_err(|e| e.at(key.clone()))?;
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
             table: layout.table().to_owned(),
             key: key.clone(),
-            bytes: bytes.len() as u64,
+            // Filled in by `FinishingSegment::complete`, from the file.
+            bytes: 0,
             rows: self.rows.len() as u64,
-            sha256: hex::encode(sha256),
+            sha256: String::new(),
             first_sequence: first.to_string(),
             last_sequence: last.to_string(),
             min_time_ms: stats.min_time,
@@ -750,6 +753,47 @@ impl SegmentBuilder<'_, '_> {
             written_at: String::new(),
             sequence_numbers: stats.sequences.finish(),
         };
+        Ok(FinishingSegment {
+            key,
+            tag,
+            record,
+            assembly,
+        })
+    }
+}
+
+/// A segment whose columns are encoded and described, and whose file may still have to be
+/// assembled (the batch's last to finish encoding; see [`complete_segments`]). It borrows
+/// neither the rows nor their texts.
+pub struct FinishingSegment {
+    key: String,
+    tag: String,
+    record: SegmentRecord,
+    assembly: Assembly,
+}
+
+impl std::fmt::Debug for FinishingSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishingSegment")
+            .field("key", &self.key)
+            .field("pending", &matches!(self.assembly, Assembly::Pending(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FinishingSegment {
+    /// The segment: its file assembled (if it was not yet) and hashed, and its record's size
+    /// and SHA-256 filled in.
+    pub fn complete(self) -> Result<EncodedSegment, SegmentError> {
+        let FinishingSegment {
+            key,
+            tag,
+            mut record,
+            assembly,
+        } = self;
+        let Encoded { bytes, sha256 } = assembly.finish().map_err(|e| e.at(key.clone()))?;
+        record.bytes = bytes.len() as u64;
+        record.sha256 = hex::encode(sha256);
         Ok(EncodedSegment {
             key,
             tag,
@@ -757,6 +801,36 @@ impl SegmentBuilder<'_, '_> {
             sha256,
             record,
         })
+    }
+}
+
+/// Completes [`finish_segments`]' results, in order. When a file is still to be assembled
+/// and `threads` allows a helper, `beside` runs on the helper meanwhile (the capture path frees
+/// the batch's rows there); otherwise it runs after. Either way it has run on return.
+pub fn complete_segments(
+    finishing: Vec<Result<FinishingSegment, SegmentError>>,
+    threads: usize,
+    beside: impl FnOnce() + Send,
+) -> Vec<Result<EncodedSegment, SegmentError>> {
+    let pending = finishing
+        .iter()
+        .any(|f| matches!(f, Ok(f) if matches!(f.assembly, Assembly::Pending(_))));
+    let complete = |finishing: Vec<Result<FinishingSegment, SegmentError>>| {
+        finishing
+            .into_iter()
+            .map(|f| f.and_then(FinishingSegment::complete))
+            .collect()
+    };
+    match crate::workers::helpers(threads).filter(|_| pending) {
+        Some(helpers) => helpers.in_place_scope(|s| {
+            s.spawn(move |_| beside());
+            complete(finishing)
+        }),
+        None => {
+            let done = complete(finishing);
+            beside();
+            done
+        }
     }
 }
 
@@ -1372,8 +1446,11 @@ impl<'j, 'r> Started<'j, 'r> {
     }
 
     /// Encodes column `i` (after the rows a head start already did), `chunk_rows` rows per
-    /// Arrow array; the thread that encodes the last column assembles the file.
-    fn encode(&self, texts: &[ColumnTexts], chunk_rows: usize, i: usize) {
+    /// Arrow array. The thread that encodes a segment's last column assembles the file, unless
+    /// it is the last column of the whole batch (`batch_left` reaches zero): then no task is
+    /// left for the other threads, and the file is left for [`complete_segments`] to assemble
+    /// beside the freeing of the batch's rows.
+    fn encode(&self, texts: &[ColumnTexts], chunk_rows: usize, i: usize, batch_left: &AtomicUsize) {
         let (table_schema, schema) = (self.columns.0, &self.columns.1);
         let writer = self
             .writers
@@ -1397,17 +1474,19 @@ impl<'j, 'r> Started<'j, 'r> {
         if let Some(Ok(mut slot)) = self.chunks.get(i).map(|s| s.lock()) {
             *slot = Some(result);
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let assembled = self.assemble();
+        let segment_done = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        let batch_done = batch_left.fetch_sub(1, Ordering::AcqRel) == 1;
+        if segment_done && !batch_done {
+            let assembled = self.closed().and_then(Closed::assemble);
             if let Ok(mut out) = self.out.lock() {
                 *out = Some(assembled);
             }
         }
     }
 
-    /// The file from its encoded columns, and its SHA-256.
-    fn assemble(&self) -> Result<Encoded, Encoding> {
-        let mut file = self
+    /// The file writer and the encoded columns, taken out to be assembled.
+    fn closed(&self) -> Result<Closed, Encoding> {
+        let file = self
             .file
             .lock()
             .ok()
@@ -1417,18 +1496,48 @@ impl<'j, 'r> Started<'j, 'r> {
                     "segment assembled twice".into(),
                 ))
             })?;
+        let chunks = self
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                slot.lock()
+                    .ok()
+                    .and_then(|mut s| s.take())
+                    .unwrap_or_else(|| {
+                        Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                            format!("column {i} was not encoded"),
+                        )))
+                    })
+            })
+            .collect();
+        Ok(Closed { file, chunks })
+    }
+
+    /// What became of this segment once every task has run: its file, or its columns still to
+    /// be assembled.
+    fn into_assembly(self) -> Result<Assembly, Encoding> {
+        match self.out.lock().ok().and_then(|mut o| o.take()) {
+            Some(assembled) => assembled.map(Assembly::Done),
+            None => self.closed().map(Assembly::Pending),
+        }
+    }
+}
+
+/// A segment whose columns are all encoded: its file writer (schema and properties written)
+/// and its column chunks, in schema order.
+struct Closed {
+    file: SerializedFileWriter<Vec<u8>>,
+    chunks: Vec<Result<ArrowColumnChunk, Encoding>>,
+}
+
+impl Closed {
+    /// The file from its encoded columns, and its SHA-256.
+    fn assemble(self) -> Result<Encoded, Encoding> {
+        let mut file = self.file;
         let mut row_group = file.next_row_group().map_err(Encoding::Parquet)?;
-        for (i, slot) in self.chunks.iter().enumerate() {
-            let result = slot
-                .lock()
-                .ok()
-                .and_then(|mut s| s.take())
-                .unwrap_or_else(|| {
-                    Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                        format!("column {i} was not encoded"),
-                    )))
-                });
-            result?
+        for chunk in self.chunks {
+            chunk?
                 .append_to_row_group(&mut row_group)
                 .map_err(Encoding::Parquet)?;
         }
@@ -1439,6 +1548,23 @@ impl<'j, 'r> Started<'j, 'r> {
     }
 }
 
+/// A segment's file as [`encode_segments`] leaves it: assembled by the thread that encoded its
+/// last column, or (the batch's last segment to finish) its columns, for
+/// [`complete_segments`] to assemble.
+enum Assembly {
+    Done(Encoded),
+    Pending(Closed),
+}
+
+impl Assembly {
+    fn finish(self) -> Result<Encoded, Encoding> {
+        match self {
+            Assembly::Done(encoded) => Ok(encoded),
+            Assembly::Pending(closed) => closed.assemble(),
+        }
+    }
+}
+
 /// Encodes segments, each as a one-row-group Parquet file, with one pool of
 /// `encode_threads` threads for all of them. Each column of each segment is built and encoded
 /// by one task, `chunk_rows` rows per Arrow array. Threads take tasks largest first: the
@@ -1446,13 +1572,14 @@ impl<'j, 'r> Started<'j, 'r> {
 /// so on, so with two threads the two image columns land on different cores and a batch's
 /// small second segment (a batch that spans an hour) is encoded beside its first rather than
 /// after it. The thread that finishes a segment's last column assembles it and takes its
-/// SHA-256 while the other threads go on.
+/// SHA-256 while the other threads go on; the batch's last segment to finish is left
+/// [`Assembly::Pending`] (see [`Started::encode`]).
 fn encode_segments(
     texts: &[ColumnTexts],
     table: &str,
     (options, chunk_rows): (EncodeOptions, usize),
     jobs: Vec<Job<'_, '_>>,
-) -> Vec<Result<Encoded, Encoding>> {
+) -> Vec<Result<Assembly, Encoding>> {
     let started: Vec<Result<Started, Encoding>> = jobs
         .into_iter()
         .map(|job| Started::new(table, options, job))
@@ -1473,13 +1600,14 @@ fn encode_segments(
         })
         .collect();
     let next = AtomicUsize::new(0);
+    let batch_left = AtomicUsize::new(tasks.iter().filter(|(_, t)| t.is_some()).count());
     let work = || {
         while let Some(&(j, task)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
             let Some(Ok(s)) = started.get(j) else {
                 continue;
             };
             match task {
-                Some(i) => s.encode(texts, chunk_rows, i),
+                Some(i) => s.encode(texts, chunk_rows, i, &batch_left),
                 None => {
                     if let Some(alongside) = s.alongside {
                         alongside();
@@ -1499,16 +1627,7 @@ fn encode_segments(
         }),
         None => work(),
     }
-    started
-        .into_iter()
-        .map(|s| {
-            s?.out.into_inner().ok().flatten().unwrap_or_else(|| {
-                Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                    "segment was not assembled".into(),
-                )))
-            })
-        })
-        .collect()
+    started.into_iter().map(|s| s?.into_assembly()).collect()
 }
 
 /// [`encode_segments`] for one segment: its bytes.
@@ -1536,6 +1655,7 @@ fn encode_parquet(
                 "no segment".into(),
             )))
         })
+        .and_then(Assembly::finish)
         .map(|e| e.bytes)
 }
 
@@ -2182,7 +2302,7 @@ mod tests {
         // A batch that spans hours becomes several segments, encoded by one pool of threads.
         // Whatever the thread count, each is the segment it would be encoded on its own, an
         // empty one is an error of its own, and a head start begun on the first changes
-        // nothing.
+        // nothing. The last to finish is assembled by `complete_segments`.
         let schema = orders_schema();
         let text = orders_event();
         let split = 2100;
@@ -2226,7 +2346,19 @@ mod tests {
                 .iter()
                 .map(|(p, range)| (*p, builder(range.clone())))
                 .collect();
-            let got = finish_segments(batch, &layout, options, &texts, None);
+            // Only the last segment to finish is left to assemble, beside work of the caller's
+            // that runs exactly once.
+            let finishing = finish_segments(batch, &layout, options, &texts, None);
+            let pending = finishing
+                .iter()
+                .filter(|f| matches!(f, Ok(f) if matches!(f.assembly, Assembly::Pending(_))))
+                .count();
+            assert_eq!(pending, 1, "{encode_threads} threads");
+            let ran = AtomicUsize::new(0);
+            let got = complete_segments(finishing, encode_threads, || {
+                ran.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(ran.load(Ordering::Relaxed), 1, "{encode_threads} threads");
             assert_eq!(got.len(), alone.len());
             for (got, want) in got.iter().zip(&alone) {
                 let got = got.as_ref().expect("segment");
@@ -2250,7 +2382,11 @@ mod tests {
                 .map(|(p, range)| (*p, builder(range.clone())))
                 .collect();
             batch.insert(1, (hour(5), SegmentBuilder::new(&schema, 0)));
-            let got = finish_segments(batch, &layout, options, &texts, Some(head));
+            let got = complete_segments(
+                finish_segments(batch, &layout, options, &texts, Some(head)),
+                encode_threads,
+                || (),
+            );
             assert_eq!(got.len(), alone.len() + 1);
             assert!(matches!(got[1], Err(SegmentError::Empty(_))));
             for (got, want) in [&got[0], &got[2], &got[3]].into_iter().zip(&alone) {
