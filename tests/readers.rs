@@ -104,6 +104,15 @@ async fn pyarrow_and_duckdb_read_every_segment() {
         assert_eq!(f["pyarrow_rows"].as_u64(), Some(rows), "{path}");
         assert_eq!(f["duckdb_rows"].as_u64(), Some(rows), "{path}");
         assert_eq!(f["compression"], "ZSTD", "{path}");
+        // Every column is zstd but those that stay tiny whatever the data: booleans
+        // (bit-packed) and `event_name` (three values).
+        let compressions = f["compressions"].as_object().unwrap();
+        assert_eq!(compressions.len(), f["parquet"].as_array().unwrap().len());
+        for (column, codec) in compressions {
+            let tiny = column == "event_name" || f["arrow_types"][column] == "bool";
+            let want = if tiny { "UNCOMPRESSED" } else { "ZSTD" };
+            assert_eq!(codec, want, "{path}: column {column}");
+        }
         assert_eq!(f["statistics"], true, "{path}: statistics on every column");
         let arrow = &f["arrow_types"];
         assert_eq!(

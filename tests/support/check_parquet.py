@@ -34,6 +34,10 @@ for path in sorted(root.rglob("*.parquet")):
         "duckdb_types": duck_types,
         "parquet": physical,
         "compression": meta.row_group(0).column(0).compression,
+        "compressions": {
+            meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).compression
+            for i in range(meta.num_columns)
+        },
         "statistics": all(meta.row_group(0).column(i).is_stats_set for i in range(meta.num_columns)),
     })
 print(json.dumps(out))
