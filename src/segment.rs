@@ -821,7 +821,12 @@ pub fn complete_segments(
             .map(|f| f.and_then(FinishingSegment::complete))
             .collect()
     };
-    match crate::workers::helpers(threads).filter(|_| pending) {
+    let helpers = if pending {
+        crate::workers::helpers(threads)
+    } else {
+        None
+    };
+    match helpers {
         Some(helpers) => helpers.in_place_scope(|s| {
             s.spawn(move |_| beside());
             complete(finishing)
