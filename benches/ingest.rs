@@ -1,8 +1,8 @@
 //! Capture-path throughput: records/s and MB/s of Lambda event JSON.
 //!
 //! Inputs are synthetic `orders` events (NEW_AND_OLD_IMAGES, ~1 KB items of realistic text and
-//! every DynamoDB type) of 1,000 and 10,000 records. These stages are measured so the report
-//! shows where the time goes:
+//! every DynamoDB type) of 100, 1,000 and 10,000 records (at 100, the fixed costs of a batch
+//! weigh most). These stages are measured so the report shows where the time goes:
 //!
 //! - `classify`: recognise the payload's shape (what the Lambda handler does before capture);
 //! - `split`: cut the event into raw records (what lets records be read in parallel);
@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    for records in [1_000usize, 10_000] {
+    for records in [100usize, 1_000, 10_000] {
         let text = event(records);
         let throughput = Throughput::ElementsAndBytes {
             elements: records as u64,
