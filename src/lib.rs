@@ -54,6 +54,7 @@ pub mod layout;
 pub mod log;
 pub mod manifest;
 pub mod onfailure;
+mod pages;
 pub mod restore;
 mod scan;
 pub mod schema;

@@ -40,9 +40,7 @@ use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowSchemaConverter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
-};
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -55,6 +53,7 @@ use crate::change::{ChangeKind, ChangeRecord, SequenceNumber, StreamViewType};
 use crate::item::{ItemHash, SpannedItem, StateDigest, TextColumns};
 use crate::layout::{HourPartition, TableLayout};
 use crate::log::{SequenceList, SequenceListBuilder};
+use crate::pages::{ColumnWriter, CompressedChunk};
 use crate::schema::{ColumnType, TableSchema, TypedValue};
 
 /// Version of the segment file layout and of the segment record.
@@ -843,20 +842,14 @@ fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) ->
     writer_properties_with(table, view_type, zstd_level, None)
 }
 
-/// What a segment is written with: its writer properties (the Arrow schema embedded, as
-/// `ArrowWriter` does, so Arrow readers get the exact types back) and its Parquet schema.
-fn segment_writer_setup(
+/// A segment's writer properties: those of [`writer_properties`], with the columns that zstd
+/// cannot shrink left uncompressed.
+fn segment_properties(
     schema: &SchemaRef,
     table: &str,
     view_type: StreamViewType,
     zstd_level: i32,
-) -> Result<
-    (
-        Arc<WriterProperties>,
-        parquet::schema::types::SchemaDescriptor,
-    ),
-    Encoding,
-> {
+) -> WriterProperties {
     // Columns that stay a few hundred bytes whatever the data (bit-packed booleans, and
     // `event_name`'s three-value dictionary and its 2-bit indices) are left uncompressed:
     // zstd saves them a few dozen bytes, and parquet makes a zstd compression and
@@ -870,13 +863,39 @@ fn segment_writer_setup(
             );
         }
     }
-    let mut props = builder.build();
+    builder.build()
+}
+
+/// What a segment is written with: the properties of its file and column writers (the Arrow
+/// schema embedded, as `ArrowWriter` does, so Arrow readers get the exact types back), its
+/// Parquet schema, and each column's zstd level (`None`: uncompressed). The writers themselves
+/// compress nothing: [`crate::pages`] compresses their pages.
+fn segment_writer_setup(
+    schema: &SchemaRef,
+    table: &str,
+    view_type: StreamViewType,
+    zstd_level: i32,
+) -> Result<WriterSetup, Encoding> {
+    let mut props = segment_properties(schema, table, view_type, zstd_level);
     parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut props);
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(schema)
         .map_err(Encoding::Parquet)?;
-    Ok((Arc::new(props), parquet_schema))
+    let (props, levels) =
+        crate::pages::uncompressed_writing(props, &parquet_schema).map_err(Encoding::Parquet)?;
+    Ok(WriterSetup {
+        props: Arc::new(props),
+        parquet_schema,
+        levels,
+    })
+}
+
+/// See [`segment_writer_setup`].
+struct WriterSetup {
+    props: Arc<WriterProperties>,
+    parquet_schema: parquet::schema::types::SchemaDescriptor,
+    levels: Arc<[Option<i32>]>,
 }
 
 /// One column writer per column of `schema`, each with its own page buffers (they do not
@@ -884,10 +903,9 @@ fn segment_writer_setup(
 fn column_writers<W: std::io::Write + Send>(
     writer: &SerializedFileWriter<W>,
     schema: &SchemaRef,
-) -> Result<Vec<ArrowColumnWriter>, Encoding> {
-    ArrowRowGroupWriterFactory::new(writer, schema.clone())
-        .create_column_writers(0)
-        .map_err(Encoding::Parquet)
+    levels: &Arc<[Option<i32>]>,
+) -> Result<Vec<ColumnWriter>, Encoding> {
+    crate::pages::column_writers(writer, schema.clone(), levels).map_err(Encoding::Parquet)
 }
 
 /// Every column here is flat, so leaf i is column i. Largest first: the images, the keys, the
@@ -911,9 +929,8 @@ pub struct HeadStart {
     table: String,
     view_type: StreamViewType,
     zstd_level: i32,
-    props: Arc<WriterProperties>,
-    parquet_schema: parquet::schema::types::SchemaDescriptor,
-    writers: Vec<ArrowColumnWriter>,
+    setup: WriterSetup,
+    writers: Vec<ColumnWriter>,
     /// Rows each column has encoded, a multiple of [`STEP_ROWS`].
     done: Vec<usize>,
     /// Sequence numbers of the first row and of the last row any column encoded, to check
@@ -942,29 +959,27 @@ impl HeadStart {
         zstd_level: i32,
     ) -> Result<HeadStart, SegmentError> {
         let arrow = arrow_schema(schema);
-        let started = segment_writer_setup(&arrow, table, view_type, zstd_level).and_then(
-            |(props, parquet_schema)| {
+        let started =
+            segment_writer_setup(&arrow, table, view_type, zstd_level).and_then(|setup| {
                 // The writers take only the schema and properties from the file writer; this
                 // one writes its magic bytes to nowhere and is dropped.
                 let file = SerializedFileWriter::new(
                     std::io::sink(),
-                    parquet_schema.root_schema_ptr(),
-                    props.clone(),
+                    setup.parquet_schema.root_schema_ptr(),
+                    setup.props.clone(),
                 )
                 .map_err(Encoding::Parquet)?;
-                let writers = column_writers(&file, &arrow)?;
-                Ok((props, parquet_schema, writers))
-            },
-        );
-        let (props, parquet_schema, writers) =
+                let writers = column_writers(&file, &arrow, &setup.levels)?;
+                Ok((setup, writers))
+            });
+        let (setup, writers) =
             started.map_err(|e| e.at(format!("the head of a segment of {table}")))?;
         Ok(HeadStart {
             partition,
             table: table.to_owned(),
             view_type,
             zstd_level,
-            props,
-            parquet_schema,
+            setup,
             done: vec![0; writers.len()],
             writers,
             ends: None,
@@ -1375,8 +1390,8 @@ struct Started<'j, 'r> {
     alongside: Option<&'j (dyn Fn() + Sync)>,
     file: Slot<SerializedFileWriter<Vec<u8>>>,
     /// Each column's writer and the rows it has already encoded.
-    writers: Vec<Slot<(ArrowColumnWriter, usize)>>,
-    chunks: Vec<Slot<Result<ArrowColumnChunk, Encoding>>>,
+    writers: Vec<Slot<(ColumnWriter, usize)>>,
+    chunks: Vec<Slot<Result<CompressedChunk, Encoding>>>,
     /// Columns not encoded yet: the thread that encodes the last one finishes the file.
     remaining: AtomicUsize,
     out: Slot<Result<Encoded, Encoding>>,
@@ -1389,13 +1404,12 @@ impl<'j, 'r> Started<'j, 'r> {
         job: Job<'j, 'r>,
     ) -> Result<Started<'j, 'r>, Encoding> {
         let (rows, schema) = (job.rows, &job.columns.1);
-        let (props, parquet_schema, head) = match job.head {
-            Some(h) => (h.props, h.parquet_schema, Some((h.writers, h.done))),
-            None => {
-                let (props, parquet_schema) =
-                    segment_writer_setup(schema, table, job.view_type, options.zstd_level)?;
-                (props, parquet_schema, None)
-            }
+        let (setup, head) = match job.head {
+            Some(h) => (h.setup, Some((h.writers, h.done))),
+            None => (
+                segment_writer_setup(schema, table, job.view_type, options.zstd_level)?,
+                None,
+            ),
         };
         let image_bytes: usize = rows
             .iter()
@@ -1406,12 +1420,13 @@ impl<'j, 'r> Started<'j, 'r> {
             })
             .sum();
         let out = Vec::with_capacity(image_bytes / 4 + 4096);
-        let file = SerializedFileWriter::new(out, parquet_schema.root_schema_ptr(), props)
-            .map_err(Encoding::Parquet)?;
+        let file =
+            SerializedFileWriter::new(out, setup.parquet_schema.root_schema_ptr(), setup.props)
+                .map_err(Encoding::Parquet)?;
         let (writers, done) = match head {
             Some(started) => started,
             None => {
-                let writers = column_writers(&file, schema)?;
+                let writers = column_writers(&file, schema, &setup.levels)?;
                 let done = vec![0; writers.len()];
                 (writers, done)
             }
@@ -1546,7 +1561,7 @@ impl<'j, 'r> Started<'j, 'r> {
 /// and its column chunks, in schema order.
 struct Closed {
     file: SerializedFileWriter<Vec<u8>>,
-    chunks: Vec<Result<ArrowColumnChunk, Encoding>>,
+    chunks: Vec<Result<CompressedChunk, Encoding>>,
 }
 
 impl Closed {
@@ -1678,7 +1693,7 @@ fn encode_parquet(
 }
 
 fn encode_column(
-    writer: &mut ArrowColumnWriter,
+    writer: &mut ColumnWriter,
     field: &Field,
     array: &ArrayRef,
 ) -> Result<(), Encoding> {
@@ -2315,6 +2330,55 @@ mod tests {
             finish(later_rows, Some(begin(usize::MAX))),
             finish(later_rows, None)
         );
+    }
+
+    #[test]
+    fn segments_are_the_bytes_parquet_itself_writes() {
+        // Parquet's own `ArrowWriter`, given the same rows and properties, writes the same
+        // bytes: multi-page image columns, dictionary columns, a three-row segment, two zstd
+        // levels. (It embeds the Arrow schema itself.)
+        let schema = orders_schema();
+        let text = orders_event();
+        let ((rows, one), _) = orders_rows(&text, &schema, 2100);
+        let rows: Vec<&PreparedRow<'_>> = rows.iter().collect();
+        let arrow = arrow_schema(&schema);
+        let orders = ("orders", StreamViewType::NewAndOldImages);
+        for (n, zstd_level) in [(rows.len(), 1), (rows.len(), 3), (3, 1)] {
+            let rows = &rows[..n];
+            let columns = (0..arrow.fields().len())
+                .map(|i| build_column(&schema, rows, &one, i).expect("column"))
+                .collect();
+            let batch = RecordBatch::try_new(arrow.clone(), columns).expect("batch");
+            let props = segment_properties(&arrow, orders.0, orders.1, zstd_level);
+            let mut writer =
+                parquet::arrow::ArrowWriter::try_new(Vec::new(), arrow.clone(), Some(props))
+                    .expect("writer");
+            writer.write(&batch).expect("write");
+            let want = writer.into_inner().expect("file");
+            for encode_threads in [1, 2] {
+                let options = EncodeOptions {
+                    zstd_level,
+                    encode_threads,
+                };
+                let got = encode_parquet(
+                    &schema,
+                    &arrow,
+                    (rows, &one),
+                    orders,
+                    (options, CHUNK_ROWS),
+                    None,
+                );
+                let Ok(got) = got else {
+                    panic!("encoding failed");
+                };
+                assert!(
+                    got == want,
+                    "{n} rows, level {zstd_level}, {encode_threads} threads: {} bytes, parquet wrote {}",
+                    got.len(),
+                    want.len()
+                );
+            }
+        }
     }
 
     #[test]
