@@ -26,9 +26,10 @@
 //!
 //! - `overhead`: the fixed costs of a batch, paid however few its records: starting and joining
 //!   a scoped thread (what splitting a batch cost before the helpers) against handing work to
-//!   a kept helper (`workers`), 18 column writers with and without zstd (parquet makes a zstd
-//!   compression and decompression context per writer), and the column writers of one
-//!   `orders` segment as the capture path makes them.
+//!   a kept helper (`workers`), 18 parquet column writers with and without zstd (parquet makes
+//!   a zstd compression and decompression context per writer), and the column writers of one
+//!   `orders` segment as the capture path makes them (without those contexts: its pages are
+//!   compressed with one kept context per thread, see `src/pages.rs`).
 //!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 

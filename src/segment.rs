@@ -15,7 +15,8 @@
 //! [`crate::item`]),
 //! then the schema file's typed columns. Only types that Athena, Spark, DuckDB and pyarrow all
 //! read: UTF-8 strings, booleans, signed 64-bit integers, doubles, decimals, dates and
-//! millisecond UTC timestamps. zstd compression; statistics per page for the small columns and
+//! millisecond UTC timestamps. zstd compression (each page with its thread's kept zstd
+//! context, see [`crate::pages`]); statistics per page for the small columns and
 //! per chunk (truncated) for the large text columns, where page statistics cost time and help
 //! no query.
 //!
@@ -842,8 +843,9 @@ fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) ->
     writer_properties_with(table, view_type, zstd_level, None)
 }
 
-/// A segment's writer properties: those of [`writer_properties`], with the columns that zstd
-/// cannot shrink left uncompressed.
+/// A segment's writer properties as parquet would take them to compress the segment itself:
+/// those of [`writer_properties`], with the columns that zstd cannot shrink left uncompressed.
+/// [`segment_writer_setup`] hands the compression to [`crate::pages`].
 fn segment_properties(
     schema: &SchemaRef,
     table: &str,
@@ -852,8 +854,9 @@ fn segment_properties(
 ) -> WriterProperties {
     // Columns that stay a few hundred bytes whatever the data (bit-packed booleans, and
     // `event_name`'s three-value dictionary and its 2-bit indices) are left uncompressed:
-    // zstd saves them a few dozen bytes, and parquet makes a zstd compression and
-    // decompression context for each compressed column of every segment (~16 µs here).
+    // zstd would save them a few dozen bytes, for a frame per page that every reader must
+    // decompress. (When they were chosen, each compressed column also cost two new zstd
+    // contexts per segment; `crate::pages` has since done away with those.)
     let mut builder = writer_properties(table, view_type, zstd_level).into_builder();
     for field in schema.fields() {
         if field.data_type() == &DataType::Boolean || field.name() == "event_name" {
