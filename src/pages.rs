@@ -262,6 +262,14 @@ impl Header {
         let (page_type, _) = field("type")?;
         let (uncompressed, _) = field("uncompressed_page_size")?;
         let (compressed, compressed_at) = field("compressed_page_size")?;
+        // Field 4, a CRC, would be of the uncompressed bytes: the page would no longer match it.
+        if bytes.get(compressed_at.1) == Some(&NEXT_I32_FIELD) {
+            return Err(ParquetError::General(
+                "page header: a page CRC, which compressing the page would break; segments \
+                 are written without page CRCs"
+                    .into(),
+            ));
+        }
         if page_type != DATA_PAGE && page_type != DICTIONARY_PAGE {
             return Err(ParquetError::General(format!(
                 "page header: page type {page_type}; segments have v1 data pages and \
@@ -552,11 +560,13 @@ mod tests {
         let header = Header::read(&good).expect("header");
         assert_eq!((header.page_type, header.size), (DATA_PAGE, 10));
         assert_eq!(header.compressed_at, (5, 6));
-        // A v2 data page; sizes that differ (a page already compressed); a field out of place.
+        // A v2 data page; sizes that differ (a page already compressed); a field out of place;
+        // a CRC (field 4).
         for bad in [
             [0x15, 0x06, 0x15, 0x14, 0x15, 0x14, 0x2c, 0x00],
             [0x15, 0x00, 0x15, 0x14, 0x15, 0x12, 0x2c, 0x00],
             [0x15, 0x00, 0x25, 0x14, 0x15, 0x14, 0x2c, 0x00],
+            [0x15, 0x00, 0x15, 0x14, 0x15, 0x14, 0x15, 0x02],
         ] {
             assert!(Header::read(&bad).is_err(), "{bad:?}");
         }
