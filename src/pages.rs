@@ -591,6 +591,43 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_keeps_one_context_and_one_page_sized_buffer() {
+        // What a thread keeps after compressing pages: one zstd context, and a scratch buffer
+        // no larger than its largest page needs. (Run with --nocapture for the sizes.)
+        std::thread::spawn(|| {
+            let page: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+            for input in [&page[..], &page[..1000], &page[..]] {
+                let out = compress(1, input).expect("compressed");
+                let mut back = Vec::with_capacity(input.len());
+                zstd::bulk::Decompressor::new()
+                    .and_then(|mut d| d.decompress_to_buffer(&out, &mut back))
+                    .expect("decompressed");
+                assert_eq!(back, input);
+            }
+            let context = COMPRESSOR.with_borrow_mut(|c| {
+                c.as_mut()
+                    .map(|(level, c)| (*level, c.context_mut().sizeof()))
+            });
+            let scratch = SCRATCH.with_borrow(Vec::capacity);
+            let Some((1, context)) = context else {
+                panic!("no level-1 context kept: {context:?}");
+            };
+            println!("kept per thread: a {context}-byte zstd context, a {scratch}-byte buffer");
+            assert!(
+                scratch >= page.len() && scratch <= 2 * page.len(),
+                "{scratch}"
+            );
+            assert!(context > 0 && context < 8 << 20, "{context}");
+            // Another level replaces the context rather than adding one.
+            compress(3, &page[..1000]).expect("compressed");
+            let level = COMPRESSOR.with_borrow(|c| c.as_ref().map(|(l, _)| *l));
+            assert_eq!(level, Some(3));
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
     fn pages_read_back_in_order_from_any_offset() {
         let reader = PagesReader {
             pages: vec![
