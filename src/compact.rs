@@ -289,26 +289,34 @@ pub async fn compact(
     let layout = TableLayout::new(table);
     let mut report = CompactReport::default();
     let chain = latest_chain(store.as_ref(), &layout).await?;
-    let Some((head, _)) = chain.first() else {
+    if chain.is_empty() {
         return Err(ManifestError::NoSnapshots {
             table: table.to_owned(),
             store: store.url(),
         }
         .into());
-    };
+    }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let replaced = replacements_of(&chain);
 
-    // Compactions written since the last seal: their parts are spoken for.
+    // Compactions waiting in the inbox for the next seal: their parts are spoken for.
     let mut pending: HashSet<String> = HashSet::new();
-    let after = head.watermark.log_cursor.as_deref();
-    let listed = store.list(&layout.log_prefix(), after, None).await?;
+    let listed = store
+        .list(&format!("{}c-", layout.inbox_prefix()), None, None)
+        .await?;
     let keys: Vec<String> = listed.into_iter().map(|m| m.key).collect();
     for (key, body) in keys
         .iter()
         .zip(store::get_many(store, &keys, options.concurrency).await)
     {
-        if let Ok(LogEntry::Compaction(c)) = LogEntry::parse(key, &body?) {
+        let body = match body {
+            Ok(b) => b,
+            // Sealed (and removed) since the listing. Should this run compact its parts again,
+            // the oldest compaction of a segment wins and the new one is only wasted work.
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Ok(LogEntry::Compaction(c)) = LogEntry::parse(key, &body) {
             report.unsealed += 1;
             pending.extend(c.parts.into_iter().map(|p| p.key));
         }
@@ -634,7 +642,7 @@ impl OpenRun {
             parts: self.parts,
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
-        let log_key = layout.log_key(chrono::Utc::now().timestamp_millis(), &format!("c{id}"));
+        let log_key = layout.compaction_entry_key(snapshot, &id);
         let body = serde_json::to_vec(&LogEntry::Compaction(record.clone())).map_err(|e| {
             CompactError::Segment {
                 key: log_key.clone(),

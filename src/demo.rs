@@ -156,6 +156,7 @@ pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoRe
             scan_segments: 1,
             max_attempts: 1,
             deadline: None,
+            strict: false,
         },
         &Progress::default(),
     )

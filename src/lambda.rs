@@ -42,6 +42,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use serde_json::value::RawValue;
 
 use crate::aws::tail::{SdkStreams, StreamApi, save_shard_map};
+use crate::findings::{Finding, Status};
 use crate::ingest::{
     BadRecordPolicy, IngestError, IngestOptions, IngestReport, Ingestor, SchemaSource,
 };
@@ -277,6 +278,9 @@ pub struct RestoreOutcome {
     pub items: u64,
     /// Whether the target's scan matched the snapshot (when complete).
     pub matches: bool,
+    /// Keys left out because their latest change is a quarantined record (named, with where
+    /// the record is kept).
+    pub quarantined: Vec<crate::restore::QuarantinedKey>,
     /// This invocation's wall time, ms.
     pub elapsed_ms: u64,
     /// Recovery time: from `started_at` to the verified end of the restore, ms.
@@ -296,7 +300,11 @@ pub struct TriggerReport {
     pub trigger: String,
     /// The reason recorded in manifests (or why the event was ignored).
     pub reason: String,
-    /// True when every table sealed and verified.
+    /// The worst verify status among the tables (`ok`, `incomplete`, `corrupt`); a seal or
+    /// verify that could not run counts as `corrupt`.
+    pub status: Status,
+    /// True when every table sealed and verified with nothing missing or altered (`ok` or
+    /// `incomplete`: known, recorded gaps do not stop a recovery).
     pub ok: bool,
     /// One entry per table.
     pub tables: Vec<TableOutcome>,
@@ -331,6 +339,12 @@ pub struct TableOutcome {
     pub lag_ms: Option<i64>,
     /// Seal time, ms.
     pub seal_ms: Option<u64>,
+    /// The verify's status.
+    pub status: Option<Status>,
+    /// Findings the seal added to the ledger, and decisions it recorded.
+    pub sealed_findings: Vec<Finding>,
+    /// Findings open in the ledger after the seal.
+    pub open_findings: u64,
     /// Verify result.
     pub verify: Option<VerifyReport>,
     /// The error, if the seal or verify could not run.
@@ -500,6 +514,7 @@ impl Handler {
                         action: "ignore".into(),
                         trigger: trigger.into(),
                         reason: why,
+                        status: Status::Ok,
                         ok: true,
                         tables: vec![],
                     })),
@@ -544,6 +559,7 @@ impl Handler {
             deadline: Some(
                 std::time::Instant::now() + std::time::Duration::from_secs(task.budget_seconds),
             ),
+            strict: false,
         };
         tracing::info!(table = %task.table, snapshot = %task.snapshot, target = %task.target_table, region = task.region.as_deref().unwrap_or("(own)"), drill = task.drill, reason = task.reason.as_deref().unwrap_or(""), "restore task");
         let report = crate::aws::restore::run(
@@ -574,6 +590,7 @@ impl Handler {
             complete: report.complete,
             items: report.items,
             matches: report.matches,
+            quarantined: report.quarantined.clone(),
             elapsed_ms: report.elapsed_ms,
             rto_ms,
             rpo_ms: task.rpo_ms,
@@ -606,13 +623,26 @@ impl Handler {
             },
             trigger: request.trigger.into(),
             reason: request.reason.clone(),
+            status: Status::Ok,
             ok: true,
             tables: vec![],
         };
         for table in tables {
             let outcome = self.seal_and_verify(&request, &table).await;
-            let good = outcome.error.is_none() && outcome.verify.as_ref().is_some_and(|v| v.ok);
-            report.ok &= good;
+            let status = match (&outcome.error, outcome.status) {
+                (None, Some(s)) => s,
+                _ => Status::Corrupt,
+            };
+            if self.metrics
+                && let Some(v) = &outcome.verify
+            {
+                println!(
+                    "{}",
+                    findings_metrics_line(&table, v, chrono::Utc::now().timestamp_millis())
+                );
+            }
+            report.status = report.status.max(status);
+            report.ok &= status != Status::Corrupt;
             report.tables.push(outcome);
         }
         if report.ok {
@@ -668,6 +698,8 @@ impl Handler {
                     out.item_count = m.item_count;
                     out.lag_ms = r.lag_ms;
                     out.seal_ms = Some(r.elapsed_ms);
+                    out.sealed_findings = r.findings.clone();
+                    out.open_findings = r.open_findings;
                     which = m.snapshot_id.clone();
                 }
             }
@@ -689,6 +721,7 @@ impl Handler {
         match verify::verify(&self.store, table, &which, options).await {
             Ok(v) => {
                 out.snapshot_id.get_or_insert(v.snapshot_id.clone());
+                out.status = Some(v.status);
                 out.verify = Some(v);
             }
             Err(e) => out.error = Some(format!("verify could not run: {e}")),
@@ -731,7 +764,7 @@ pub async fn serve(
                     snapshot = t.snapshot_id.as_deref().unwrap_or(""),
                     new_rows = t.new_rows,
                     lag_ms = t.lag_ms.unwrap_or(-1),
-                    verified = t.verify.as_ref().is_some_and(|v| v.ok),
+                    status = t.status.map_or("error", Status::as_str),
                     "outage event handled"
                 );
             }
@@ -783,6 +816,43 @@ pub fn drill_metrics_line(outcome: &RestoreOutcome, now_ms: i64) -> String {
         "RestoreDrillItems": outcome.items,
     })
     .to_string()
+}
+
+/// The CloudWatch Embedded Metric Format line of a verify (after a seal, or asked for): one
+/// metric per finding kind, zeros included so alarms always have data
+/// (`FindingsMissing`, `FindingsAltered`, ..., `FindingsAcknowledged`), and `VerifyStatus`
+/// (0 ok, 1 incomplete, 2 corrupt).
+pub fn findings_metrics_line(table: &str, report: &VerifyReport, now_ms: i64) -> String {
+    let counts = crate::findings::counts(&report.findings);
+    let mut metrics: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|(k, _)| serde_json::json!({"Name": k.metric(), "Unit": "Count"}))
+        .collect();
+    metrics.push(serde_json::json!({"Name": "VerifyStatus", "Unit": "None"}));
+    let mut doc = serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "streamseal",
+                "Dimensions": [["Table"]],
+                "Metrics": metrics,
+            }]
+        },
+        "Table": table,
+        "Snapshot": report.snapshot_id,
+        "Status": report.status.as_str(),
+        "VerifyStatus": match report.status {
+            Status::Ok => 0,
+            Status::Incomplete => 1,
+            Status::Corrupt => 2,
+        },
+    });
+    if let Some(map) = doc.as_object_mut() {
+        for (k, n) in counts {
+            map.insert(k.metric(), serde_json::json!(n));
+        }
+    }
+    doc.to_string()
 }
 
 /// The kinds of payload the function recognises.

@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! <table>/changes/dt=YYYY-MM-DD/hr=HH/<first-seq>-<last-seq>-<tag>.parquet  segments (Athena location)
-//! <table>/log/<YYYY-MM-DDTHH>/<written-at-ms>-<tag>.json                     one log entry per segment, quarantined record or gap
+//! <table>/inbox/<kind>-<name>.json                                           log entries waiting for the next seal
 //! <table>/quarantine/<sha256>.json                                           records that could not be converted
 //! <table>/snapshots/<generation>.json                                        sealed manifests, written once
 //! <table>/snapshots/head.json                                                hint: the latest generation (rewritten)
 //! <table>/snapshot-files/<generation>-<sha256-prefix>.json                   a manifest's file list, written once
+//! <table>/findings/<generation>-<sha256-prefix>.json                         a chain's findings ledger, written once
 //! <table>/base/<start-ms>/part-*.parquet, base.json                          bootstrap base state (`crate::base`)
 //! <table>/shards/<stream-label>.json                                         the stream's shard map (`crate::shards`)
 //! <table>/checkpoints/<shard-id>.json                                        `tail`'s per-shard progress
@@ -18,36 +19,19 @@
 //!
 //! Segment names are deterministic: sequence numbers are zero-padded to 40 digits (so names
 //! sort numerically) and `tag` is a hash of the segment's sequence numbers and event ids, so a
-//! redelivered batch maps to the same names while two different batches never collide. Log ids
-//! start with the write time in milliseconds, zero-padded, so listing the log with `StartAfter`
-//! returns exactly the entries written after a point in time. The log is grouped in one folder
-//! per UTC hour of writing: on S3 that changes nothing (keys still sort by time), and on a
-//! local disk a listing after a point in time reads only the folders from that hour on instead
-//! of one directory holding the whole history.
+//! redelivered batch maps to the same names while two different batches never collide.
+//!
+//! Log entries are named by what they describe, never by when they were written: a segment's
+//! entry by the segment (`s-<first>-<last>-<tag>`), a quarantined record's by the record's
+//! SHA-256 (`q-`), a gap's by its range (`g-`), a compaction's by its parts (`c-`), an
+//! acknowledgment by the decision (`a-`). They wait under `inbox/` until a seal has committed
+//! them into a file list, which is their permanent record, and then the seal removes them. So
+//! the inbox only ever holds what is not sealed yet, a seal lists all of it whatever the
+//! writers' clocks say, and a redelivered batch rewrites the same name instead of adding one.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::change::SequenceNumber;
-
-/// Width of the millisecond timestamp at the start of log ids (good past the year 2286).
-const LOG_TIME_DIGITS: usize = 16;
-
-/// `<YYYY-MM-DDTHH>/<ms:16>`: the hour folder and time prefix of a log key.
-fn log_stem(ms: i64) -> String {
-    let ms = ms.max(0);
-    format!(
-        "{}/{:0width$}",
-        hour_folder(ms),
-        ms,
-        width = LOG_TIME_DIGITS
-    )
-}
-
-/// `YYYY-MM-DDTHH` of the UTC hour containing `ms`.
-fn hour_folder(ms: i64) -> String {
-    let t = DateTime::<Utc>::from_timestamp_millis(ms.max(0)).unwrap_or_default();
-    t.format("%Y-%m-%dT%H").to_string()
-}
 
 /// The Hive partition of an instant: `dt=YYYY-MM-DD/hr=HH` (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,33 +103,58 @@ impl TableLayout {
         )
     }
 
-    /// Folder of the segment log.
-    pub fn log_prefix(&self) -> String {
-        format!("{}/log/", self.table)
+    /// Folder of log entries waiting for the next seal.
+    pub fn inbox_prefix(&self) -> String {
+        format!("{}/inbox/", self.table)
     }
 
-    /// Key of a log entry written at `written_ms`.
-    pub fn log_key(&self, written_ms: i64, tag: &str) -> String {
-        format!("{}{}-{}.json", self.log_prefix(), log_stem(written_ms), tag)
+    /// Entry of a segment, named by the segment: a redelivered batch writes the same name.
+    pub fn segment_entry_key(
+        &self,
+        first: &SequenceNumber,
+        last: &SequenceNumber,
+        tag: &str,
+    ) -> String {
+        format!(
+            "{}s-{}-{}-{}.json",
+            self.inbox_prefix(),
+            first.padded(),
+            last.padded(),
+            tag
+        )
     }
 
-    /// The `start_after` that lists the log entries written at or after `ms`.
-    pub fn log_start_at(&self, ms: i64) -> String {
-        // Every key of time `ms` is `<stem>-<tag>.json`, and `<stem>` sorts before it.
-        format!("{}{}", self.log_prefix(), log_stem(ms))
+    /// Entry of a quarantined record, named by the SHA-256 of its verbatim text.
+    pub fn quarantine_entry_key(&self, sha256_hex: &str) -> String {
+        format!("{}q-{}.json", self.inbox_prefix(), sha256_hex)
     }
 
-    /// The write time (ms) encoded in a log key of this table, if it is one.
-    pub fn log_key_time(&self, key: &str) -> Option<i64> {
-        let rest = key.strip_prefix(&self.log_prefix())?;
-        let (hour, name) = rest.split_once('/')?;
-        let digits = name.get(..LOG_TIME_DIGITS)?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) || !name[LOG_TIME_DIGITS..].starts_with('-')
-        {
-            return None;
-        }
-        let ms: i64 = digits.parse().ok()?;
-        (hour == hour_folder(ms) && name.ends_with(".json")).then_some(ms)
+    /// Entry of a known gap, named by a hash of its range.
+    pub fn gap_entry_key(&self, id: &str) -> String {
+        format!("{}g-{}.json", self.inbox_prefix(), id)
+    }
+
+    /// Entry of a compacted object, named by the snapshot that sealed its parts and a hash of
+    /// the parts.
+    pub fn compaction_entry_key(&self, snapshot_id: &str, id: &str) -> String {
+        format!("{}c-{}-{}.json", self.inbox_prefix(), snapshot_id, id)
+    }
+
+    /// Entry of an acknowledgment, named by a hash of the decision.
+    pub fn acknowledgment_entry_key(&self, id: &str) -> String {
+        format!("{}a-{}.json", self.inbox_prefix(), id)
+    }
+
+    /// Whether `key` is shaped like an inbox entry of this table (`inbox/<x>-<name>.json`,
+    /// with no further folder).
+    pub fn is_inbox_entry(&self, key: &str) -> bool {
+        key.strip_prefix(&self.inbox_prefix())
+            .and_then(|name| name.strip_suffix(".json"))
+            .is_some_and(|name| {
+                !name.contains('/')
+                    && name.len() > 2
+                    && matches!(&name[..2], "s-" | "q-" | "g-" | "c-" | "a-")
+            })
     }
 
     /// Folder of sealed manifests.
@@ -171,6 +180,26 @@ impl TableLayout {
             id,
             &sha256_hex[..sha256_hex.len().min(16)]
         )
+    }
+
+    /// Folder of findings ledgers.
+    pub fn findings_prefix(&self) -> String {
+        format!("{}/findings/", self.table)
+    }
+
+    /// Key of a findings ledger written by snapshot `id`, named by its content.
+    pub fn findings_key(&self, id: &str, sha256_hex: &str) -> String {
+        format!(
+            "{}{}-{}.json",
+            self.findings_prefix(),
+            id,
+            &sha256_hex[..sha256_hex.len().min(16)]
+        )
+    }
+
+    /// Folder of file lists.
+    pub fn snapshot_files_prefix(&self) -> String {
+        format!("{}/snapshot-files/", self.table)
     }
 
     /// Folder of quarantined records.
@@ -210,24 +239,19 @@ mod tests {
             l.segment_key(p, &a, &b, "ab12"),
             "orders/changes/dt=1970-01-01/hr=00/0000000000000000000999999999999999999999-0000000000000000001000000000000000000000-ab12.parquet"
         );
-        assert!(l.log_key(9_999, "z") < l.log_key(10_000, "a"));
-        assert!(l.log_key(3_599_999, "z") < l.log_key(3_600_000, "a"));
-        assert!(l.log_key(1, "x").starts_with(&l.log_prefix()));
+        let entry = l.segment_entry_key(&a, &b, "ab12");
         assert_eq!(
-            l.log_key(1_764_254_400_123, "ab"),
-            "orders/log/2025-11-27T14/0001764254400123-ab.json"
+            entry,
+            "orders/inbox/s-0000000000000000000999999999999999999999-0000000000000000001000000000000000000000-ab12.json"
         );
-        let k = l.log_key(1_764_254_400_123, "ab");
-        assert_eq!(l.log_key_time(&k), Some(1_764_254_400_123));
-        assert!(l.log_start_at(1_764_254_400_123) < k);
-        assert!(l.log_start_at(1_764_254_400_124) > k);
-        assert_eq!(
-            l.log_key_time("orders/log/2025-11-27T15/0001764254400123-ab.json"),
-            None
-        );
-        assert_eq!(
-            l.log_key_time("other/log/2025-11-27T14/0001764254400123-ab.json"),
-            None
-        );
+        assert!(l.is_inbox_entry(&entry));
+        assert!(l.is_inbox_entry(&l.quarantine_entry_key("00ff")));
+        assert!(l.is_inbox_entry(&l.gap_entry_key("01")));
+        assert!(l.is_inbox_entry(&l.compaction_entry_key("0000000003", "02")));
+        assert!(l.is_inbox_entry(&l.acknowledgment_entry_key("03")));
+        assert!(!l.is_inbox_entry("orders/inbox/x-1.json"));
+        assert!(!l.is_inbox_entry("orders/inbox/s-1/2.json"));
+        assert!(!l.is_inbox_entry("other/inbox/s-1.json"));
+        assert!(!l.is_inbox_entry("orders/inbox/s-1.txt"));
     }
 }

@@ -22,10 +22,17 @@
 //!   records out, with `batchItemFailures` semantics.
 //! - [`lambda`]: the Lambda handler: configuration from the environment, dispatch by event
 //!   shape, metrics.
-//! - [`log`]: the segment log entries (segments, quarantined records, gaps) seal reads.
+//! - [`log`]: the log entries (segments, quarantined records, gaps, compactions,
+//!   acknowledgments) that wait in the inbox until a seal commits them.
 //! - [`manifest`]: sealed snapshot manifests, their file lists and digests.
-//! - [`seal`]: sealing in O(new changes), resolving duplicate records.
-//! - [`verify`]: quick and deep verification of a snapshot and its chain.
+//! - [`seal`]: sealing in O(new changes) from the inbox, resolving duplicate records.
+//! - [`findings`]: the finding kinds every report uses, and the ledger that carries gaps,
+//!   rejected entries and quarantined records until a person acknowledges them.
+//! - [`quarantine`]: what a quarantined record does to the state, so restores and digests
+//!   account for it.
+//! - [`verify`]: quick and deep verification of a snapshot and its chain, and deep verify's
+//!   audit of the whole store.
+//! - [`clock`]: injectable time (nothing about completeness depends on it).
 //! - [`trigger`]: outage events (alarms, AWS Health, manual requests, Step Functions tasks,
 //!   restore tasks).
 //! - [`compact`]: small sealed segments rewritten as large objects, published through the log.
@@ -44,8 +51,10 @@ pub mod athena;
 pub mod aws;
 pub mod base;
 pub mod change;
+pub mod clock;
 pub mod compact;
 pub mod demo;
+pub mod findings;
 pub mod infer;
 pub mod ingest;
 pub mod item;
@@ -55,6 +64,7 @@ pub mod log;
 pub mod manifest;
 pub mod onfailure;
 mod pages;
+pub mod quarantine;
 pub mod restore;
 mod scan;
 pub mod schema;

@@ -1,10 +1,11 @@
-//! The segment log: one small JSON entry per published segment, quarantined record, or known
-//! gap, under `<table>/log/`, in write-time order.
+//! The segment log: one small JSON entry per published segment, quarantined record, known
+//! gap, compaction or acknowledgment.
 //!
-//! The log is what makes seal O(new changes): its keys start with the write time (see
-//! [`crate::layout`]), so a seal lists only the entries written after its parent's cursor
-//! (`StartAfter`) and reads those, never the segments themselves and never the whole history.
-//! Every entry is written once (`IfAbsent`); an entry is the commit point of what it describes.
+//! An entry is the commit point of what it describes: a segment's records count as captured
+//! once its entry is written. Entries are written once (`IfAbsent`) under `<table>/inbox/`,
+//! named by what they describe (see [`crate::layout`]), and wait there until a seal copies
+//! them into its file list (their permanent record) and removes them. A seal therefore lists
+//! exactly what is not sealed yet, whatever the writers' clocks, and never the history.
 //!
 //! Segment entries carry the sequence number of every row as a [`SequenceList`], so a seal can
 //! find records that a redelivered or bisected batch stored twice without opening Parquet.
@@ -30,6 +31,8 @@ pub enum LogEntry {
     /// A compacted object holding, row for row, the rows of several sealed segments (see
     /// [`crate::compact`]).
     Compaction(CompactionRecord),
+    /// A person's decision about a finding in the ledger (see [`crate::findings`]).
+    Acknowledgment(AcknowledgmentRecord),
 }
 
 impl LogEntry {
@@ -48,6 +51,7 @@ impl LogEntry {
             LogEntry::Quarantine(q) => &q.table,
             LogEntry::Gap(g) => &g.table,
             LogEntry::Compaction(c) => &c.table,
+            LogEntry::Acknowledgment(a) => &a.table,
         }
     }
 }
@@ -136,6 +140,25 @@ pub struct CompactionRecord {
     /// The segments it holds, in row order.
     pub parts: Vec<CompactedPart>,
     /// When the entry was written (RFC 3339, UTC).
+    pub written_at: String,
+}
+
+/// The log entry of an acknowledgment: finding `finding` of the ledger is accepted (or was
+/// dealt with) for `reason`. Sealed like any other entry; the ledger then records it for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgmentRecord {
+    /// [`LOG_FORMAT`].
+    pub format: u32,
+    /// Table name.
+    pub table: String,
+    /// The ledger id of the finding.
+    pub finding: String,
+    /// Why it is acceptable, or what was done about it.
+    pub reason: String,
+    /// Who decided.
+    pub by: String,
+    /// When the entry was written (RFC 3339, the writer's clock: informational).
     pub written_at: String,
 }
 

@@ -7,6 +7,9 @@
 //! segments is what keeps sealing O(new changes): a seal reads the parent's small manifest,
 //! never the history's file lists. The format is documented in `docs/manifest.md`.
 //!
+//! A manifest also references its chain's findings ledger ([`crate::findings`]): the gaps,
+//! rejected entries and quarantined records of every snapshot so far, open or acknowledged.
+//!
 //! Each manifest carries `manifest_sha256`, the SHA-256 of its own canonical content (the
 //! manifest serialised by this module with that field empty), so any edit to any field is
 //! detected, and a child records its parent's digest, so an edited ancestor breaks the chain.
@@ -17,14 +20,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::change::StreamViewType;
+use crate::findings::{Ledger, LedgerRef};
 use crate::item::StateDigest;
 use crate::layout::TableLayout;
 use crate::log::{GapRecord, SequenceList};
 use crate::schema::KeySchema;
 use crate::store::{ObjectStore, StoreError};
 
-/// Version of the manifest and file-list formats.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of the manifest and file-list formats. Format 1 (streamseal 0.1 before the inbox)
+/// found log entries by write-time keys; it is not read any more.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// Width of a snapshot id: the zero-padded generation number.
 pub const SNAPSHOT_ID_DIGITS: usize = 10;
@@ -57,12 +62,22 @@ pub struct Manifest {
     pub totals: Totals,
     /// How far the snapshot reaches.
     pub watermark: Watermark,
-    /// Quarantined records in the chain (kept verbatim, not in segments).
+    /// Quarantined records in the chain (kept verbatim, not in segments; their effect on the
+    /// state is accounted, see [`crate::quarantine`]).
     pub quarantined_records: u64,
     /// Known gaps in the chain (changes reported missing, e.g. by the on-failure destination).
     pub known_gaps: u64,
-    /// Log entries this seal could not use (malformed, foreign); verify fails while any exist.
+    /// Log entries this seal could not use (malformed, foreign); they stay open findings in
+    /// the ledger until acknowledged.
     pub rejected_log_entries: u64,
+    /// The chain's findings ledger, once the chain has a finding.
+    pub findings: Option<LedgerRef>,
+    /// Entries of the chain whose effect on the state the digest and count cannot include:
+    /// quarantined records that could not be read (not JSON, unreadable key or kind),
+    /// rejected segment or quarantine entries, gaps. Their changes are missing from the chain,
+    /// so later changes of the same keys no longer add up: while any exist, a restore cannot be
+    /// proven against the digest and says so (verify names each one).
+    pub unknown_effects: u64,
     /// Order-independent digest of the table state (base + all changes), when every segment in
     /// the chain carries both images; `null` otherwise.
     pub state_digest: Option<StateDigest>,
@@ -147,14 +162,8 @@ pub struct Watermark {
     /// capture can tell: the oldest "latest change" among the streams or shards that delivered
     /// to this seal. See `docs/manifest.md` for what it can and cannot promise.
     pub consistent_through_ms: Option<i64>,
-    /// The `start_after` this seal listed the log from (`None`: the beginning).
-    pub log_listed_after: Option<String>,
-    /// The newest log key consumed by this seal or its ancestors.
-    pub log_cursor: Option<String>,
-    /// Log keys already sealed whose write time is within the overlap window before the cursor:
-    /// the next seal lists from the window's start and skips these. The window covers entries
-    /// that become visible after later-written ones (a slow writer).
-    pub recent_log_keys: Vec<String>,
+    /// Log entries this seal found waiting in the inbox (sealed, repeated or rejected here).
+    pub inbox_entries: u64,
 }
 
 /// A manifest's file list (`<table>/snapshot-files/<id>-<sha>.json`).
@@ -181,6 +190,51 @@ pub struct SnapshotFiles {
     /// snapshot; see [`crate::compact`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compactions: Vec<SealedCompaction>,
+    /// Acknowledgments sealed by this snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledgments: Vec<SealedAcknowledgment>,
+    /// Quarantine and gap entries whose finding the ledger already held (a redelivered batch,
+    /// a redelivered on-failure message): consumed, counted once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<RepeatedEntry>,
+}
+
+impl SnapshotFiles {
+    /// Every log entry this file list accounts for.
+    pub fn entry_keys(&self) -> impl Iterator<Item = &str> {
+        self.segments
+            .iter()
+            .map(|s| s.log_key.as_str())
+            .chain(self.duplicates.iter().map(|s| s.log_key.as_str()))
+            .chain(self.quarantined.iter().map(|s| s.log_key.as_str()))
+            .chain(self.gaps.iter().map(|s| s.log_key.as_str()))
+            .chain(self.rejected.iter().map(|s| s.log_key.as_str()))
+            .chain(self.compactions.iter().map(|s| s.log_key.as_str()))
+            .chain(self.acknowledgments.iter().map(|s| s.log_key.as_str()))
+            .chain(self.repeats.iter().map(|s| s.log_key.as_str()))
+    }
+}
+
+/// An acknowledgment entry sealed into a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedAcknowledgment {
+    /// Its log entry.
+    pub log_key: String,
+    /// What it says.
+    pub record: crate::log::AcknowledgmentRecord,
+    /// What the seal did with it: `applied`, or why it changed nothing.
+    pub outcome: String,
+}
+
+/// An entry whose finding was already in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatedEntry {
+    /// Its log entry.
+    pub log_key: String,
+    /// The ledger id it repeats.
+    pub finding: String,
 }
 
 /// A compaction log entry sealed into a snapshot.
@@ -225,6 +279,10 @@ pub struct SealedSegment {
     pub counted_rows: u64,
     /// Sequence numbers already counted in an earlier segment; readers skip them (front-coded).
     pub skipped_sequences: SequenceList,
+    /// The sequence number of every row, in row order (front-coded), from its log entry: what a
+    /// later seal compares redelivered records with, without the entry (which is gone once
+    /// sealed) or the Parquet.
+    pub sequence_numbers: SequenceList,
     /// Digest delta of the counted rows, when the stream carries both images.
     pub digest_delta: Option<StateDigest>,
     /// Item-count delta of the counted rows.
@@ -253,6 +311,10 @@ pub struct SealedQuarantine {
     pub log_key: String,
     /// Sequence number, when readable.
     pub sequence_number: Option<String>,
+    /// Why it was quarantined.
+    pub reason: String,
+    /// What it does to the state, read from the quarantine object by the seal.
+    pub effect: crate::quarantine::QuarantineEffect,
 }
 
 /// A known gap sealed into the snapshot's counts.
@@ -275,6 +337,9 @@ pub struct RejectedEntry {
     pub object: Option<String>,
     /// Why it was rejected.
     pub reason: String,
+    /// The entry's text as found (the entry itself is removed from the inbox), when it was
+    /// readable as UTF-8 and under 1 MiB.
+    pub entry: Option<String>,
 }
 
 /// The hint object naming the latest snapshot (`<table>/snapshots/head.json`). It is only a
@@ -357,6 +422,8 @@ mod tests {
             quarantined_records: 0,
             known_gaps: 0,
             rejected_log_entries: 0,
+            findings: None,
+            unknown_effects: 0,
             state_digest: Some(StateDigest::ZERO),
             item_count: 0,
             stream_view_type: None,
@@ -406,6 +473,18 @@ pub enum ManifestError {
         /// Parser message.
         message: String,
     },
+    /// Written by a version of streamseal with another format.
+    #[error(
+        "{key} is a format-{format} {what}; this streamseal reads format {MANIFEST_FORMAT} (format 1 was written before log entries moved to the inbox: restore it with the streamseal that wrote it, or start a new chain with `streamseal bootstrap` under another prefix)"
+    )]
+    Format {
+        /// Object key.
+        key: String,
+        /// "manifest" or "file list".
+        what: &'static str,
+        /// The format found.
+        format: u32,
+    },
     /// The content does not match its recorded digest.
     #[error(
         "{key}: {what} (the object was altered after sealing; run `streamseal verify` for details)"
@@ -453,9 +532,55 @@ pub async fn read_manifest(
 ) -> Result<Manifest, ManifestError> {
     let key = layout.snapshot_key(id);
     let bytes = store.get(&key).await?;
+    check_format(&key, &bytes, "manifest")?;
     serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
         key,
         what: "manifest",
+        message: e.to_string(),
+    })
+}
+
+/// Refuses a manifest or file list of another format with a message that says what to do.
+fn check_format(key: &str, bytes: &[u8], what: &'static str) -> Result<(), ManifestError> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    match serde_json::from_slice::<Format>(bytes) {
+        Ok(f) if f.format != MANIFEST_FORMAT => Err(ManifestError::Format {
+            key: key.to_owned(),
+            what,
+            format: f.format,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a manifest's findings ledger and checks it against the size and SHA-256 the manifest
+/// recorded; an empty ledger when the chain has never had a finding.
+pub async fn read_ledger(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<Ledger, ManifestError> {
+    let Some(r) = &manifest.findings else {
+        return Ok(Ledger::new(&manifest.table));
+    };
+    let bytes = store.get(&r.key).await?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != r.bytes || sha != r.sha256 {
+        return Err(ManifestError::Integrity {
+            key: r.key.clone(),
+            what: format!(
+                "findings ledger is {} bytes with SHA-256 {sha}, the manifest recorded {} bytes with {}",
+                bytes.len(),
+                r.bytes,
+                r.sha256
+            ),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
+        key: r.key.clone(),
+        what: "findings ledger",
         message: e.to_string(),
     })
 }
@@ -480,6 +605,7 @@ pub async fn read_files(
             ),
         });
     }
+    check_format(key, &bytes, "file list")?;
     serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
         key: key.clone(),
         what: "file list",

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::clock::Clock as _;
 use crate::layout::TableLayout;
 use crate::log::{GapRecord, LOG_FORMAT, LogEntry};
 use crate::store::{ObjectStore, PutMode};
@@ -192,24 +193,20 @@ async fn record_one(
     m: &SqsMessage,
 ) -> Result<(String, String), OnFailureError> {
     let mut gap = gap_of(&m.message_id, &m.body)?;
-    let now = chrono::Utc::now();
-    gap.written_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    gap.written_at = crate::clock::SystemClock.now_rfc3339();
     let layout = TableLayout::new(&gap.table);
-    // The tag names the batch, so the entry says which message it came from; a redelivered
-    // message writes a second entry for the same range, which verify reports as one range.
-    let tag = format!(
-        "g{}",
-        &hex::encode(Sha256::digest(
-            format!(
-                "{}|{}|{}",
-                gap.shard_id.as_deref().unwrap_or(""),
-                gap.start_sequence.as_deref().unwrap_or(""),
-                gap.end_sequence.as_deref().unwrap_or("")
-            )
-            .as_bytes()
-        ))[..16]
-    );
-    let key = layout.log_key(now.timestamp_millis(), &tag);
+    // The entry is named by the range, so a redelivered message rewrites the same entry while
+    // it waits, and one redelivered after its seal is recognised as a repeat of the finding.
+    let id = &hex::encode(Sha256::digest(
+        format!(
+            "{}|{}|{}",
+            gap.shard_id.as_deref().unwrap_or(""),
+            gap.start_sequence.as_deref().unwrap_or(""),
+            gap.end_sequence.as_deref().unwrap_or("")
+        )
+        .as_bytes(),
+    ))[..16];
+    let key = layout.gap_entry_key(id);
     let table = gap.table.clone();
     let body = serde_json::to_vec(&LogEntry::Gap(gap)).map_err(|e| OnFailureError::Shape {
         message_id: m.message_id.clone(),

@@ -16,6 +16,13 @@
 //! The state digest of the result is the sum of the final items' hashes; for a restore from a
 //! snapshot it must equal the manifest's `state_digest`, which is checked before anything is
 //! reported as done.
+//!
+//! Quarantined records take part as changes too (their key, sequence number and kind were
+//! recorded by the seal, see [`crate::quarantine`]): a key whose latest change is a quarantined
+//! REMOVE is gone; a key whose latest change is another quarantined record cannot be written
+//! (its image is what could not be converted), so it is left out, named in
+//! [`Materialized::quarantined`] with where its record is kept, and its recorded image hash is
+//! taken out of the comparison with the manifest. Every other item is checked exactly.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -111,6 +118,12 @@ pub struct Plan {
     pub expected: Option<(StateDigest, i64)>,
     /// Segments whose rows are read from a compacted object (see [`crate::compact`]).
     pub replaced: HashMap<String, crate::compact::Replacement>,
+    /// Quarantined records of the chain, with what the seal recorded of their effect.
+    pub quarantined: Vec<manifest::SealedQuarantine>,
+    /// Entries whose effect the chain cannot account (gaps, rejected entries, unreadable
+    /// quarantined records; see [`Manifest::unknown_effects`]): while any exist, the result
+    /// cannot be proven against the manifest.
+    pub unknown_effects: u64,
 }
 
 impl Plan {
@@ -184,6 +197,10 @@ pub async fn plan(
         crate::compact::load_replacements(store, &layout).await?
     };
     chain.reverse();
+    let quarantined: Vec<manifest::SealedQuarantine> = chain
+        .iter()
+        .flat_map(|(_, f)| f.quarantined.iter().cloned())
+        .collect();
     let segments: Vec<SealedSegment> = chain.into_iter().flat_map(|(_, f)| f.segments).collect();
     if let Some(view) = top.stream_view_type
         && !view.has_new()
@@ -233,11 +250,13 @@ pub async fn plan(
     Ok(Plan {
         table: table.to_owned(),
         base: top.base.clone(),
+        unknown_effects: top.unknown_effects,
         manifest: top,
         segments,
         as_of_ms,
         expected,
         replaced,
+        quarantined,
     })
 }
 
@@ -306,7 +325,7 @@ impl Default for MaterializeOptions {
 /// What a materialization produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Materialized {
-    /// Live items.
+    /// Items handed to the sink.
     pub items: u64,
     /// Their digest.
     pub digest: StateDigest,
@@ -314,7 +333,32 @@ pub struct Materialized {
     pub changes: u64,
     /// Partitions (1 when everything fitted in memory).
     pub partitions: usize,
+    /// Keys left out because their latest change is a quarantined record.
+    pub quarantined: Vec<QuarantinedKey>,
+    /// The sum of their recorded image hashes (`None` if one has none): with `digest`, the
+    /// digest of the whole state.
+    #[serde(skip)]
+    pub quarantined_digest: Option<StateDigest>,
+    /// Why the result could not be proven against the manifest, when it could not (a
+    /// quarantined record of unknown effect); `None` when it was checked, or had nothing to
+    /// be checked against (`--as-of`).
+    pub unproven: Option<String>,
 }
+
+/// A key a restore could not write: its latest change is a quarantined record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantinedKey {
+    /// Canonical DynamoDB JSON of the key.
+    pub key: String,
+    /// The quarantined record's sequence number.
+    pub sequence_number: String,
+    /// Where the record is kept verbatim.
+    pub object: String,
+}
+
+/// Marks a state whose image is a quarantined record's: `?<sha256 or empty> <object key>`.
+/// Canonical items start with `{`, so the two cannot be confused.
+const QUARANTINED: char = '?';
 
 /// The latest change of a key seen so far.
 struct Latest {
@@ -524,6 +568,37 @@ pub async fn materialize(
         }
     }
 
+    // Quarantined records, where the seal could place them: a REMOVE removes, anything else
+    // marks the key as holding an image that cannot be written.
+    for q in &plan.quarantined {
+        let e = &q.effect;
+        let (Some(key), Some(seq)) = (e.keys.as_deref(), e.sequence_number.as_deref()) else {
+            continue;
+        };
+        if !e.placeable() {
+            continue;
+        }
+        if let (Some(t), Some(created)) = (plan.as_of_ms, e.created_ms)
+            && created > t
+        {
+            continue;
+        }
+        let marker = format!(
+            "{QUARANTINED}{} {}",
+            e.new_image_sha256.as_deref().unwrap_or(""),
+            q.key
+        );
+        let image = if e.is_remove() {
+            None
+        } else {
+            Some(marker.as_str())
+        };
+        match &mut spill {
+            Some(s) => s.push(key, seq, image)?,
+            None => fold(&mut memory, key, seq, image),
+        }
+    }
+
     // Then every segment of the chain, read from its own object or, once compacted, from
     // its rows of the compacted object (each compacted object fetched once). Order does not
     // matter: the latest change per key is chosen by sequence number.
@@ -661,11 +736,38 @@ pub async fn materialize(
     // Emit: partition by partition, latest change per key, sorted by key.
     let mut digest = StateDigest::ZERO;
     let mut count = 0u64;
+    let mut quarantined: Vec<QuarantinedKey> = vec![];
+    let mut quarantined_digest = Some(StateDigest::ZERO);
     let mut emit = async |index: usize, state: HashMap<String, Latest>| {
-        let mut items: Vec<Item> = state
-            .into_iter()
-            .filter_map(|(key, l)| l.image.map(|item| Item { key, item }))
-            .collect();
+        let mut items: Vec<Item> = Vec::with_capacity(state.len());
+        for (key, l) in state {
+            let Some(item) = l.image else { continue };
+            match item.strip_prefix(QUARANTINED) {
+                None => items.push(Item { key, item }),
+                Some(rest) => {
+                    let (sha, object) = rest.split_once(' ').unwrap_or(("", rest));
+                    // A record quarantined for something else than its new image (an old
+                    // image of an unknown type, say) still writes a valid item: restore it.
+                    if let Some(item) = writable_image(store.as_ref(), object, sha).await? {
+                        items.push(Item { key, item });
+                        continue;
+                    }
+                    let mut h = [0u8; 32];
+                    quarantined_digest = match hex::decode_to_slice(sha, &mut h) {
+                        Ok(()) => quarantined_digest.map(|mut d| {
+                            d.add_item(&ItemHash(h));
+                            d
+                        }),
+                        Err(_) => None,
+                    };
+                    quarantined.push(QuarantinedKey {
+                        key,
+                        sequence_number: l.seq,
+                        object: object.to_owned(),
+                    });
+                }
+            }
+        }
         items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         for it in &items {
             // Stored images are canonical, so the hash is SHA-256 of the text as stored.
@@ -689,24 +791,87 @@ pub async fn materialize(
             }
         }
     }
-    if let Some((d, n)) = plan.expected
-        && (d != digest || n != count as i64)
-    {
-        return Err(RestoreError::Mismatch {
-            snapshot: plan.manifest.snapshot_id.clone(),
-            what: format!(
-                "{count} items with digest {}, the manifest records {n} items with digest {}",
-                digest.to_hex(),
-                d.to_hex()
-            ),
-        });
+    quarantined.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut unproven = None;
+    if let Some((d, n)) = plan.expected {
+        if plan.unknown_effects > 0 {
+            unproven = Some(format!(
+                "the chain holds {} entr{} whose changes it lacks or cannot read (gaps, rejected entries, unreadable quarantined records; `streamseal verify` names each), so the restored state cannot be compared with the snapshot's digest and count; everything captured was restored",
+                plan.unknown_effects,
+                if plan.unknown_effects == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+        } else {
+            let Some(q) = quarantined_digest else {
+                return Err(RestoreError::Unrestorable(
+                    "a quarantined record that is a key's latest change has no recorded image hash; the backup cannot prove this restore".into(),
+                ));
+            };
+            let mut total = digest;
+            total.add(&q);
+            let items = count + quarantined.len() as u64;
+            if total != d || items as i64 != n {
+                return Err(RestoreError::Mismatch {
+                    snapshot: plan.manifest.snapshot_id.clone(),
+                    what: format!(
+                        "{items} items ({} of them quarantined) with digest {}, the manifest records {n} items with digest {}",
+                        quarantined.len(),
+                        total.to_hex(),
+                        d.to_hex()
+                    ),
+                });
+            }
+        }
     }
     Ok(Materialized {
         items: count,
         digest,
         changes,
         partitions,
+        quarantined,
+        quarantined_digest,
+        unproven,
     })
+}
+
+/// The new image of the quarantined record at `object`, canonical, when the canonicaliser
+/// accepts it and it hashes to what the seal recorded (`sha256`); `None` when it cannot be
+/// written.
+async fn writable_image(
+    store: &dyn ObjectStore,
+    object: &str,
+    sha256: &str,
+) -> Result<Option<String>, RestoreError> {
+    if sha256.is_empty() {
+        return Ok(None);
+    }
+    let body = match store.get(object).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(RestoreError::Corrupt {
+                key: object.to_owned(),
+                problem: "quarantined record is missing".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(image) = crate::quarantine::new_image_text(&body) else {
+        return Ok(None);
+    };
+    let Ok(canonical) = crate::item::canonicalize(&image) else {
+        return Ok(None);
+    };
+    if hex::encode(Sha256::digest(canonical.as_bytes())) != sha256 {
+        return Err(RestoreError::Corrupt {
+            key: object.to_owned(),
+            problem: "the quarantined record's new image does not hash to what the seal recorded"
+                .into(),
+        });
+    }
+    Ok(Some(canonical))
 }
 
 fn checked(key: &str, bytes: u64, sha256: &str, body: Bytes) -> Result<Bytes, RestoreError> {

@@ -2,27 +2,39 @@
 //! time proportional to the changes since the parent snapshot.
 //!
 //! ```text
-//! parent manifest (small) ──▶ list log/ after (parent cursor - overlap window)
-//!                               │ entries not sealed before (not in parent's recent keys)
-//!                               ▼
-//!                     GET each new log entry (concurrently), validate
-//!                               │ records created before the parent's newest change?
-//!                               ├──▶ look back: read sealed log entries from that time on
-//!                               ▼
-//!                     resolve duplicates by sequence number (first in log order wins)
-//!                               ▼
-//!      file list (IfAbsent) ──▶ manifest snapshots/<generation>.json (IfAbsent) ──▶ head hint
+//! parent manifest + its file list (small) ──▶ list inbox/ (everything not sealed yet)
+//!     entries the parent sealed but could not remove ──▶ removed now, before this seal commits
+//!     every other entry: GET (concurrently), validate
+//!          segment      ──▶ candidate          quarantine ──▶ read the record: its effect
+//!          gap          ──▶ finding            compaction ──▶ checked against its snapshot
+//!          acknowledgment ──▶ decision         anything else ──▶ rejected, kept in the file list
+//!     records created before the parent's newest change? ──▶ look back through the ancestors'
+//!          file lists, by creation time, for the sequence numbers they sealed
+//!     resolve duplicates by sequence number
+//! ledger (if it changed) ──▶ file list ──▶ manifest snapshots/<generation>.json (IfAbsent: commits)
+//!     ──▶ head hint, Athena list ──▶ remove this seal's entries from the inbox
 //! ```
 //!
+//! **Accounting.** Every log entry waits under `inbox/` until a seal commits it into a file
+//! list, then the seal removes it. At any commit the inbox holds no entry an older snapshot
+//! sealed (a seal first removes what its parent sealed and left behind), so after any seal
+//! every entry in the store is in exactly one place: sealed in a file list (as a segment, a
+//! duplicate, a repeat, a finding, a compaction or a decision), or waiting in the inbox for the
+//! next seal. No writer's clock and no timing is involved: an entry whose PUT finishes after a
+//! seal listed the inbox is simply the next seal's. A crash at any step leaves either nothing
+//! committed (the entries are still waiting) or a commit whose entries the next seal
+//! recognises from its parent's file list. Verify of a snapshot never looks at the inbox, so a
+//! write in flight during a seal cannot fail it.
+//!
 //! **Duplicates.** Lambda redelivers batches and bisects failing ones, so the same record can
-//! be in several segments. Every segment log entry lists its rows' sequence numbers, so the
-//! seal decides, without opening Parquet, which segment each sequence number counts in: the
-//! first in log order. A segment whose rows were all sealed already is left out; one that
+//! be in several segments. Every segment entry lists its rows' sequence numbers (and the file
+//! list keeps them), so the seal decides, without opening Parquet, which segment each sequence
+//! number counts in. A segment whose rows were all sealed already is left out; one that
 //! overlaps partly is kept with the duplicate sequence numbers listed as skipped, and its
-//! digest delta is recomputed from the stored rows (the only case where a seal reads a segment).
-//! A duplicate has the same creation time as its original, and the original was written after
-//! it was created, so only entries written since the oldest new record's creation time (less
-//! a clock-skew allowance) need checking; in steady state that is nothing beyond the new ones.
+//! digest delta is recomputed from the stored rows (the only case where a seal reads a
+//! segment). A redelivered record has its original's creation time (DynamoDB's clock, not a
+//! writer's), so only ancestors whose newest change is at least that old can hold it: the seal
+//! walks back the chain only that far, which in steady state is no further than its parent.
 //!
 //! **Concurrency.** The manifest key is the next generation number and is written with
 //! `IfAbsent`: of two seals racing from the same parent, one wins and the other starts over
@@ -37,16 +49,23 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::change::{SequenceNumber, StreamViewType};
+use crate::clock::SharedClock;
+use crate::findings::{self, Acknowledgment, Finding, Kind, Ledger, LedgerEntry};
 use crate::item::StateDigest;
 use crate::layout::TableLayout;
 use crate::log::{LogEntry, SequenceList};
 use crate::manifest::{
     self, DuplicateSegment, FilesRef, Head, MANIFEST_FORMAT, Manifest, ManifestError, ParentRef,
-    RejectedEntry, SealedGap, SealedQuarantine, SealedSegment, SnapshotFiles, Totals, Watermark,
+    RejectedEntry, RepeatedEntry, SealedAcknowledgment, SealedGap, SealedQuarantine, SealedSegment,
+    SnapshotFiles, Totals, Watermark,
 };
 use crate::schema::KeySchema;
 use crate::segment::{SEGMENT_FORMAT, SegmentContents, SegmentRecord};
 use crate::store::{self, ObjectStore, PutMode, PutOutcome, Retention, RetentionMode, StoreError};
+
+/// Entries larger than this are not copied into the file list when rejected (and so are not
+/// removed from the inbox either: nothing is deleted that is not recorded).
+const MAX_KEPT_ENTRY_BYTES: u64 = 1 << 20;
 
 /// How a seal behaves.
 #[derive(Debug, Clone)]
@@ -55,19 +74,15 @@ pub struct SealOptions {
     pub reason: String,
     /// The table's key schema, recorded for restores that create the table.
     pub key_schema: Option<KeySchema>,
-    /// Object Lock retention for the manifest and its file list: mode and days.
+    /// Object Lock retention for the manifest, its file list and its ledger: mode and days.
     pub retention: Option<(RetentionMode, u32)>,
-    /// How long after its write time a log entry may still become visible (slow writers,
-    /// clock differences between writers). Each seal re-lists this much before its parent's
-    /// cursor. Default 5 minutes.
-    pub overlap_window_ms: i64,
-    /// Allowance between DynamoDB's clock (creation times) and the writers' clocks (log keys).
-    /// Default 5 minutes.
-    pub clock_skew_ms: i64,
-    /// Concurrent reads.
+    /// Concurrent reads and removals.
     pub concurrency: usize,
     /// How many times to start over when another seal wins the race for the next generation.
     pub attempts: usize,
+    /// The seal's clock: `created_at`, the retention period and the reported lag. Nothing
+    /// about what is sealed depends on it.
+    pub clock: SharedClock,
 }
 
 impl Default for SealOptions {
@@ -76,10 +91,9 @@ impl Default for SealOptions {
             reason: "manual".into(),
             key_schema: None,
             retention: None,
-            overlap_window_ms: 5 * 60 * 1000,
-            clock_skew_ms: 5 * 60 * 1000,
             concurrency: 64,
             attempts: 5,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -131,10 +145,17 @@ pub struct SealReport {
     pub manifest: Manifest,
     /// Its key.
     pub manifest_key: String,
-    /// Log entries read that were new.
+    /// Entries this seal found waiting in the inbox and sealed.
     pub new_log_entries: usize,
-    /// Already-sealed log entries read to resolve duplicates.
-    pub lookback_log_entries: usize,
+    /// Entries the parent had sealed and this seal removed from the inbox (a seal that
+    /// stopped between its commit and its clean-up).
+    pub leftover_log_entries: usize,
+    /// Ancestor snapshots whose file lists were read to resolve redelivered records.
+    pub lookback_snapshots: usize,
+    /// Findings this seal added to the ledger, and decisions it recorded (`acknowledged`).
+    pub findings: Vec<Finding>,
+    /// Findings open in the ledger after this seal.
+    pub open_findings: u64,
     /// Milliseconds between the newest sealed change and the seal (how stale the snapshot is).
     pub lag_ms: Option<i64>,
     /// Wall time of the seal.
@@ -178,114 +199,143 @@ enum Attempt {
     Lost(String),
 }
 
+/// The latest snapshot, checked against its own digest.
+async fn latest_parent(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+) -> Result<Option<Manifest>, SealError> {
+    let Some(id) = manifest::latest_snapshot_id(store, layout).await? else {
+        return Ok(None);
+    };
+    let m = manifest::read_manifest(store, layout, &id).await?;
+    if !m.digest_ok() || m.snapshot_id != id || m.table != layout.table() {
+        return Err(ManifestError::Integrity {
+            key: layout.snapshot_key(&id),
+            what: "the manifest does not match its own digest, id or table".into(),
+        }
+        .into());
+    }
+    Ok(Some(m))
+}
+
+/// What the entries found in the inbox hold, sorted by kind.
+#[derive(Default)]
+struct Inbox {
+    candidates: Vec<Candidate>,
+    quarantines: Vec<(String, crate::log::QuarantineRecord)>,
+    gaps: Vec<(String, crate::log::GapRecord)>,
+    acknowledgments: Vec<(String, crate::log::AcknowledgmentRecord)>,
+    /// Entries left in place (too large to record): never removed.
+    kept: HashSet<String>,
+}
+
 async fn seal_once(
     store: &Arc<dyn ObjectStore>,
     layout: &TableLayout,
     options: &SealOptions,
     started: Instant,
 ) -> Result<Attempt, SealError> {
-    let parent = match manifest::latest_snapshot_id(store.as_ref(), layout).await? {
-        Some(id) => {
-            let m = manifest::read_manifest(store.as_ref(), layout, &id).await?;
-            if !m.digest_ok() || m.snapshot_id != id || m.table != layout.table() {
-                return Err(ManifestError::Integrity {
-                    key: layout.snapshot_key(&id),
-                    what: "the manifest does not match its own digest, id or table".into(),
-                }
-                .into());
-            }
-            Some(m)
-        }
+    let parent = latest_parent(store.as_ref(), layout).await?;
+    let parent_files = match &parent {
+        Some(p) => Some(manifest::read_files(store.as_ref(), p).await?),
         None => None,
     };
-    let now = chrono::Utc::now();
-    let now_ms = now.timestamp_millis();
-    let window = options.overlap_window_ms.max(0);
+    let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
+    let id = manifest::snapshot_id(generation);
 
-    // 1. The new log entries: everything listed from the window before the parent's cursor
-    //    that the parent (or its ancestors) did not already seal.
-    let parent_cursor_ms = parent
-        .as_ref()
-        .and_then(|p| p.watermark.log_cursor.as_deref())
-        .and_then(|k| layout.log_key_time(k));
-    let listed_after = parent_cursor_ms.map(|c| layout.log_start_at(c - window));
-    let recent: HashSet<&str> = parent
-        .as_ref()
-        .map(|p| {
-            p.watermark
-                .recent_log_keys
-                .iter()
-                .map(String::as_str)
-                .collect()
-        })
-        .unwrap_or_default();
-    let listed = store
-        .list(&layout.log_prefix(), listed_after.as_deref(), None)
-        .await?;
+    // 1. The inbox. What the parent sealed but did not get to remove goes first, before this
+    //    seal can commit: then no commit ever leaves an older snapshot's entry behind, and
+    //    what is left after a crash is always recognisable from the parent's file list.
+    let listed = store.list(&layout.inbox_prefix(), None, None).await?;
+    let parent_sealed: HashSet<&str> = parent_files.iter().flat_map(|f| f.entry_keys()).collect();
+    let (leftover, fresh): (Vec<store::ObjectMeta>, Vec<store::ObjectMeta>) = listed
+        .into_iter()
+        .partition(|m| parent_sealed.contains(m.key.as_str()));
+    if !leftover.is_empty() {
+        let keys: Vec<String> = leftover.iter().map(|m| m.key.clone()).collect();
+        tracing::info!(
+            table = layout.table(),
+            entries = keys.len(),
+            "removing entries the parent sealed but did not remove"
+        );
+        store::delete_many(store, &keys, options.concurrency).await?;
+    }
     let mut files = SnapshotFiles {
         format: MANIFEST_FORMAT,
         table: layout.table().to_owned(),
-        snapshot_id: String::new(),
+        snapshot_id: id.clone(),
         segments: vec![],
         duplicates: vec![],
         quarantined: vec![],
         gaps: vec![],
         rejected: vec![],
         compactions: vec![],
+        acknowledgments: vec![],
+        repeats: vec![],
     };
-    let mut new_keys = Vec::new();
-    for meta in &listed {
-        if recent.contains(meta.key.as_str()) {
-            continue;
-        }
-        if layout.log_key_time(&meta.key).is_none() {
-            files.rejected.push(RejectedEntry {
-                log_key: meta.key.clone(),
-                object: None,
-                reason: "not a log key (expected log/<YYYY-MM-DDTHH>/<16-digit ms>-<tag>.json)"
-                    .into(),
-            });
-            continue;
-        }
-        new_keys.push(meta.key.clone());
+    let mut inbox = Inbox::default();
+    let readable: Vec<String> = fresh
+        .iter()
+        .filter(|m| m.size <= MAX_KEPT_ENTRY_BYTES)
+        .map(|m| m.key.clone())
+        .collect();
+    for m in fresh.iter().filter(|m| m.size > MAX_KEPT_ENTRY_BYTES) {
+        inbox.kept.insert(m.key.clone());
+        files.rejected.push(RejectedEntry {
+            log_key: m.key.clone(),
+            object: None,
+            reason: format!(
+                "{} bytes, larger than any log entry streamseal writes; left in place",
+                m.size
+            ),
+            entry: None,
+        });
     }
-    let bodies = store::get_many(store, &new_keys, options.concurrency).await;
-    let mut candidates = Vec::new();
-    let mut compaction_files = std::collections::HashMap::new();
-    for (log_key, body) in new_keys.iter().zip(bodies) {
-        let body = body?;
+    let bodies = store::get_many(store, &readable, options.concurrency).await;
+    let mut compaction_files = HashMap::new();
+    for (log_key, body) in readable.iter().zip(bodies) {
+        let body = match body {
+            Ok(b) => b,
+            // Only a seal removes entries, and only after committing: this one's parent is
+            // no longer the latest.
+            Err(StoreError::NotFound { .. }) => return Ok(Attempt::Lost(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let reject = |reason: String, object: Option<String>| RejectedEntry {
+            log_key: log_key.clone(),
+            object,
+            reason,
+            entry: std::str::from_utf8(&body).ok().map(str::to_owned),
+        };
+        if !layout.is_inbox_entry(log_key) {
+            files.rejected.push(reject(
+                "not an inbox entry name (inbox/<s|q|g|c|a>-<name>.json)".into(),
+                None,
+            ));
+            continue;
+        }
         match LogEntry::parse(log_key, &body) {
-            Err(e) => files.rejected.push(RejectedEntry {
-                log_key: log_key.clone(),
-                object: None,
-                reason: e.to_string(),
-            }),
-            Ok(entry) if entry.table() != layout.table() => files.rejected.push(RejectedEntry {
-                log_key: log_key.clone(),
-                object: None,
-                reason: format!("entry is for table {:?}", entry.table()),
-            }),
+            Err(e) => files.rejected.push(reject(e.to_string(), None)),
+            Ok(entry) if entry.table() != layout.table() => files.rejected.push(reject(
+                format!("entry is for table {:?}", entry.table()),
+                None,
+            )),
             Ok(LogEntry::Segment(record)) => match check_segment_entry(layout, log_key, &record) {
-                Ok(sequences) => candidates.push(Candidate {
+                Ok(sequences) => inbox.candidates.push(Candidate {
                     log_key: log_key.clone(),
                     record,
                     sequences,
                 }),
-                Err(reason) => files.rejected.push(RejectedEntry {
-                    log_key: log_key.clone(),
-                    object: Some(record.key.clone()),
-                    reason,
-                }),
+                Err(reason) => files
+                    .rejected
+                    .push(reject(reason, Some(record.key.clone()))),
             },
-            Ok(LogEntry::Quarantine(q)) => files.quarantined.push(SealedQuarantine {
-                key: q.key,
-                log_key: log_key.clone(),
-                sequence_number: q.sequence_number,
-            }),
-            Ok(LogEntry::Gap(gap)) => files.gaps.push(SealedGap {
-                log_key: log_key.clone(),
-                gap,
-            }),
+            Ok(LogEntry::Quarantine(q)) => match check_quarantine_entry(layout, log_key, &q) {
+                Ok(()) => inbox.quarantines.push((log_key.clone(), q)),
+                Err(reason) => files.rejected.push(reject(reason, Some(q.key.clone()))),
+            },
+            Ok(LogEntry::Gap(gap)) => inbox.gaps.push((log_key.clone(), gap)),
+            Ok(LogEntry::Acknowledgment(a)) => inbox.acknowledgments.push((log_key.clone(), a)),
             Ok(LogEntry::Compaction(record)) => {
                 match crate::compact::check_entry(
                     store.as_ref(),
@@ -300,63 +350,38 @@ async fn seal_once(
                         log_key: log_key.clone(),
                         record,
                     }),
-                    Err(reason) => files.rejected.push(RejectedEntry {
-                        log_key: log_key.clone(),
-                        object: Some(record.key.clone()),
-                        reason,
-                    }),
+                    Err(reason) => files
+                        .rejected
+                        .push(reject(reason, Some(record.key.clone()))),
                 }
             }
         }
     }
 
     // 2. Sequence numbers sealed before that new records could repeat.
-    let mut sealed: HashSet<String> = HashSet::new();
-    let mut lookback_log_entries = 0;
-    if let Some(p) = &parent {
-        let skew = options.clock_skew_ms.max(0);
-        let possible_repeat =
-            |c: &Candidate| match (c.record.min_time_ms, p.watermark.newest_change_ms) {
-                (Some(t), Some(newest)) => t <= newest + skew,
-                (_, None) => false,
-                (None, Some(_)) => true,
-            };
-        let from = candidates
-            .iter()
-            .filter(|c| possible_repeat(c))
-            .map(|c| {
-                c.record.min_time_ms.unwrap_or_else(|| {
-                    // No creation time: a redelivery can be as old as the stream's retention.
-                    layout.log_key_time(&c.log_key).unwrap_or(now_ms) - 24 * 3_600_000
-                }) - skew
-            })
-            .min();
-        if let Some(from) = from {
-            let new_set: HashSet<&str> = new_keys.iter().map(String::as_str).collect();
-            let older = store
-                .list(&layout.log_prefix(), Some(&layout.log_start_at(from)), None)
-                .await?;
-            let sealed_keys: Vec<String> = older
-                .into_iter()
-                .map(|m| m.key)
-                .filter(|k| !new_set.contains(k.as_str()) && layout.log_key_time(k).is_some())
-                .collect();
-            lookback_log_entries = sealed_keys.len();
-            let bodies = store::get_many(store, &sealed_keys, options.concurrency).await;
-            for (log_key, body) in sealed_keys.iter().zip(bodies) {
-                // An entry that was rejected when sealed is rejected again here and adds
-                // nothing: its records were never counted.
-                if let Ok(LogEntry::Segment(record)) = LogEntry::parse(log_key, &body?)
-                    && record.table == layout.table()
-                    && let Ok(seqs) = check_segment_entry(layout, log_key, &record)
-                {
-                    sealed.extend(seqs);
-                }
-            }
-        }
-    }
+    let (sealed, lookback_snapshots) = match (&parent, &parent_files) {
+        (Some(p), Some(pf)) => lookback(store.as_ref(), layout, p, pf, &inbox.candidates).await?,
+        _ => (HashSet::new(), 0),
+    };
 
-    // 3. Resolve duplicates: each sequence number counts in the first segment (log order).
+    // 3. Resolve duplicates: each sequence number counts in one segment. Which copy counts
+    //    changes nothing but which segment lists skipped rows, so candidates are taken in the
+    //    order their writers stamped them (the original before its redeliveries, a whole batch
+    //    before the halves a bisection split it into: no partial reads in the usual case), and
+    //    by creation time, size and name where stamps are equal or skewed.
+    let mut sealed = sealed;
+    let mut candidates = std::mem::take(&mut inbox.candidates);
+    candidates.sort_by(|a, b| {
+        a.record
+            .written_at
+            .cmp(&b.record.written_at)
+            .then(a.record.min_time_ms.cmp(&b.record.min_time_ms))
+            .then(b.record.rows.cmp(&a.record.rows))
+            .then_with(|| {
+                SequenceNumber::cmp_text(&a.record.first_sequence, &b.record.first_sequence)
+            })
+            .then_with(|| a.log_key.cmp(&b.log_key))
+    });
     let mut view_type: Option<StreamViewType> = parent.as_ref().and_then(|p| p.stream_view_type);
     for c in candidates {
         view_type = Some(c.record.stream_view_type);
@@ -404,6 +429,7 @@ async fn seal_once(
             event_source_arn: rec.event_source_arn.clone(),
             counted_rows,
             skipped_sequences: SequenceList::from_sequences(skipped.iter().copied()),
+            sequence_numbers: rec.sequence_numbers.clone(),
             digest_delta,
             item_count_delta,
         });
@@ -426,14 +452,192 @@ async fn seal_once(
         }
     }
 
-    // 4. The manifest.
-    let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
-    let id = manifest::snapshot_id(generation);
-    files.snapshot_id = id.clone();
+    // 4. Findings: quarantined records (with their effect on the state), gaps, rejected
+    //    entries, and decisions. The ledger is read only when something may change it.
+    let mut new_findings: Vec<Finding> = vec![];
+    let needs_ledger = !(inbox.quarantines.is_empty()
+        && inbox.gaps.is_empty()
+        && inbox.acknowledgments.is_empty()
+        && files.rejected.is_empty());
+    let parent_ledger = match (&parent, needs_ledger) {
+        (Some(p), true) => Some(manifest::read_ledger(store.as_ref(), p).await?),
+        _ => None,
+    };
+    let mut ledger = parent_ledger
+        .clone()
+        .unwrap_or_else(|| Ledger::new(layout.table()));
+    let mut add = |ledger: &mut Ledger,
+                   files: &mut SnapshotFiles,
+                   kind: Kind,
+                   subject: &str,
+                   log_key: &str,
+                   detail: String|
+     -> bool {
+        let fid = findings::finding_id(kind, subject);
+        if ledger.get(&fid).is_some() {
+            files.repeats.push(RepeatedEntry {
+                log_key: log_key.to_owned(),
+                finding: fid,
+            });
+            return false;
+        }
+        new_findings.push(Finding {
+            kind,
+            object: subject.to_owned(),
+            problem: detail.clone(),
+            id: Some(fid.clone()),
+        });
+        ledger.entries.push(LedgerEntry {
+            id: fid,
+            kind,
+            subject: subject.to_owned(),
+            detail,
+            sealed_in: id.clone(),
+            acknowledged: None,
+        });
+        true
+    };
+    let rejected = std::mem::take(&mut files.rejected);
+    for r in rejected {
+        let detail = format!(
+            "log entry rejected by the seal{}: {}",
+            r.object
+                .as_deref()
+                .map(|o| format!(" (names {o})"))
+                .unwrap_or_default(),
+            r.reason
+        );
+        // A repeat of a known rejection (an entry too large to remove comes back every seal)
+        // is recorded once in the ledger and listed as a repeat after.
+        if add(
+            &mut ledger,
+            &mut files,
+            Kind::Rejected,
+            &r.log_key,
+            &r.log_key,
+            detail,
+        ) {
+            files.rejected.push(r);
+        }
+    }
+    for (log_key, gap) in std::mem::take(&mut inbox.gaps) {
+        let detail = format!(
+            "known gap reported by {}: {} record(s) missing{}{}",
+            gap.source,
+            gap.records
+                .map_or("an unknown number of".into(), |n| n.to_string()),
+            gap.shard_id
+                .as_deref()
+                .map(|s| format!(" from shard {s}"))
+                .unwrap_or_default(),
+            match (&gap.start_sequence, &gap.end_sequence) {
+                (Some(a), Some(b)) => format!(", sequence numbers {a}..{b}"),
+                _ => String::new(),
+            }
+        );
+        if add(
+            &mut ledger,
+            &mut files,
+            Kind::Gap,
+            &log_key,
+            &log_key,
+            detail,
+        ) {
+            files.gaps.push(SealedGap { log_key, gap });
+        }
+    }
+    let quarantines = std::mem::take(&mut inbox.quarantines);
+    let fresh_quarantines: Vec<&(String, crate::log::QuarantineRecord)> = quarantines
+        .iter()
+        .filter(|(_, q)| !ledger.knows(Kind::Quarantined, &q.key))
+        .collect();
+    let objects: Vec<String> = fresh_quarantines
+        .iter()
+        .map(|(_, q)| q.key.clone())
+        .collect();
+    let bodies = store::get_many(store, &objects, options.concurrency).await;
+    let mut effects: HashMap<&str, crate::quarantine::QuarantineEffect> = HashMap::new();
+    for ((_, q), body) in fresh_quarantines.iter().zip(bodies) {
+        let effect = match body {
+            Ok(b) => crate::quarantine::effect_of_object(&b),
+            Err(StoreError::NotFound { .. }) => {
+                let mut e = crate::quarantine::effect_of_record("");
+                e.unknown = Some("the quarantine object is missing".into());
+                e
+            }
+            Err(e) => return Err(e.into()),
+        };
+        effects.insert(q.key.as_str(), effect);
+    }
+    for (log_key, q) in &quarantines {
+        let effect = effects.remove(q.key.as_str());
+        let detail = format!(
+            "record{} kept verbatim, not in the segments: {}{}",
+            q.sequence_number
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default(),
+            q.reason,
+            match effect.as_ref().and_then(|e| e.keys.as_deref()) {
+                Some(k) => format!("; it changes key {k}"),
+                None => String::new(),
+            }
+        );
+        if add(
+            &mut ledger,
+            &mut files,
+            Kind::Quarantined,
+            &q.key,
+            log_key,
+            detail,
+        ) && let Some(effect) = effect
+        {
+            files.quarantined.push(SealedQuarantine {
+                key: q.key.clone(),
+                log_key: log_key.clone(),
+                sequence_number: q.sequence_number.clone(),
+                reason: q.reason.clone(),
+                effect,
+            });
+        }
+    }
+    for (log_key, a) in std::mem::take(&mut inbox.acknowledgments) {
+        let outcome = match ledger.entries.iter_mut().find(|e| e.id == a.finding) {
+            None => format!("no finding {} in the ledger; nothing changed", a.finding),
+            Some(e) => match &e.acknowledged {
+                Some(done) => format!(
+                    "finding {} was already acknowledged in snapshot {}",
+                    a.finding, done.snapshot_id
+                ),
+                None => {
+                    e.acknowledged = Some(Acknowledgment {
+                        snapshot_id: id.clone(),
+                        reason: a.reason.clone(),
+                        by: a.by.clone(),
+                        at: a.written_at.clone(),
+                        entry: log_key.clone(),
+                    });
+                    new_findings.push(Finding {
+                        kind: Kind::Acknowledged,
+                        object: e.subject.clone(),
+                        problem: format!("{} acknowledged by {}: {}", e.id, a.by, a.reason),
+                        id: Some(e.id.clone()),
+                    });
+                    "applied".into()
+                }
+            },
+        };
+        files.acknowledgments.push(SealedAcknowledgment {
+            log_key,
+            record: a,
+            outcome,
+        });
+    }
+
+    // 5. The manifest.
     let files_bytes = serde_json::to_vec(&files).unwrap_or_default();
     let files_sha = hex::encode(Sha256::digest(&files_bytes));
     let files_key = layout.snapshot_files_key(&id, &files_sha);
-
     let new_rows: u64 = files.segments.iter().map(|s| s.counted_rows).sum();
     let new_bytes: u64 = files.segments.iter().map(|s| s.bytes).sum();
     let duplicate_rows: u64 = files.duplicates.iter().map(|d| d.rows).sum::<u64>()
@@ -442,23 +646,8 @@ async fn seal_once(
             .iter()
             .map(|s| s.rows - s.counted_rows)
             .sum::<u64>();
-    let mut digest = match &parent {
-        Some(p) => p.state_digest,
-        None => Some(StateDigest::ZERO),
-    };
-    let mut item_count = parent.as_ref().map_or(0, |p| p.item_count);
-    for s in &files.segments {
-        digest = StateDigest::sum_known(digest, s.digest_delta);
-        item_count += s.item_count_delta;
-    }
-    let watermark = next_watermark(
-        layout,
-        parent.as_ref(),
-        &files,
-        &listed,
-        listed_after.clone(),
-        window,
-    );
+    let sums = StateSums::of_parent(parent.as_ref()).plus(&files);
+    let watermark = next_watermark(parent.as_ref(), &files, fresh.len() as u64);
     let parent_totals = parent.as_ref().map(|p| p.totals).unwrap_or_default();
     // A bootstrap base joins the chain at the first seal after it is written.
     let new_base = if parent.as_ref().is_none_or(|p| p.base.is_empty()) {
@@ -466,16 +655,26 @@ async fn seal_once(
     } else {
         None
     };
+    let now_ms = options.clock.now_ms();
     let retention = options.retention.map(|(mode, days)| Retention {
         mode,
         until_ms: now_ms + i64::from(days) * 86_400_000,
     });
+    let ledger_changed = parent_ledger.as_ref() != Some(&ledger) && !ledger.entries.is_empty();
+    let (ledger_ref, ledger_bytes) = if ledger_changed {
+        ledger.snapshot_id = id.clone();
+        let bytes = serde_json::to_vec(&ledger).unwrap_or_default();
+        let key = layout.findings_key(&id, &hex::encode(Sha256::digest(&bytes)));
+        (Some(ledger.reference(key, &bytes)), Some(bytes))
+    } else {
+        (parent.as_ref().and_then(|p| p.findings.clone()), None)
+    };
     let mut m = Manifest {
         format: MANIFEST_FORMAT,
         table: layout.table().to_owned(),
         snapshot_id: id.clone(),
         generation,
-        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        created_at: crate::clock::rfc3339(now_ms),
         reason: options.reason.clone(),
         parent: parent.as_ref().map(|p| ParentRef {
             snapshot_id: p.snapshot_id.clone(),
@@ -513,13 +712,12 @@ async fn seal_once(
             + files.quarantined.len() as u64,
         known_gaps: parent.as_ref().map_or(0, |p| p.known_gaps) + files.gaps.len() as u64,
         rejected_log_entries: files.rejected.len() as u64,
-        state_digest: digest,
-        item_count,
+        findings: ledger_ref,
+        unknown_effects: sums.unknown_effects,
+        state_digest: sums.digest,
+        item_count: sums.item_count,
         stream_view_type: view_type,
-        retain_until: retention.and_then(|r| {
-            chrono::DateTime::from_timestamp_millis(r.until_ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        }),
+        retain_until: retention.map(|r| crate::clock::rfc3339(r.until_ms)),
         manifest_sha256: String::new(),
     };
     if let Some(b) = &new_base {
@@ -541,8 +739,13 @@ async fn seal_once(
     }
     m.seal_digest();
 
-    // 5. Write: the file list (content-named, so a racing seal cannot clobber it), then the
-    //    manifest, which commits. The head hint is best effort.
+    // 6. Write: the ledger and the file list (content-named, so a racing seal cannot clobber
+    //    them), then the manifest, which commits. The head hint is best effort.
+    if let (Some(r), Some(bytes)) = (&m.findings, ledger_bytes) {
+        store
+            .put_retained(&r.key, Bytes::from(bytes), PutMode::IfAbsent, retention)
+            .await?;
+    }
     store
         .put_retained(
             &files_key,
@@ -596,15 +799,209 @@ async fn seal_once(
     {
         tracing::warn!(error = %e, "could not update the latest-snapshot hint; readers will list snapshots instead");
     }
+    // 7. The sealed entries leave the inbox. Best effort: what stays is removed by the next
+    //    seal, which finds it in this snapshot's file list.
+    let sealed_keys: Vec<String> = files
+        .entry_keys()
+        .filter(|k| !inbox.kept.contains(*k))
+        .map(str::to_owned)
+        .collect();
+    if let Err(e) = store::delete_many(store, &sealed_keys, options.concurrency).await {
+        tracing::warn!(snapshot = %id, error = %e, "could not remove every sealed entry from the inbox; the next seal removes the rest");
+    }
     let lag_ms = m.watermark.newest_change_ms.map(|t| now_ms - t);
+    let open_findings = m.findings.as_ref().map_or(0, |f| f.open);
     Ok(Attempt::Sealed(Box::new(SealReport {
         manifest: m,
         manifest_key,
-        new_log_entries: new_keys.len(),
-        lookback_log_entries,
+        new_log_entries: fresh.len(),
+        leftover_log_entries: leftover.len(),
+        lookback_snapshots,
+        findings: new_findings,
+        open_findings,
         lag_ms,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })))
+}
+
+/// The sequence numbers earlier snapshots sealed that `candidates` could repeat, and how many
+/// ancestors' file lists were read to find them.
+///
+/// A redelivered record carries its original's creation time, and the original was sealed in
+/// a segment whose newest change is at least that recent. Each manifest's `newest_change_ms`
+/// covers its whole chain and never decreases from parent to child, so walking back from the
+/// parent while it is at least the oldest candidate's creation time reads every ancestor that
+/// can hold a repeat, and no other. A candidate without creation times (not something DynamoDB
+/// sends) could repeat anything: the walk then covers the whole chain.
+async fn lookback(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    parent: &Manifest,
+    parent_files: &SnapshotFiles,
+    candidates: &[Candidate],
+) -> Result<(HashSet<String>, usize), SealError> {
+    let newest = parent.watermark.newest_change_ms;
+    let mut from: Option<Option<i64>> = None;
+    for c in candidates {
+        let possible = match (c.record.min_time_ms, newest) {
+            (Some(t), Some(n)) => t <= n,
+            (Some(_), None) => false,
+            (None, _) => parent.totals.segments > 0,
+        };
+        if possible {
+            let t = c.record.min_time_ms;
+            from = Some(match from {
+                None => t,
+                Some(f) => match (f, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    _ => None,
+                },
+            });
+        }
+    }
+    let mut sealed = HashSet::new();
+    let Some(from) = from else {
+        return Ok((sealed, 0));
+    };
+    if from.is_none() {
+        tracing::warn!(
+            table = layout.table(),
+            "a new segment has no creation times; comparing it with the whole chain"
+        );
+    }
+    let mut read = 0;
+    let mut current: Option<(Manifest, SnapshotFiles)> =
+        Some((parent.clone(), parent_files.clone()));
+    while let Some((m, files)) = current.take() {
+        read += 1;
+        for s in &files.segments {
+            if from.is_some_and(|t| s.max_time_ms.is_some_and(|max| max < t)) {
+                continue;
+            }
+            let seqs = s.sequence_numbers.decode().map_err(|e| {
+                SealError::Parent(ManifestError::Integrity {
+                    key: m.files.key.clone(),
+                    what: format!("segment {}: sequence list: {e}", s.key),
+                })
+            })?;
+            sealed.extend(seqs);
+        }
+        let Some(p) = &m.parent else { break };
+        let pm = manifest::read_manifest(store, layout, &p.snapshot_id).await?;
+        if pm.manifest_sha256 != p.manifest_sha256 || !pm.digest_ok() {
+            return Err(ManifestError::Integrity {
+                key: layout.snapshot_key(&p.snapshot_id),
+                what: "manifest does not match its digest or its child's link".into(),
+            }
+            .into());
+        }
+        let older = match (from, pm.watermark.newest_change_ms) {
+            (None, _) => true,
+            (Some(t), Some(n)) => n >= t,
+            (Some(_), None) => false,
+        };
+        if !older {
+            break;
+        }
+        let pf = manifest::read_files(store, &pm).await?;
+        current = Some((pm, pf));
+    }
+    Ok((sealed, read))
+}
+
+/// A chain's state sums as seals keep them: digest, live items, and how many changes the chain
+/// knows it cannot account for. Seal and verify both add a file list to its parent's sums
+/// through this, so they cannot disagree about the arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSums {
+    /// Order-independent digest, when known.
+    pub digest: Option<StateDigest>,
+    /// Live items.
+    pub item_count: i64,
+    /// Entries whose effect on the state the digest and count cannot include (see
+    /// [`Manifest::unknown_effects`]).
+    pub unknown_effects: u64,
+}
+
+impl StateSums {
+    /// The sums a child starts from: the parent's, or an empty table's.
+    pub fn of_parent(parent: Option<&Manifest>) -> StateSums {
+        match parent {
+            Some(p) => StateSums {
+                digest: p.state_digest,
+                item_count: p.item_count,
+                unknown_effects: p.unknown_effects,
+            },
+            None => StateSums {
+                digest: Some(StateDigest::ZERO),
+                item_count: 0,
+                unknown_effects: 0,
+            },
+        }
+    }
+
+    /// These sums plus what `files` sealed: every segment's deltas and every quarantined
+    /// record's known deltas. What cannot be added is counted, not guessed: a quarantined
+    /// record that could not be read, a rejected entry that may have held changes (a segment's
+    /// or a quarantined record's), a gap.
+    pub fn plus(mut self, files: &SnapshotFiles) -> StateSums {
+        for s in &files.segments {
+            self.digest = StateDigest::sum_known(self.digest, s.digest_delta);
+            self.item_count += s.item_count_delta;
+        }
+        for q in &files.quarantined {
+            let e = &q.effect;
+            if e.unknown.is_some() {
+                self.unknown_effects += 1;
+                continue;
+            }
+            // Known effect: a stream without both images has no digest to move.
+            self.digest = StateDigest::sum_known(self.digest, e.digest_delta);
+            self.item_count += e.item_count_delta.unwrap_or(0);
+        }
+        self.unknown_effects += files.gaps.len() as u64;
+        self.unknown_effects += files
+            .rejected
+            .iter()
+            .filter(|r| may_hold_changes(&r.log_key))
+            .count() as u64;
+        self
+    }
+}
+
+/// Whether a log entry's name says it describes changes (a segment's or a quarantined
+/// record's entry).
+fn may_hold_changes(log_key: &str) -> bool {
+    let name = log_key.rsplit('/').next().unwrap_or("");
+    name.starts_with("s-") || name.starts_with("q-")
+}
+
+/// Checks a quarantine entry: its name is its record's hash and its object is where the
+/// capture puts quarantined records.
+fn check_quarantine_entry(
+    layout: &TableLayout,
+    log_key: &str,
+    q: &crate::log::QuarantineRecord,
+) -> Result<(), String> {
+    let sha = q
+        .key
+        .strip_prefix(&layout.quarantine_prefix())
+        .and_then(|n| n.strip_suffix(".json"))
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            format!(
+                "object {} is not a quarantined record of table {}",
+                q.key,
+                layout.table()
+            )
+        })?;
+    if log_key != layout.quarantine_entry_key(sha) {
+        return Err(format!(
+            "entry name is not the one its record's hash gives ({})",
+            layout.quarantine_entry_key(sha)
+        ));
+    }
+    Ok(())
 }
 
 /// Without a schema file, the key schema from what the capture kept: the roles from the shard
@@ -651,16 +1048,21 @@ async fn state_with_base(
     files: &SnapshotFiles,
 ) -> Result<(StateDigest, i64), SealError> {
     let mut segments = vec![];
+    let mut quarantined = vec![];
     let mut cur = parent.cloned();
     while let Some(p) = cur.take() {
         let f = manifest::read_files(store.as_ref(), &p).await?;
         segments.splice(0..0, f.segments);
+        quarantined.splice(0..0, f.quarantined);
         if let Some(pp) = &p.parent {
             cur = Some(manifest::read_manifest(store.as_ref(), layout, &pp.snapshot_id).await?);
         }
     }
     segments.extend(files.segments.iter().cloned());
+    quarantined.extend(files.quarantined.iter().cloned());
     let plan = crate::restore::Plan {
+        quarantined,
+        unknown_effects: m.unknown_effects,
         table: layout.table().to_owned(),
         manifest: m.clone(),
         base: m.base.clone(),
@@ -690,7 +1092,19 @@ async fn state_with_base(
     )
     .await
     .map_err(|e| SealError::Base(e.to_string()))?;
-    Ok((r.digest, r.items as i64))
+    // Keys whose latest change is quarantined are part of the state, with their recorded
+    // image hashes, exactly as later seals' deltas will treat them.
+    let mut digest = r.digest;
+    match r.quarantined_digest {
+        Some(q) => digest.add(&q),
+        None => {
+            return Err(SealError::Base(
+                "a quarantined record that is a key's latest change has no recorded image hash"
+                    .into(),
+            ));
+        }
+    }
+    Ok((digest, (r.items + r.quarantined.len() as u64) as i64))
 }
 
 /// Checks a segment log entry against the rules its writer follows, and returns its rows'
@@ -729,14 +1143,10 @@ pub fn check_segment_entry(
             r.first_sequence, r.last_sequence
         ));
     }
-    let log_tag = log_key
-        .rsplit_once('/')
-        .and_then(|(_, n)| n.strip_suffix(".json"))
-        .and_then(|n| n.split_once('-'))
-        .map(|(_, t)| t);
-    if log_tag != Some(tag) {
+    if log_key != layout.segment_entry_key(&f, &l, tag) {
         return Err(format!(
-            "log entry name does not carry the segment's tag {tag}"
+            "entry name is not the one its segment gives ({})",
+            layout.segment_entry_key(&f, &l, tag)
         ));
     }
     let seqs = r.sequence_numbers.decode().map_err(|e| e.to_string())?;
@@ -827,12 +1237,9 @@ async fn partial_effect(
 
 /// The watermark after sealing `files` on top of `parent`.
 fn next_watermark(
-    layout: &TableLayout,
     parent: Option<&Manifest>,
     files: &SnapshotFiles,
-    listed: &[store::ObjectMeta],
-    listed_after: Option<String>,
-    window: i64,
+    inbox_entries: u64,
 ) -> Watermark {
     let mut shards: BTreeMap<String, String> = parent
         .map(|p| p.watermark.shards.clone())
@@ -870,28 +1277,10 @@ fn next_watermark(
         .copied()
         .min()
         .or_else(|| parent.and_then(|p| p.watermark.consistent_through_ms));
-    let cursor = listed
-        .iter()
-        .filter(|m| layout.log_key_time(&m.key).is_some())
-        .map(|m| m.key.clone())
-        .max()
-        .or_else(|| parent.and_then(|p| p.watermark.log_cursor.clone()));
-    // Exactly the keys the next seal's listing (from `cursor - window`, inclusive) will see
-    // again: it must know they are sealed.
-    let recent_log_keys = match cursor.as_deref().and_then(|c| layout.log_key_time(c)) {
-        Some(c) => listed
-            .iter()
-            .filter(|m| layout.log_key_time(&m.key).is_some_and(|t| t >= c - window))
-            .map(|m| m.key.clone())
-            .collect(),
-        None => vec![],
-    };
     Watermark {
         shards,
         newest_change_ms: newest,
         consistent_through_ms,
-        log_listed_after: listed_after,
-        log_cursor: cursor,
-        recent_log_keys,
+        inbox_entries,
     }
 }

@@ -3,31 +3,48 @@
 //! **Quick** (metadata only, what a seal runs right after writing):
 //! - the manifest parses and matches its own digest, id and table;
 //! - the file list has the size and SHA-256 the manifest recorded, and its sums match the
-//!   manifest's (segments, rows, bytes, digest and item count = parent's + the segments');
+//!   manifest's (segments, rows, bytes; digest, item count and unknown effects = parent's +
+//!   the segments' and quarantined records' deltas);
 //! - the parent chain: every ancestor's manifest matches its own digest and the digest its child
 //!   recorded, generations count down to 1;
-//! - the log: every entry in the range the seal consumed is accounted for (sealed here, or
-//!   already sealed by the parent), so an entry slipped into the log afterwards is named;
-//! - every segment (of this snapshot, or of the whole chain with [`Scope::Chain`]) exists with
-//!   the recorded size and SHA-256 (HEAD; S3 returns the checksum it stored at write time).
+//! - the findings ledger: it has the recorded size and SHA-256, continues the parent's (no
+//!   finding dropped, decisions only added), and holds every finding this snapshot sealed.
+//!   Its open findings (gaps, rejected entries, quarantined records) are reported in every
+//!   later snapshot until acknowledged, and make the status `incomplete`;
+//! - every segment and quarantined record (of this snapshot, or of the whole chain with
+//!   [`Scope::Chain`]) exists with the recorded size and SHA-256 (HEAD; S3 returns the checksum
+//!   it stored at write time).
+//!
+//! Verify never judges what is still waiting in the inbox: an entry written while a seal ran
+//! belongs to the next snapshot, so it cannot make this one fail.
 //!
 //! **Deep** adds, per segment: download, recompute SHA-256, parse the Parquet, count rows,
 //! check the row sequence numbers against the manifest, recompute the object's name tag from
 //! its rows (a foreign file under a segment's name fails here), and recompute the digest and
-//! item-count deltas from the stored images.
+//! item-count deltas from the stored images; per quarantined record, its effect from the
+//! stored record; the ledger rebuilt from the chain's file lists. Deep verify of the latest
+//! snapshot also audits the store ([`audit`]): every segment, quarantined record and inbox
+//! entry is listed, and whatever holds captured data that no snapshot accounts for and no
+//! entry waits for, written before the latest seal (by more than the time a writer may spend
+//! between an object and its entry), is an `orphan`.
 //!
-//! Every finding names the object; the report is human-readable or JSON.
+//! Every finding has a kind ([`crate::findings::Kind`]) and names the object; the report is
+//! human-readable or JSON, and its [`Status`] gives the CLI's exit status.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::findings::{Finding, Kind, Ledger, Status};
 use crate::item::StateDigest;
 use crate::layout::TableLayout;
+use crate::log::LogEntry;
 use crate::manifest::{self, Manifest, ManifestError, SealedSegment, SnapshotFiles};
+use crate::seal::StateSums;
 use crate::segment::{SegmentContents, SegmentTag};
 use crate::store::{self, ObjectStore, StoreError};
 
@@ -52,13 +69,21 @@ pub enum Scope {
     Chain,
 }
 
-/// One problem found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// The object (or log entry) concerned.
-    pub object: String,
-    /// What is wrong.
-    pub problem: String,
+/// What the deep audit of the store saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Audit {
+    /// Objects listed under `changes/`.
+    pub segment_objects: u64,
+    /// Objects listed under `quarantine/`.
+    pub quarantine_objects: u64,
+    /// Entries waiting in the inbox.
+    pub waiting_entries: u64,
+    /// Segments no snapshot names whose every record is sealed in other segments (the
+    /// unacknowledged attempt of a batch Lambda bisected and retried): nothing is missing.
+    pub superseded_segments: u64,
+    /// Unaccounted objects written after the latest seal, or less than the grace before it
+    /// (a writer may still be between its object and its entry): left for a later audit.
+    pub recent: u64,
 }
 
 /// The result of a verify.
@@ -72,7 +97,9 @@ pub struct VerifyReport {
     pub mode: Mode,
     /// Snapshot or chain.
     pub scope: Scope,
-    /// True when nothing was found.
+    /// `ok`, `incomplete` or `corrupt`: the worst finding's severity.
+    pub status: Status,
+    /// True when the status is `ok` (acknowledged findings allowed).
     pub ok: bool,
     /// Manifests checked (the snapshot and its ancestors).
     pub manifests: usize,
@@ -82,9 +109,13 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Rows read back (deep only).
     pub rows_read: u64,
-    /// Quarantined records in the chain (kept verbatim; a warning, not a failure).
+    /// Quarantined records in the chain (their keys and effects are accounted).
     pub quarantined_records: u64,
-    /// Findings; empty when `ok`.
+    /// Entries waiting in the inbox for the next seal, when the latest snapshot was verified.
+    pub waiting: Option<u64>,
+    /// The store audit (deep verify of the latest snapshot).
+    pub audit: Option<Audit>,
+    /// Findings, worst first; `acknowledged` ones do not fail the verify.
     pub findings: Vec<Finding>,
     /// Wall time.
     pub elapsed_ms: u64,
@@ -95,7 +126,7 @@ impl VerifyReport {
     pub fn render(&self) -> String {
         let mut out = format!(
             "{}: snapshot {} of {} ({} verify, {} scope): {} manifest(s), {} object(s), {:.1} MiB{}, {} ms\n",
-            if self.ok { "OK" } else { "FAILED" },
+            self.status.as_str().to_uppercase(),
             self.snapshot_id,
             self.table,
             match self.mode {
@@ -116,17 +147,51 @@ impl VerifyReport {
             },
             self.elapsed_ms
         );
-        if self.quarantined_records > 0 {
+        if let Some(a) = &self.audit {
             out.push_str(&format!(
-                "  note: {} quarantined record(s) are kept verbatim under {}/quarantine/ and are not in the segments\n",
-                self.quarantined_records, self.table
+                "  audit: {} segment object(s), {} quarantined record(s), {} waiting entr{}, {} superseded segment(s), {} too recent to judge\n",
+                a.segment_objects,
+                a.quarantine_objects,
+                a.waiting_entries,
+                if a.waiting_entries == 1 { "y" } else { "ies" },
+                a.superseded_segments,
+                a.recent
+            ));
+        } else if let Some(n) = self.waiting.filter(|n| *n > 0) {
+            out.push_str(&format!(
+                "  note: {n} log entr{} waiting in the inbox for the next seal\n",
+                if n == 1 { "y is" } else { "ies are" }
             ));
         }
         if !self.findings.is_empty() {
-            out.push_str(&format!("  {} finding(s):\n", self.findings.len()));
+            let counts: Vec<String> = crate::findings::counts(&self.findings)
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            out.push_str(&format!(
+                "  {} finding(s): {}\n",
+                self.findings.len(),
+                counts.join(", ")
+            ));
         }
         for f in &self.findings {
-            out.push_str(&format!("  {}: {}\n", f.object, f.problem));
+            match &f.id {
+                Some(id) => out.push_str(&format!(
+                    "  [{}] {}: {} (finding {id})\n",
+                    f.kind, f.object, f.problem
+                )),
+                None => out.push_str(&format!("  [{}] {}: {}\n", f.kind, f.object, f.problem)),
+            }
+        }
+        match self.status {
+            Status::Ok => {}
+            Status::Incomplete => out.push_str(
+                "  the backup is intact but known to lack what is listed; see docs/runbook.md (\"verify says incomplete\"), or acknowledge a decided finding with `streamseal acknowledge`\n",
+            ),
+            Status::Corrupt => out.push_str(
+                "  what was sealed is not what is stored; see docs/runbook.md (\"verify says corrupt\")\n",
+            ),
         }
         out
     }
@@ -152,6 +217,10 @@ pub struct VerifyOptions {
     pub scope: Scope,
     /// Concurrent requests.
     pub concurrency: usize,
+    /// Deep audit: an object no snapshot accounts for is judged only once it is older than the
+    /// latest seal by this much (by the store's clock), the longest a writer may take between
+    /// an object and its entry. Default 15 minutes, a Lambda invocation's limit.
+    pub orphan_grace_ms: i64,
 }
 
 impl Default for VerifyOptions {
@@ -160,9 +229,13 @@ impl Default for VerifyOptions {
             mode: Mode::Quick,
             scope: Scope::Chain,
             concurrency: 32,
+            orphan_grace_ms: DEFAULT_ORPHAN_GRACE_MS,
         }
     }
 }
+
+/// [`VerifyOptions::orphan_grace_ms`]'s default: 15 minutes.
+pub const DEFAULT_ORPHAN_GRACE_MS: i64 = 15 * 60 * 1000;
 
 /// Verifies snapshot `which` (`latest` or an id) of `table`.
 pub async fn verify(
@@ -179,17 +252,21 @@ pub async fn verify(
         snapshot_id: id.clone(),
         mode: options.mode,
         scope: options.scope,
+        status: Status::Ok,
         ok: false,
         manifests: 0,
         objects: 0,
         bytes: 0,
         rows_read: 0,
         quarantined_records: 0,
+        waiting: None,
+        audit: None,
         findings: vec![],
         elapsed_ms: 0,
     };
-    let mut find = |object: &str, problem: String| {
-        report_finding(&mut report.findings, object, problem);
+    let mut findings: Vec<Finding> = vec![];
+    let mut find = |kind: Kind, object: &str, problem: String| {
+        findings.push(Finding::new(kind, object, problem));
     };
 
     // The snapshot and its chain of ancestors.
@@ -208,12 +285,13 @@ pub async fn verify(
                 .into());
             }
             Err(ManifestError::Store(StoreError::NotFound { .. })) => {
-                find(&key, "manifest is missing".into());
+                find(Kind::Missing, &key, "manifest is missing".into());
                 break;
             }
             Err(ManifestError::Store(e)) => return Err(e.into()),
+            Err(e @ ManifestError::Format { .. }) if chain.is_empty() => return Err(e.into()),
             Err(e) => {
-                find(&key, e.to_string());
+                find(Kind::Altered, &key, e.to_string());
                 break;
             }
         };
@@ -224,18 +302,19 @@ pub async fn verify(
                 Some(f)
             }
             Err(ManifestError::Store(StoreError::NotFound { .. })) => {
-                find(&m.files.key, "file list is missing".into());
+                find(Kind::Missing, &m.files.key, "file list is missing".into());
                 None
             }
             Err(ManifestError::Store(e)) => return Err(e.into()),
             Err(e) => {
-                find(&m.files.key, e.to_string());
+                find(Kind::Altered, &m.files.key, e.to_string());
                 None
             }
         };
         if let Some(p) = &m.parent {
             if manifest::parse_snapshot_id(&p.snapshot_id) != Some(m.generation.saturating_sub(1)) {
                 find(
+                    Kind::Altered,
                     &key,
                     format!(
                         "parent {} is not generation {}",
@@ -248,13 +327,18 @@ pub async fn verify(
                 next = Some((p.snapshot_id.clone(), Some(p.manifest_sha256.clone())));
             }
         } else if m.generation != 1 {
-            find(&key, format!("generation {} has no parent", m.generation));
+            find(
+                Kind::Altered,
+                &key,
+                format!("generation {} has no parent", m.generation),
+            );
         }
         chain.push((m, files));
     }
     report.manifests = chain.len();
 
-    // Sums: each manifest's digest and count are its parent's plus its segments'.
+    // Sums: each manifest's digest, count and unknown effects are its parent's plus its own
+    // segments' and quarantined records'.
     for i in 0..chain.len() {
         let (m, files) = &chain[i];
         let Some(files) = files else { continue };
@@ -264,74 +348,76 @@ pub async fn verify(
         if parent.map_or(&[][..], |p| p.base.as_slice()) != m.base.as_slice() {
             continue;
         }
-        let (parent_digest, parent_count) = match parent {
-            Some(p) => (p.state_digest, p.item_count),
-            None if m.parent.is_none() => (Some(StateDigest::ZERO), 0),
-            None => continue,
-        };
-        let mut digest = parent_digest;
-        let mut count = parent_count;
-        for s in &files.segments {
-            digest = StateDigest::sum_known(digest, s.digest_delta);
-            count += s.item_count_delta;
+        if parent.is_none() && m.parent.is_some() {
+            continue;
         }
+        let sums = StateSums::of_parent(parent).plus(files);
         let key = layout.snapshot_key(&m.snapshot_id);
-        if digest != m.state_digest {
+        if sums.digest != m.state_digest {
             find(
+                Kind::Altered,
                 &key,
-                "state digest is not the parent's plus the segments' deltas".into(),
+                "state digest is not the parent's plus the segments' and quarantined records' deltas"
+                    .into(),
             );
         }
-        if count != m.item_count {
+        if sums.item_count != m.item_count {
             find(
+                Kind::Altered,
                 &key,
                 format!(
-                    "item count {} is not the parent's plus the segments' deltas ({count})",
-                    m.item_count
+                    "item count {} is not the parent's plus the deltas ({})",
+                    m.item_count, sums.item_count
+                ),
+            );
+        }
+        if sums.unknown_effects != m.unknown_effects {
+            find(
+                Kind::Altered,
+                &key,
+                format!(
+                    "{} quarantined record(s) of unknown effect recorded, {} counted",
+                    m.unknown_effects, sums.unknown_effects
                 ),
             );
         }
     }
 
-    // The log range the snapshot consumed: nothing in it may be unaccounted for.
-    if let Some((m, Some(files))) = chain.first() {
-        check_log(
-            store.as_ref(),
-            &layout,
-            m,
-            files,
-            chain.get(1).map(|(p, _)| p),
-            &mut find,
-        )
-        .await?;
-        for r in &files.rejected {
-            find(
-                &r.log_key,
-                format!(
-                    "log entry was rejected by the seal{}: {}",
-                    r.object
-                        .as_deref()
-                        .map(|o| format!(" (names {o})"))
-                        .unwrap_or_default(),
-                    r.reason
-                ),
-            );
+    // The ledger: open findings of the whole chain so far, and the decisions taken.
+    let mut ledger = Ledger::new(table);
+    if let Some((m, files)) = chain.first() {
+        match manifest::read_ledger(store.as_ref(), m).await {
+            Ok(l) => ledger = l,
+            Err(ManifestError::Store(StoreError::NotFound { .. })) => find(
+                Kind::Missing,
+                m.findings.as_ref().map_or("", |r| r.key.as_str()),
+                "findings ledger is missing".into(),
+            ),
+            Err(ManifestError::Store(e)) => return Err(e.into()),
+            Err(e) => find(
+                Kind::Altered,
+                m.findings.as_ref().map_or("", |r| r.key.as_str()),
+                e.to_string(),
+            ),
         }
-        for g in &files.gaps {
-            find(
-                &g.log_key,
-                format!(
-                    "known gap reported by {}: {} record(s) missing{}",
-                    g.gap.source,
-                    g.gap
-                        .records
-                        .map_or("an unknown number of".into(), |n| n.to_string()),
-                    match (&g.gap.start_sequence, &g.gap.end_sequence) {
-                        (Some(a), Some(b)) => format!(", sequence numbers {a}..{b}"),
-                        _ => String::new(),
+        if let Some(r) = &m.findings {
+            check_ledger(m, r, &ledger, files.as_ref(), &mut find);
+            if let Some((p, _)) = chain.get(1)
+                && p.findings.as_ref() != Some(r)
+            {
+                match manifest::read_ledger(store.as_ref(), p).await {
+                    Ok(parent_ledger) => {
+                        for problem in ledger.check_continues(&parent_ledger, &m.snapshot_id) {
+                            find(Kind::Altered, &r.key, problem);
+                        }
                     }
-                ),
-            );
+                    Err(ManifestError::Store(e @ StoreError::Transient { .. })) => {
+                        return Err(e.into());
+                    }
+                    // The parent's own verify names a parent ledger that cannot be read.
+                    Err(_) => {}
+                }
+            }
         }
     }
     report.quarantined_records = chain.first().map_or(0, |(m, _)| m.quarantined_records);
@@ -365,10 +451,12 @@ pub async fn verify(
         .filter_map(|(m, f)| f.clone().map(|f| (m.clone(), f)))
         .collect();
     let mut replaced = crate::compact::replacements_of(&chain_files);
-    let is_latest = manifest::latest_snapshot_id(store.as_ref(), &layout)
+    let latest = manifest::latest_snapshot_id(store.as_ref(), &layout)
         .await
         .ok()
-        .flatten()
+        .flatten();
+    let is_latest = latest
+        .as_deref()
         .is_some_and(|l| chain.first().is_some_and(|(m, _)| m.snapshot_id == l));
     if !is_latest && let Ok(more) = crate::compact::load_replacements(store.as_ref(), &layout).await
     {
@@ -427,13 +515,20 @@ pub async fn verify(
     report.objects = expected.len();
     report.bytes = expected.iter().map(|e| e.1).sum();
     let keys: Vec<String> = expected.iter().map(|e| e.0.clone()).collect();
+    // Quarantined records sealed in scope: their objects must be there, and (deep) still give
+    // the effect the seal recorded.
+    let quarantined: Vec<&manifest::SealedQuarantine> = scope_files
+        .iter()
+        .flat_map(|f| f.quarantined.iter())
+        .collect();
     match options.mode {
         Mode::Quick => {
             let heads = store::head_many(store, &keys, options.concurrency).await;
             for ((key, bytes, sha), head) in expected.iter().zip(heads) {
                 match head? {
-                    None => find(key, "object is missing".into()),
+                    None => find(Kind::Missing, key, "object is missing".into()),
                     Some(meta) if meta.size != *bytes => find(
+                        Kind::Altered,
                         key,
                         format!(
                             "object is {} bytes, sealed as {bytes} (truncated or replaced)",
@@ -442,15 +537,26 @@ pub async fn verify(
                     ),
                     Some(meta) => match meta.sha256 {
                         Some(got) if got != *sha => find(
+                            Kind::Altered,
                             key,
                             format!("SHA-256 is {got}, sealed as {sha} (content altered)"),
                         ),
                         Some(_) => {}
                         None => find(
+                            Kind::Altered,
                             key,
                             "the store reports no SHA-256 for this object, so its content cannot be proven without reading it (it was rewritten by another tool?); run verify --deep".into(),
                         ),
                     },
+                }
+            }
+            let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
+            for (key, head) in qkeys
+                .iter()
+                .zip(store::head_many(store, &qkeys, options.concurrency).await)
+            {
+                if head?.is_none() {
+                    find(Kind::Missing, key, "quarantined record is missing".into());
                 }
             }
         }
@@ -458,7 +564,7 @@ pub async fn verify(
             for r in &compacted {
                 match store.get(&r.key).await {
                     Err(StoreError::NotFound { .. }) => {
-                        find(&r.key, "compacted object is missing".into())
+                        find(Kind::Missing, &r.key, "compacted object is missing".into())
                     }
                     Err(e) => return Err(e.into()),
                     Ok(bytes) => {
@@ -472,15 +578,14 @@ pub async fn verify(
                     }
                 }
             }
-            let segments: Vec<&SealedSegment> = plain.clone();
             // Bounded: objects are fetched and checked a batch at a time.
-            for chunk in segments.chunks(options.concurrency.max(1)) {
+            for chunk in plain.chunks(options.concurrency.max(1)) {
                 let keys: Vec<String> = chunk.iter().map(|s| s.key.clone()).collect();
                 let bodies = store::get_many(store, &keys, options.concurrency).await;
                 for (s, body) in chunk.iter().zip(bodies) {
                     match body {
                         Err(StoreError::NotFound { .. }) => {
-                            find(&s.key, "object is missing".into())
+                            find(Kind::Missing, &s.key, "object is missing".into())
                         }
                         Err(e) => return Err(e.into()),
                         Ok(bytes) => {
@@ -489,19 +594,503 @@ pub async fn verify(
                     }
                 }
             }
+            if options.scope == Scope::Chain {
+                let base_keys: Vec<(String, u64, String)> = expected
+                    .iter()
+                    .filter(|(k, _, _)| {
+                        chain
+                            .first()
+                            .is_some_and(|(m, _)| m.base.iter().any(|b| b.key == *k))
+                    })
+                    .cloned()
+                    .collect();
+                for (key, bytes, sha) in &base_keys {
+                    match store.get(key).await {
+                        Err(StoreError::NotFound { .. }) => {
+                            find(Kind::Missing, key, "base file is missing".into())
+                        }
+                        Err(e) => return Err(e.into()),
+                        Ok(body) => {
+                            let got = hex::encode(Sha256::digest(&body));
+                            if body.len() as u64 != *bytes || got != *sha {
+                                find(
+                                    Kind::Altered,
+                                    key,
+                                    format!(
+                                        "base file is {} bytes with SHA-256 {got}, sealed as {bytes} bytes with {sha}",
+                                        body.len()
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
+            let bodies = store::get_many(store, &qkeys, options.concurrency).await;
+            for (q, body) in quarantined.iter().zip(bodies) {
+                match body {
+                    Err(StoreError::NotFound { .. }) => find(
+                        Kind::Missing,
+                        &q.key,
+                        "quarantined record is missing".into(),
+                    ),
+                    Err(e) => return Err(e.into()),
+                    Ok(b) => {
+                        if crate::quarantine::effect_of_object(&b) != q.effect {
+                            find(
+                                Kind::Altered,
+                                &q.key,
+                                "the stored record's effect on the state is not the one sealed"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(expected) = rebuilt_ledger(&chain) {
+                for problem in compare_ledgers(&expected, &ledger) {
+                    find(
+                        Kind::Altered,
+                        chain
+                            .first()
+                            .and_then(|(m, _)| m.findings.as_ref())
+                            .map_or(table, |r| r.key.as_str()),
+                        problem,
+                    );
+                }
+            }
+        }
+    }
+    // The ledger's open findings and decisions.
+    for f in ledger.findings() {
+        findings.push(f);
+    }
+
+    // What waits for the next seal (never a finding about this snapshot), and with deep, the
+    // audit of everything stored against the latest chain.
+    if is_latest && let Some((m, Some(top))) = chain.first() {
+        let listed = store.list(&layout.inbox_prefix(), None, None).await?;
+        let sealed: HashSet<&str> = top.entry_keys().collect();
+        report.waiting = Some(
+            listed
+                .iter()
+                .filter(|e| !sealed.contains(e.key.as_str()))
+                .count() as u64,
+        );
+        if options.mode == Mode::Deep && chain.iter().all(|(_, f)| f.is_some()) {
+            let (a, audit_findings) =
+                audit(store, &layout, m, &chain_files, &ledger, &options).await?;
+            findings.extend(audit_findings);
+            report.audit = Some(a);
         }
     }
 
-    report.ok = report.findings.is_empty();
+    findings.sort_by(|a, b| {
+        b.kind
+            .severity()
+            .cmp(&a.kind.severity())
+            .then(a.kind.cmp(&b.kind))
+    });
+    report.status = Status::of(&findings);
+    report.ok = report.status == Status::Ok;
+    report.findings = findings;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-fn report_finding(findings: &mut Vec<Finding>, object: &str, problem: String) {
-    findings.push(Finding {
-        object: object.to_owned(),
-        problem,
-    });
+/// The ledger's own checks against the snapshot that references it: every finding this
+/// snapshot sealed is in it, sealed in this snapshot, and every decision it applied is there.
+fn check_ledger(
+    m: &Manifest,
+    r: &crate::findings::LedgerRef,
+    ledger: &Ledger,
+    files: Option<&SnapshotFiles>,
+    find: &mut impl FnMut(Kind, &str, String),
+) {
+    let open = ledger.open().count() as u64;
+    if open != r.open || ledger.entries.len() as u64 != r.open + r.acknowledged {
+        find(
+            Kind::Altered,
+            &r.key,
+            format!(
+                "ledger holds {open} open and {} acknowledged findings, the manifest recorded {} and {}",
+                ledger.entries.len() as u64 - open,
+                r.open,
+                r.acknowledged
+            ),
+        );
+    }
+    if ledger.table != m.table {
+        find(
+            Kind::Altered,
+            &r.key,
+            format!("ledger is for table {:?}", ledger.table),
+        );
+    }
+    let Some(files) = files else { return };
+    let sealed_here = files
+        .rejected
+        .iter()
+        .map(|e| (Kind::Rejected, e.log_key.as_str()))
+        .chain(files.gaps.iter().map(|g| (Kind::Gap, g.log_key.as_str())))
+        .chain(
+            files
+                .quarantined
+                .iter()
+                .map(|q| (Kind::Quarantined, q.key.as_str())),
+        );
+    for (kind, subject) in sealed_here {
+        let id = crate::findings::finding_id(kind, subject);
+        match ledger.get(&id) {
+            Some(e) if e.sealed_in == m.snapshot_id => {}
+            _ => find(
+                Kind::Altered,
+                &r.key,
+                format!("the {kind} {subject} this snapshot sealed is not in its ledger"),
+            ),
+        }
+    }
+    for a in files
+        .acknowledgments
+        .iter()
+        .filter(|a| a.outcome == "applied")
+    {
+        let applied = ledger.get(&a.record.finding).is_some_and(|e| {
+            e.acknowledged
+                .as_ref()
+                .is_some_and(|d| d.snapshot_id == m.snapshot_id && d.entry == a.log_key)
+        });
+        if !applied {
+            find(
+                Kind::Altered,
+                &r.key,
+                format!(
+                    "the acknowledgment of {} this snapshot sealed is not in its ledger",
+                    a.record.finding
+                ),
+            );
+        }
+    }
+}
+
+/// A finding as the chain's file lists record it.
+struct SealedFinding {
+    id: String,
+    kind: Kind,
+    subject: String,
+    sealed_in: String,
+    acknowledged_in: Option<String>,
+}
+
+/// The ledger the chain's file lists imply (oldest first), or `None` when a file list is
+/// missing (already reported).
+fn rebuilt_ledger(chain: &[(Manifest, Option<SnapshotFiles>)]) -> Option<Vec<SealedFinding>> {
+    let mut out: Vec<SealedFinding> = vec![];
+    for (m, files) in chain.iter().rev() {
+        let files = files.as_ref()?;
+        let new = files
+            .rejected
+            .iter()
+            .map(|e| (Kind::Rejected, e.log_key.clone()))
+            .chain(files.gaps.iter().map(|g| (Kind::Gap, g.log_key.clone())))
+            .chain(
+                files
+                    .quarantined
+                    .iter()
+                    .map(|q| (Kind::Quarantined, q.key.clone())),
+            );
+        for (kind, subject) in new {
+            out.push(SealedFinding {
+                id: crate::findings::finding_id(kind, &subject),
+                kind,
+                subject,
+                sealed_in: m.snapshot_id.clone(),
+                acknowledged_in: None,
+            });
+        }
+        for a in files
+            .acknowledgments
+            .iter()
+            .filter(|a| a.outcome == "applied")
+        {
+            if let Some(e) = out.iter_mut().find(|e| e.id == a.record.finding) {
+                e.acknowledged_in = Some(m.snapshot_id.clone());
+            }
+        }
+    }
+    Some(out)
+}
+
+fn compare_ledgers(expected: &[SealedFinding], ledger: &Ledger) -> Vec<String> {
+    let mut problems = vec![];
+    for f in expected {
+        match ledger.get(&f.id) {
+            None => problems.push(format!(
+                "the {} {} sealed in {} is not in the ledger",
+                f.kind, f.subject, f.sealed_in
+            )),
+            Some(e) => {
+                let got = e.acknowledged.as_ref().map(|a| a.snapshot_id.clone());
+                if e.kind != f.kind
+                    || e.subject != f.subject
+                    || e.sealed_in != f.sealed_in
+                    || got != f.acknowledged_in
+                {
+                    problems.push(format!(
+                        "finding {} in the ledger is not what the file lists sealed",
+                        f.id
+                    ));
+                }
+            }
+        }
+    }
+    if ledger.entries.len() > expected.len() {
+        problems.push(format!(
+            "the ledger holds {} findings, the chain's file lists seal {}",
+            ledger.entries.len(),
+            expected.len()
+        ));
+    }
+    problems
+}
+
+/// Deep verify's audit of the store against the latest chain: every object that holds
+/// captured data must be sealed (or replaced by a sealed compaction), be a repeat of sealed
+/// records, or wait in the inbox. What is none of these and was written before the latest
+/// seal (by the store's own clock: S3's `LastModified`, a file's modification time) is an
+/// `orphan`; an object under `changes/` that is no segment streamseal writes is `extra`
+/// (Athena's changes table would read it). Memory: a 64-bit hash per sealed segment, and the
+/// sequence numbers of the orphan candidates.
+async fn audit(
+    store: &Arc<dyn ObjectStore>,
+    layout: &TableLayout,
+    latest: &Manifest,
+    chain: &[(Manifest, SnapshotFiles)],
+    ledger: &Ledger,
+    options: &VerifyOptions,
+) -> Result<(Audit, Vec<Finding>), StoreError> {
+    let (concurrency, grace_ms) = (options.concurrency, options.orphan_grace_ms.max(0));
+    let mut findings = vec![];
+    let mut find = |kind: Kind, object: &str, problem: String| {
+        findings.push(Finding::new(kind, object, problem))
+    };
+    let mut a = Audit::default();
+    let h = |k: &str| {
+        let mut s = std::collections::hash_map::DefaultHasher::new();
+        k.hash(&mut s);
+        s.finish()
+    };
+    // The latest seal's commit time by the store's clock, less the grace: what is newer may be
+    // a write still in flight.
+    let cutoff = store
+        .head(&layout.snapshot_key(&latest.snapshot_id))
+        .await?
+        .and_then(|m| m.modified_ms)
+        .map_or(i64::MAX, |t| t.saturating_sub(grace_ms));
+    let mut accounted: HashSet<u64> = HashSet::new();
+    for (_, f) in chain {
+        accounted.extend(f.segments.iter().map(|s| h(&s.key)));
+        accounted.extend(f.duplicates.iter().map(|s| h(&s.key)));
+        for c in &f.compactions {
+            accounted.insert(h(&c.record.key));
+        }
+    }
+    // What waits in the inbox.
+    let waiting = async |accounted: &mut HashSet<u64>,
+                         quarantine: &mut HashSet<String>|
+           -> Result<u64, StoreError> {
+        let listed = store.list(&layout.inbox_prefix(), None, None).await?;
+        let keys: Vec<String> = listed.into_iter().map(|m| m.key).collect();
+        let mut n = 0;
+        for (key, body) in keys
+            .iter()
+            .zip(store::get_many(store, &keys, concurrency).await)
+        {
+            let body = match body {
+                Ok(b) => b,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            n += 1;
+            match LogEntry::parse(key, &body) {
+                Ok(LogEntry::Segment(r)) => {
+                    accounted.insert(h(&r.key));
+                }
+                Ok(LogEntry::Compaction(c)) => {
+                    accounted.insert(h(&c.key));
+                }
+                Ok(LogEntry::Quarantine(q)) => {
+                    quarantine.insert(q.key);
+                }
+                _ => {}
+            }
+        }
+        Ok(n)
+    };
+    let mut waiting_quarantine: HashSet<String> = HashSet::new();
+    a.waiting_entries = waiting(&mut accounted, &mut waiting_quarantine).await?;
+
+    // Segment objects, a page at a time.
+    let prefix = layout.changes_prefix();
+    let mut after: Option<String> = None;
+    let mut candidates: Vec<String> = vec![];
+    loop {
+        let page = store.list(&prefix, after.as_deref(), Some(1000)).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for o in &page {
+            a.segment_objects += 1;
+            let name = o.key.rsplit('/').next().unwrap_or("");
+            if !is_segment_name(name) && !is_compacted_name(name) {
+                find(
+                    Kind::Extra,
+                    &o.key,
+                    "not a segment or compacted object streamseal writes, under the changes/ folder Athena's changes table reads".into(),
+                );
+                continue;
+            }
+            if accounted.contains(&h(&o.key)) {
+                continue;
+            }
+            if o.modified_ms.is_some_and(|t| t >= cutoff) {
+                a.recent += 1;
+                continue;
+            }
+            candidates.push(o.key.clone());
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    // Quarantined records.
+    let quarantined: HashSet<&str> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Quarantined)
+        .map(|e| e.subject.as_str())
+        .collect();
+    let mut quarantine_candidates = vec![];
+    for o in store.list(&layout.quarantine_prefix(), None, None).await? {
+        a.quarantine_objects += 1;
+        if quarantined.contains(o.key.as_str()) || waiting_quarantine.contains(&o.key) {
+            continue;
+        }
+        if o.modified_ms.is_some_and(|t| t >= cutoff) {
+            a.recent += 1;
+            continue;
+        }
+        quarantine_candidates.push(o.key);
+    }
+    if candidates.is_empty() && quarantine_candidates.is_empty() {
+        return Ok((a, findings));
+    }
+    // A writer between its object and its entry: look at the inbox once more.
+    a.waiting_entries = waiting(&mut accounted, &mut waiting_quarantine).await?;
+    candidates.retain(|k| !accounted.contains(&h(k)));
+    quarantine_candidates.retain(|k| !waiting_quarantine.contains(k));
+    for k in &quarantine_candidates {
+        find(
+            Kind::Orphan,
+            k,
+            "a quarantined record no snapshot counts and no entry waits for (its batch's writer stopped before writing the entry?): the change it holds is in no snapshot".into(),
+        );
+    }
+    // Orphan segments whose every record is sealed elsewhere are superseded attempts.
+    let mut seqs_of: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut left: Vec<usize> = vec![];
+    for (i, k) in candidates.iter().enumerate() {
+        let body = match store.get(k).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => {
+                left.push(0);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let seqs = crate::segment::read_segment_columns(k, body, &["sequence_number"])
+            .ok()
+            .map(|batches| {
+                batches
+                    .iter()
+                    .filter_map(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<arrow_array::StringArray>()
+                            .map(|a| a.iter().flatten().map(str::to_owned).collect::<Vec<_>>())
+                    })
+                    .flatten()
+                    .collect::<HashSet<String>>()
+            });
+        let Some(seqs) = seqs else {
+            find(
+                Kind::Extra,
+                k,
+                "named like a segment, but not a readable one".into(),
+            );
+            left.push(0);
+            continue;
+        };
+        left.push(seqs.len());
+        for s in seqs {
+            seqs_of.entry(s).or_default().push(i);
+        }
+    }
+    for (_, f) in chain {
+        for s in &f.segments {
+            let Ok(seqs) = s.sequence_numbers.decode() else {
+                continue;
+            };
+            for q in seqs {
+                if let Some(owners) = seqs_of.remove(&q) {
+                    for i in owners {
+                        left[i] -= 1;
+                    }
+                }
+            }
+        }
+    }
+    for (k, n) in candidates.iter().zip(&left) {
+        if *n == 0 {
+            a.superseded_segments += 1;
+        } else {
+            find(
+                Kind::Orphan,
+                k,
+                format!(
+                    "a segment no snapshot names and no entry waits for, written before the latest seal: {n} of its records are in no snapshot (its writer stopped before writing the entry?); replay the batch, or see docs/runbook.md"
+                ),
+            );
+        }
+    }
+    Ok((a, findings))
+}
+
+/// `<first:40>-<last:40>-<tag>.parquet`.
+fn is_segment_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".parquet") else {
+        return false;
+    };
+    let mut parts = stem.splitn(3, '-');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| p.len() == 40 && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next())
+        && digits(parts.next())
+        && parts
+            .next()
+            .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `c-<snapshot>-<hash16>.parquet`.
+fn is_compacted_name(name: &str) -> bool {
+    name.strip_prefix("c-")
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .and_then(|n| n.split_once('-'))
+        .is_some_and(|(id, hash)| {
+            manifest::parse_snapshot_id(id).is_some()
+                && !hash.is_empty()
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 fn check_manifest(
@@ -510,10 +1099,11 @@ fn check_manifest(
     id: &str,
     m: &Manifest,
     expected_sha: Option<&str>,
-    find: &mut impl FnMut(&str, String),
+    find: &mut impl FnMut(Kind, &str, String),
 ) {
     if !m.digest_ok() {
         find(
+            Kind::Altered,
             key,
             format!(
                 "manifest content does not match its manifest_sha256 (edited after sealing; content hashes to {})",
@@ -525,6 +1115,7 @@ fn check_manifest(
         && m.manifest_sha256 != expected
     {
         find(
+            Kind::Altered,
             key,
             format!(
                 "manifest_sha256 is {}, its child recorded {expected} (replaced after sealing)",
@@ -534,6 +1125,7 @@ fn check_manifest(
     }
     if m.snapshot_id != id || manifest::parse_snapshot_id(id) != Some(m.generation) {
         find(
+            Kind::Altered,
             key,
             format!(
                 "manifest says snapshot {} generation {}, its key says {id}",
@@ -542,19 +1134,24 @@ fn check_manifest(
         );
     }
     if m.table != layout.table() {
-        find(key, format!("manifest is for table {:?}", m.table));
-    }
-    if m.format != manifest::MANIFEST_FORMAT {
-        find(key, format!("unknown manifest format {}", m.format));
+        find(
+            Kind::Altered,
+            key,
+            format!("manifest is for table {:?}", m.table),
+        );
     }
 }
 
-fn check_files(m: &Manifest, f: &SnapshotFiles, find: &mut impl FnMut(&str, String)) {
+fn check_files(m: &Manifest, f: &SnapshotFiles, find: &mut impl FnMut(Kind, &str, String)) {
     let key = &m.files.key;
     let rows: u64 = f.segments.iter().map(|s| s.counted_rows).sum();
     let bytes: u64 = f.segments.iter().map(|s| s.bytes).sum();
     if f.snapshot_id != m.snapshot_id || f.table != m.table {
-        find(key, "file list belongs to another snapshot or table".into());
+        find(
+            Kind::Altered,
+            key,
+            "file list belongs to another snapshot or table".into(),
+        );
     }
     if f.segments.len() as u64 != m.files.segments
         || rows != m.files.rows
@@ -563,87 +1160,38 @@ fn check_files(m: &Manifest, f: &SnapshotFiles, find: &mut impl FnMut(&str, Stri
         || f.rejected.len() as u64 != m.rejected_log_entries
     {
         find(
+            Kind::Altered,
             key,
             "file list sums (segments, rows, bytes, duplicates, rejected) differ from the manifest's"
                 .into(),
         );
     }
     for s in &f.segments {
-        match s.skipped_sequences.decode() {
-            Ok(skipped)
-                if s.counted_rows + skipped.len() as u64 <= s.rows && s.counted_rows > 0 => {}
-            Ok(_) => find(
+        match (s.skipped_sequences.decode(), s.sequence_numbers.decode()) {
+            (Ok(skipped), Ok(all))
+                if s.counted_rows + skipped.len() as u64 <= s.rows
+                    && s.counted_rows > 0
+                    && all.len() as u64 == s.rows => {}
+            (Ok(_), Ok(_)) => find(
+                Kind::Altered,
                 &s.key,
-                "counted rows plus skipped rows exceed the rows".into(),
+                "counted, skipped and listed rows do not add up to the rows".into(),
             ),
-            Err(e) => find(&s.key, format!("skipped sequence list: {e}")),
+            (Err(e), _) | (_, Err(e)) => find(Kind::Altered, &s.key, format!("sequence list: {e}")),
         }
     }
-}
-
-async fn check_log(
-    store: &dyn ObjectStore,
-    layout: &TableLayout,
-    m: &Manifest,
-    files: &SnapshotFiles,
-    parent: Option<&Manifest>,
-    find: &mut impl FnMut(&str, String),
-) -> Result<(), StoreError> {
-    let Some(cursor) = m.watermark.log_cursor.as_deref() else {
-        return Ok(());
-    };
-    let mut accounted: HashSet<&str> = HashSet::new();
-    accounted.extend(files.segments.iter().map(|s| s.log_key.as_str()));
-    accounted.extend(files.duplicates.iter().map(|s| s.log_key.as_str()));
-    accounted.extend(files.quarantined.iter().map(|s| s.log_key.as_str()));
-    accounted.extend(files.gaps.iter().map(|s| s.log_key.as_str()));
-    accounted.extend(files.compactions.iter().map(|s| s.log_key.as_str()));
-    accounted.extend(files.rejected.iter().map(|s| s.log_key.as_str()));
-    let before: HashSet<&str> = parent
-        .map(|p| {
-            p.watermark
-                .recent_log_keys
-                .iter()
-                .map(String::as_str)
-                .collect()
-        })
-        .unwrap_or_default();
-    let listed = store
-        .list(
-            &layout.log_prefix(),
-            m.watermark.log_listed_after.as_deref(),
-            None,
-        )
-        .await?;
-    let mut seen: HashSet<&str> = HashSet::new();
-    for meta in &listed {
-        if meta.key.as_str() > cursor {
-            // Written after the seal: the next snapshot's business.
-            continue;
-        }
-        let k = meta.key.as_str();
-        if accounted.contains(k) {
-            seen.insert(k);
-        } else if !before.contains(k) {
-            find(
-                k,
-                "log entry inside this snapshot's range is not part of the snapshot (added after sealing?)".into(),
-            );
-        }
-    }
-    for k in accounted {
-        if !seen.contains(k) && k <= cursor {
-            find(k, "sealed log entry is missing from the log".into());
-        }
-    }
-    Ok(())
 }
 
 /// Downloads-and-recomputes checks of one segment; returns rows read.
-fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str, String)) -> u64 {
+fn deep_check(
+    s: &SealedSegment,
+    bytes: bytes::Bytes,
+    find: &mut impl FnMut(Kind, &str, String),
+) -> u64 {
     let key = &s.key;
     if bytes.len() as u64 != s.bytes {
         find(
+            Kind::Altered,
             key,
             format!(
                 "object is {} bytes, sealed as {} (truncated or replaced)",
@@ -655,6 +1203,7 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
     let sha = hex::encode(Sha256::digest(&bytes));
     if sha != s.sha256 {
         find(
+            Kind::Altered,
             key,
             format!("SHA-256 is {sha}, sealed as {} (content altered)", s.sha256),
         );
@@ -664,7 +1213,7 @@ fn deep_check(s: &SealedSegment, bytes: bytes::Bytes, find: &mut impl FnMut(&str
     let contents = match SegmentContents::read(key, bytes) {
         Ok(c) => c,
         Err(e) => {
-            find(key, format!("cannot be read back: {e}"));
+            find(Kind::Altered, key, format!("cannot be read back: {e}"));
             return 0;
         }
     };
@@ -678,12 +1227,13 @@ fn deep_check_compacted(
     parts: &[&SealedSegment],
     replaced: &HashMap<String, crate::compact::Replacement>,
     bytes: bytes::Bytes,
-    find: &mut impl FnMut(&str, String),
+    find: &mut impl FnMut(Kind, &str, String),
 ) -> u64 {
     let key = &r.key;
     let sha = hex::encode(Sha256::digest(&bytes));
     if bytes.len() as u64 != r.bytes || sha != r.sha256 {
         find(
+            Kind::Altered,
             key,
             format!(
                 "compacted object is {} bytes with SHA-256 {sha}, sealed as {} bytes with {}",
@@ -697,7 +1247,7 @@ fn deep_check_compacted(
     let contents = match SegmentContents::read(key, bytes) {
         Ok(c) => c,
         Err(e) => {
-            find(key, format!("cannot be read back: {e}"));
+            find(Kind::Altered, key, format!("cannot be read back: {e}"));
             return 0;
         }
     };
@@ -708,6 +1258,7 @@ fn deep_check_compacted(
         let (from, to) = (at.first_row as usize, (at.first_row + at.rows) as usize);
         let Some(rows) = contents.rows.get(from..to) else {
             find(
+                Kind::Altered,
                 key,
                 format!(
                     "has {} rows; part {} should be rows {from}..{to}",
@@ -733,12 +1284,16 @@ fn check_contents(
     s: &SealedSegment,
     contents: &SegmentContents,
     label: &str,
-    find: &mut impl FnMut(&str, String),
+    find: &mut impl FnMut(Kind, &str, String),
 ) -> u64 {
     let key = label;
     let rows = contents.rows.len() as u64;
     if rows != s.rows {
-        find(key, format!("has {rows} rows, sealed as {}", s.rows));
+        find(
+            Kind::Altered,
+            key,
+            format!("has {rows} rows, sealed as {}", s.rows),
+        );
     }
     // The name's tag is a hash of the stream, view type and every row's identity.
     if let Some(view) = contents.view_type {
@@ -749,6 +1304,7 @@ fn check_contents(
         let tag = tag.finish();
         if !s.key.ends_with(&format!("-{tag}.parquet")) {
             find(
+                Kind::Altered,
                 key,
                 format!(
                     "rows hash to tag {tag}, which is not the object's name (a foreign object)"
@@ -756,7 +1312,24 @@ fn check_contents(
             );
         }
     } else {
-        find(key, "file metadata has no stream view type".into());
+        find(
+            Kind::Altered,
+            key,
+            "file metadata has no stream view type".into(),
+        );
+    }
+    let listed = s.sequence_numbers.decode().unwrap_or_default();
+    if listed.len() == contents.rows.len()
+        && listed
+            .iter()
+            .zip(&contents.rows)
+            .any(|(a, r)| *a != r.sequence)
+    {
+        find(
+            Kind::Altered,
+            key,
+            "its rows' sequence numbers are not the ones sealed".into(),
+        );
     }
     let skipped: HashSet<String> = s
         .skipped_sequences
@@ -778,6 +1351,7 @@ fn check_contents(
     }
     if counted != s.counted_rows {
         find(
+            Kind::Altered,
             key,
             format!(
                 "{counted} rows count after skips, sealed as {}",
@@ -787,6 +1361,7 @@ fn check_contents(
     }
     if count != s.item_count_delta {
         find(
+            Kind::Altered,
             key,
             format!(
                 "rows give item-count delta {count}, sealed as {}",
@@ -796,6 +1371,7 @@ fn check_contents(
     }
     if s.digest_delta.is_some() && digest != s.digest_delta {
         find(
+            Kind::Altered,
             key,
             "images hash to a different digest delta than sealed".into(),
         );

@@ -232,7 +232,7 @@ fn help_explains_the_commands() {
 }
 
 /// `seal`, `verify` and `snapshots` as an operator runs them on a local backup and on S3:
-/// reports in text and JSON, a tampered segment fails verify with exit status 1 naming it,
+/// reports in text and JSON, a tampered segment fails verify with exit status 4 (corrupt) naming it,
 /// bad flags and unknown snapshots get clear errors.
 #[test]
 fn seal_verify_and_snapshots_from_the_command_line() {
@@ -295,7 +295,7 @@ fn seal_verify_and_snapshots_from_the_command_line() {
     let v: serde_json::Value = serde_json::from_slice(&deep.stdout).unwrap();
     assert_eq!(v["rows_read"].as_u64(), Some(rows));
 
-    // Truncate a segment: verify exits 1 and names it, in text and in JSON.
+    // Truncate a segment: verify exits 4 (corrupt) and names it, in text and in JSON.
     let seg = std::fs::read_dir(dir.path().join("orders/changes"))
         .unwrap()
         .flatten()
@@ -321,14 +321,19 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         "--snapshot",
         "1",
     ]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(4));
     let out = String::from_utf8_lossy(&bad.stdout);
-    assert!(out.starts_with("FAILED") && out.contains(&key), "{out}");
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("failed verify"));
+    assert!(
+        out.starts_with("CORRUPT") && out.contains(&format!("[altered] {key}")),
+        "{out}"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is CORRUPT"));
     let bad = run(&["verify", "--table", "orders", "--target", &target, "--json"]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(4));
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["status"], "corrupt");
     assert_eq!(v["findings"][0]["object"], key.as_str());
+    assert_eq!(v["findings"][0]["kind"], "altered");
     std::fs::write(&seg, &bytes).unwrap();
 
     // Clear errors for what cannot work.

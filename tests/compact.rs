@@ -45,6 +45,7 @@ async fn restored(store: &Arc<dyn ObjectStore>, table: &str, snapshot: &str) -> 
             scan_segments: 1,
             max_attempts: 1,
             deadline: None,
+            strict: false,
         },
         &Progress::default(),
     )
@@ -63,6 +64,7 @@ async fn deep_ok(store: &Arc<dyn ObjectStore>, table: &str, snapshot: &str) -> u
             mode: Mode::Deep,
             scope: Scope::Chain,
             concurrency: 4,
+            ..Default::default()
         },
     )
     .await

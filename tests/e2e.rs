@@ -75,7 +75,7 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let log = dir.path().join(source).join("log");
+    let log = dir.path().join(source).join("inbox");
     let started = Instant::now();
     let count_log = || walk(&log);
     while count_log() < 10 && started.elapsed() < Duration::from_secs(60) {

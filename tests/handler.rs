@@ -87,7 +87,7 @@ async fn rows(store: &dyn ObjectStore, table: &str) -> Vec<(String, String, bool
 async fn log_records(store: &dyn ObjectStore, table: &str) -> Vec<SegmentRecord> {
     let mut out = Vec::new();
     for meta in store
-        .list(&format!("{table}/log/"), None, None)
+        .list(&format!("{table}/inbox/"), None, None)
         .await
         .unwrap()
     {
@@ -298,7 +298,7 @@ async fn crash_between_segment_and_log_is_repaired_by_redelivery() {
     let h = handler(faulty.clone()).await;
     let text = common::fixture("view-new-and-old-images.json");
     // The segment lands, its log record does not: the records are not durable yet.
-    faulty.fail_puts_matching("/log/", Some(1));
+    faulty.fail_puts_matching("/inbox/", Some(1));
     let response = serve(&h, event(&text)).await.unwrap();
     assert_eq!(failures(&response), sequences(&text));
     assert!(log_records(inner.as_ref(), "orders").await.is_empty());

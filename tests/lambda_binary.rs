@@ -172,7 +172,7 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
         "{keys:?}"
     );
     assert_eq!(
-        keys.iter().filter(|k| k.contains("/log/")).count(),
+        keys.iter().filter(|k| k.contains("/inbox/")).count(),
         1,
         "{keys:?}"
     );

@@ -62,7 +62,7 @@ async fn expected_rows(store: &dyn ObjectStore) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for table in ["orders", "ExampleTableWithStream"] {
         for meta in store
-            .list(&format!("{table}/log/"), None, None)
+            .list(&format!("{table}/inbox/"), None, None)
             .await
             .unwrap()
         {

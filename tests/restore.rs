@@ -113,6 +113,7 @@ fn request(table: &str, point: Point, to: Target) -> Request {
         scan_segments: 3,
         max_attempts: 8,
         deadline: None,
+        strict: false,
     }
 }
 

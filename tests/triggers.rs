@@ -55,6 +55,7 @@ async fn independently_verified(store: &Arc<dyn ObjectStore>, id: &str) {
             mode: Mode::Deep,
             scope: Scope::Chain,
             concurrency: 4,
+            ..Default::default()
         },
     )
     .await

@@ -78,6 +78,10 @@ pub struct Request {
     /// written) and report `complete: false`; a rerun resumes from the checkpoint. For callers
     /// with a time limit, such as a Lambda invocation.
     pub deadline: Option<Instant>,
+    /// Refuse, before writing anything, a restore whose chain holds quarantined records (other
+    /// than REMOVEs) that could be a key's latest change: without it such keys are left out
+    /// and named, and everything else is restored and checked.
+    pub strict: bool,
 }
 
 /// The outcome of a restore.
@@ -113,6 +117,11 @@ pub struct Report {
     pub retries: u64,
     /// Files written (file target).
     pub files: Vec<String>,
+    /// Keys left out because their latest change is a quarantined record (kept verbatim at
+    /// the named object): the one part of the table the backup cannot write.
+    pub quarantined: Vec<restore::QuarantinedKey>,
+    /// Why the restored state could not be proven against the manifest, when it could not.
+    pub unproven: Option<String>,
     /// Wall time.
     pub elapsed_ms: u64,
     /// False when the run stopped at its deadline with partitions left to write (rerun to
@@ -154,9 +163,36 @@ pub async fn run(
         resumed: false,
         retries: 0,
         files: vec![],
+        quarantined: vec![],
+        unproven: None,
         elapsed_ms: 0,
         complete: true,
     };
+    if request.strict {
+        let blocking: Vec<&str> = plan
+            .quarantined
+            .iter()
+            .filter(|q| !q.effect.is_remove())
+            .filter(|q| match (plan.as_of_ms, q.effect.created_ms) {
+                (Some(t), Some(c)) => c <= t,
+                _ => true,
+            })
+            .map(|q| q.key.as_str())
+            .collect();
+        if !blocking.is_empty() {
+            return Err(RestoreError::Unrestorable(format!(
+                "--strict: the chain holds {} quarantined record(s) whose change cannot be written ({}{}); nothing was written. Without --strict the restore writes every other item and names the keys left out.",
+                blocking.len(),
+                blocking
+                    .iter()
+                    .take(5)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if blocking.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+    }
     match &request.to {
         Target::Files(dir) => {
             let mut sink = FileSink::new(dir).map_err(RestoreError::Sink)?;
@@ -233,6 +269,8 @@ pub async fn run(
 }
 
 fn finish(report: &mut Report, m: &restore::Materialized, n: u64, d: StateDigest) {
+    report.quarantined = m.quarantined.clone();
+    report.unproven = m.unproven.clone();
     report.items = m.items;
     report.changes = m.changes;
     report.partitions = m.partitions;

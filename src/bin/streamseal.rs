@@ -51,18 +51,34 @@ enum Command {
     SampleEvents(SampleArgs),
     /// Seal the latest snapshot: an immutable manifest of everything captured so far.
     ///
-    /// Reads only the segment log written since the previous snapshot (O(new changes)),
-    /// resolves records stored twice by redelivered or bisected batches, writes the manifest
-    /// once (If-None-Match), then runs a quick verify of it. Exit status is non-zero if the
-    /// seal or its verify fails.
+    /// Seals every log entry waiting in the inbox (only what is not sealed yet: O(new
+    /// changes), whatever the writers' clocks), resolves records stored twice by redelivered
+    /// or bisected batches, records gaps, rejected entries and quarantined records in the
+    /// findings ledger, writes the manifest once (If-None-Match), removes the sealed entries
+    /// from the inbox, then runs a quick verify of the new snapshot. Exit status is that
+    /// verify's: 0 ok, 3 incomplete (open findings), 4 corrupt; 1 if the seal failed.
     Seal(SealArgs),
     /// Verify a sealed snapshot: complete, intact, nothing extra. Names every problem.
     ///
-    /// Quick (default): manifest digests along the parent chain, the log range the snapshot
-    /// consumed, and every segment's size and SHA-256 via HEAD. --deep downloads each segment,
-    /// recomputes SHA-256, parses the Parquet, counts rows and recomputes digest deltas.
-    /// Exit status 1 when anything is wrong.
+    /// Quick (default): manifest digests along the parent chain, the file lists' and the
+    /// findings ledger's sums, and every segment's and quarantined record's size and SHA-256
+    /// via HEAD. --deep downloads each segment, recomputes SHA-256, parses the Parquet, counts
+    /// rows and recomputes digest deltas, rebuilds the ledger from the chain, and (for the
+    /// latest snapshot) audits the store for captured data no snapshot accounts for.
+    ///
+    /// Exit status: 0 complete and intact (acknowledged findings allowed); 3 incomplete
+    /// (open gaps, rejected entries, quarantined records or orphans: the backup is intact
+    /// but known to lack them); 4 corrupt (a sealed object is missing or altered); 1 verify
+    /// could not run.
     Verify(VerifyArgs),
+    /// Record a decision about an open finding (a gap, a rejected entry, a quarantined
+    /// record), so verify stops failing on it.
+    ///
+    /// Writes an acknowledgment entry naming the finding (its id, as verify prints it) with
+    /// your reason, then seals, which records the decision in the findings ledger for good:
+    /// every later verify lists it as acknowledged, with who and why. Refuses ids that are
+    /// not open in the latest snapshot's ledger.
+    Acknowledge(AcknowledgeArgs),
     /// List a table's sealed snapshots, oldest first.
     Snapshots(SnapshotsArgs),
     /// Rewrite small sealed segments as large objects (Athena reads fewer files), and delete
@@ -216,6 +232,11 @@ struct RestoreArgs {
     /// Parallel BatchWriteItem calls.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
+    /// Refuse (before writing anything) a chain holding quarantined records that could be a
+    /// key's latest change. Without it, such keys are left out and named, and every other item
+    /// is restored and checked.
+    #[arg(long)]
+    strict: bool,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
@@ -312,13 +333,39 @@ struct VerifyArgs {
     /// Snapshot id, or "latest".
     #[arg(long, value_name = "ID|latest", default_value = "latest")]
     snapshot: String,
-    /// Download and recompute everything instead of checking metadata.
+    /// Download and recompute everything instead of checking metadata; for the latest
+    /// snapshot, also audit the store for captured data no snapshot accounts for.
     #[arg(long)]
     deep: bool,
     /// Check only the segments this snapshot sealed, not the whole chain's (the chain's
     /// manifests are still checked).
     #[arg(long)]
     only_new: bool,
+    /// Deep audit: judge an object no snapshot accounts for only once it is this much older
+    /// than the latest seal (a writer may still be between the object and its entry).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration_ms)]
+    orphan_grace: i64,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct AcknowledgeArgs {
+    #[command(flatten)]
+    at: TableTarget,
+    /// The finding's id, as verify prints it (e.g. gap-3fa19c2b7d01e4a5); repeat for several.
+    #[arg(long = "finding", value_name = "ID", required = true)]
+    findings: Vec<String>,
+    /// Why the finding is acceptable, or what was done about it (kept for good).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Who decides (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    /// Only write the acknowledgment; the next seal records it.
+    #[arg(long)]
+    no_seal: bool,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
@@ -417,6 +464,7 @@ fn main() -> ExitCode {
             Command::SampleEvents(args) => sample_events(args),
             Command::Seal(args) => seal(args).await,
             Command::Verify(args) => verify(args).await,
+            Command::Acknowledge(args) => acknowledge(args).await,
             Command::Snapshots(args) => snapshots(args).await,
             Command::Compact(args) => compact(args).await,
             Command::Restore(args) => restore(args).await,
@@ -438,8 +486,53 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<StatusExit>() {
+                Some(s) => ExitCode::from(s.0.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
+    }
+}
+
+/// A verify verdict other than ok, carried to `main` for its exit status (3 incomplete,
+/// 4 corrupt; see `streamseal verify --help`).
+#[derive(Debug)]
+struct StatusExit(streamseal::findings::Status, String);
+
+impl std::fmt::Display for StatusExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for StatusExit {}
+
+/// `Ok` for an ok verdict, else the error that exits with the verdict's status.
+fn verdict(report: &streamseal::verify::VerifyReport, what: &str) -> Result<()> {
+    use streamseal::findings::Status;
+    let open = report
+        .findings
+        .iter()
+        .filter(|f| f.kind != streamseal::findings::Kind::Acknowledged)
+        .count();
+    match report.status {
+        Status::Ok => Ok(()),
+        Status::Incomplete => Err(StatusExit(
+            report.status,
+            format!(
+                "{what}: snapshot {} of {} is INCOMPLETE: {open} open finding(s) (exit status 3)",
+                report.snapshot_id, report.table
+            ),
+        )
+        .into()),
+        Status::Corrupt => Err(StatusExit(
+            report.status,
+            format!(
+                "{what}: snapshot {} of {} is CORRUPT: {open} finding(s) (exit status 4)",
+                report.snapshot_id, report.table
+            ),
+        )
+        .into()),
     }
 }
 
@@ -734,26 +827,104 @@ async fn seal(args: SealArgs) -> Result<()> {
                 .map_or("n/a".into(), |l| format!("{:.1} s", l as f64 / 1000.0)),
             report.manifest_key
         );
-        if m.quarantined_records > 0 || m.known_gaps > 0 {
+        if report.leftover_log_entries > 0 {
             println!(
-                "  {} quarantined record(s), {} known gap(s) in the chain",
-                m.quarantined_records, m.known_gaps
+                "  removed {} entr{} the previous seal had sealed but not removed from the inbox",
+                report.leftover_log_entries,
+                if report.leftover_log_entries == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            );
+        }
+        for f in &report.findings {
+            println!(
+                "  new [{}] {}: {}{}",
+                f.kind,
+                f.object,
+                f.problem,
+                f.id.as_deref()
+                    .map(|id| format!(" (finding {id})"))
+                    .unwrap_or_default()
+            );
+        }
+        if m.quarantined_records > 0 || m.known_gaps > 0 || report.open_findings > 0 {
+            println!(
+                "  {} quarantined record(s), {} known gap(s) in the chain; {} finding(s) open",
+                m.quarantined_records, m.known_gaps, report.open_findings
             );
         }
         if let Some(v) = &verify {
             print!("{}", v.render());
         }
     }
-    if let Some(v) = verify
-        && !v.ok
-    {
-        bail!(
-            "snapshot {} was sealed but verify found {} problem(s)",
-            v.snapshot_id,
-            v.findings.len()
-        );
+    match verify {
+        Some(v) => verdict(&v, "sealed, then verified"),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
+    let store = open_table(&args.at).await?;
+    let by = args.by.clone().unwrap_or_else(whoami);
+    let entries = streamseal::findings::acknowledge(
+        store.as_ref(),
+        &args.at.table,
+        &args.findings,
+        &args.reason,
+        &by,
+        &streamseal::clock::SystemClock,
+    )
+    .await?;
+    if args.no_seal {
+        if args.json {
+            println!("{}", serde_json::json!({"entries": entries}));
+        } else {
+            for e in &entries {
+                println!("wrote {e}; the next seal records it");
+            }
+        }
+        return Ok(());
+    }
+    let options = streamseal::seal::SealOptions {
+        reason: format!(
+            "acknowledge {} by {by}: {}",
+            args.findings.join(", "),
+            args.reason
+        ),
+        ..Default::default()
+    };
+    let report = streamseal::seal::seal(&store, &args.at.table, &options).await?;
+    let verify = streamseal::verify::verify(
+        &store,
+        &args.at.table,
+        &report.manifest.snapshot_id,
+        streamseal::verify::VerifyOptions {
+            scope: streamseal::verify::Scope::Snapshot,
+            ..Default::default()
+        },
+    )
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"entries": entries, "seal": report, "verify": verify})
+        );
+    } else {
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.kind == streamseal::findings::Kind::Acknowledged)
+        {
+            println!(
+                "recorded in snapshot {}: {}",
+                report.manifest.snapshot_id, f.problem
+            );
+        }
+        print!("{}", verify.render());
+    }
+    verdict(&verify, "acknowledged and sealed")
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {
@@ -769,6 +940,7 @@ async fn verify(args: VerifyArgs) -> Result<()> {
         } else {
             streamseal::verify::Scope::Chain
         },
+        orphan_grace_ms: args.orphan_grace,
         ..Default::default()
     };
     let report =
@@ -778,15 +950,7 @@ async fn verify(args: VerifyArgs) -> Result<()> {
     } else {
         print!("{}", report.render());
     }
-    if !report.ok {
-        bail!(
-            "snapshot {} of {} failed verify: {} problem(s)",
-            report.snapshot_id,
-            report.table,
-            report.findings.len()
-        );
-    }
-    Ok(())
+    verdict(&report, "verify")
 }
 
 async fn snapshots(args: SnapshotsArgs) -> Result<()> {
@@ -797,8 +961,16 @@ async fn snapshots(args: SnapshotsArgs) -> Result<()> {
     for id in &ids {
         rows.push(streamseal::manifest::read_manifest(store.as_ref(), &layout, id).await?);
     }
+    // The latest ledger holds every finding and decision of the chain.
+    let ledger = match rows.last() {
+        Some(m) => Some(streamseal::manifest::read_ledger(store.as_ref(), m).await?),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        println!(
+            "{}",
+            serde_json::json!({"snapshots": rows, "findings": ledger.map(|l| l.entries)})
+        );
         return Ok(());
     }
     if rows.is_empty() {
@@ -810,20 +982,41 @@ async fn snapshots(args: SnapshotsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10}  {:<24}  {:>9}  {:>11}  {:>10}  {:<24}  reason",
-        "id", "created", "segments", "rows", "items", "newest change"
+        "{:<10}  {:<24}  {:>9}  {:>11}  {:>10}  {:<24}  {:>5}  {:>5}  reason",
+        "id", "created", "segments", "rows", "items", "newest change", "open", "acked"
     );
-    for m in rows {
+    for m in &rows {
+        let (open, acked) = m
+            .findings
+            .as_ref()
+            .map_or((0, 0), |f| (f.open, f.acknowledged));
         println!(
-            "{:<10}  {:<24}  {:>9}  {:>11}  {:>10}  {:<24}  {}",
+            "{:<10}  {:<24}  {:>9}  {:>11}  {:>10}  {:<24}  {:>5}  {:>5}  {}",
             m.snapshot_id,
             m.created_at,
             m.totals.segments,
             m.totals.rows,
             m.item_count,
             fmt_ms(m.watermark.newest_change_ms),
+            open,
+            acked,
             m.reason
         );
+    }
+    if let Some(ledger) = ledger.filter(|l| !l.entries.is_empty()) {
+        println!("findings (open until acknowledged; decisions are kept for good):");
+        for e in &ledger.entries {
+            match &e.acknowledged {
+                None => println!(
+                    "  {}  open          sealed in {}  {}: {}",
+                    e.id, e.sealed_in, e.subject, e.detail
+                ),
+                Some(a) => println!(
+                    "  {}  acknowledged  sealed in {}, decided in {} by {}: {}",
+                    e.id, e.sealed_in, a.snapshot_id, a.by, a.reason
+                ),
+            }
+        }
     }
     Ok(())
 }
@@ -874,6 +1067,7 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         scan_segments: 8,
         max_attempts: 15,
         deadline: None,
+        strict: args.strict,
     };
     let progress = Arc::new(Progress::default());
     let ticker = {
@@ -941,6 +1135,21 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         );
         for k in &report.differing_keys {
             println!("  differs: {k}");
+        }
+        if !report.quarantined.is_empty() {
+            println!(
+                "  {} key(s) left out: their latest change is a quarantined record, kept verbatim (the rest was restored and checked without them):",
+                report.quarantined.len()
+            );
+            for q in &report.quarantined {
+                println!(
+                    "  quarantined: {} (sequence number {}, record at {})",
+                    q.key, q.sequence_number, q.object
+                );
+            }
+        }
+        if let Some(why) = &report.unproven {
+            println!("  note: not proven against the snapshot: {why}");
         }
     }
     if !report.matches {

@@ -170,14 +170,14 @@ impl LocalStore {
                         stack.push(path);
                     }
                 } else if key.starts_with(prefix) && start_after.is_none_or(|s| key.as_str() > s) {
-                    let size = entry
+                    let meta = entry
                         .metadata()
-                        .map_err(|e| self.io_error("list", &key, e))?
-                        .len();
+                        .map_err(|e| self.io_error("list", &key, e))?;
                     out.push(ObjectMeta {
                         key,
-                        size,
+                        size: meta.len(),
                         sha256: None,
+                        modified_ms: modified_ms(&meta),
                     });
                 }
             }
@@ -188,6 +188,13 @@ impl LocalStore {
         }
         Ok(out)
     }
+}
+
+/// A file's modification time in ms, as the file system reports it.
+fn modified_ms(meta: &std::fs::Metadata) -> Option<i64> {
+    let t = meta.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -258,6 +265,7 @@ impl ObjectStore for LocalStore {
                 key,
                 size: meta.len(),
                 sha256: Some(hex::encode(hasher.finalize())),
+                modified_ms: modified_ms(&meta),
             }))
         })
         .await

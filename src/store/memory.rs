@@ -12,7 +12,7 @@ use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key}
 /// Objects in a sorted map behind a mutex.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, Bytes>>,
+    objects: Mutex<BTreeMap<String, (Bytes, i64)>>,
 }
 
 impl MemoryStore {
@@ -21,7 +21,7 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, i64)>> {
         // A panic while holding the lock cannot leave the map half-updated (every operation is a
         // single map call), so a poisoned lock is safe to keep using.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
@@ -50,7 +50,11 @@ impl ObjectStore for MemoryStore {
         if mode == PutMode::IfAbsent && objects.contains_key(key) {
             return Ok(PutOutcome::AlreadyExists);
         }
-        objects.insert(key.to_owned(), body);
+        // The write time is the store's own clock, as S3's LastModified is.
+        objects.insert(
+            key.to_owned(),
+            (body, chrono::Utc::now().timestamp_millis()),
+        );
         Ok(PutOutcome::Created)
     }
 
@@ -58,7 +62,7 @@ impl ObjectStore for MemoryStore {
         check_key(&self.url(), key)?;
         self.objects()
             .get(key)
-            .cloned()
+            .map(|(b, _)| b.clone())
             .ok_or_else(|| StoreError::NotFound {
                 store: self.url(),
                 key: key.to_owned(),
@@ -67,10 +71,11 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         check_key(&self.url(), key)?;
-        Ok(self.objects().get(key).map(|b| ObjectMeta {
+        Ok(self.objects().get(key).map(|(b, t)| ObjectMeta {
             key: key.to_owned(),
             size: b.len() as u64,
             sha256: Some(hex::encode(Sha256::digest(b))),
+            modified_ms: Some(*t),
         }))
     }
 
@@ -90,10 +95,11 @@ impl ObjectStore for MemoryStore {
             .range((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit.unwrap_or(usize::MAX))
-            .map(|(k, v)| ObjectMeta {
+            .map(|(k, (v, t))| ObjectMeta {
                 key: k.clone(),
                 size: v.len() as u64,
                 sha256: None,
+                modified_ms: Some(*t),
             })
             .collect())
     }

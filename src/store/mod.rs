@@ -72,6 +72,10 @@ pub struct ObjectMeta {
     /// compute it), never by `list`. `None` when the store has no checksum for the object,
     /// for example an S3 object written by another tool without one.
     pub sha256: Option<String>,
+    /// When the store last wrote the object (ms since the epoch), by the store's own clock
+    /// (S3's `LastModified`, the file's modification time), when it reports one. Only deep
+    /// verify's audit reads it, to leave alone what was written after the latest seal.
+    pub modified_ms: Option<i64>,
 }
 
 /// A failed store operation, with the key it was about.
@@ -253,6 +257,20 @@ pub async fn get_many(
         |s, k| async move { s.get(&k).await },
     )
     .await
+}
+
+/// Deletes many objects, at most `concurrency` at a time; the first failure is returned after
+/// every deletion has been tried. Deleting a missing object succeeds.
+pub async fn delete_many(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+) -> Result<(), StoreError> {
+    let results = run_many(store, keys, concurrency, |s, k| async move {
+        s.delete(&k).await
+    })
+    .await;
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
 /// HEADs many objects with at most `concurrency` requests in flight, in the order of `keys`.

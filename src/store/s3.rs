@@ -252,6 +252,7 @@ impl ObjectStore for S3Store {
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                     .filter(|d| d.len() == 32)
                     .map(hex::encode),
+                modified_ms: out.last_modified().and_then(|t| t.to_millis().ok()),
             })),
             Err(e) => match self.error("head", key, e) {
                 StoreError::NotFound { .. } => Ok(None),
@@ -297,6 +298,7 @@ impl ObjectStore for S3Store {
                     key: key.to_owned(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     sha256: None,
+                    modified_ms: object.last_modified().and_then(|t| t.to_millis().ok()),
                 });
             }
             match page.next_continuation_token() {
