@@ -187,13 +187,57 @@ pub async fn load_replacements(
 /// Checks a compaction log entry before a seal lists it. `parent` is the chain's newest
 /// manifest; the parts must be segments sealed by snapshot `record.snapshot_id` of it.
 /// `files` caches file lists across the entries of one seal (a compaction run writes one entry
-/// per hour, all naming the same snapshot).
+/// per hour, all naming the same snapshot). `Ok(Err(why))` rejects the entry; a store that
+/// fails transiently is `Err`, so the seal fails and runs again rather than rejecting a sound
+/// entry for good.
 pub async fn check_entry(
     store: &dyn ObjectStore,
     layout: &TableLayout,
     record: &CompactionRecord,
     parent: Option<&Manifest>,
     files: &mut HashMap<String, SnapshotFiles>,
+) -> Result<Result<(), String>, StoreError> {
+    let transient = |e: &ManifestError| match e {
+        ManifestError::Store(s) if s.is_transient() => Some(StoreError::Transient {
+            op: "read",
+            store: store.url(),
+            key: String::new(),
+            message: s.to_string(),
+        }),
+        _ => None,
+    };
+    if !files.contains_key(&record.snapshot_id)
+        && manifest::parse_snapshot_id(&record.snapshot_id)
+            .is_some_and(|g| parent.is_some_and(|p| g <= p.generation))
+    {
+        let read = match manifest::read_manifest(store, layout, &record.snapshot_id).await {
+            Ok(m) => manifest::read_files(store, &m).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(f) => {
+                files.insert(record.snapshot_id.clone(), f);
+            }
+            Err(e) => {
+                if let Some(t) = transient(&e) {
+                    return Err(t);
+                }
+                return Ok(Err(e.to_string()));
+            }
+        }
+    }
+    match store.head(&record.key).await {
+        Err(e) if e.is_transient() => Err(e),
+        head => Ok(check_entry_against(layout, record, parent, files, head)),
+    }
+}
+
+fn check_entry_against(
+    layout: &TableLayout,
+    record: &CompactionRecord,
+    parent: Option<&Manifest>,
+    files: &HashMap<String, SnapshotFiles>,
+    head: Result<Option<crate::store::ObjectMeta>, StoreError>,
 ) -> Result<(), String> {
     let Some(parent) = parent else {
         return Err("no sealed snapshot yet, so nothing can have been compacted".into());
@@ -213,16 +257,9 @@ pub async fn check_entry(
             layout.changes_prefix()
         ));
     }
-    if !files.contains_key(&record.snapshot_id) {
-        let m = manifest::read_manifest(store, layout, &record.snapshot_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let f = manifest::read_files(store, &m)
-            .await
-            .map_err(|e| e.to_string())?;
-        files.insert(record.snapshot_id.clone(), f);
-    }
-    let files = &files[&record.snapshot_id];
+    let files = files
+        .get(&record.snapshot_id)
+        .ok_or_else(|| format!("snapshot {}'s file list cannot be read", record.snapshot_id))?;
     let sealed: HashMap<&str, &SealedSegment> =
         files.segments.iter().map(|s| (s.key.as_str(), s)).collect();
     let mut next_row = 0;
@@ -248,7 +285,7 @@ pub async fn check_entry(
             record.rows
         ));
     }
-    match store.head(&record.key).await {
+    match head {
         Ok(Some(meta)) if meta.size != record.bytes => Err(format!(
             "compacted object {} is {} bytes, the entry says {}",
             record.key, meta.size, record.bytes
@@ -628,9 +665,20 @@ impl OpenRun {
             })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
-        store
-            .put(&key, Bytes::from(bytes), PutMode::Overwrite)
-            .await?;
+        // Written once: a concurrent run that compacted the same parts (same name) may have had
+        // its object sealed already, and overwriting it with other bytes (another zstd level,
+        // another version) would break what was sealed.
+        if store
+            .put(&key, Bytes::from(bytes), PutMode::IfAbsent)
+            .await?
+            == crate::store::PutOutcome::AlreadyExists
+        {
+            let stored = store.get(&key).await?;
+            if hex::encode(Sha256::digest(&stored)) != sha {
+                tracing::warn!(key = %key, "another compaction wrote these parts with other bytes; leaving it");
+                return Ok(None);
+            }
+        }
         let record = CompactionRecord {
             format: LOG_FORMAT,
             table: layout.table().to_owned(),

@@ -194,9 +194,15 @@ pub struct SnapshotFiles {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acknowledgments: Vec<SealedAcknowledgment>,
     /// Quarantine and gap entries whose finding the ledger already held (a redelivered batch,
-    /// a redelivered on-failure message): consumed, counted once.
+    /// a redelivered on-failure message), and quarantined records whose sequence number is
+    /// already counted (a record quarantined by one writer and converted by another):
+    /// consumed, counted once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeats: Vec<RepeatedEntry>,
+    /// Entries too large to be a log entry, rejected once and left in the inbox (nothing is
+    /// removed that is not recorded): listed by every later seal that meets them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 impl SnapshotFiles {
@@ -208,7 +214,12 @@ impl SnapshotFiles {
             .chain(self.duplicates.iter().map(|s| s.log_key.as_str()))
             .chain(self.quarantined.iter().map(|s| s.log_key.as_str()))
             .chain(self.gaps.iter().map(|s| s.log_key.as_str()))
-            .chain(self.rejected.iter().map(|s| s.log_key.as_str()))
+            .chain(
+                self.rejected
+                    .iter()
+                    .filter(|s| !s.kept)
+                    .map(|s| s.log_key.as_str()),
+            )
             .chain(self.compactions.iter().map(|s| s.log_key.as_str()))
             .chain(self.acknowledgments.iter().map(|s| s.log_key.as_str()))
             .chain(self.repeats.iter().map(|s| s.log_key.as_str()))
@@ -227,14 +238,18 @@ pub struct SealedAcknowledgment {
     pub outcome: String,
 }
 
-/// An entry whose finding was already in the ledger.
+/// An entry whose content was already accounted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepeatedEntry {
     /// Its log entry.
     pub log_key: String,
-    /// The ledger id it repeats.
-    pub finding: String,
+    /// The ledger id it repeats, when it repeats a finding.
+    pub finding: Option<String>,
+    /// The sequence number already counted, when it repeats a record.
+    pub sequence_number: Option<String>,
+    /// The object it names (a quarantined record), when it names one.
+    pub object: Option<String>,
 }
 
 /// A compaction log entry sealed into a snapshot.
@@ -313,6 +328,10 @@ pub struct SealedQuarantine {
     pub sequence_number: Option<String>,
     /// Why it was quarantined.
     pub reason: String,
+    /// Size of the quarantine object when sealed (0 when it was missing).
+    pub bytes: u64,
+    /// SHA-256 of the quarantine object when sealed, hex (empty when it was missing).
+    pub sha256: String,
     /// What it does to the state, read from the quarantine object by the seal.
     pub effect: crate::quarantine::QuarantineEffect,
 }
@@ -337,9 +356,12 @@ pub struct RejectedEntry {
     pub object: Option<String>,
     /// Why it was rejected.
     pub reason: String,
-    /// The entry's text as found (the entry itself is removed from the inbox), when it was
-    /// readable as UTF-8 and under 1 MiB.
+    /// The entry as found (the entry itself is removed from the inbox): its text, or
+    /// `base64:` and its bytes when it is not UTF-8; `None` when it was left in the inbox.
     pub entry: Option<String>,
+    /// Left in the inbox (too large to be a log entry, so not copied here).
+    #[serde(default)]
+    pub kept: bool,
 }
 
 /// The hint object naming the latest snapshot (`<table>/snapshots/head.json`). It is only a

@@ -43,6 +43,13 @@ pub struct QuarantineEffect {
     /// SHA-256 (hex) of the image it writes: the capture's item hash when the image is valid,
     /// else the opaque hash. `None` for a REMOVE, or when the record carries no new image.
     pub new_image_sha256: Option<String>,
+    /// The new image was hashed opaquely: the canonicaliser refused it when the seal read it.
+    /// Restores and verifies reuse the kind recorded here, so a later version that accepts
+    /// the image still agrees with what was sealed (and leaves the key out rather than write
+    /// an image the chain's digest does not hold).
+    pub new_image_opaque: bool,
+    /// Likewise for the old image.
+    pub old_image_opaque: bool,
     /// `H(new) - H(old)`, when the stream carries both images and both could be hashed.
     pub digest_delta: Option<StateDigest>,
     /// +1 INSERT, -1 REMOVE, 0 MODIFY, when the event name is readable.
@@ -95,16 +102,35 @@ struct Dynamodb<'a> {
     view_type: Option<String>,
 }
 
+/// How to hash the images: as the canonicaliser decides now, or as a seal recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum HashKinds {
+    /// Item hash when the canonicaliser accepts an image, opaque otherwise (what a seal does).
+    Decide,
+    /// The kinds a sealed effect recorded (what verify recomputes with).
+    AsSealed {
+        /// The new image is hashed opaquely.
+        new_opaque: bool,
+        /// The old image is hashed opaquely.
+        old_opaque: bool,
+    },
+}
+
 /// Reads a stored quarantine object and works out its record's effect.
 pub fn effect_of_object(bytes: &[u8]) -> QuarantineEffect {
+    effect_of_object_with(bytes, HashKinds::Decide)
+}
+
+/// [`effect_of_object`], hashing images as `kinds` says.
+pub fn effect_of_object_with(bytes: &[u8], kinds: HashKinds) -> QuarantineEffect {
     match serde_json::from_slice::<Stored>(bytes) {
         Ok(Stored {
             record: Some(raw), ..
-        }) => effect_of_record(raw.get()),
+        }) => effect_of_record_with(raw.get(), kinds),
         Ok(Stored {
             record_text: Some(text),
             ..
-        }) => effect_of_record(&text),
+        }) => effect_of_record_with(&text, kinds),
         _ => unknown("the quarantine object holds no record"),
     }
 }
@@ -129,6 +155,8 @@ fn unknown(why: &str) -> QuarantineEffect {
         event_name: None,
         created_ms: None,
         new_image_sha256: None,
+        new_image_opaque: false,
+        old_image_opaque: false,
         digest_delta: None,
         item_count_delta: None,
         unknown: Some(why.to_owned()),
@@ -137,6 +165,11 @@ fn unknown(why: &str) -> QuarantineEffect {
 
 /// The effect of one raw stream record (as Lambda delivered it).
 pub fn effect_of_record(raw: &str) -> QuarantineEffect {
+    effect_of_record_with(raw, HashKinds::Decide)
+}
+
+/// [`effect_of_record`], hashing images as `kinds` says.
+pub fn effect_of_record_with(raw: &str, kinds: HashKinds) -> QuarantineEffect {
     let Ok(record) = serde_json::from_str::<Record>(raw) else {
         return unknown("the record is not a JSON object");
     };
@@ -181,15 +214,22 @@ pub fn effect_of_record(raw: &str) -> QuarantineEffect {
         .and_then(|v| StreamViewType::parse(v).ok());
     let remove = event_name.as_deref() == Some("REMOVE");
     let insert = event_name.as_deref() == Some("INSERT");
+    let (new_kind, old_kind) = match kinds {
+        HashKinds::Decide => (None, None),
+        HashKinds::AsSealed {
+            new_opaque,
+            old_opaque,
+        } => (Some(new_opaque), Some(old_opaque)),
+    };
     let new_hash = if remove {
         None
     } else {
-        d.new_image.map(|i| image_hash(i.get()))
+        d.new_image.map(|i| hash_as(i.get(), new_kind))
     };
     let old_hash = if insert {
         None
     } else {
-        d.old_image.map(|i| image_hash(i.get()))
+        d.old_image.map(|i| hash_as(i.get(), old_kind))
     };
     let digest_delta = match (view_type, event_name.as_deref()) {
         (Some(StreamViewType::NewAndOldImages), Some(name)) => {
@@ -200,10 +240,10 @@ pub fn effect_of_record(raw: &str) -> QuarantineEffect {
                 None
             } else {
                 let mut delta = StateDigest::ZERO;
-                if let Some(h) = &new_hash {
+                if let Some((h, _)) = &new_hash {
                     delta.add_item(h);
                 }
-                if let Some(h) = &old_hash {
+                if let Some((h, _)) = &old_hash {
                     delta.remove_item(h);
                 }
                 Some(delta)
@@ -221,7 +261,9 @@ pub fn effect_of_record(raw: &str) -> QuarantineEffect {
         sequence_number,
         event_name,
         created_ms,
-        new_image_sha256: new_hash.map(|h| hex::encode(h.0)),
+        new_image_sha256: new_hash.map(|(h, _)| hex::encode(h.0)),
+        new_image_opaque: new_hash.is_some_and(|(_, opaque)| opaque),
+        old_image_opaque: old_hash.is_some_and(|(_, opaque)| opaque),
         digest_delta,
         item_count_delta,
         unknown: (!why.is_empty()).then(|| why.join("; ")),
@@ -231,9 +273,19 @@ pub fn effect_of_record(raw: &str) -> QuarantineEffect {
 /// The hash of an image: the capture's item hash when the canonicaliser accepts it, else the
 /// opaque hash of its canonical JSON.
 pub fn image_hash(text: &str) -> ItemHash {
-    match crate::item::item_hash(text) {
-        Ok(h) => h,
-        Err(_) => opaque_hash(text),
+    hash_as(text, None).0
+}
+
+/// The hash of an image and whether it is opaque: as decided now (`None`), or of the kind a
+/// seal recorded. An image recorded as valid that the canonicaliser now refuses gets its
+/// opaque hash, which differs from the recorded one: verify names it.
+fn hash_as(text: &str, opaque: Option<bool>) -> (ItemHash, bool) {
+    match opaque {
+        Some(true) => (opaque_hash(text), true),
+        Some(false) | None => match crate::item::item_hash(text) {
+            Ok(h) => (h, false),
+            Err(_) => (opaque_hash(text), true),
+        },
     }
 }
 
@@ -316,11 +368,22 @@ mod tests {
         want.add_item(&crate::item::item_hash(later).unwrap());
         want.remove_item(&crate::item::item_hash(good).unwrap());
         assert_eq!(sum, want);
-        // A valid image hashes as the capture hashes it.
+        // A valid image hashes as the capture hashes it; the kinds are recorded.
         assert_eq!(
             q2.new_image_sha256.as_deref(),
             Some(hex::encode(crate::item::item_hash(later).unwrap().0).as_str())
         );
+        assert!(q1.new_image_opaque && !q1.old_image_opaque);
+        assert!(!q2.new_image_opaque && q2.old_image_opaque);
+        // Recomputed with the recorded kinds, the effect is the same whatever decides now.
+        let again = effect_of_record_with(
+            &record("MODIFY", K, Some(bad1), Some(good)),
+            HashKinds::AsSealed {
+                new_opaque: true,
+                old_opaque: false,
+            },
+        );
+        assert_eq!(again, q1);
         assert_ne!(image_hash(bad1), crate::item::item_hash(good).unwrap());
     }
 

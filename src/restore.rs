@@ -356,8 +356,9 @@ pub struct QuarantinedKey {
     pub object: String,
 }
 
-/// Marks a state whose image is a quarantined record's: `?<sha256 or empty> <object key>`.
-/// Canonical items start with `{`, so the two cannot be confused.
+/// Marks a state whose image is a quarantined record's: `?<v|o><sha256 or empty> <object>`,
+/// `v` when the seal hashed the image as a valid item, `o` when opaquely. Canonical items
+/// start with `{`, so the two cannot be confused.
 const QUARANTINED: char = '?';
 
 /// The latest change of a key seen so far.
@@ -583,8 +584,11 @@ pub async fn materialize(
         {
             continue;
         }
+        // `v` when the seal hashed the new image as a valid item (it may be written), `o`
+        // when it hashed it opaquely (it may not, whatever this version can read now).
         let marker = format!(
-            "{QUARANTINED}{} {}",
+            "{QUARANTINED}{}{} {}",
+            if e.new_image_opaque { 'o' } else { 'v' },
             e.new_image_sha256.as_deref().unwrap_or(""),
             q.key
         );
@@ -745,10 +749,16 @@ pub async fn materialize(
             match item.strip_prefix(QUARANTINED) {
                 None => items.push(Item { key, item }),
                 Some(rest) => {
-                    let (sha, object) = rest.split_once(' ').unwrap_or(("", rest));
+                    let (kind_sha, object) = rest.split_once(' ').unwrap_or(("", rest));
+                    let (valid, sha) = match kind_sha.split_at_checked(1) {
+                        Some(("v", sha)) => (true, sha),
+                        Some((_, sha)) => (false, sha),
+                        None => (false, ""),
+                    };
                     // A record quarantined for something else than its new image (an old
                     // image of an unknown type, say) still writes a valid item: restore it.
-                    if let Some(item) = writable_image(store.as_ref(), object, sha).await? {
+                    if valid && let Some(item) = writable_image(store.as_ref(), object, sha).await?
+                    {
                         items.push(Item { key, item });
                         continue;
                     }

@@ -551,12 +551,34 @@ pub async fn verify(
                 }
             }
             let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
-            for (key, head) in qkeys
+            for (q, head) in quarantined
                 .iter()
                 .zip(store::head_many(store, &qkeys, options.concurrency).await)
             {
-                if head?.is_none() {
-                    find(Kind::Missing, key, "quarantined record is missing".into());
+                match head? {
+                    // Missing when sealed: its effect is counted as unknown; nothing to check.
+                    None if q.sha256.is_empty() => {}
+                    None => find(
+                        Kind::Missing,
+                        &q.key,
+                        "quarantined record is missing".into(),
+                    ),
+                    Some(meta) if meta.size != q.bytes => find(
+                        Kind::Altered,
+                        &q.key,
+                        format!(
+                            "quarantined record is {} bytes, sealed as {}",
+                            meta.size, q.bytes
+                        ),
+                    ),
+                    Some(meta) => match meta.sha256 {
+                        Some(got) if got != q.sha256 => find(
+                            Kind::Altered,
+                            &q.key,
+                            format!("SHA-256 is {got}, sealed as {} (content altered)", q.sha256),
+                        ),
+                        _ => {}
+                    },
                 }
             }
         }
@@ -636,8 +658,22 @@ pub async fn verify(
                         "quarantined record is missing".into(),
                     ),
                     Err(e) => return Err(e.into()),
+                    Ok(b) if hex::encode(Sha256::digest(&b)) != q.sha256 => find(
+                        Kind::Altered,
+                        &q.key,
+                        format!(
+                            "quarantined record is {} bytes that are not the ones sealed ({} bytes, SHA-256 {})",
+                            b.len(),
+                            q.bytes,
+                            q.sha256
+                        ),
+                    ),
                     Ok(b) => {
-                        if crate::quarantine::effect_of_object(&b) != q.effect {
+                        let kinds = crate::quarantine::HashKinds::AsSealed {
+                            new_opaque: q.effect.new_image_opaque,
+                            old_opaque: q.effect.old_image_opaque,
+                        };
+                        if crate::quarantine::effect_of_object_with(&b, kinds) != q.effect {
                             find(
                                 Kind::Altered,
                                 &q.key,
@@ -888,12 +924,28 @@ async fn audit(
         .await?
         .and_then(|m| m.modified_ms)
         .map_or(i64::MAX, |t| t.saturating_sub(grace_ms));
+    // Sealed, duplicate, compacted, or named by a rejected entry (its finding says so).
     let mut accounted: HashSet<u64> = HashSet::new();
+    let mut quarantined: HashSet<&str> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Quarantined)
+        .map(|e| e.subject.as_str())
+        .collect();
     for (_, f) in chain {
         accounted.extend(f.segments.iter().map(|s| h(&s.key)));
         accounted.extend(f.duplicates.iter().map(|s| h(&s.key)));
         for c in &f.compactions {
             accounted.insert(h(&c.record.key));
+        }
+        for o in f
+            .rejected
+            .iter()
+            .filter_map(|r| r.object.as_deref())
+            .chain(f.repeats.iter().filter_map(|r| r.object.as_deref()))
+        {
+            accounted.insert(h(o));
+            quarantined.insert(o);
         }
     }
     // What waits in the inbox.
@@ -964,12 +1016,6 @@ async fn audit(
         }
     }
     // Quarantined records.
-    let quarantined: HashSet<&str> = ledger
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Quarantined)
-        .map(|e| e.subject.as_str())
-        .collect();
     let mut quarantine_candidates = vec![];
     for o in store.list(&layout.quarantine_prefix(), None, None).await? {
         a.quarantine_objects += 1;

@@ -877,3 +877,349 @@ async fn the_audit_names_what_no_snapshot_accounts_for(store: Arc<dyn ObjectStor
     let _ = layout;
 }
 on_both_stores!(the_audit_names_what_no_snapshot_accounts_for);
+
+// ---------------------------------------------------------------------------------------------
+// The same, through the command line: a writer under a skewed system clock (faketime), and a
+// `streamseal seal` process killed (SIGKILL) between each of its writes to S3.
+
+fn cli(args: &[&str], env: &[(&str, String)], prefix: &[&str]) -> std::process::Output {
+    let bin = env!("CARGO_BIN_EXE_streamseal");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `faketime`, which scripts/test installs: the test needs a process whose clock is wrong.
+fn faketime() -> &'static str {
+    let ok = std::process::Command::new("faketime")
+        .args(["-f", "+2h", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "faketime is not installed: run the suite with scripts/test (it installs it), or apt-get install faketime"
+    );
+    "faketime"
+}
+
+#[test]
+fn cli_writers_with_skewed_clocks_lose_nothing() {
+    let faketime = faketime();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("backup");
+    let target = target.to_str().unwrap();
+    let mut w = workload(41);
+    let events = |w: &mut Workload| {
+        (0..5)
+            .map(|_| w.next_event(40))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let file = |name: &str, body: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    // libfaketime fakes the wall clock only; tokio's timers keep the real monotonic clock.
+    let skew = |offset: &str| -> Vec<(&str, String)> {
+        vec![
+            ("FAKETIME", offset.into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+    };
+    let ahead = file("ahead.jsonl", events(&mut w));
+    let out = cli(
+        &["ingest", "--events", &ahead, "--target", target],
+        &skew("+2h"),
+        &[faketime, "-f", "+2h"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // The writer's clock really ran ahead: its entries say so.
+    let entry = std::fs::read_dir(dir.path().join("backup/orders/inbox"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
+    let written = chrono::DateTime::parse_from_rfc3339(v["written_at"].as_str().unwrap()).unwrap();
+    let ahead_by = written.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    assert!(ahead_by > HOUR, "written_at is {ahead_by} ms ahead");
+    let seal_args = ["seal", "--table", TABLE, "--target", target];
+    let out = cli(&seal_args, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let right = file("right.jsonl", events(&mut w));
+    let out = cli(
+        &["ingest", "--events", &right, "--target", target],
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let behind = file("behind.jsonl", events(&mut w));
+    let out = cli(
+        &["ingest", "--events", &behind, "--target", target],
+        &skew("-1h"),
+        &[faketime, "-f", "-1h"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // A seal whose own clock is three hours behind.
+    let out = cli(&seal_args, &[], &[faketime, "-f", "-3h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(
+        &["verify", "--table", TABLE, "--target", target, "--deep"],
+        &[],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let restored = dir.path().join("restored");
+    let to = format!("file://{}", restored.display());
+    let out = cli(
+        &["restore", "--table", TABLE, "--target", target, "--to", &to],
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut items = BTreeSet::new();
+    for f in std::fs::read_dir(restored.join("data")).unwrap().flatten() {
+        let file = std::fs::File::open(f.path()).unwrap();
+        for line in std::io::BufReader::new(flate2::read::GzDecoder::new(file)).lines() {
+            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            items.insert(canonicalize(&v["Item"].to_string()).unwrap());
+        }
+    }
+    assert_eq!(items, truth(&w), "the restore equals the ground truth");
+}
+
+/// Talks to the emulator's test gate (tests/support/moto_server.py).
+fn gate(path: &str) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let endpoint = common::moto()
+        .endpoint
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut s = std::net::TcpStream::connect(&endpoint).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("gate answered {response:?}: {e}"))
+}
+
+#[test]
+fn a_seal_process_killed_between_any_two_writes_loses_and_doubles_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = common::moto_env();
+    let run = |bucket: &str, allow: Option<usize>| -> Option<std::process::Output> {
+        let target = format!("s3://{bucket}/backup");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamseal"))
+            .args(["seal", "--table", TABLE, "--target", &target])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if allow.is_some() {
+            // Wait until the gate holds a write (then kill), or the seal ends on its own.
+            let started = std::time::Instant::now();
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if gate("/__gate").get("held").and_then(|h| h.as_u64()) > Some(0) {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    gate("/__gate/reset");
+                    return None;
+                }
+                assert!(started.elapsed() < std::time::Duration::from_secs(60));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        Some(child.wait_with_output().unwrap())
+    };
+    // How many writes a whole seal makes.
+    let bucket = "cli-kill-count";
+    let store = rt.block_on(common::fresh_s3_store(bucket, "backup"));
+    let (w, rows) = rt.block_on(crash_setup(&store));
+    gate(&format!("/__gate/arm?bucket={bucket}&allow=1000000"));
+    let out = run(bucket, None).unwrap();
+    let total = gate("/__gate")["writes"].as_u64().unwrap() as usize;
+    gate("/__gate/reset");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "incomplete: a gap and a quarantined record: {}",
+        text(&out)
+    );
+    rt.block_on(crash_outcome(&store, &w, rows));
+    eprintln!("`streamseal seal` makes {total} writes here; killing it before each one");
+    assert!(total >= 8, "{total}");
+    for allow in 0..total {
+        let bucket = format!("cli-kill-{allow}");
+        let store = rt.block_on(common::fresh_s3_store(&bucket, "backup"));
+        let (w, rows) = rt.block_on(crash_setup(&store));
+        gate(&format!("/__gate/arm?bucket={bucket}&allow={allow}"));
+        let finished = run(&bucket, Some(allow));
+        gate("/__gate/reset");
+        assert!(
+            finished.is_none(),
+            "the seal made fewer than {} writes",
+            allow + 1
+        );
+        // A new seal picks up whatever the killed one left.
+        let out = run(&bucket, None).unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        rt.block_on(crash_outcome(&store, &w, rows));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edges: a record both quarantined and converted, entries too large to record, a quarantined
+// record edited after sealing, a rejected entry's segment in the audit, a partial redelivery
+// whose segment is gone.
+
+async fn edges_are_accounted_once(store: Arc<dyn ObjectStore>) {
+    let layout = TableLayout::new(TABLE);
+    let mut w = workload(28);
+    let ing = common::ingestor(&store);
+    ingest(&ing, &w.next_event(20)).await;
+    // One writer quarantines a record (an older version, say); another converts it.
+    let (mut records, c) = next_write(&mut w);
+    records.push(c.record.clone());
+    let mut quarantined = records.clone();
+    let last = quarantined.len() - 1;
+    quarantined[last] = with_unknown_type(&c.record, "NewImage");
+    let r = ingest(&ing, &event_of(&quarantined)).await;
+    assert_eq!(r.quarantined.len(), 1);
+    ingest(&ing, &event_of(&records)).await;
+    let s = seal_now(&store).await;
+    assert_eq!(
+        s.manifest.quarantined_records, 0,
+        "the converted copy counts; the quarantined one repeats it"
+    );
+    let files = streamseal::manifest::read_files(store.as_ref(), &s.manifest)
+        .await
+        .unwrap();
+    assert!(
+        files.repeats.iter().any(|r| r.sequence_number.is_some()),
+        "{:?}",
+        files.repeats
+    );
+    promise_kept(&store, &w).await;
+
+    // The other way round, across seals: quarantined first and sealed, converted later. The
+    // record counts once, as the quarantined change (the converted row is skipped).
+    let (mut records, c) = next_write(&mut w);
+    records.push(c.record.clone());
+    let mut quarantined = records.clone();
+    let last = quarantined.len() - 1;
+    quarantined[last] = with_unknown_type(&c.record, "NewImage");
+    ingest(&ing, &event_of(&quarantined)).await;
+    let s = seal_now(&store).await;
+    assert_eq!(s.manifest.quarantined_records, 1);
+    ingest(&ing, &event_of(&records)).await;
+    let s = seal_now(&store).await;
+    assert_eq!(s.manifest.quarantined_records, 1);
+    let (report, items) = restore(&store, "latest", false).await.unwrap();
+    assert!(report.matches && report.unproven.is_none(), "{report:?}");
+    let all = truth(&w);
+    let mut expected = all.clone();
+    expected.remove(&item_of(&all, &c.key).unwrap());
+    assert_eq!(items, expected);
+
+    // A quarantined record edited after it was sealed.
+    let q = &report.quarantined[0].object;
+    let original = store.get(q).await.unwrap();
+    let mut edited = original.to_vec();
+    let at = edited.len() / 2;
+    edited[at] = if edited[at] == b'a' { b'b' } else { b'a' };
+    store
+        .put(q, Bytes::from(edited), PutMode::Overwrite)
+        .await
+        .unwrap();
+    for mode in [Mode::Quick, Mode::Deep] {
+        let r = check(&store, "latest", mode).await;
+        assert_eq!(r.status, Status::Corrupt, "{mode:?}: {}", r.render());
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.kind == Kind::Altered && f.object == *q),
+            "{}",
+            r.render()
+        );
+    }
+    store.put(q, original, PutMode::Overwrite).await.unwrap();
+
+    // An entry too large to be one is rejected once and left where it is, seal after seal.
+    let big = layout.segment_entry_key(
+        &streamseal::change::SequenceNumber::parse("1").unwrap(),
+        &streamseal::change::SequenceNumber::parse("2").unwrap(),
+        "ffffffffffffffff",
+    );
+    store
+        .put(&big, Bytes::from(vec![b' '; 1 << 21]), PutMode::IfAbsent)
+        .await
+        .unwrap();
+    let s = seal_now(&store).await;
+    assert_eq!(s.manifest.rejected_log_entries, 1);
+    for _ in 0..2 {
+        let s = seal_now(&store).await;
+        let files = streamseal::manifest::read_files(store.as_ref(), &s.manifest)
+            .await
+            .unwrap();
+        assert_eq!(files.kept, vec![big.clone()]);
+        assert!(
+            store.head(&big).await.unwrap().is_some(),
+            "kept, never removed unrecorded"
+        );
+    }
+
+    // A partial redelivery whose segment is gone: rejected and named, the seal goes on.
+    let batch: Vec<String> = (0..10).map(|_| w.next_change().record).collect();
+    ingest(&ing, &event_of(&batch[..5])).await;
+    seal_now(&store).await;
+    let r = ingest(&ing, &event_of(&batch)).await;
+    store.delete(&r.segments[0].key).await.unwrap();
+    let s = seal_now(&store).await;
+    assert!(
+        s.findings
+            .iter()
+            .any(|f| f.kind == Kind::Rejected && f.problem.contains("cannot be read")),
+        "{:?}",
+        s.findings
+    );
+    // The audit names no orphan for a rejected entry's segment: its finding does.
+    let _ = check_with_grace(&store, "latest", Mode::Deep, 0).await;
+    let r = check_with_grace(&store, "latest", Mode::Deep, 0).await;
+    assert!(
+        r.findings.iter().all(|f| f.kind != Kind::Orphan),
+        "{}",
+        r.render()
+    );
+}
+on_both_stores!(edges_are_accounted_once);

@@ -1,6 +1,6 @@
 //! The `streamseal-lambda` binary, end to end over the real Lambda Runtime API protocol: a
-//! minimal Runtime API on loopback hands it one DynamoDB stream event, the binary writes the
-//! segments to S3 (the moto emulator) and posts `{"batchItemFailures": []}` back.
+//! minimal Runtime API on loopback hands it events one invocation at a time, the binary
+//! writes to S3 (the moto emulator) and posts its answers back.
 
 mod common;
 
@@ -42,18 +42,17 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     Some(Request { method, path, body })
 }
 
-#[test]
-fn the_binary_serves_a_stream_event_over_the_runtime_api() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        common::s3_client()
-            .create_bucket()
-            .bucket("lambda-binary")
-            .send()
-            .await
-            .unwrap()
-    });
+/// What the function answered, and what it printed.
+struct Served {
+    /// `(path, body)` of each answer, in invocation order.
+    responses: Vec<(String, String)>,
+    stdout: String,
+    stderr: String,
+}
 
+/// Starts `streamseal-lambda` with `env` against a Runtime API on loopback and hands it
+/// `events`, one invocation each; stops once every one is answered (bounded to 60 s each).
+fn serve(events: &[String], env: &[(&str, String)]) -> Served {
     let api = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = api.local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamseal-lambda"))
@@ -64,29 +63,16 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/streamseal-ingest")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-        .env("STREAMSEAL_TARGET", "s3://lambda-binary/backups")
-        .env(
-            "STREAMSEAL_SCHEMAS",
-            common::root().join("schemas").display().to_string(),
-        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
-    let event = common::fixture("view-new-and-old-images.json");
-    let deadline = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 60_000;
-    let mut served = false;
-    let mut response = None;
-    // Serve until the function has answered the one invocation; bounded to 60 s, and stops
-    // early if the function exits (a start-up error is then in its stderr).
+    let mut responses: Vec<(String, String)> = vec![];
     api.set_nonblocking(true).unwrap();
     let started = std::time::Instant::now();
-    'serve: while response.is_none() && started.elapsed() < Duration::from_secs(60) {
+    let limit = Duration::from_secs(60 * events.len().max(1) as u64);
+    'serve: while responses.len() < events.len() && started.elapsed() < limit {
         let stream = match api.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -106,10 +92,18 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
         let mut reader = BufReader::new(stream);
         while let Some(req) = read_request(&mut reader) {
             match (req.method.as_str(), req.path.as_str()) {
-                ("GET", "/2018-06-01/runtime/invocation/next") if !served => {
-                    served = true;
+                ("GET", "/2018-06-01/runtime/invocation/next") => {
+                    let Some(event) = events.get(responses.len()) else {
+                        break 'serve;
+                    };
+                    let deadline = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                        + 60_000;
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:streamseal-ingest\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:streamseal-ingest\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n",
+                        responses.len() + 1,
                         event.len()
                     );
                     writer.write_all(head.as_bytes()).unwrap();
@@ -119,26 +113,55 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
                     writer
                         .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
                         .unwrap();
-                    response = Some((path.to_owned(), String::from_utf8(req.body).unwrap()));
-                    break 'serve;
+                    responses.push((path.to_owned(), String::from_utf8(req.body).unwrap()));
                 }
-                // A second GET means the invocation was answered elsewhere; stop serving.
                 _ => break 'serve,
             }
         }
     }
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let (path, body) = response.unwrap_or_else(|| {
+    Served {
+        responses,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn create_bucket(rt: &tokio::runtime::Runtime, bucket: &str) {
+    rt.block_on(async {
+        common::s3_client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+    });
+}
+
+#[test]
+fn the_binary_serves_a_stream_event_over_the_runtime_api() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    create_bucket(&rt, "lambda-binary");
+    let served = serve(
+        &[common::fixture("view-new-and-old-images.json")],
+        &[
+            ("STREAMSEAL_TARGET", "s3://lambda-binary/backups".into()),
+            (
+                "STREAMSEAL_SCHEMAS",
+                common::root().join("schemas").display().to_string(),
+            ),
+        ],
+    );
+    let (stdout, stderr) = (&served.stdout, &served.stderr);
+    let (path, body) = served.responses.first().unwrap_or_else(|| {
         panic!("no response from the function\nstdout:\n{stdout}\nstderr:\n{stderr}")
     });
     assert_eq!(
         path, "/2018-06-01/runtime/invocation/req-1/response",
         "{body}\n{stdout}"
     );
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body, serde_json::json!({"batchItemFailures": []}));
 
     // Logs are JSON lines; the metrics line is CloudWatch EMF.
@@ -175,5 +198,125 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
         keys.iter().filter(|k| k.contains("/inbox/")).count(),
         1,
         "{keys:?}"
+    );
+}
+
+/// A record the capture cannot convert (a type this version does not know in its new image),
+/// through the real binary: no batch fails, the record is kept and accounted; the outage seal
+/// reports the snapshot incomplete, naming it; `streamseal restore` exits 0 and names the key,
+/// `--strict` refuses.
+#[test]
+fn a_quarantined_record_through_the_binary_restores_everything_else() {
+    use streamseal::change::StreamViewType;
+    use streamseal::workload::Workload;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    create_bucket(&rt, "lambda-quarantine");
+    let mut w = Workload::new(31, "orders", StreamViewType::NewAndOldImages, 300);
+    let mut events: Vec<String> = (0..3).map(|_| w.next_event(50)).collect();
+    // The last change of the stream: a new image with an attribute of an unknown type.
+    let mut records: Vec<String> = vec![];
+    let bad = loop {
+        let c = w.next_change();
+        if c.after.is_some() {
+            break c;
+        }
+        records.push(c.record);
+    };
+    records.push(bad.record.replacen(
+        "\"NewImage\":{",
+        "\"NewImage\":{\"zz\":{\"XX\":\"a future type\"},",
+        1,
+    ));
+    events.push(format!("{{\"Records\":[{}]}}", records.join(",")));
+    events.push(common::fixture("triggers/step-functions-seal.json"));
+    let served = serve(
+        &events,
+        &[
+            ("STREAMSEAL_TARGET", "s3://lambda-quarantine/backups".into()),
+            ("STREAMSEAL_SEAL_TABLES", "orders".into()),
+        ],
+    );
+    assert_eq!(
+        served.responses.len(),
+        events.len(),
+        "stdout:\n{}\nstderr:\n{}",
+        served.stdout,
+        served.stderr
+    );
+    for (path, body) in &served.responses[..4] {
+        assert!(path.ends_with("/response"), "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"batchItemFailures": []}),
+            "no batch fails"
+        );
+    }
+    let emf: Vec<serde_json::Value> = served
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf[3]["QuarantinedRecords"], 1, "{}", served.stdout);
+    // The seal answers (it does not fail): incomplete, naming the quarantined record, and the
+    // findings metrics say the same.
+    let (path, body) = &served.responses[4];
+    assert!(path.ends_with("/response"), "{path}: {body}");
+    let report: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(report["status"], "incomplete", "{report}");
+    assert_eq!(
+        report["tables"][0]["sealed_findings"][0]["kind"], "quarantined",
+        "{report}"
+    );
+    let metrics = emf
+        .iter()
+        .find(|m| m.get("FindingsQuarantined").is_some())
+        .unwrap_or_else(|| panic!("no findings metrics: {}", served.stdout));
+    assert_eq!(metrics["FindingsQuarantined"], 1);
+    assert_eq!(metrics["FindingsMissing"], 0);
+    assert_eq!(metrics["VerifyStatus"], 1);
+
+    // The CLI restores everything but the quarantined key, and names it.
+    let dir = tempfile::tempdir().unwrap();
+    let restore = |to: &str, strict: bool| {
+        let mut args = vec![
+            "restore",
+            "--table",
+            "orders",
+            "--target",
+            "s3://lambda-quarantine/backups",
+            "--to",
+            to,
+        ];
+        if strict {
+            args.push("--strict");
+        }
+        Command::new(env!("CARGO_BIN_EXE_streamseal"))
+            .args(&args)
+            .envs(common::moto_env())
+            .output()
+            .unwrap()
+    };
+    let to = format!("file://{}", dir.path().join("restored").display());
+    let out = restore(&to, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("-> MATCH"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("quarantined: {}", bad.key)) && stdout.contains("/quarantine/"),
+        "{stdout}"
+    );
+    let to = format!("file://{}", dir.path().join("strict").display());
+    let strict = restore(&to, true);
+    assert!(!strict.status.success());
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains("--strict"),
+        "{}",
+        String::from_utf8_lossy(&strict.stderr)
     );
 }
