@@ -156,9 +156,13 @@ pub async fn latest_chain(
 
 /// Every sealed compaction of the chain: segment key → where its rows are now. The first
 /// (oldest) compaction of a segment wins.
-pub fn replacements_of(chain: &[(Manifest, SnapshotFiles)]) -> HashMap<String, Replacement> {
+pub fn replacements_of<'a, I>(chain: I) -> HashMap<String, Replacement>
+where
+    I: IntoIterator<Item = (&'a Manifest, &'a SnapshotFiles)>,
+    I::IntoIter: DoubleEndedIterator,
+{
     let mut out = HashMap::new();
-    for (m, files) in chain.iter().rev() {
+    for (m, files) in chain.into_iter().rev() {
         for c in &files.compactions {
             for p in &c.record.parts {
                 out.entry(p.key.clone()).or_insert_with(|| Replacement {
@@ -181,7 +185,8 @@ pub async fn load_replacements(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<HashMap<String, Replacement>, ManifestError> {
-    Ok(replacements_of(&latest_chain(store, layout).await?))
+    let chain = latest_chain(store, layout).await?;
+    Ok(replacements_of(chain.iter().map(|(m, f)| (m, f))))
 }
 
 /// Checks a compaction log entry before a seal lists it. `parent` is the chain's newest
@@ -334,7 +339,7 @@ pub async fn compact(
         .into());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let replaced = replacements_of(&chain);
+    let replaced = replacements_of(chain.iter().map(|(m, f)| (m, f)));
 
     // Compactions waiting in the inbox for the next seal: their parts are spoken for.
     let mut pending: HashSet<String> = HashSet::new();

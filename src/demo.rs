@@ -22,7 +22,7 @@ use crate::aws::restore::{Request, Target, run};
 use crate::change::StreamViewType;
 use crate::item::{StateDigest, canonicalize, item_hash};
 use crate::lambda::{Config, Handler, serve};
-use crate::restore::{MaterializeOptions, Point, Progress};
+use crate::restore::{Point, Progress};
 use crate::store::ObjectStore;
 use crate::store::local::LocalStore;
 use crate::workload::Workload;
@@ -146,18 +146,11 @@ pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoRe
     let report = run(
         &store,
         None,
-        &Request {
-            table: "orders".into(),
-            point: Point::Snapshot(snapshot_id.clone()),
-            to: Target::Files(out.clone()),
-            create_table: false,
-            materialize: MaterializeOptions::default(),
-            workers: 1,
-            scan_segments: 1,
-            max_attempts: 1,
-            deadline: None,
-            strict: false,
-        },
+        &Request::new(
+            "orders",
+            Point::Snapshot(snapshot_id.clone()),
+            Target::Files(out.clone()),
+        ),
         &Progress::default(),
     )
     .await

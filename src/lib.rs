@@ -3,8 +3,9 @@
 //! A table's DynamoDB Stream is captured, batch by batch, into immutable Parquet *segments* in
 //! an object store (S3 or a local directory). Each segment keeps every change losslessly (the
 //! key and both images in canonical DynamoDB JSON: the same item value for value, see [`item`])
-//! next to typed columns for Athena, and is described by a *segment record* in a time-ordered log, which later stages
-//! (seal, verify, restore) read instead of listing the whole bucket.
+//! next to typed columns for Athena, and is described by a *log entry* named by the segment,
+//! which waits in the table's inbox until a seal records it: later stages (seal, verify,
+//! restore) read entries and file lists instead of listing the whole bucket.
 //!
 //! # Layout
 //!

@@ -178,7 +178,12 @@ pub async fn plan(
             }
             .into());
         }
-        let files = manifest::read_files(store, &m).await?;
+        let mut files = manifest::read_files(store, &m).await?;
+        // A restore never needs the rows' sequence lists (the largest part of a file list):
+        // dropped so the plan of a long history stays small.
+        for s in &mut files.segments {
+            s.sequence_numbers = crate::log::SequenceList::new();
+        }
         if let Some(p) = &m.parent {
             let parent = manifest::read_manifest(store, &layout, &p.snapshot_id).await?;
             cur = Some((parent, Some(p.manifest_sha256.clone())));
@@ -192,7 +197,7 @@ pub async fn plan(
         .as_deref()
         == Some(top.snapshot_id.as_str())
     {
-        crate::compact::replacements_of(&chain)
+        crate::compact::replacements_of(chain.iter().map(|(m, f)| (m, f)))
     } else {
         crate::compact::load_replacements(store, &layout).await?
     };

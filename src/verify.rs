@@ -446,11 +446,9 @@ pub async fn verify(
         .unwrap_or_default();
     // Segments a sealed compaction replaced are checked through the compacted object (their
     // own object may be gone). Compactions sealed by a later snapshot count too.
-    let chain_files: Vec<(Manifest, manifest::SnapshotFiles)> = chain
-        .iter()
-        .filter_map(|(m, f)| f.clone().map(|f| (m.clone(), f)))
-        .collect();
-    let mut replaced = crate::compact::replacements_of(&chain_files);
+    let mut replaced = crate::compact::replacements_of(
+        chain.iter().filter_map(|(m, f)| f.as_ref().map(|f| (m, f))),
+    );
     let latest = manifest::latest_snapshot_id(store.as_ref(), &layout)
         .await
         .ok()
@@ -715,8 +713,7 @@ pub async fn verify(
                 .count() as u64,
         );
         if options.mode == Mode::Deep && chain.iter().all(|(_, f)| f.is_some()) {
-            let (a, audit_findings) =
-                audit(store, &layout, m, &chain_files, &ledger, &options).await?;
+            let (a, audit_findings) = audit(store, &layout, m, &chain, &ledger, &options).await?;
             findings.extend(audit_findings);
             report.audit = Some(a);
         }
@@ -902,7 +899,7 @@ async fn audit(
     store: &Arc<dyn ObjectStore>,
     layout: &TableLayout,
     latest: &Manifest,
-    chain: &[(Manifest, SnapshotFiles)],
+    chain: &[(Manifest, Option<SnapshotFiles>)],
     ledger: &Ledger,
     options: &VerifyOptions,
 ) -> Result<(Audit, Vec<Finding>), StoreError> {
@@ -932,7 +929,7 @@ async fn audit(
         .filter(|e| e.kind == Kind::Quarantined)
         .map(|e| e.subject.as_str())
         .collect();
-    for (_, f) in chain {
+    for f in chain.iter().filter_map(|(_, f)| f.as_ref()) {
         accounted.extend(f.segments.iter().map(|s| h(&s.key)));
         accounted.extend(f.duplicates.iter().map(|s| h(&s.key)));
         for c in &f.compactions {
@@ -1082,7 +1079,7 @@ async fn audit(
             seqs_of.entry(s).or_default().push(i);
         }
     }
-    for (_, f) in chain {
+    for f in chain.iter().filter_map(|(_, f)| f.as_ref()) {
         for s in &f.segments {
             let Ok(seqs) = s.sequence_numbers.decode() else {
                 continue;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use streamseal::change::StreamViewType;
 use streamseal::compact::{CompactOptions, compact};
 use streamseal::item::{StateDigest, item_hash};
-use streamseal::restore::{MaterializeOptions, Point, Progress};
+use streamseal::restore::{Point, Progress};
 use streamseal::seal::{SealOptions, seal};
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
@@ -35,18 +35,11 @@ async fn restored(store: &Arc<dyn ObjectStore>, table: &str, snapshot: &str) -> 
     let report = streamseal::aws::restore::run(
         store,
         None,
-        &streamseal::aws::restore::Request {
-            table: table.into(),
-            point: Point::Snapshot(snapshot.into()),
-            to: streamseal::aws::restore::Target::Files(out.path().to_owned()),
-            create_table: false,
-            materialize: MaterializeOptions::default(),
-            workers: 1,
-            scan_segments: 1,
-            max_attempts: 1,
-            deadline: None,
-            strict: false,
-        },
+        &streamseal::aws::restore::Request::new(
+            table,
+            Point::Snapshot(snapshot.into()),
+            streamseal::aws::restore::Target::Files(out.path().to_owned()),
+        ),
         &Progress::default(),
     )
     .await

@@ -9,10 +9,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::BufRead as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use streamseal::aws::restore::{Report, Request, Target, run};
 use streamseal::change::StreamViewType;
@@ -22,10 +20,11 @@ use streamseal::ingest::Ingestor;
 use streamseal::item::canonicalize;
 use streamseal::layout::TableLayout;
 use streamseal::log::{GapRecord, LOG_FORMAT, LogEntry};
-use streamseal::restore::{MaterializeOptions, Point, Progress};
+use streamseal::restore::{Point, Progress};
 use streamseal::seal::{SealOptions, SealReport, seal};
+use streamseal::store::faulty::FaultyStore;
 use streamseal::store::local::LocalStore;
-use streamseal::store::{ObjectMeta, ObjectStore, PutMode, PutOutcome, Retention, StoreError};
+use streamseal::store::{ObjectStore, PutMode};
 use streamseal::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
 use streamseal::workload::Workload;
 
@@ -123,16 +122,12 @@ async fn restore(
         store,
         None,
         &Request {
-            table: TABLE.into(),
-            point: Point::Snapshot(which.into()),
-            to: Target::Files(dir.path().to_owned()),
-            create_table: false,
-            materialize: MaterializeOptions::default(),
-            workers: 1,
-            scan_segments: 1,
-            max_attempts: 1,
-            deadline: None,
             strict,
+            ..Request::new(
+                TABLE,
+                Point::Snapshot(which.into()),
+                Target::Files(dir.path().to_owned()),
+            )
         },
         &Progress::default(),
     )
@@ -214,59 +209,6 @@ on_both_stores!(writer_an_hour_behind);
 // ---------------------------------------------------------------------------------------------
 // 3. A write in flight during a seal: its entry lands after the seal listed the inbox.
 
-/// Holds puts of keys containing `pattern` until released, and says when one is waiting.
-#[derive(Debug)]
-struct Gate {
-    inner: Arc<dyn ObjectStore>,
-    pattern: String,
-    waiting: tokio::sync::Notify,
-    open: tokio::sync::Semaphore,
-}
-
-#[async_trait]
-impl ObjectStore for Gate {
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
-        if key.contains(&self.pattern) {
-            self.waiting.notify_one();
-            let _permit = self.open.acquire().await.unwrap();
-        }
-        self.inner.put(key, body, mode).await
-    }
-    async fn put_with_sha256(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        sha256: [u8; 32],
-    ) -> Result<PutOutcome, StoreError> {
-        if key.contains(&self.pattern) {
-            self.waiting.notify_one();
-            let _permit = self.open.acquire().await.unwrap();
-        }
-        self.inner.put_with_sha256(key, body, mode, sha256).await
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix, start_after, limit).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-}
-
 async fn write_in_flight_during_a_seal(store: Arc<dyn ObjectStore>) {
     let mut w = workload(23);
     let right = common::ingestor(&store);
@@ -274,18 +216,14 @@ async fn write_in_flight_during_a_seal(store: Arc<dyn ObjectStore>) {
         ingest(&right, &w.next_event(50)).await;
     }
     let before = w.clone();
-    let gate = Arc::new(Gate {
-        inner: store.clone(),
-        pattern: "/inbox/".into(),
-        waiting: tokio::sync::Notify::new(),
-        open: tokio::sync::Semaphore::new(0),
-    });
+    let gate = Arc::new(FaultyStore::new(store.clone()));
+    gate.hold_writes_matching("/inbox/");
     let gated: Arc<dyn ObjectStore> = gate.clone();
     let slow = common::ingestor(&gated);
     let event = w.next_event(50);
     let writer = tokio::spawn(async move { slow.ingest_event(&event).await });
     // The segment is stored; its entry's PUT is on its way.
-    gate.waiting.notified().await;
+    gate.held().await;
     let sealed = seal_now(&store).await;
     assert_eq!(sealed.manifest.files.rows, 150);
     let id = sealed.manifest.snapshot_id.clone();
@@ -298,7 +236,7 @@ async fn write_in_flight_during_a_seal(store: Arc<dyn ObjectStore>) {
             r.render()
         );
     }
-    gate.open.add_permits(1000);
+    gate.release();
     let report = writer.await.unwrap().unwrap();
     assert!(report.error.is_none(), "{report:?}");
     // The snapshot sealed before the write landed still verifies, and still restores to what
@@ -565,63 +503,6 @@ on_both_stores!(quarantined_records_are_accounted);
 // ---------------------------------------------------------------------------------------------
 // 6. A seal stopped between each of its writes: nothing is lost, nothing counted twice.
 
-/// Lets `allowed` writes through, then holds every later one forever (the process is gone).
-#[derive(Debug)]
-struct Crashing {
-    inner: Arc<dyn ObjectStore>,
-    allowed: usize,
-    writes: AtomicUsize,
-    crashed: tokio::sync::Notify,
-}
-
-impl Crashing {
-    async fn write(&self) {
-        if self.writes.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            self.crashed.notify_one();
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Crashing {
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
-        self.write().await;
-        self.inner.put(key, body, mode).await
-    }
-    async fn put_retained(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        retention: Option<Retention>,
-    ) -> Result<PutOutcome, StoreError> {
-        self.write().await;
-        self.inner.put_retained(key, body, mode, retention).await
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix, start_after, limit).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.write().await;
-        self.inner.delete(key).await
-    }
-}
-
 /// Writes what a seal has to deal with: sealed history, a redelivery, a quarantined record
 /// (the last change, so it stays its key's latest) and a gap waiting in the inbox. Returns the
 /// workload (the truth) and the changes the segments hold.
@@ -704,12 +585,7 @@ async fn a_seal_stopped_between_any_two_writes(make: impl AsyncFn(usize) -> Arc<
     // How many writes a whole seal makes here.
     let store = make(usize::MAX).await;
     let (w, rows) = crash_setup(&store).await;
-    let counting = Arc::new(Crashing {
-        inner: store.clone(),
-        allowed: usize::MAX,
-        writes: AtomicUsize::new(0),
-        crashed: tokio::sync::Notify::new(),
-    });
+    let counting = Arc::new(FaultyStore::new(store.clone()));
     let as_store: Arc<dyn ObjectStore> = counting.clone();
     seal(
         &as_store,
@@ -721,7 +597,7 @@ async fn a_seal_stopped_between_any_two_writes(make: impl AsyncFn(usize) -> Arc<
     )
     .await
     .unwrap();
-    let total = counting.writes.load(Ordering::SeqCst);
+    let total = counting.writes();
     eprintln!("a whole seal makes {total} writes here; stopping it after each of 0..{total}");
     assert!(
         total >= 8,
@@ -732,20 +608,17 @@ async fn a_seal_stopped_between_any_two_writes(make: impl AsyncFn(usize) -> Arc<
     for allowed in 0..total {
         let store = make(allowed).await;
         let (w, rows) = crash_setup(&store).await;
-        let crashing = Arc::new(Crashing {
-            inner: store.clone(),
-            allowed,
-            writes: AtomicUsize::new(0),
-            crashed: tokio::sync::Notify::new(),
-        });
+        let crashing = Arc::new(FaultyStore::new(store.clone()));
+        crashing.hold_after_writes(allowed);
         let as_store: Arc<dyn ObjectStore> = crashing.clone();
         let options = SealOptions {
             concurrency: 4,
             ..Default::default()
         };
+        // The seal is dropped while a write is held: what a process killed there leaves.
         tokio::select! {
             r = seal(&as_store, TABLE, &options) => panic!("the seal finished despite the crash after {allowed} writes: {:?}", r.map(|r| r.manifest.snapshot_id)),
-            _ = crashing.crashed.notified() => {}
+            _ = crashing.held() => {}
         }
         // Whatever the crash left, the next seal (and the one after, for a seal whose
         // clean-up was cut short) ends in the same backup.
@@ -791,7 +664,7 @@ async fn the_audit_names_what_no_snapshot_accounts_for(store: Arc<dyn ObjectStor
     let ing = common::ingestor(&store);
     ingest(&ing, &w.next_event(30)).await;
     // A writer stops between a segment and its entry, and its batch is never retried.
-    let faulty = Arc::new(streamseal::store::faulty::FaultyStore::new(store.clone()));
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
     let faulty_store: Arc<dyn ObjectStore> = faulty.clone();
     let orphan_event = w.next_event(20);
     faulty.fail_puts_matching("/inbox/", None);

@@ -84,6 +84,25 @@ pub struct Request {
     pub strict: bool,
 }
 
+impl Request {
+    /// A restore of `table` at `point` into `to`, with the defaults: an existing target,
+    /// 16 writers, an 8-segment checking scan, 15 attempts per batch, no deadline, not strict.
+    pub fn new(table: &str, point: Point, to: Target) -> Request {
+        Request {
+            table: table.to_owned(),
+            point,
+            to,
+            create_table: false,
+            materialize: MaterializeOptions::default(),
+            workers: 16,
+            scan_segments: 8,
+            max_attempts: 15,
+            deadline: None,
+            strict: false,
+        }
+    }
+}
+
 /// The outcome of a restore.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

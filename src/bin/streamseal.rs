@@ -782,18 +782,7 @@ async fn seal(args: SealArgs) -> Result<()> {
     let verify = if args.no_verify {
         None
     } else {
-        Some(
-            streamseal::verify::verify(
-                &store,
-                &args.at.table,
-                &report.manifest.snapshot_id,
-                streamseal::verify::VerifyOptions {
-                    scope: streamseal::verify::Scope::Snapshot,
-                    ..Default::default()
-                },
-            )
-            .await?,
-        )
+        Some(verify_sealed(&store, &args.at.table, &report.manifest.snapshot_id).await?)
     };
     if args.json {
         println!("{}", serde_json::json!({"seal": report, "verify": verify}));
@@ -865,6 +854,25 @@ async fn seal(args: SealArgs) -> Result<()> {
     }
 }
 
+/// The quick verify a seal runs on the snapshot it wrote: its own segments, the whole chain's
+/// manifests, the ledger.
+async fn verify_sealed(
+    store: &Arc<dyn streamseal::store::ObjectStore>,
+    table: &str,
+    id: &str,
+) -> Result<streamseal::verify::VerifyReport> {
+    Ok(streamseal::verify::verify(
+        store,
+        table,
+        id,
+        streamseal::verify::VerifyOptions {
+            scope: streamseal::verify::Scope::Snapshot,
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
 async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
     let store = open_table(&args.at).await?;
     let by = args.by.clone().unwrap_or_else(whoami);
@@ -896,16 +904,7 @@ async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
         ..Default::default()
     };
     let report = streamseal::seal::seal(&store, &args.at.table, &options).await?;
-    let verify = streamseal::verify::verify(
-        &store,
-        &args.at.table,
-        &report.manifest.snapshot_id,
-        streamseal::verify::VerifyOptions {
-            scope: streamseal::verify::Scope::Snapshot,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let verify = verify_sealed(&store, &args.at.table, &report.manifest.snapshot_id).await?;
     if args.json {
         println!(
             "{}",

@@ -1,8 +1,14 @@
-//! A store wrapper that injects failures, for tests of retry and partial-failure behaviour.
+//! A store wrapper that injects failures and stops, for tests of retry, partial-failure and
+//! crash behaviour.
 //!
-//! [`FaultyStore`] forwards to an inner store until told to fail: puts whose key contains a
-//! pattern, or every put after the first `n`, then fail with a transient error (as a throttled
-//! or unreachable S3 would) for a set number of times or until [`FaultyStore::heal`].
+//! [`FaultyStore`] forwards to an inner store until told otherwise:
+//! - to *fail*: puts whose key contains a pattern, or every put after the first `n`, fail with
+//!   a transient error (as a throttled or unreachable S3 would) for a set number of times or
+//!   until [`FaultyStore::heal`];
+//! - to *hold*: writes (puts and deletes) whose key contains a pattern, or every write after
+//!   the first `n`, wait without reaching the inner store until [`FaultyStore::release`]. A
+//!   test that drops the caller's future while a write is held sees exactly what a process
+//!   killed between two writes leaves behind; one that releases it sees a write in flight.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,13 +27,20 @@ struct Plan {
     /// How many failures to inject before healing by itself (`None`: until healed).
     failures_left: Option<usize>,
     puts_seen: usize,
+    /// Writes allowed before writes are held (`None`: no count-based hold).
+    hold_after_writes: Option<usize>,
+    /// Hold writes whose key contains this.
+    hold_matching: Option<String>,
+    writes_seen: usize,
 }
 
-/// Forwards to `inner`, failing puts as planned.
+/// Forwards to `inner`, failing puts and holding writes as planned.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     plan: Mutex<Plan>,
+    held: tokio::sync::Notify,
+    released: tokio::sync::Semaphore,
 }
 
 impl FaultyStore {
@@ -36,6 +49,8 @@ impl FaultyStore {
         FaultyStore {
             inner,
             plan: Mutex::new(Plan::default()),
+            held: tokio::sync::Notify::new(),
+            released: tokio::sync::Semaphore::new(0),
         }
     }
 
@@ -62,6 +77,52 @@ impl FaultyStore {
         let mut p = self.plan();
         p.fail_after_puts = None;
         p.fail_matching = None;
+    }
+
+    /// Lets `n` more writes (puts and deletes) through, then holds every later one until
+    /// released.
+    pub fn hold_after_writes(&self, n: usize) {
+        let mut p = self.plan();
+        p.hold_after_writes = Some(p.writes_seen + n);
+    }
+
+    /// Holds writes of keys containing `pattern` until released.
+    pub fn hold_writes_matching(&self, pattern: &str) {
+        self.plan().hold_matching = Some(pattern.to_owned());
+    }
+
+    /// Waits until a write is held (returns at once if one was held since the last wait).
+    pub async fn held(&self) {
+        self.held.notified().await;
+    }
+
+    /// Lets every held write through and holds no more.
+    pub fn release(&self) {
+        let mut p = self.plan();
+        p.hold_after_writes = None;
+        p.hold_matching = None;
+        self.released
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    /// Writes (puts and deletes) seen so far, held ones included.
+    pub fn writes(&self) -> usize {
+        self.plan().writes_seen
+    }
+
+    /// Counts a write and holds it when the plan says so.
+    async fn hold(&self, key: &str) {
+        let hold = {
+            let mut p = self.plan();
+            p.writes_seen += 1;
+            p.hold_after_writes.is_some_and(|n| p.writes_seen > n)
+                || p.hold_matching.as_deref().is_some_and(|m| key.contains(m))
+        };
+        if hold {
+            self.held.notify_one();
+            // Closed or released: either way the write goes on.
+            let _ = self.released.acquire().await;
+        }
     }
 
     /// Counts a put and fails it when the plan says so.
@@ -96,8 +157,21 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+        self.hold(key).await;
         self.inject(key)?;
         self.inner.put(key, body, mode).await
+    }
+
+    async fn put_retained(
+        &self,
+        key: &str,
+        body: Bytes,
+        mode: PutMode,
+        retention: Option<super::Retention>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.hold(key).await;
+        self.inject(key)?;
+        self.inner.put_retained(key, body, mode, retention).await
     }
 
     async fn put_with_sha256(
@@ -107,6 +181,7 @@ impl ObjectStore for FaultyStore {
         mode: PutMode,
         sha256: [u8; 32],
     ) -> Result<PutOutcome, StoreError> {
+        self.hold(key).await;
         self.inject(key)?;
         self.inner.put_with_sha256(key, body, mode, sha256).await
     }
@@ -129,6 +204,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.hold(key).await;
         self.inner.delete(key).await
     }
 }
