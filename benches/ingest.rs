@@ -17,19 +17,16 @@
 //!   of the object, segment record), on 1 and on 2 threads;
 //! - `canonicalize`: 10,000 items of the table canonicalised and hashed by one
 //!   `Canonicalizer`, with their top-level attributes in the order the workload writes them
-//!   (`recurring`, where a remembered sort order applies) and in a different order per item
-//!   (`shuffled`, where it never does): the cost of a miss;
+//!   (`recurring`) and in a different order per item (`shuffled`): the cost of sorting;
 //! - `ingest`: the whole path into an in-memory store (prepare, Arrow, Parquet with zstd,
 //!   SHA-256 of the object, segment record), on 1 and on 2 threads. Here the event is read
 //!   in one pass (records found and parsed together), without the `split` step, by one
 //!   `Ingestor` kept across batches (as the Lambda keeps one per container).
 //!
 //! - `overhead`: the fixed costs of a batch, paid however few its records: starting and joining
-//!   a scoped thread (what splitting a batch cost before the helpers) against handing work to
-//!   a kept helper (`workers`), 18 parquet column writers with and without zstd (parquet makes
-//!   a zstd compression and decompression context per writer), and the column writers of one
-//!   `orders` segment as the capture path makes them (without those contexts: its pages are
-//!   compressed with one kept context per thread, see `src/pages.rs`).
+//!   a scoped thread against handing work to the kept pool (`workers`), and 18 parquet column
+//!   writers with and without zstd (parquet makes a zstd compression and decompression context
+//!   per writer, which is why the capture path compresses pages itself, see `src/pages.rs`).
 //!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 
@@ -42,7 +39,7 @@ use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource}
 use streamseal::item::{Canonicalizer, ColumnPaths, TextColumns};
 use streamseal::layout::{HourPartition, TableLayout};
 use streamseal::schema::TableSchema;
-use streamseal::segment::{ColumnTexts, EncodeOptions, HeadStart, PreparedRow, SegmentBuilder};
+use streamseal::segment::{ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder};
 use streamseal::store::memory::MemoryStore;
 use streamseal::workload::Workload;
 
@@ -291,26 +288,15 @@ fn bench(c: &mut Criterion) {
 
 /// Fixed costs of a batch (see the module doc).
 fn overhead(c: &mut Criterion) {
-    let schema = schema();
     let mut group = c.benchmark_group("overhead");
     group.sample_size(20);
     let data = [1u64; 64];
     group.bench_function("scoped_thread_start_and_join", |b| {
         b.iter(|| std::thread::scope(|s| black_box(s.spawn(|| data.iter().sum::<u64>()).join())))
     });
-    let helpers = streamseal::workers::helpers(2).expect("a helper thread");
-    group.bench_function("helper_handoff_and_wait", |b| {
-        b.iter(|| {
-            let sum = std::sync::Mutex::new(0);
-            helpers.in_place_scope(|s| {
-                s.spawn(|_| {
-                    if let Ok(mut sum) = sum.lock() {
-                        *sum = data.iter().sum::<u64>();
-                    }
-                })
-            });
-            black_box(sum)
-        })
+    let pool = streamseal::workers::pool(2).expect("a pool of two threads");
+    group.bench_function("pool_handoff_and_wait", |b| {
+        b.iter(|| black_box(pool.install(|| data.iter().sum::<u64>())))
     });
     // Eighteen text columns, the width of an `orders` segment: writers with zstd against
     // writers without compression; the difference is the codecs parquet makes per writer.
@@ -349,20 +335,6 @@ fn overhead(c: &mut Criterion) {
             b.iter(|| black_box(factory.create_column_writers(0).expect("column writers")))
         });
     }
-    group.bench_function("segment_column_writers", |b| {
-        b.iter(|| {
-            black_box(
-                HeadStart::new(
-                    &schema,
-                    "orders",
-                    StreamViewType::NewAndOldImages,
-                    HourPartition::of_millis(0),
-                    1,
-                )
-                .expect("column writers"),
-            )
-        })
-    });
     group.finish();
 }
 

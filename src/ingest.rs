@@ -39,11 +39,11 @@ use crate::layout::{HourPartition, TableLayout};
 use crate::log::{LOG_FORMAT, LogEntry, QuarantineRecord};
 use crate::schema::{SchemaError, TableSchema};
 use crate::segment::{
-    ColumnTexts, EncodeOptions, HeadStart, PreparedRow, STEP_ROWS, SegmentBuilder, SegmentError,
-    complete_segments, finish_segments,
+    ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder, SegmentError, finish_segments,
 };
 use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
 use crate::workers;
+use rayon::prelude::*;
 
 /// What to do with a record that cannot be converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,95 +240,8 @@ struct Batch<'a> {
 /// the buffers holding the rows' key and image texts (one per thread that read them).
 struct Rows<'a> {
     raws: Vec<&'a str>,
-    prepared: RowList<'a>,
+    prepared: Vec<Prepared<'a>>,
     texts: Vec<ColumnTexts>,
-    /// The first segment's column writers, begun by the thread that read the head of the
-    /// event while the others were still reading (see [`prepare_fused`]).
-    head: Option<HeadStart>,
-}
-
-/// A batch's rows in record order, kept in the lists the reading threads filled (one per
-/// thread, each a run of records). Moving them into one list would be a copy of ~280 bytes
-/// per row while the other threads wait; [`RowList::free`] shares out freeing them the same
-/// way.
-#[derive(Default)]
-struct RowList<'a> {
-    parts: Vec<Vec<Prepared<'a>>>,
-}
-
-impl<'a> RowList<'a> {
-    /// Batches smaller than this are freed on the calling thread: a thread of its own cost
-    /// more (measured before the helpers were kept between batches; 512 with the helpers was
-    /// no faster). The capture path calls `free` on a helper, beside the last segment's
-    /// assembly, where with two threads the split has no idle thread to go to.
-    const PARALLEL_FREE_ROWS: usize = 2048;
-
-    fn len(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.parts.iter().all(Vec::is_empty)
-    }
-
-    /// The rows in record order.
-    fn iter(&self) -> impl Iterator<Item = &Prepared<'a>> {
-        self.parts.iter().flatten()
-    }
-
-    /// Row `index` of the batch.
-    #[cfg(test)]
-    fn get(&self, mut index: usize) -> Option<&Prepared<'a>> {
-        for part in &self.parts {
-            match part.get(index) {
-                Some(row) => return Some(row),
-                None => index -= part.len(),
-            }
-        }
-        None
-    }
-
-    /// Frees the rows (a few small allocations each), each thread's list on a thread of its
-    /// own, so freeing a large batch read by several threads takes a share of the time.
-    fn free(self) {
-        if self.parts.len() < 2 || self.len() < Self::PARALLEL_FREE_ROWS {
-            return;
-        }
-        let Some(helpers) = workers::helpers(self.parts.len()) else {
-            return;
-        };
-        let mut parts = self.parts;
-        let mine = parts.swap_remove(0);
-        helpers.in_place_scope(|s| {
-            for part in parts {
-                s.spawn(move |_| drop(part));
-            }
-            drop(mine);
-        });
-    }
-}
-
-impl<'a> From<Vec<Prepared<'a>>> for RowList<'a> {
-    fn from(rows: Vec<Prepared<'a>>) -> RowList<'a> {
-        RowList { parts: vec![rows] }
-    }
-}
-
-#[cfg(test)]
-impl<'a> std::ops::Index<usize> for RowList<'a> {
-    type Output = Prepared<'a>;
-    fn index(&self, index: usize) -> &Prepared<'a> {
-        self.get(index).expect("row index within the batch")
-    }
-}
-
-impl<'a> IntoIterator for RowList<'a> {
-    type Item = Prepared<'a>;
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<Prepared<'a>>>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.parts.into_iter().flatten()
-    }
 }
 
 /// What step 3 writes: a segment (covering some records) or one quarantined record.
@@ -436,15 +349,13 @@ impl Ingestor {
     /// number of records. Under [`BadRecordPolicy::Reject`] the first bad record is an error.
     /// The CLI checks a whole input this way before writing any of it.
     pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
-        // Only read: nothing is to be encoded yet.
-        let Some(batch) = self.prepare_batch(text, false).await? else {
+        let Some(batch) = self.prepare_batch(text).await? else {
             return Ok(0);
         };
         let Rows {
             raws,
             prepared,
             texts,
-            head: _,
         } = batch.rows;
         self.buffers.give_all(texts);
         if self.options.bad_records == BadRecordPolicy::Reject
@@ -462,14 +373,7 @@ impl Ingestor {
     /// `prepare_threads` threads, each starting at a record boundary near its share of the
     /// text). Any other shape, or a broken event, goes the long way: [`change::parse_event`]
     /// splits it (or names the problem), then the records are parsed.
-    ///
-    /// With `encode`, the first segment may be begun while the event is read (see
-    /// [`prepare_fused`]); a caller that only checks the batch passes `false`.
-    async fn prepare_batch<'a>(
-        &self,
-        text: &'a str,
-        encode: bool,
-    ) -> Result<Option<Batch<'a>>, IngestError> {
+    async fn prepare_batch<'a>(&self, text: &'a str) -> Result<Option<Batch<'a>>, IngestError> {
         if let Some(first) = change::first_record(text)
             && let Ok(table) = find_table(&[first])
         {
@@ -478,10 +382,7 @@ impl Ingestor {
                 text,
                 &table,
                 &schema,
-                (
-                    self.options.prepare_threads,
-                    encode.then_some(self.options.encode),
-                ),
+                self.options.prepare_threads,
                 &self.buffers,
             ) {
                 return Ok(Some(Batch {
@@ -497,7 +398,7 @@ impl Ingestor {
         }
         let table = find_table(&raws)?;
         let schema = self.schema_or_fallback(&table).await?;
-        // CPU-bound; a batch is at most 6 MB, so it runs inline, split across the helper
+        // CPU-bound; a batch is at most 6 MB, so it runs inline, split across the kept
         // threads (`workers`) when asked.
         let rows = prepare_all(
             raws,
@@ -554,9 +455,8 @@ impl Ingestor {
                     raws,
                     prepared,
                     texts,
-                    head,
                 },
-        }) = self.prepare_batch(text, true).await?
+        }) = self.prepare_batch(text).await?
         else {
             return Ok(report);
         };
@@ -608,20 +508,15 @@ impl Ingestor {
                 indices.push(index);
             }
         }
-        // One pool of threads encodes all the segments. Only the batch's first segment can
-        // have been started while reading.
+        // One pool of threads encodes all the segments.
         let (builders, indices): (Vec<_>, Vec<_>) = segments
             .into_iter()
             .map(|(p, builder, indices)| ((p, builder), indices))
             .unzip();
-        let finishing = finish_segments(builders, &layout, self.options.encode, &texts, head);
-        // The columns are encoded and no array slices the buffers any more: keep them, and
-        // free the rows on a helper while the last segment's file is assembled and hashed.
-        let buffers = &self.buffers;
-        let encoded = complete_segments(finishing, self.options.encode.encode_threads, move || {
-            buffers.give_all(texts);
-            prepared.free();
-        });
+        let encoded = finish_segments(builders, &layout, self.options.encode, &texts);
+        // The columns are encoded and no array slices the buffers any more: keep them.
+        drop(prepared);
+        self.buffers.give_all(texts);
         for (encoded, indices) in encoded.into_iter().zip(indices) {
             units.push(Unit::Segment {
                 encoded: Box::new(encoded?),
@@ -861,22 +756,15 @@ fn prepare_one<'a>(
     let mark = texts.mark();
     let parsed =
         ChangeRecord::parse(raw, index, canon, &schema.paths).map(|r| r.into_spanned(texts));
-    let prepared = check_table(
-        parsed,
-        index,
-        table,
-        schema,
-        &mut None,
-        (texts, texts_index),
-    );
+    let prepared = check_table(parsed, index, table, schema, &mut None, texts_index);
     if prepared.is_err() {
         texts.rollback(mark);
     }
     prepared
 }
 
-/// A parsed record as a row, if it is from `table`, with its name-tag line written to `texts`
-/// (the batch's `texts_index`-th buffer, which holds its other texts).
+/// A parsed record as a row, if it is from `table`; its texts are in the batch's
+/// `texts_index`-th buffer.
 ///
 /// `accepted` remembers the last stream ARN found to name `table`: records of a batch share
 /// one, so it is parsed once per thread rather than once per record.
@@ -886,7 +774,7 @@ fn check_table<'a>(
     table: &str,
     schema: &TableSchema,
     accepted: &mut Option<String>,
-    (texts, texts_index): (&mut TextColumns, usize),
+    texts_index: usize,
 ) -> Prepared<'a> {
     let rec = parsed?;
     if let Some(arn) = &rec.event_source_arn
@@ -908,9 +796,7 @@ fn check_table<'a>(
         }
         *accepted = Some(arn.to_string());
     }
-    let mut row = PreparedRow::new(rec, schema, texts_index);
-    row.write_tag_line(texts);
-    Ok(row)
+    Ok(PreparedRow::new(rec, schema, texts_index))
 }
 
 /// What one thread of [`prepare_fused`] read: records from its start up to (not including)
@@ -929,7 +815,7 @@ struct Stretch<'a> {
 /// `None` if the event is broken.
 fn read_stretch<'a>(
     mut cursor: change::EventCursor<'a>,
-    (stop, progress): (Option<usize>, Option<&Progress>),
+    stop: Option<usize>,
     table: &str,
     schema: &TableSchema,
     texts_index: usize,
@@ -938,8 +824,7 @@ fn read_stretch<'a>(
     let mut canon = Canonicalizer::new();
     let mut accepted = None;
     let text = cursor.text();
-    let from = cursor.pos();
-    let bytes = stop.unwrap_or(text.len()).saturating_sub(from);
+    let bytes = stop.unwrap_or(text.len()).saturating_sub(cursor.pos());
     let mut raws = Vec::new();
     let mut prepared = Vec::new();
     let mut texts = pool.take(bytes);
@@ -956,33 +841,21 @@ fn read_stretch<'a>(
         let index = raws.len();
         let mark = texts.mark();
         let (raw, parsed) = cursor.record_into(index, &mut canon, &schema.paths, &mut texts)?;
-        let row = check_table(
-            parsed,
-            index,
-            table,
-            schema,
-            &mut accepted,
-            (&mut texts, texts_index),
-        );
+        let row = check_table(parsed, index, table, schema, &mut accepted, texts_index);
         if row.is_err() {
             // A record of another table: its texts are not part of any row.
             texts.rollback(mark);
         }
         if index == 0 {
             // Size the lists once from the first record rather than doubling them (rows are
-            // ~250 bytes each; a 6 MB batch holds thousands).
-            // A valid stream record is well over 100 bytes: that bounds a small first guess.
+            // ~250 bytes each; a 6 MB batch holds thousands). A valid stream record is well
+            // over 100 bytes: that bounds a small first guess.
             let expected = bytes / raw.len().max(100) + 1;
             raws.reserve(expected);
             prepared.reserve(expected);
         }
         raws.push(raw);
         prepared.push(row);
-        if let Some(progress) = progress
-            && index % Progress::EVERY == 0
-        {
-            progress.set(cursor.pos().saturating_sub(from));
-        }
     };
     Some(Stretch {
         raws,
@@ -996,259 +869,93 @@ impl<'a> From<Stretch<'a>> for Rows<'a> {
     fn from(s: Stretch<'a>) -> Rows<'a> {
         Rows {
             raws: s.raws,
-            prepared: s.prepared.into(),
+            prepared: s.prepared,
             texts: vec![s.texts],
-            head: None,
         }
-    }
-}
-
-/// Begins the batch's first segment from the rows of the head stretch, step by step, for
-/// as long as `more()` (the other threads are still reading). `None` when there is nothing to
-/// begin: a row that is not usable, rows of two hours or without a creation time (the
-/// grouping decides those), or a failure (the segment is then encoded from its first row).
-fn head_start(
-    head: &Stretch<'_>,
-    table: &str,
-    schema: &TableSchema,
-    zstd_level: i32,
-    (more, soon): (impl Fn() -> bool, impl Fn(std::time::Duration) -> bool),
-) -> Option<HeadStart> {
-    let rows: Vec<&PreparedRow<'_>> = head
-        .prepared
-        .iter()
-        .map(|p| p.as_ref().ok())
-        .collect::<Option<_>>()?;
-    if rows.len() < STEP_ROWS {
-        return None;
-    }
-    let first = rows.first()?;
-    let partition = HourPartition::of_millis(first.time_ms?);
-    let one_hour = rows.iter().all(|r| {
-        r.time_ms.map(HourPartition::of_millis) == Some(partition) && r.view_type == first.view_type
-    });
-    if !one_hour || !more() {
-        return None;
-    }
-    let begun = HeadStart::new(schema, table, first.view_type, partition, zstd_level).and_then(
-        |mut started| {
-            started.advance(schema, &rows, std::slice::from_ref(&head.texts), more, soon)?;
-            Ok(started)
-        },
-    );
-    match begun {
-        Ok(started) => Some(started),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not begin the first segment while reading");
-            None
-        }
-    }
-}
-
-/// How far a reading thread is through its stretch, published every [`Progress::EVERY`]
-/// records, so that the head start can tell when the readers are about to finish.
-struct Progress {
-    /// Bytes read so far (0 until first published).
-    read: std::sync::atomic::AtomicUsize,
-    /// The stretch's length in bytes, known before the thread starts.
-    len: usize,
-}
-
-impl Progress {
-    /// Records between two updates: the cost is a relaxed store each.
-    const EVERY: usize = 64;
-
-    /// Progress through a stretch of `len` bytes, none read yet.
-    fn new(len: usize) -> Progress {
-        Progress {
-            read: std::sync::atomic::AtomicUsize::new(0),
-            len,
-        }
-    }
-
-    fn set(&self, read: usize) {
-        self.read.store(read, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether, reading on at the rate it has read so far (`elapsed` since it began), the
-    /// thread will be done within `within`. No news is not soon: a thread that has published
-    /// nothing yet is not counted as about to finish.
-    fn done_within(&self, elapsed: std::time::Duration, within: std::time::Duration) -> bool {
-        let (read, len) = (
-            self.read.load(std::sync::atomic::Ordering::Relaxed),
-            self.len,
-        );
-        if read == 0 || len == 0 {
-            return false;
-        }
-        let left = len.saturating_sub(read) as f64;
-        // Seconds per byte so far, times the bytes left.
-        elapsed.as_secs_f64() / read as f64 * left <= within.as_secs_f64()
-    }
-}
-
-/// Counts a reading thread out when it finishes, however it finishes.
-struct Reading<'r>(&'r std::sync::atomic::AtomicUsize);
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
 }
 
 /// Finds and prepares every record of a usual-shape event in one pass (see
 /// [`Ingestor::prepare_batch`]); `None` sends the caller the long way.
 ///
-/// With several threads, each starts at a guessed record boundary. The guesses are trusted
-/// only if each thread, reading properly from the one before, lands exactly on the next guess;
-/// otherwise the first thread's reading continues to the end alone, so a bad guess costs
-/// time, never correctness.
-///
-/// With `encode` given, the calling thread reads a smaller share of the text (the head) and,
-/// while the other threads finish theirs, begins encoding the first segment from its rows
-/// ([`HeadStart`]). Encoding a segment splits by column, and the largest column (usually
-/// `new_image`) holds more than half of the work: without this, the thread that encodes it
-/// works on alone at the end.
+/// With several threads, each reads an even share of the text, starting at a guessed record
+/// boundary. The guesses are trusted only if each thread, reading properly from the one
+/// before, lands exactly on the next guess; otherwise the first thread's reading continues to
+/// the end alone, so a bad guess costs time, never correctness.
 fn prepare_fused<'a>(
     text: &'a str,
     table: &str,
     schema: &TableSchema,
-    (threads, encode): (usize, Option<EncodeOptions>),
+    threads: usize,
     pool: &BufferPool,
 ) -> Option<Rows<'a>> {
-    // Below this, a thread's start-up costs more than its share of the work.
+    // Below this, a thread's share costs more to hand out than it saves.
     const MIN_BYTES_PER_THREAD: usize = 256 * 1024;
-    // The head's share, in tenths of an even share: with two threads the head finishes
-    // reading about a tenth of the reading time early, enough to encode a few steps of the
-    // largest column before the other thread is done. An estimate, not tuned: 0.9 is the only
-    // share measured (docs/architecture.md).
-    const HEAD_TENTHS: usize = 9;
     let wanted = threads.clamp(1, (text.len() / MIN_BYTES_PER_THREAD).max(1));
-    let helpers = workers::helpers(wanted);
-    let threads = if helpers.is_some() { wanted } else { 1 };
-    let short_head = text.len() * HEAD_TENTHS / (10 * threads);
-    // Worth it only if the head holds a whole step of rows (guessed from the first record's
-    // size); otherwise the shorter share would be time lost.
-    let head_bytes = match (encode, change::first_record(text)) {
-        (Some(_), Some(first)) if threads > 1 && short_head / first.len().max(1) >= STEP_ROWS => {
-            short_head
-        }
-        _ => text.len() / threads,
-    };
-    let mut starts = Vec::with_capacity(threads);
+    let workers = workers::pool(wanted);
+    let threads = if workers.is_some() { wanted } else { 1 };
+    let mut starts = vec![0];
     for k in 1..threads {
-        // The head, then even shares of the rest.
-        let at = head_bytes + (text.len() - head_bytes) * (k - 1) / (threads - 1);
-        let from = at.max(starts.last().map_or(0, |s| s + 1));
+        let from = (text.len() * k / threads).max(starts.last().map_or(0, |s| s + 1));
         match change::guess_boundary(text, from) {
             Some(at) => starts.push(at),
             None => break,
         }
     }
     let first = change::EventCursor::new(text)?;
-    let Some(helpers) = helpers.filter(|_| !starts.is_empty()) else {
-        let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
+    let Some(workers) = workers.filter(|_| starts.len() > 1) else {
+        let all = read_stretch(first, None, table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
     };
-    // Thread k reads [starts[k-1], starts[k]); the calling thread reads up to starts[0].
-    let reading = std::sync::atomic::AtomicUsize::new(starts.len());
-    let began = std::time::Instant::now();
-    // Thread k's stretch is the one `read_stretch` measures: from its start to the next.
-    let progress: Vec<Progress> = (0..starts.len())
-        .map(|k| {
-            let end = starts.get(k + 1).copied().unwrap_or(text.len());
-            Progress::new(end.saturating_sub(starts[k]))
-        })
-        .collect();
-    // Each helper's stretch, in order; `None` if its reading panicked (a bug), and the batch
-    // is then read again on this thread, as for a stretch that did not land.
-    let helped: Vec<Mutex<Option<Stretch<'a>>>> = starts.iter().map(|_| Mutex::new(None)).collect();
-    let (head_stretch, head) = helpers.in_place_scope(|s| {
-        for (k, ((&at, progress), slot)) in starts.iter().zip(&progress).zip(&helped).enumerate() {
-            let stop = starts.get(k + 1).copied();
-            let reading = &reading;
-            s.spawn(move |_| {
-                let _counted = Reading(reading);
-                let stretch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    read_stretch(
-                        change::EventCursor::at(text, at),
-                        (stop, Some(progress)),
-                        table,
-                        schema,
-                        k + 1,
-                        pool,
-                    )
-                }));
-                if let (Ok(stretch), Ok(mut slot)) = (stretch, slot.lock()) {
-                    *slot = stretch;
-                }
-            });
-        }
-        let head = read_stretch(
-            first.clone(),
-            (Some(starts[0]), None),
-            table,
-            schema,
-            0,
-            pool,
-        );
-        let started = match (&head, encode) {
-            (Some(h), Some(options)) if h.landed => head_start(
-                h,
-                table,
-                schema,
-                options.zstd_level,
-                (
-                    || reading.load(std::sync::atomic::Ordering::Acquire) > 0,
-                    |within| {
-                        let elapsed = began.elapsed();
-                        progress.iter().all(|p| p.done_within(elapsed, within))
-                    },
-                ),
-            ),
-            _ => None,
-        };
-        (head, started)
+    // Thread k reads [starts[k], starts[k+1]). A stretch whose reading panicked (a bug) is
+    // `None`: the batch is then read again on this thread, as for one that did not land.
+    let stretches: Vec<Option<Stretch<'a>>> = workers.install(|| {
+        (0..starts.len())
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|k| {
+                let cursor = if k == 0 {
+                    first.clone()
+                } else {
+                    change::EventCursor::at(text, starts[k])
+                };
+                let stop = starts.get(k + 1).copied();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    read_stretch(cursor, stop, table, schema, k, pool)
+                }))
+                .ok()
+                .flatten()
+            })
+            .collect()
     });
-    let mut later = vec![head_stretch];
-    later.extend(
-        helped
-            .into_iter()
-            .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner())),
-    );
-    let trusted = later.iter().all(|s| s.as_ref().is_some_and(|s| s.landed));
-    if !trusted {
-        drop(head);
-        pool.give_all(later.into_iter().flatten().map(|s| s.texts).collect());
-        let all = read_stretch(first, (None, None), table, schema, 0, pool)?;
+    if !stretches
+        .iter()
+        .all(|s| s.as_ref().is_some_and(|s| s.landed))
+    {
+        pool.give_all(stretches.into_iter().flatten().map(|s| s.texts).collect());
+        let all = read_stretch(first, None, table, schema, 0, pool)?;
         return all.landed.then(|| all.into());
     }
-    if let Some(h) = &head {
-        tracing::debug!(
-            rows = h.rows(),
-            "first segment begun while the event was still being read"
-        );
-    }
-    let mut raws = Vec::with_capacity(later.iter().flatten().map(|s| s.raws.len()).sum());
-    let mut prepared = RowList::default();
-    let mut texts = Vec::with_capacity(later.len());
-    for mut stretch in later.into_iter().flatten() {
+    let records = stretches.iter().flatten().map(|s| s.raws.len()).sum();
+    let mut raws = Vec::with_capacity(records);
+    let mut prepared = Vec::with_capacity(records);
+    let mut texts = Vec::with_capacity(stretches.len());
+    for stretch in stretches.into_iter().flatten() {
         texts.push(stretch.texts);
         // Threads after the first counted their records from zero.
         let offset = raws.len();
-        for p in &mut stretch.prepared {
-            if let Err(ChangeError::Record { index, .. }) = p {
+        prepared.extend(stretch.prepared.into_iter().map(|mut p| {
+            if let Err(ChangeError::Record { index, .. }) = &mut p {
                 *index += offset;
             }
-        }
-        raws.append(&mut stretch.raws);
-        prepared.parts.push(stretch.prepared);
+            p
+        }));
+        raws.extend(stretch.raws);
     }
     Some(Rows {
         raws,
         prepared,
         texts,
-        head,
     })
 }
 
@@ -1262,8 +969,8 @@ fn prepare_all<'a>(
     pool: &BufferPool,
 ) -> Rows<'a> {
     let wanted = threads.clamp(1, raws.len().max(1));
-    let helpers = workers::helpers(wanted);
-    let threads = if helpers.is_some() { wanted } else { 1 };
+    let workers = workers::pool(wanted);
+    let threads = if workers.is_some() { wanted } else { 1 };
     let chunk = raws.len().div_ceil(threads).max(1);
     let read = |c: usize, part: &[&'a str]| {
         let mut canon = Canonicalizer::new();
@@ -1284,65 +991,43 @@ fn prepare_all<'a>(
             .collect::<Vec<_>>();
         (prepared, ColumnTexts::from(texts))
     };
-    let Some(helpers) = helpers else {
-        let (prepared, texts) = read(0, &raws);
-        return Rows {
-            raws,
-            prepared: prepared.into(),
-            texts: vec![texts],
-            head: None,
-        };
-    };
-    // Each chunk's rows and texts, in order; `None` if reading it panicked (a bug).
-    let slots: Vec<Mutex<Option<_>>> = raws.chunks(chunk).map(|_| Mutex::new(None)).collect();
-    let run = |c: usize, part: &[&'a str], slot: &Mutex<Option<_>>| {
-        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(c, part)));
-        if let (Ok(done), Ok(mut slot)) = (done, slot.lock()) {
-            *slot = Some(done);
-        }
-    };
-    helpers.in_place_scope(|s| {
-        let run = &run;
-        let mut chunks = raws.chunks(chunk).zip(&slots);
-        let mine = chunks.next();
-        for (c, (part, slot)) in chunks.enumerate() {
-            s.spawn(move |_| run(c + 1, part, slot));
-        }
-        if let Some((part, slot)) = mine {
-            run(0, part, slot);
-        }
-    });
-    let mut prepared = RowList::default();
-    let mut texts = Vec::with_capacity(slots.len());
-    for (c, slot) in slots.into_iter().enumerate() {
-        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some((part, t)) => {
-                prepared.parts.push(part);
-                texts.push(t);
-            }
-            // A panic in a helper is a bug; surface it per record rather than abort.
-            None => {
-                texts.push(TextColumns::default().into());
-                prepared.parts.push(
-                    (0..raws[c * chunk..].len().min(chunk))
-                        .map(|i| {
-                            Err(ChangeError::Record {
-                                index: c * chunk + i,
-                                event_id: None,
-                                sequence: None,
-                                reason: "internal error while preparing the record".into(),
-                            })
+    // A chunk whose reading panicked (a bug) is surfaced per record rather than aborting.
+    let read_or_fail = |c: usize, part: &[&'a str]| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(c, part))).unwrap_or_else(
+            |_| {
+                let failed = (0..part.len())
+                    .map(|i| {
+                        Err(ChangeError::Record {
+                            index: c * chunk + i,
+                            event_id: None,
+                            sequence: None,
+                            reason: "internal error while preparing the record".into(),
                         })
-                        .collect(),
-                )
-            }
-        }
+                    })
+                    .collect();
+                (failed, TextColumns::default().into())
+            },
+        )
+    };
+    let parts: Vec<(Vec<Prepared<'a>>, ColumnTexts)> = match workers {
+        Some(workers) => workers.install(|| {
+            raws.par_chunks(chunk)
+                .enumerate()
+                .map(|(c, part)| read_or_fail(c, part))
+                .collect()
+        }),
+        None => vec![read(0, &raws)],
+    };
+    let mut prepared = Vec::with_capacity(raws.len());
+    let mut texts = Vec::with_capacity(parts.len());
+    for (part, t) in parts {
+        prepared.extend(part);
+        texts.push(t);
     }
     Rows {
         raws,
         prepared,
         texts,
-        head: None,
     }
 }
 
@@ -1351,61 +1036,6 @@ mod tests {
     use super::*;
     use crate::change::StreamViewType;
     use crate::workload::Workload;
-
-    #[test]
-    fn a_reader_is_about_done_when_its_rate_so_far_says_so() {
-        use std::time::Duration;
-        let ms = Duration::from_millis;
-        let p = Progress::new(8_000_000);
-        // Nothing published yet: not about to finish, however long it has been.
-        assert!(!p.done_within(ms(100), ms(1_000)));
-        // Half of 8 MB in 10 ms: ~10 ms to go.
-        p.set(4_000_000);
-        assert!(p.done_within(ms(10), ms(11)));
-        assert!(!p.done_within(ms(10), ms(9)));
-        // Slower so far (20 ms for the half): ~20 ms to go.
-        assert!(!p.done_within(ms(20), ms(11)));
-        assert!(p.done_within(ms(20), ms(21)));
-        // All read: done within any time.
-        p.set(8_000_000);
-        assert!(p.done_within(ms(30), Duration::ZERO));
-    }
-
-    #[test]
-    fn a_row_list_reads_its_parts_as_one_list_in_order() {
-        let row = |i: usize| -> Prepared<'static> {
-            Err(ChangeError::Record {
-                index: i,
-                event_id: None,
-                sequence: None,
-                reason: String::new(),
-            })
-        };
-        let index = |p: &Prepared<'_>| match p {
-            Err(ChangeError::Record { index, .. }) => *index,
-            _ => usize::MAX,
-        };
-        let sizes = [3usize, 0, 2500, 1, 0];
-        let mut list = RowList::default();
-        let mut next = 0;
-        for n in sizes {
-            list.parts.push((next..next + n).map(row).collect());
-            next += n;
-        }
-        assert_eq!(list.len(), next);
-        assert!(!list.is_empty());
-        assert!(list.iter().map(index).eq(0..next));
-        assert!((0..next).all(|i| list.get(i).map(index) == Some(i)));
-        assert!(list.get(next).is_none());
-        // Over the threshold and in several parts: freed on several threads.
-        list.free();
-        let empty = RowList {
-            parts: vec![Vec::new(), Vec::new()],
-        };
-        assert!(empty.is_empty() && empty.get(0).is_none());
-        assert_eq!(empty.len(), 0);
-        assert_eq!(empty.iter().count(), 0);
-    }
 
     /// An event of `n` records (over the parallel threshold for n ≳ 400), the record at
     /// `broken` given an unknown eventName, and `decoy` put first in every record.
@@ -1460,13 +1090,7 @@ mod tests {
                 Ok(row) => {
                     let texts = rows.texts[row.texts].of(row);
                     let mut row = row.clone();
-                    (
-                        row.texts,
-                        row.keys,
-                        row.new_image,
-                        row.old_image,
-                        row.tag_line,
-                    ) = (0, 0..0, None, None, None);
+                    (row.texts, row.keys, row.new_image, row.old_image) = (0, 0..0, None, None);
                     format!("{row:?} {texts:?}")
                 }
                 Err(e) => format!("{e:?}"),
@@ -1495,20 +1119,11 @@ mod tests {
             )),
             want
         );
-        // Reading alone, and with the head thread beginning the first segment.
-        for encode in [None, Some(EncodeOptions::default())] {
-            for threads in [1, 2, 3] {
-                let got = prepare_fused(
-                    text,
-                    "orders",
-                    &schema,
-                    (threads, encode),
-                    &BufferPool::default(),
-                )
-                .unwrap();
-                assert_eq!(got.raws, raws, "threads={threads}");
-                assert_eq!(resolved(&got), want, "threads={threads}");
-            }
+        for threads in [1, 2, 3] {
+            let got =
+                prepare_fused(text, "orders", &schema, threads, &BufferPool::default()).unwrap();
+            assert_eq!(got.raws, raws, "threads={threads}");
+            assert_eq!(resolved(&got), want, "threads={threads}");
         }
     }
 
@@ -1521,8 +1136,7 @@ mod tests {
         );
         assert_fused_reads_like_split(&text);
         let schema = schema();
-        let rows =
-            prepare_fused(&text, "orders", &schema, (2, None), &BufferPool::default()).unwrap();
+        let rows = prepare_fused(&text, "orders", &schema, 2, &BufferPool::default()).unwrap();
         assert_eq!(rows.texts.len(), 2, "two threads, two text buffers");
         // The broken record keeps its batch index though a later thread read it.
         match &rows.prepared[900] {
@@ -1585,42 +1199,13 @@ mod tests {
     }
 
     #[test]
-    fn the_head_thread_begins_the_first_segment_while_the_others_read() {
-        // 3,000 records: the head's share holds whole steps of rows. Whether it begins the
-        // segment depends on the other thread still reading, so try a few times; the head
-        // reads less, so it almost always finishes first. A head whose writers exist but that
-        // advanced no column (the other thread was done before its first step, which a busy
-        // machine makes likely) is one of those tries, not a pass.
+    fn a_large_batch_on_two_threads_writes_the_segment_one_thread_writes() {
+        // 3,000 records: each thread reads a share of several thousand rows, and the columns
+        // of the segment are encoded on both.
         let text = event(3000, usize::MAX, "");
-        let schema = schema();
-        let options = EncodeOptions::default();
-        let begun = (0..20).find_map(|_| {
-            let rows = prepare_fused(
-                &text,
-                "orders",
-                &schema,
-                (2, Some(options)),
-                &BufferPool::default(),
-            )?;
-            let head = rows.head.filter(|h| h.rows() > 0)?;
-            Some((head.rows(), rows.prepared.len()))
-        });
-        let (begun, total) = begun.expect("the head thread never began the segment");
-        assert!(
-            begun > 0 && begun % STEP_ROWS == 0 && begun < total,
-            "{begun} of {total}"
-        );
-        // Only checking a batch (the CLI's first pass) begins nothing.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let store = Arc::new(crate::store::memory::MemoryStore::new());
-        let batch = runtime
-            .block_on(orders_ingestor(store, 1, 2).prepare_batch(&text, false))
-            .unwrap()
-            .unwrap();
-        assert!(batch.rows.head.is_none());
-        // And the whole path writes the segment one thread writes.
         let segments = |threads: usize| {
             use crate::store::ObjectStore as _;
             let store = Arc::new(crate::store::memory::MemoryStore::new());
@@ -1795,14 +1380,7 @@ mod tests {
             })
             .collect();
         let text = format!("{{\"Records\":[{}]}}", edited.join(","));
-        let fused = prepare_fused(
-            &text,
-            "orders",
-            &schema(),
-            (1, None),
-            &BufferPool::default(),
-        )
-        .unwrap();
+        let fused = prepare_fused(&text, "orders", &schema(), 1, &BufferPool::default()).unwrap();
         let raws = change::parse_event(&text).unwrap();
         let split = prepare_all(raws, "orders", &schema(), 1, &BufferPool::default());
         for rows in [fused, split] {
@@ -1839,12 +1417,11 @@ mod tests {
             r#"{"Records":[{"a":1}]} x"#,
         ] {
             assert!(
-                prepare_fused(text, "t", &schema(), (1, None), &pool).is_none(),
+                prepare_fused(text, "t", &schema(), 1, &pool).is_none(),
                 "{text}"
             );
         }
-        let rows =
-            prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), (2, None), &pool).unwrap();
+        let rows = prepare_fused(r#" { "Records" : [ ] } "#, "t", &schema(), 2, &pool).unwrap();
         assert!(rows.raws.is_empty() && rows.prepared.is_empty());
     }
 }

@@ -148,7 +148,6 @@ pub struct Canonicalizer {
     out: Vec<u8>,
     scratch: Vec<u8>,
     entries: Vec<Entry>,
-    orders: Orders,
     binary: Vec<u8>,
     error_path: Vec<String>,
 }
@@ -275,10 +274,6 @@ pub struct TextColumns {
     pub new_image: Vec<u8>,
     /// `old_image` texts.
     pub old_image: Vec<u8>,
-    /// Each row's line of its segment's name tag (`<sequence>\n<event id>\n`, see
-    /// `segment::SegmentTag`), written while the record is still in cache. Read from the rows
-    /// later, with the segment's statistics, the two fields cost a cache miss each per row.
-    pub tags: Vec<u8>,
 }
 
 impl TextColumns {
@@ -289,7 +284,6 @@ impl TextColumns {
             (&mut self.keys, event_bytes / 16),
             (&mut self.new_image, event_bytes / 2),
             (&mut self.old_image, event_bytes / 2),
-            (&mut self.tags, event_bytes / 16),
         ] {
             buffer.clear();
             buffer.reserve(share);
@@ -298,10 +292,7 @@ impl TextColumns {
 
     /// Bytes allocated for the buffers.
     pub fn capacity(&self) -> usize {
-        self.keys.capacity()
-            + self.new_image.capacity()
-            + self.old_image.capacity()
-            + self.tags.capacity()
+        self.keys.capacity() + self.new_image.capacity() + self.old_image.capacity()
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.
@@ -826,12 +817,7 @@ fn sort_entries(
     base: usize,
     is_set: bool,
 ) -> Result<bool, (String, String)> {
-    let Canonicalizer {
-        out,
-        entries,
-        orders,
-        ..
-    } = c;
+    let Canonicalizer { out, entries, .. } = c;
     let list = &mut entries[base..];
     for e in list.iter_mut() {
         e.prefix = Entry::prefix_of(out, e.start, e.key_end);
@@ -839,15 +825,6 @@ fn sort_entries(
     if list.windows(2).all(|w| w[0].cmp(&w[1], out).is_lt()) {
         return Ok(true);
     }
-    // Sets are sorted by value, which differs from item to item: only maps' orders recur.
-    let slot = (!is_set).then(|| orders.slot(list));
-    if let Some(slot) = slot
-        && orders.apply(slot, list, out)
-    {
-        return Ok(false);
-    }
-    orders.arrival.clear();
-    orders.arrival.extend(list.iter().map(|e| e.start));
     list.sort_unstable_by(|a, b| a.cmp(b, out));
     if let Some(w) = list.windows(2).find(|w| w[0].cmp(&w[1], out).is_eq()) {
         let key = String::from_utf8_lossy(w[0].key(out)).into_owned();
@@ -863,88 +840,7 @@ fn sort_entries(
             )
         });
     }
-    if let Some(slot) = slot {
-        orders.remember(slot, list);
-    }
     Ok(false)
-}
-
-/// The orders in which recently sorted maps' entries had to be put, to try first on the next
-/// map of the same shape.
-///
-/// Items of a table mostly share their attribute names, and a stream is expected to send a
-/// map's attributes in a recurring order (not documented by AWS; a miss only costs the check),
-/// so the permutation that sorted one item's map usually sorts the next one's (top level,
-/// `customer.M`, each `lines[i].M` ...). Trying it costs one pass that checks the result is
-/// strictly increasing, which proves it is *the* sorted order with no duplicate names; when it
-/// is not, the entries are sorted as usual and the order remembered.
-#[derive(Debug, Default)]
-struct Orders {
-    /// Direct-mapped by [`Orders::slot`]: the permutation (arrival index of each sorted entry).
-    slots: Vec<Vec<u32>>,
-    /// Scratch: the arrival order's `start`s while sorting, the candidate order while checking.
-    arrival: Vec<usize>,
-    candidate: Vec<Entry>,
-}
-
-impl Orders {
-    const SLOTS: usize = 32;
-
-    /// The slot of a map: by its entry count and its first and last arriving names.
-    fn slot(&self, list: &[Entry]) -> usize {
-        let (first, last) = match (list.first(), list.last()) {
-            (Some(f), Some(l)) => (f.prefix, l.prefix),
-            _ => (0, 0),
-        };
-        let h =
-            (first ^ last.rotate_left(23) ^ list.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 59) as usize % Self::SLOTS
-    }
-
-    /// Puts `list` in the slot's remembered order if that order sorts it; `false` (leaving
-    /// `list` as it was) otherwise.
-    fn apply(&mut self, slot: usize, list: &mut [Entry], out: &[u8]) -> bool {
-        let Some(order) = self.slots.get(slot).filter(|o| o.len() == list.len()) else {
-            return false;
-        };
-        self.candidate.clear();
-        for &i in order {
-            match list.get(i as usize) {
-                Some(e) => self.candidate.push(*e),
-                None => return false,
-            }
-        }
-        if !self
-            .candidate
-            .windows(2)
-            .all(|w| w[0].cmp(&w[1], out).is_lt())
-        {
-            return false;
-        }
-        list.copy_from_slice(&self.candidate);
-        true
-    }
-
-    /// Remembers the order that sorted `list` (whose arrival `start`s are in `arrival`).
-    fn remember(&mut self, slot: usize, list: &[Entry]) {
-        if self.slots.len() < Self::SLOTS {
-            self.slots.resize(Self::SLOTS, Vec::new());
-        }
-        let Some(order) = self.slots.get_mut(slot) else {
-            return;
-        };
-        order.clear();
-        for e in list {
-            // `start`s grow in arrival order, so an entry's arrival index is its rank there.
-            match self.arrival.binary_search(&e.start) {
-                Ok(i) => order.push(i as u32),
-                Err(_) => {
-                    order.clear();
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// Reads one typed value `{"TYPE": value}`.
@@ -1786,11 +1682,10 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_order_is_used_only_where_it_sorts() {
-        // One canonicalizer reads maps of one shape in many arrival orders, including orders
-        // that share the length and first and last names (so the same remembered slot) but
-        // need another permutation, nested maps, and a duplicate name arriving in a remembered
-        // shape. Every result must equal a fresh canonicalizer's (which remembers nothing).
+    fn a_reused_canonicalizer_reads_every_arrival_order_as_a_fresh_one() {
+        // One canonicalizer reads maps of one shape in many arrival orders, nested maps, and a
+        // duplicate name in a shape it has read before. Every result must equal a fresh
+        // canonicalizer's: the buffers it keeps carry nothing from one item to the next.
         let names = ["e", "b", "d", "a", "c"];
         let mut orders: Vec<Vec<&str>> = Vec::new();
         for middle in [
@@ -1829,7 +1724,7 @@ mod tests {
             }
         }
         assert_eq!(checked, 108);
-        // Same length, first and last name as a remembered shape, but a name twice.
+        // The same shape, but a name twice.
         let twice = map(&["e", "b", "b", "a", "c"], r#"{"S":"x"}"#);
         let err = shared.item(&twice, &paths).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");

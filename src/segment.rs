@@ -28,7 +28,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
 
 use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
@@ -200,12 +201,6 @@ impl SegmentTag {
         }
     }
 
-    /// Adds rows already written as their lines (`<sequence>\n<event id>\n` each, see
-    /// [`PreparedRow::write_tag_line`]).
-    fn push_lines(&mut self, lines: &[u8]) {
-        self.0.update(lines);
-    }
-
     /// The tag: 16 hex digits.
     pub fn finish(self) -> String {
         hex::encode(&self.0.finalize()[..8])
@@ -322,21 +317,17 @@ pub struct ColumnTexts {
     keys: Buffer,
     new_image: Buffer,
     old_image: Buffer,
-    /// Name-tag lines (see [`TextColumns::tags`]); only hashed, never a column.
-    tags: Vec<u8>,
 }
 
 impl ColumnTexts {
-    /// The key, new image and old image texts and the name-tag line of `row`, which must be
-    /// one of this buffer's rows (`None` for a range outside it, or what the row does not
-    /// have).
+    /// The key, new image and old image texts of `row`, which must be one of this buffer's
+    /// rows (`None` for a range outside it, or what the row does not have).
     #[cfg(test)]
-    pub(crate) fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 4] {
+    pub(crate) fn of(&self, row: &PreparedRow<'_>) -> [Option<&[u8]>; 3] {
         [
             self.keys.get(row.keys.clone()),
             row.new_image.clone().and_then(|r| self.new_image.get(r)),
             row.old_image.clone().and_then(|r| self.old_image.get(r)),
-            row.tag_line.clone().and_then(|r| self.tags.get(r)),
         ]
     }
 
@@ -346,7 +337,6 @@ impl ColumnTexts {
             keys: self.keys.into_vec().ok()?,
             new_image: self.new_image.into_vec().ok()?,
             old_image: self.old_image.into_vec().ok()?,
-            tags: self.tags,
         })
     }
 }
@@ -357,7 +347,6 @@ impl From<TextColumns> for ColumnTexts {
             keys: Buffer::from_vec(t.keys),
             new_image: Buffer::from_vec(t.new_image),
             old_image: Buffer::from_vec(t.old_image),
-            tags: t.tags,
         }
     }
 }
@@ -396,9 +385,6 @@ pub struct PreparedRow<'a> {
     pub view_type: StreamViewType,
     /// Stream ARN.
     pub event_source_arn: Option<Cow<'a, str>>,
-    /// Where the row's name-tag line is in its texts' `tags`, when the reader wrote it
-    /// ([`PreparedRow::write_tag_line`]); otherwise the tag is made from the fields.
-    pub tag_line: Option<Range<usize>>,
 }
 
 impl<'a> PreparedRow<'a> {
@@ -438,26 +424,13 @@ impl<'a> PreparedRow<'a> {
             ttl_delete: rec.ttl_delete,
             view_type: rec.view_type,
             event_source_arn: rec.event_source_arn,
-            tag_line: None,
         }
-    }
-
-    /// Appends the row's name-tag line to `texts.tags` (which must be the buffer of its
-    /// `texts` index) and remembers where it is.
-    pub fn write_tag_line(&mut self, texts: &mut TextColumns) {
-        let t = &mut texts.tags;
-        let start = t.len();
-        t.extend_from_slice(self.sequence.as_str().as_bytes());
-        t.push(b'\n');
-        t.extend_from_slice(self.event_id.as_bytes());
-        t.push(b'\n');
-        self.tag_line = Some(start..t.len());
     }
 }
 
 /// Collects one segment's rows (by reference). Rows are not copied; they are turned into Arrow
 /// columns at [`SegmentBuilder::finish`], each column by the thread that encodes it, and the
-/// segment record's statistics are gathered there too, alongside the columns.
+/// segment record's statistics are gathered there too, beside the columns.
 pub struct SegmentBuilder<'s, 'r> {
     schema: &'s TableSchema,
     rows: Vec<&'r PreparedRow<'r>>,
@@ -481,9 +454,8 @@ struct RowStats {
 }
 
 impl RowStats {
-    /// The statistics of `rows`, in their order (the tag and the sequence list depend on it);
-    /// `texts` holds their name-tag lines, if the reader wrote them.
-    fn of(rows: &[&PreparedRow<'_>], texts: &[ColumnTexts]) -> RowStats {
+    /// The statistics of `rows`, in their order (the tag and the sequence list depend on it).
+    fn of(rows: &[&PreparedRow<'_>]) -> RowStats {
         // The tag starts from the first row's stream and view type; the record names the
         // first stream ARN any row has.
         let first = rows.first();
@@ -505,48 +477,15 @@ impl RowStats {
                 .find_map(|r| r.event_source_arn.as_deref())
                 .map(str::to_owned),
         };
-        // Lines written back to back are hashed as one run, straight from their buffer.
-        let mut run: Option<(usize, Range<usize>)> = None;
-        let flush = |tag: &mut SegmentTag, run: Option<(usize, Range<usize>)>| {
-            if let Some((t, span)) = run
-                && let Some(lines) = texts.get(t).and_then(|t| t.tags.get(span))
-            {
-                tag.push_lines(lines);
-            }
-        };
-        // The texts of the lowest and highest sequence numbers so far (rows `first`, `last`).
-        let (mut first_seq, mut last_seq) = ("", "");
         for (n, row) in rows.iter().enumerate() {
-            // A row's line is used when it splits into the row's sequence number and event id
-            // (`tag_line_parts`); otherwise the tag takes the fields.
-            let parts = tag_line_parts(row, texts);
-            let line = parts
-                .and(row.tag_line.clone())
-                .map(|span| (row.texts, span));
-            match (line, &mut run) {
-                (Some((t, span)), Some((rt, rs))) if *rt == t && rs.end == span.start => {
-                    rs.end = span.end;
-                }
-                (Some(line), _) => flush(&mut stats.tag, run.replace(line)),
-                (None, _) => {
-                    flush(&mut stats.tag, run.take());
-                    stats.tag.push(row.sequence.as_str(), &row.event_id);
-                }
-            }
-            // The sequence number from the row's tag line when it has one (see
-            // `tag_line_parts`): by now each row's own text is a cache miss.
-            let seq = parts
-                .and_then(|(seq, _)| std::str::from_utf8(seq).ok())
-                .unwrap_or(row.sequence.as_str());
+            let seq = row.sequence.as_str();
+            stats.tag.push(seq, &row.event_id);
             stats.sequences.push(seq);
-            if n == 0 {
-                (first_seq, last_seq) = (seq, seq);
+            if row.sequence < rows[stats.first].sequence {
+                stats.first = n;
             }
-            if SequenceNumber::cmp_text(seq, first_seq).is_lt() {
-                (stats.first, first_seq) = (n, seq);
-            }
-            if SequenceNumber::cmp_text(seq, last_seq).is_gt() {
-                (stats.last, last_seq) = (n, seq);
+            if row.sequence > rows[stats.last].sequence {
+                stats.last = n;
             }
             if let Some(t) = row.time_ms {
                 stats.min_time = Some(stats.min_time.map_or(t, |m| m.min(t)));
@@ -575,7 +514,6 @@ impl RowStats {
                 }
             }
         }
-        flush(&mut stats.tag, run);
         stats
     }
 }
@@ -603,143 +541,36 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
         options: EncodeOptions,
         texts: &[ColumnTexts],
     ) -> Result<EncodedSegment, SegmentError> {
-        self.finish_from(layout, partition, options, texts, None)
-    }
-
-    /// [`SegmentBuilder::finish`], resuming the column writers of `head` where they stopped
-    /// when it began this segment's first rows. A head start that does not fit (other
-    /// columns, another partition, table, view type or zstd level, more rows than the segment
-    /// has, or other first rows) is set aside and the segment encoded from its first row; either way the
-    /// bytes are the same.
-    pub fn finish_from(
-        self,
-        layout: &TableLayout,
-        partition: HourPartition,
-        options: EncodeOptions,
-        texts: &[ColumnTexts],
-        head: Option<HeadStart>,
-    ) -> Result<EncodedSegment, SegmentError> {
-        let mut finished = finish_segments(vec![(partition, self)], layout, options, texts, head);
-        finished
+        finish_segments(vec![(partition, self)], layout, options, texts)
             .pop()
             .unwrap_or_else(|| Err(SegmentError::Empty(layout.changes_prefix())))
-            .and_then(FinishingSegment::complete)
     }
-}
 
-/// Encodes a batch's segments (each [`SegmentBuilder::finish`] would give the same bytes)
-/// with one pool of threads for all of them, so that a small segment is encoded beside a
-/// large one instead of after it. `head` may have begun the first segment (see
-/// [`SegmentBuilder::finish_from`]). One result per segment, in order; the rows and `texts`
-/// are no longer borrowed when it returns, and [`complete_segments`] finishes the files.
-pub fn finish_segments(
-    segments: Vec<(HourPartition, SegmentBuilder<'_, '_>)>,
-    layout: &TableLayout,
-    options: EncodeOptions,
-    texts: &[ColumnTexts],
-    mut head: Option<HeadStart>,
-) -> Vec<Result<FinishingSegment, SegmentError>> {
-    // The statistics are one more task per segment for the encoding threads: serial work
-    // before the columns would leave the other threads waiting.
-    let stats: Vec<Slot<RowStats>> = segments
-        .iter()
-        .map(|_| std::sync::Mutex::new(None))
-        .collect();
-    let gathers: Vec<_> = segments
-        .iter()
-        .zip(&stats)
-        .map(|((_, builder), slot)| {
-            move || {
-                let of = RowStats::of(&builder.rows, texts);
-                if let Ok(mut slot) = slot.lock() {
-                    *slot = Some(of);
-                }
-            }
-        })
-        .collect();
-    let mut jobs = Vec::new();
-    for ((partition, builder), gather) in segments.iter().zip(&gathers) {
-        let Some(view_type) = builder.rows.first().map(|r| r.view_type) else {
-            continue;
-        };
-        let schema = arrow_schema(builder.schema);
-        let head = head.take().filter(|h| {
-            let fits = h.fits(
-                &schema,
-                &builder.rows,
-                *partition,
-                (layout.table(), view_type),
-                options,
-            );
-            if !fits {
-                tracing::debug!(
-                    table = layout.table(),
-                    ?partition,
-                    "head start does not fit the segment; encoding from its first row"
-                );
-            }
-            fits
-        });
-        jobs.push(Job {
-            columns: (builder.schema, schema),
-            rows: &builder.rows,
-            view_type,
-            head,
-            alongside: Some(gather as &(dyn Fn() + Sync)),
-        });
-    }
-    let mut encoded =
-        encode_segments(texts, layout.table(), (options, CHUNK_ROWS), jobs).into_iter();
-    segments
-        .iter()
-        .zip(stats)
-        .map(|((partition, builder), stats)| {
-            if builder.rows.is_empty() {
-                return Err(SegmentError::Empty(layout.changes_prefix()));
-            }
-            // One encoding per segment that has rows, in order.
-            let encoded = encoded.next().unwrap_or_else(|| {
-                Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                    "segment was not encoded".into(),
-                )))
-            });
-            builder.describe(layout, *partition, stats, encoded)
-        })
-        .collect()
-}
-
-impl SegmentBuilder<'_, '_> {
-    /// The segment of these rows, from its encoding and the statistics gathered alongside.
+    /// The segment of these rows, from its encoding and statistics.
     fn describe(
         &self,
         layout: &TableLayout,
         partition: HourPartition,
-        stats: Slot<RowStats>,
-        encoded: Result<Assembly, Encoding>,
-    ) -> Result<FinishingSegment, SegmentError> {
+        stats: RowStats,
+        encoded: Result<Encoded, Encoding>,
+    ) -> Result<EncodedSegment, SegmentError> {
         let Some(view_type) = self.rows.first().map(|r| r.view_type) else {
             return Err(SegmentError::Empty(layout.changes_prefix()));
         };
-        let stats = stats
-            .into_inner()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| RowStats::of(&self.rows, &[]));
         let (first, last) = (
             self.rows[stats.first].sequence.clone(),
             self.rows[stats.last].sequence.clone(),
         );
         let tag = stats.tag.finish();
         let key = layout.segment_key(partition, &first, &last, &tag);
-        let assembly = encoded.map_err(|e| e.at(key.clone()))?;
+        let Encoded { bytes, sha256 } = encoded.map_err(|e| e.at(key.clone()))?;
         let record = SegmentRecord {
             format: SEGMENT_FORMAT,
             table: layout.table().to_owned(),
             key: key.clone(),
-            // Filled in by `FinishingSegment::complete`, from the file.
-            bytes: 0,
+            bytes: bytes.len() as u64,
             rows: self.rows.len() as u64,
-            sha256: String::new(),
+            sha256: hex::encode(sha256),
             first_sequence: first.to_string(),
             last_sequence: last.to_string(),
             min_time_ms: stats.min_time,
@@ -753,47 +584,6 @@ impl SegmentBuilder<'_, '_> {
             written_at: String::new(),
             sequence_numbers: stats.sequences.finish(),
         };
-        Ok(FinishingSegment {
-            key,
-            tag,
-            record,
-            assembly,
-        })
-    }
-}
-
-/// A segment whose columns are encoded and described, and whose file may still have to be
-/// assembled (the batch's last to finish encoding; see [`complete_segments`]). It borrows
-/// neither the rows nor their texts.
-pub struct FinishingSegment {
-    key: String,
-    tag: String,
-    record: SegmentRecord,
-    assembly: Assembly,
-}
-
-impl std::fmt::Debug for FinishingSegment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FinishingSegment")
-            .field("key", &self.key)
-            .field("pending", &matches!(self.assembly, Assembly::Pending(_)))
-            .finish_non_exhaustive()
-    }
-}
-
-impl FinishingSegment {
-    /// The segment: its file assembled (if it was not yet) and hashed, and its record's size
-    /// and SHA-256 filled in.
-    pub fn complete(self) -> Result<EncodedSegment, SegmentError> {
-        let FinishingSegment {
-            key,
-            tag,
-            mut record,
-            assembly,
-        } = self;
-        let Encoded { bytes, sha256 } = assembly.finish().map_err(|e| e.at(key.clone()))?;
-        record.bytes = bytes.len() as u64;
-        record.sha256 = hex::encode(sha256);
         Ok(EncodedSegment {
             key,
             tag,
@@ -804,39 +594,46 @@ impl FinishingSegment {
     }
 }
 
-/// Completes [`finish_segments`]' results, in order. When a file is still to be assembled
-/// and `threads` allows a helper, `beside` runs on the helper meanwhile (the capture path frees
-/// the batch's rows there); otherwise it runs after. Either way it has run on return.
-pub fn complete_segments(
-    finishing: Vec<Result<FinishingSegment, SegmentError>>,
-    threads: usize,
-    beside: impl FnOnce() + Send,
+/// Encodes a batch's segments (each [`SegmentBuilder::finish`] would give the same bytes)
+/// with one pool of threads for all of them, so that a small segment is encoded beside a
+/// large one instead of after it. One result per segment, in order; the rows and `texts` are
+/// no longer borrowed when it returns.
+pub fn finish_segments(
+    segments: Vec<(HourPartition, SegmentBuilder<'_, '_>)>,
+    layout: &TableLayout,
+    options: EncodeOptions,
+    texts: &[ColumnTexts],
 ) -> Vec<Result<EncodedSegment, SegmentError>> {
-    let pending = finishing
+    let jobs: Vec<Job> = segments
         .iter()
-        .any(|f| matches!(f, Ok(f) if matches!(f.assembly, Assembly::Pending(_))));
-    let complete = |finishing: Vec<Result<FinishingSegment, SegmentError>>| {
-        finishing
-            .into_iter()
-            .map(|f| f.and_then(FinishingSegment::complete))
-            .collect()
-    };
-    let helpers = if pending {
-        crate::workers::helpers(threads)
-    } else {
-        None
-    };
-    match helpers {
-        Some(helpers) => helpers.in_place_scope(|s| {
-            s.spawn(move |_| beside());
-            complete(finishing)
-        }),
-        None => {
-            let done = complete(finishing);
-            beside();
-            done
-        }
-    }
+        .filter_map(|(_, builder)| {
+            Some(Job {
+                view_type: builder.rows.first()?.view_type,
+                columns: (builder.schema, arrow_schema(builder.schema)),
+                rows: &builder.rows,
+            })
+        })
+        .collect();
+    let mut encoded =
+        encode_segments(texts, layout.table(), (options, CHUNK_ROWS), &jobs).into_iter();
+    segments
+        .iter()
+        .map(|(partition, builder)| {
+            if builder.rows.is_empty() {
+                return Err(SegmentError::Empty(layout.changes_prefix()));
+            }
+            // One encoding per segment that has rows, in order.
+            let (encoded, stats) = encoded.next().unwrap_or_else(|| {
+                (
+                    Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                        "segment was not encoded".into(),
+                    ))),
+                    RowStats::of(&builder.rows),
+                )
+            });
+            builder.describe(layout, *partition, stats, encoded)
+        })
+        .collect()
 }
 
 fn writer_properties(table: &str, view_type: StreamViewType, zstd_level: i32) -> WriterProperties {
@@ -920,181 +717,6 @@ fn largest_first(columns: usize) -> Vec<usize> {
     order
 }
 
-/// The column writers of a segment, started on its first rows before the rest of them were
-/// read: in a batch read by several threads, the thread that reads the head of the event
-/// finishes its smaller share first and encodes its rows, whole steps at a time, while the
-/// others are still reading (see `ingest`). [`SegmentBuilder::finish_from`] resumes them.
-///
-/// Every column advances by whole [`STEP_ROWS`] steps (the writer's mini-batch), so the
-/// segment's bytes are those of encoding it in one go.
-pub struct HeadStart {
-    partition: HourPartition,
-    table: String,
-    view_type: StreamViewType,
-    zstd_level: i32,
-    setup: WriterSetup,
-    writers: Vec<ColumnWriter>,
-    /// Rows each column has encoded, a multiple of [`STEP_ROWS`].
-    done: Vec<usize>,
-    /// Sequence numbers of the first row and of the last row any column encoded, to check
-    /// that they are the segment's.
-    ends: Option<(SequenceNumber, SequenceNumber)>,
-    arrow: SchemaRef,
-}
-
-impl std::fmt::Debug for HeadStart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadStart")
-            .field("partition", &self.partition)
-            .field("table", &self.table)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HeadStart {
-    /// Column writers for a segment of `table` in `partition`, nothing encoded yet.
-    pub fn new(
-        schema: &TableSchema,
-        table: &str,
-        view_type: StreamViewType,
-        partition: HourPartition,
-        zstd_level: i32,
-    ) -> Result<HeadStart, SegmentError> {
-        let arrow = arrow_schema(schema);
-        let started =
-            segment_writer_setup(&arrow, table, view_type, zstd_level).and_then(|setup| {
-                // The writers take only the schema and properties from the file writer; this
-                // one writes its magic bytes to nowhere and is dropped.
-                let file = SerializedFileWriter::new(
-                    std::io::sink(),
-                    setup.parquet_schema.root_schema_ptr(),
-                    setup.props.clone(),
-                )
-                .map_err(Encoding::Parquet)?;
-                let writers = column_writers(&file, &arrow, &setup.levels)?;
-                Ok((setup, writers))
-            });
-        let (setup, writers) =
-            started.map_err(|e| e.at(format!("the head of a segment of {table}")))?;
-        Ok(HeadStart {
-            partition,
-            table: table.to_owned(),
-            view_type,
-            zstd_level,
-            setup,
-            done: vec![0; writers.len()],
-            writers,
-            ends: None,
-            arrow,
-        })
-    }
-
-    /// Encodes whole steps of `rows` (the segment's first rows, their texts in `texts`),
-    /// largest column first, for as long as `more()` says to go on. A step of a large column
-    /// can take milliseconds (it may end in a page's compression) that the other threads,
-    /// done reading, would wait out: once `soon(d)` says they will likely be done within `d`,
-    /// the longest such step so far, the rest goes to the smallest columns' steps instead,
-    /// which end within microseconds of `more()` turning false. After an error the writers
-    /// are in an unknown state: drop the head start and encode the segment whole.
-    pub fn advance(
-        &mut self,
-        schema: &TableSchema,
-        rows: &[&PreparedRow<'_>],
-        texts: &[ColumnTexts],
-        more: impl Fn() -> bool,
-        soon: impl Fn(std::time::Duration) -> bool,
-    ) -> Result<(), SegmentError> {
-        let whole = rows.len() - rows.len() % STEP_ROWS;
-        let order = largest_first(self.writers.len());
-        let mut longest = std::time::Duration::ZERO;
-        let mut small_first = false;
-        for i in order.iter().copied() {
-            while self.done.get(i).is_some_and(|&d| d < whole) && more() {
-                if soon(longest) {
-                    small_first = true;
-                    break;
-                }
-                let began = std::time::Instant::now();
-                if !self.step(schema, rows, texts, i)? {
-                    break;
-                }
-                longest = longest.max(began.elapsed());
-            }
-            if small_first {
-                break;
-            }
-        }
-        if small_first {
-            for i in order.iter().rev().copied() {
-                while self.done.get(i).is_some_and(|&d| d < whole) && more() {
-                    if !self.step(schema, rows, texts, i)? {
-                        break;
-                    }
-                }
-            }
-        }
-        if let (Some(first), Some(last)) = (rows.first(), rows.get(self.rows().wrapping_sub(1))) {
-            self.ends = Some((first.sequence.clone(), last.sequence.clone()));
-        }
-        Ok(())
-    }
-
-    /// Encodes column `i`'s next step of `rows`; `false` when there is none (no such column,
-    /// or fewer than a step's rows left).
-    fn step(
-        &mut self,
-        schema: &TableSchema,
-        rows: &[&PreparedRow<'_>],
-        texts: &[ColumnTexts],
-        i: usize,
-    ) -> Result<bool, SegmentError> {
-        let (Some(writer), Some(done)) = (self.writers.get_mut(i), self.done.get_mut(i)) else {
-            return Ok(false);
-        };
-        let Some(chunk) = rows.get(*done..*done + STEP_ROWS) else {
-            return Ok(false);
-        };
-        build_column(schema, chunk, texts, i)
-            .map_err(Encoding::Arrow)
-            .and_then(|array| encode_column(writer, self.arrow.field(i), &array))
-            .map_err(|e| e.at(format!("the head of a segment of {}", self.table)))?;
-        *done += STEP_ROWS;
-        Ok(true)
-    }
-
-    /// Rows of the most advanced column.
-    pub fn rows(&self) -> usize {
-        self.done.iter().copied().max().unwrap_or(0)
-    }
-
-    /// Whether these writers began the segment of `rows`, with columns `schema`, with these
-    /// settings.
-    fn fits(
-        &self,
-        schema: &SchemaRef,
-        rows: &[&PreparedRow<'_>],
-        partition: HourPartition,
-        (table, view_type): (&str, StreamViewType),
-        options: EncodeOptions,
-    ) -> bool {
-        self.arrow == *schema
-            && self.partition == partition
-            && self.table == table
-            && self.view_type == view_type
-            && self.zstd_level == options.zstd_level
-            && match &self.ends {
-                None => true,
-                Some((first, last)) => {
-                    rows.first().is_some_and(|r| r.sequence == *first)
-                        && rows
-                            .get(self.rows().wrapping_sub(1))
-                            .is_some_and(|r| r.sequence == *last)
-                }
-            }
-    }
-}
-
 fn writer_properties_with(
     table: &str,
     view_type: StreamViewType,
@@ -1167,14 +789,14 @@ fn build_column(
         Arc::new(b.finish())
     }
     Ok(match i {
-        0 => tag_part(rows, texts, TagPart::EventId)?,
+        0 => text(rows, |r| Some(r.event_id.as_ref())),
         1 => text(rows, |r| Some(r.kind.as_str())),
         2 => Arc::new(
             rows.iter()
                 .map(|r| Some(r.ttl_delete))
                 .collect::<BooleanArray>(),
         ),
-        3 => tag_part(rows, texts, TagPart::Sequence)?,
+        3 => text(rows, |r| Some(r.sequence.as_str())),
         4 => Arc::new(
             rows.iter()
                 .map(|r| r.time_ms)
@@ -1200,59 +822,6 @@ fn build_column(
             b.finish()
         }
     })
-}
-
-/// Which half of a name-tag line (`<sequence>\n<event id>\n`) a column takes.
-#[derive(Clone, Copy, PartialEq)]
-enum TagPart {
-    Sequence,
-    EventId,
-}
-
-/// The `sequence_number` or `event_id` column, copied from the rows' name-tag lines where the
-/// reader wrote them: those lie back to back in a buffer filled moments ago, while the fields
-/// cost a cache miss per row (the event id is in the event text, the sequence number in an
-/// allocation of its own). Rows without a line give their fields.
-fn tag_part(
-    rows: &[&PreparedRow<'_>],
-    texts: &[ColumnTexts],
-    part: TagPart,
-) -> Result<ArrayRef, arrow_schema::ArrowError> {
-    let field = |r: &PreparedRow<'_>| match part {
-        TagPart::Sequence => r.sequence.as_str().len(),
-        TagPart::EventId => r.event_id.len(),
-    };
-    let total = rows.iter().map(|r| field(r)).sum::<usize>();
-    let mut values = Vec::with_capacity(total);
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0i32);
-    for r in rows {
-        match (tag_line_parts(r, texts), part) {
-            (Some((seq, _)), TagPart::Sequence) => values.extend_from_slice(seq),
-            (Some((_, id)), TagPart::EventId) => values.extend_from_slice(id),
-            (None, TagPart::Sequence) => values.extend_from_slice(r.sequence.as_str().as_bytes()),
-            (None, TagPart::EventId) => values.extend_from_slice(r.event_id.as_bytes()),
-        }
-        offsets.push(text_offset(values.len())?);
-    }
-    string_array(offsets, values, None)
-}
-
-/// The sequence number and event id of `row` as its reader wrote them in its name-tag line
-/// (`<sequence>\n<event id>\n`), or `None` when the row has no line or the line does not
-/// split there. Those lines lie back to back in a buffer filled moments ago, while the fields
-/// cost a cache miss per row (the event id is in the event text, the sequence number in an
-/// allocation of its own).
-fn tag_line_parts<'t>(
-    row: &PreparedRow<'_>,
-    texts: &'t [ColumnTexts],
-) -> Option<(&'t [u8], &'t [u8])> {
-    // The sequence number's length is in the row itself: where the line splits.
-    let split = row.sequence.as_str().len();
-    let line = texts.get(row.texts)?.tags.get(row.tag_line.clone()?)?;
-    let (seq, rest) = line.split_at_checked(split)?;
-    let id = rest.strip_prefix(b"\n")?.strip_suffix(b"\n")?;
-    Some((seq, id))
 }
 
 /// A text array's end offset for `n` bytes of values.
@@ -1358,206 +927,26 @@ fn spans<'r>(
 const CHUNK_ROWS: usize = 1024;
 
 /// The writer's mini-batch (`write_batch_size`): it checks whether a page is full after each.
-/// Every write of a column starts at a multiple of it, so where a column's writes are cut
-/// (whole columns, [`CHUNK_ROWS`] chunks, or a [`HeadStart`]'s steps of this size) does not
-/// change a byte. Small enough that the head of a 1,000-record batch holds a step.
-pub const STEP_ROWS: usize = 256;
+/// Every write of a column starts at a multiple of it, so writing a column in [`CHUNK_ROWS`]
+/// chunks gives the bytes of writing it whole.
+const STEP_ROWS: usize = 256;
 
 /// Columns every segment has before the typed ones (see [`arrow_schema`]).
 const FIXED_COLUMNS: usize = 8;
 
-/// One segment for [`encode_segments`]: its rows (their texts in the batch's buffers), the
-/// view type it records, the column writers a [`HeadStart`] began on its first rows, and one
-/// more task to run alongside its columns.
+/// One segment for [`encode_segments`]: its rows (their texts in the batch's buffers) and the
+/// view type it records.
 struct Job<'j, 'r> {
     /// The table's schema and the segment's Arrow schema made from it.
     columns: (&'j TableSchema, SchemaRef),
     rows: &'j [&'j PreparedRow<'r>],
     view_type: StreamViewType,
-    head: Option<HeadStart>,
-    alongside: Option<&'j (dyn Fn() + Sync)>,
 }
 
-/// A finished segment object and its SHA-256 (hex).
+/// A finished segment object and its SHA-256.
 struct Encoded {
     bytes: Vec<u8>,
     sha256: [u8; 32],
-}
-
-type Slot<T> = std::sync::Mutex<Option<T>>;
-
-/// A [`Job`] whose file and column writers exist: what the encoding threads share.
-struct Started<'j, 'r> {
-    columns: (&'j TableSchema, SchemaRef),
-    rows: &'j [&'j PreparedRow<'r>],
-    alongside: Option<&'j (dyn Fn() + Sync)>,
-    file: Slot<SerializedFileWriter<Vec<u8>>>,
-    /// Each column's writer and the rows it has already encoded.
-    writers: Vec<Slot<(ColumnWriter, usize)>>,
-    chunks: Vec<Slot<Result<CompressedChunk, Encoding>>>,
-    /// Columns not encoded yet: the thread that encodes the last one finishes the file.
-    remaining: AtomicUsize,
-    out: Slot<Result<Encoded, Encoding>>,
-}
-
-impl<'j, 'r> Started<'j, 'r> {
-    fn new(
-        table: &str,
-        options: EncodeOptions,
-        job: Job<'j, 'r>,
-    ) -> Result<Started<'j, 'r>, Encoding> {
-        let (rows, schema) = (job.rows, &job.columns.1);
-        let (setup, head) = match job.head {
-            Some(h) => (h.setup, Some((h.writers, h.done))),
-            None => (
-                segment_writer_setup(schema, table, job.view_type, options.zstd_level)?,
-                None,
-            ),
-        };
-        let image_bytes: usize = rows
-            .iter()
-            .map(|r| {
-                r.keys.len()
-                    + r.new_image.as_ref().map_or(0, Range::len)
-                    + r.old_image.as_ref().map_or(0, Range::len)
-            })
-            .sum();
-        let out = Vec::with_capacity(image_bytes / 4 + 4096);
-        let file =
-            SerializedFileWriter::new(out, setup.parquet_schema.root_schema_ptr(), setup.props)
-                .map_err(Encoding::Parquet)?;
-        let (writers, done) = match head {
-            Some(started) => started,
-            None => {
-                let writers = column_writers(&file, schema, &setup.levels)?;
-                let done = vec![0; writers.len()];
-                (writers, done)
-            }
-        };
-        if writers.len() != schema.fields().len()
-            || done
-                .iter()
-                .any(|&d| d > rows.len() || !d.is_multiple_of(STEP_ROWS))
-        {
-            return Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                format!(
-                    "{} column writers (started at rows {done:?}) for {} columns of {} rows",
-                    writers.len(),
-                    schema.fields().len(),
-                    rows.len()
-                ),
-            )));
-        }
-        Ok(Started {
-            columns: (job.columns.0, schema.clone()),
-            rows,
-            alongside: job.alongside,
-            file: std::sync::Mutex::new(Some(file)),
-            remaining: AtomicUsize::new(writers.len()),
-            chunks: writers
-                .iter()
-                .map(|_| std::sync::Mutex::new(None))
-                .collect(),
-            writers: writers
-                .into_iter()
-                .zip(done)
-                .map(|w| std::sync::Mutex::new(Some(w)))
-                .collect(),
-            out: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// This segment's tasks, largest first: its columns, and the `alongside` task after the
-    /// images and the keys, where it is about the size of a small text column, so it fills a
-    /// gap rather than making the last one (`None` stands for it).
-    fn tasks(&self) -> Vec<Option<usize>> {
-        let mut order: Vec<Option<usize>> = largest_first(self.writers.len())
-            .into_iter()
-            .map(Some)
-            .collect();
-        if self.alongside.is_some() {
-            order.insert(order.len().min(3), None);
-        }
-        order
-    }
-
-    /// Encodes column `i` (after the rows a head start already did), `chunk_rows` rows per
-    /// Arrow array. The thread that encodes a segment's last column assembles the file, unless
-    /// it is the last column of the whole batch (`batch_left` reaches zero): then no task is
-    /// left for the other threads, and the file is left for [`complete_segments`] to assemble
-    /// beside the freeing of the batch's rows.
-    fn encode(&self, texts: &[ColumnTexts], chunk_rows: usize, i: usize, batch_left: &AtomicUsize) {
-        let (table_schema, schema) = (self.columns.0, &self.columns.1);
-        let writer = self
-            .writers
-            .get(i)
-            .and_then(|s| s.lock().ok().and_then(|mut s| s.take()));
-        let rows = self.rows;
-        let result = match writer {
-            // A started writer resumes after its rows, which were whole steps.
-            Some((mut w, done)) => rows[done..]
-                .chunks(chunk_rows)
-                .try_for_each(|chunk| {
-                    let array =
-                        build_column(table_schema, chunk, texts, i).map_err(Encoding::Arrow)?;
-                    encode_column(&mut w, schema.field(i), &array)
-                })
-                .and_then(|()| w.close().map_err(Encoding::Parquet)),
-            None => Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                format!("column {i} encoded twice"),
-            ))),
-        };
-        if let Some(Ok(mut slot)) = self.chunks.get(i).map(|s| s.lock()) {
-            *slot = Some(result);
-        }
-        let segment_done = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
-        let batch_done = batch_left.fetch_sub(1, Ordering::AcqRel) == 1;
-        if segment_done && !batch_done {
-            let assembled = self.closed().and_then(Closed::assemble);
-            if let Ok(mut out) = self.out.lock() {
-                *out = Some(assembled);
-            }
-        }
-    }
-
-    /// The file writer and the encoded columns, taken out to be assembled.
-    fn closed(&self) -> Result<Closed, Encoding> {
-        let file = self
-            .file
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-            .ok_or_else(|| {
-                Encoding::Parquet(parquet::errors::ParquetError::General(
-                    "segment assembled twice".into(),
-                ))
-            })?;
-        let chunks = self
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                slot.lock()
-                    .ok()
-                    .and_then(|mut s| s.take())
-                    .unwrap_or_else(|| {
-                        Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                            format!("column {i} was not encoded"),
-                        )))
-                    })
-            })
-            .collect();
-        Ok(Closed { file, chunks })
-    }
-
-    /// What became of this segment once every task has run: its file, or its columns still to
-    /// be assembled.
-    fn into_assembly(self) -> Result<Assembly, Encoding> {
-        match self.out.lock().ok().and_then(|mut o| o.take()) {
-            Some(assembled) => assembled.map(Assembly::Done),
-            None => self.closed().map(Assembly::Pending),
-        }
-    }
 }
 
 /// A segment whose columns are all encoded: its file writer (schema and properties written)
@@ -1584,86 +973,192 @@ impl Closed {
     }
 }
 
-/// A segment's file as [`encode_segments`] leaves it: assembled by the thread that encoded its
-/// last column, or (the batch's last segment to finish) its columns, for
-/// [`complete_segments`] to assemble.
-enum Assembly {
-    Done(Encoded),
-    Pending(Closed),
+/// One unit of a batch's encoding work.
+enum Task {
+    /// Build and encode column `col` of segment `seg` with its writer.
+    Column {
+        seg: usize,
+        col: usize,
+        writer: Box<ColumnWriter>,
+    },
+    /// Gather segment `seg`'s statistics.
+    Stats { seg: usize },
 }
 
-impl Assembly {
-    fn finish(self) -> Result<Encoded, Encoding> {
-        match self {
-            Assembly::Done(encoded) => Ok(encoded),
-            Assembly::Pending(closed) => closed.assemble(),
-        }
-    }
+/// What a [`Task`] gave.
+enum Done {
+    Column {
+        seg: usize,
+        col: usize,
+        chunk: Box<Result<CompressedChunk, Encoding>>,
+    },
+    Stats {
+        seg: usize,
+        stats: Box<RowStats>,
+    },
+}
+
+/// A segment's file writer and one column writer per column, each with its own page buffers
+/// (they write to the file only when their chunks are appended to its row group).
+fn start(
+    table: &str,
+    options: EncodeOptions,
+    job: &Job<'_, '_>,
+) -> Result<(SerializedFileWriter<Vec<u8>>, Vec<ColumnWriter>), Encoding> {
+    let schema = &job.columns.1;
+    let setup = segment_writer_setup(schema, table, job.view_type, options.zstd_level)?;
+    let image_bytes: usize = job
+        .rows
+        .iter()
+        .map(|r| {
+            r.keys.len()
+                + r.new_image.as_ref().map_or(0, Range::len)
+                + r.old_image.as_ref().map_or(0, Range::len)
+        })
+        .sum();
+    let out = Vec::with_capacity(image_bytes / 4 + 4096);
+    let file = SerializedFileWriter::new(out, setup.parquet_schema.root_schema_ptr(), setup.props)
+        .map_err(Encoding::Parquet)?;
+    let writers = column_writers(&file, schema, &setup.levels)?;
+    Ok((file, writers))
 }
 
 /// Encodes segments, each as a one-row-group Parquet file, with one pool of
 /// `encode_threads` threads for all of them. Each column of each segment is built and encoded
-/// by one task, `chunk_rows` rows per Arrow array. Threads take tasks largest first: the
-/// first-ranked task of every segment (larger segments first), then the second-ranked, and
-/// so on, so with two threads the two image columns land on different cores and a batch's
-/// small second segment (a batch that spans an hour) is encoded beside its first rather than
-/// after it. The thread that finishes a segment's last column assembles it and takes its
-/// SHA-256 while the other threads go on; the batch's last segment to finish is left
-/// [`Assembly::Pending`] (see [`Started::encode`]).
+/// by one task, `chunk_rows` rows per Arrow array; one more task per segment gathers its
+/// statistics. Tasks are handed out largest first: the first-ranked task of every segment
+/// (larger segments first), then the second-ranked, and so on, so with two threads the two
+/// image columns land on different cores and a batch's small second segment (a batch that
+/// spans an hour) is encoded beside its first rather than after it. Then each segment is
+/// assembled and hashed. One result per job, in order.
 fn encode_segments(
     texts: &[ColumnTexts],
     table: &str,
     (options, chunk_rows): (EncodeOptions, usize),
-    jobs: Vec<Job<'_, '_>>,
-) -> Vec<Result<Assembly, Encoding>> {
-    let started: Vec<Result<Started, Encoding>> = jobs
-        .into_iter()
-        .map(|job| Started::new(table, options, job))
-        .collect();
-    let mut by_size: Vec<(usize, Vec<Option<usize>>)> = started
-        .iter()
-        .enumerate()
-        .filter_map(|(j, s)| s.as_ref().ok().map(|s| (j, s.tasks())))
-        .collect();
-    by_size
-        .sort_by_key(|(j, _)| std::cmp::Reverse(started[*j].as_ref().map_or(0, |s| s.rows.len())));
-    let ranks = by_size.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
-    let tasks: Vec<(usize, Option<usize>)> = (0..ranks)
-        .flat_map(|k| {
-            by_size
-                .iter()
-                .filter_map(move |(j, t)| t.get(k).map(|&task| (*j, task)))
-        })
-        .collect();
-    let next = AtomicUsize::new(0);
-    let batch_left = AtomicUsize::new(tasks.iter().filter(|(_, t)| t.is_some()).count());
-    let work = || {
-        while let Some(&(j, task)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let Some(Ok(s)) = started.get(j) else {
-                continue;
-            };
-            match task {
-                Some(i) => s.encode(texts, chunk_rows, i, &batch_left),
-                None => {
-                    if let Some(alongside) = s.alongside {
-                        alongside();
-                    }
-                }
+    jobs: &[Job<'_, '_>],
+) -> Vec<(Result<Encoded, Encoding>, RowStats)> {
+    let mut files: Vec<Result<SerializedFileWriter<Vec<u8>>, Encoding>> = vec![];
+    let mut ranked: Vec<Vec<Task>> = vec![];
+    for (seg, job) in jobs.iter().enumerate() {
+        let mut tasks: Vec<Option<Task>> = vec![];
+        match start(table, options, job) {
+            Ok((file, writers)) => {
+                files.push(Ok(file));
+                tasks = writers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(col, writer)| {
+                        Some(Task::Column {
+                            seg,
+                            col,
+                            writer: Box::new(writer),
+                        })
+                    })
+                    .collect();
+            }
+            Err(e) => files.push(Err(e)),
+        }
+        // Largest first; the statistics, about the size of a small text column, after the
+        // images and keys, where they fill a gap rather than make the last task.
+        let mut order: Vec<Task> = largest_first(tasks.len())
+            .into_iter()
+            .filter_map(|i| tasks.get_mut(i).and_then(Option::take))
+            .collect();
+        order.insert(order.len().min(3), Task::Stats { seg });
+        ranked.push(order);
+    }
+    let mut by_size: Vec<usize> = (0..jobs.len()).collect();
+    by_size.sort_by_key(|&j| std::cmp::Reverse(jobs[j].rows.len()));
+    let mut queues: Vec<std::vec::IntoIter<Task>> =
+        ranked.into_iter().map(Vec::into_iter).collect();
+    let mut tasks: Vec<Task> = vec![];
+    loop {
+        let before = tasks.len();
+        for &j in &by_size {
+            tasks.extend(queues[j].next());
+        }
+        if tasks.len() == before {
+            break;
+        }
+    }
+    let run = |task: Task| match task {
+        Task::Column {
+            seg,
+            col,
+            mut writer,
+        } => {
+            let job = &jobs[seg];
+            let (table_schema, schema) = (job.columns.0, &job.columns.1);
+            let chunk = job
+                .rows
+                .chunks(chunk_rows)
+                .try_for_each(|rows| {
+                    let array =
+                        build_column(table_schema, rows, texts, col).map_err(Encoding::Arrow)?;
+                    encode_column(&mut writer, schema.field(col), &array)
+                })
+                .and_then(|()| writer.close().map_err(Encoding::Parquet));
+            Done::Column {
+                seg,
+                col,
+                chunk: Box::new(chunk),
             }
         }
+        Task::Stats { seg } => Done::Stats {
+            seg,
+            stats: Box::new(RowStats::of(jobs[seg].rows)),
+        },
     };
     let threads = options.encode_threads.clamp(1, tasks.len().max(1));
-    match crate::workers::helpers(threads) {
-        Some(helpers) => helpers.in_place_scope(|s| {
-            let work = &work;
-            for _ in 1..threads {
-                s.spawn(move |_| work());
-            }
-            work();
-        }),
-        None => work(),
+    let pool = crate::workers::pool(threads);
+    let done: Vec<Done> = match pool {
+        // One task per job: the pool's threads take the next one as they finish, in order.
+        Some(pool) => pool.install(|| tasks.into_par_iter().with_max_len(1).map(run).collect()),
+        None => tasks.into_iter().map(run).collect(),
+    };
+    let mut chunks: Vec<Vec<Option<Result<CompressedChunk, Encoding>>>> = jobs
+        .iter()
+        .map(|j| (0..j.columns.1.fields().len()).map(|_| None).collect())
+        .collect();
+    let mut stats: Vec<Option<RowStats>> = jobs.iter().map(|_| None).collect();
+    for d in done {
+        match d {
+            Done::Column { seg, col, chunk } => chunks[seg][col] = Some(*chunk),
+            Done::Stats { seg, stats: s } => stats[seg] = Some(*s),
+        }
     }
-    started.into_iter().map(|s| s?.into_assembly()).collect()
+    let closed: Vec<Result<Closed, Encoding>> = files
+        .into_iter()
+        .zip(chunks)
+        .map(|(file, chunks)| {
+            let chunks = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.unwrap_or_else(|| {
+                        Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                            format!("column {i} was not encoded"),
+                        )))
+                    })
+                })
+                .collect();
+            Ok(Closed {
+                file: file?,
+                chunks,
+            })
+        })
+        .collect();
+    let assemble = |c: Result<Closed, Encoding>| c.and_then(Closed::assemble);
+    let assembled: Vec<Result<Encoded, Encoding>> = match pool.filter(|_| closed.len() > 1) {
+        Some(pool) => pool.install(|| closed.into_par_iter().map(assemble).collect()),
+        None => closed.into_iter().map(assemble).collect(),
+    };
+    assembled
+        .into_iter()
+        .zip(stats)
+        .zip(jobs)
+        .map(|((a, s), job)| (a, s.unwrap_or_else(|| RowStats::of(job.rows))))
+        .collect()
 }
 
 /// [`encode_segments`] for one segment: its bytes.
@@ -1674,24 +1169,23 @@ fn encode_parquet(
     (rows, texts): (&[&PreparedRow<'_>], &[ColumnTexts]),
     (table, view_type): (&str, StreamViewType),
     (options, chunk_rows): (EncodeOptions, usize),
-    head: Option<HeadStart>,
 ) -> Result<Vec<u8>, Encoding> {
     let job = Job {
         columns: (table_schema, schema.clone()),
         rows,
         view_type,
-        head,
-        alongside: None,
     };
-    let mut encoded = encode_segments(texts, table, (options, chunk_rows), vec![job]);
+    let mut encoded = encode_segments(texts, table, (options, chunk_rows), &[job]);
     encoded
         .pop()
-        .unwrap_or_else(|| {
-            Err(Encoding::Parquet(parquet::errors::ParquetError::General(
-                "no segment".into(),
-            )))
-        })
-        .and_then(Assembly::finish)
+        .map_or_else(
+            || {
+                Err(Encoding::Parquet(parquet::errors::ParquetError::General(
+                    "no segment".into(),
+                )))
+            },
+            |(e, _)| e,
+        )
         .map(|e| e.bytes)
 }
 
@@ -1982,61 +1476,24 @@ mod tests {
     }
 
     #[test]
-    fn tag_lines_written_while_reading_hash_to_the_tag_of_the_fields() {
-        let schema = TableSchema::default();
-        let mut w = Workload::new(5, "orders", StreamViewType::NewAndOldImages, 256);
-        let text = w.next_event(600);
-        // Some rows without a line (as the long way leaves them), and some lines not back to
-        // back with the one before.
-        let (rows, mut texts) = rows_in_two_buffers(
-            &text,
-            &schema,
-            |i| usize::from(i >= 350),
-            |i, row, buffer| {
-                if i % 97 != 0 {
-                    row.write_tag_line(buffer);
-                }
-                if i % 131 == 0 {
-                    buffer.tags.extend_from_slice(b"not a line\n");
-                }
-            },
-        );
-        let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
-        let mut fields = SegmentTag::new(refs[0].event_source_arn.as_deref(), refs[0].view_type);
-        for r in &refs {
-            fields.push(r.sequence.as_str(), &r.event_id);
-        }
-        let fields = fields.finish();
-        assert_eq!(RowStats::of(&refs, &texts).tag.finish(), fields);
-        // The lines are what is hashed: a changed line changes the tag.
-        texts[1].tags[0] ^= 1;
-        assert_ne!(RowStats::of(&refs, &texts).tag.finish(), fields);
-    }
-
-    #[test]
-    fn id_and_sequence_columns_from_tag_lines_equal_the_fields() {
+    fn id_and_sequence_columns_are_the_fields() {
         let schema = TableSchema::default();
         let mut w = Workload::new(9, "orders", StreamViewType::NewAndOldImages, 256);
         let text = w.next_event(500);
-        let (mut rows, texts) = rows_in_two_buffers(
+        let (rows, texts) = rows_in_two_buffers(
             &text,
             &schema,
             |i| usize::from(i % 3 == 0),
-            |i, row, buffer| {
-                // Event ids holding the line separator, or nothing, still split right.
+            |i, row, _| {
+                // Event ids holding a line separator, nothing, or non-ASCII text.
                 match i % 50 {
                     7 => row.event_id = Cow::Owned("one\ntwo\n".to_owned()),
                     8 => row.event_id = Cow::Owned(String::new()),
                     9 => row.event_id = Cow::Owned("\u{e9}t\u{e9}".to_owned()),
                     _ => {}
                 }
-                if i % 41 != 0 {
-                    row.write_tag_line(buffer);
-                }
             },
         );
-        // A line that does not fit its row (a bug elsewhere) falls back to the fields.
-        rows[5].tag_line = Some(0..3);
         let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
         let column = |i: usize| -> Vec<String> {
             let a = build_column(&schema, &refs, &texts, i).expect("column");
@@ -2054,15 +1511,15 @@ mod tests {
     }
 
     #[test]
-    fn row_statistics_from_tag_lines_equal_those_from_the_fields() {
+    fn row_statistics_find_the_extremes_by_number() {
         let schema = TableSchema::default();
         let mut w = Workload::new(13, "orders", StreamViewType::NewAndOldImages, 256);
         let text = w.next_event(400);
-        let (mut rows, texts) = rows_in_two_buffers(
+        let (rows, _) = rows_in_two_buffers(
             &text,
             &schema,
             |i| usize::from(i >= 150),
-            |i, row, buffer| {
+            |i, row, _| {
                 // Leading zeros, other lengths, and the extremes away from the ends, where the
                 // order of the texts is not the order of the numbers.
                 let seq = match i {
@@ -2073,31 +1530,18 @@ mod tests {
                     _ => row.sequence.as_str().to_owned(),
                 };
                 row.sequence = SequenceNumber::parse(&seq).expect("sequence");
-                if i % 53 != 0 {
-                    row.write_tag_line(buffer);
-                }
             },
         );
-        // A line that does not fit its row falls back to the fields.
-        rows[5].tag_line = Some(0..3);
-        let without_lines: Vec<PreparedRow<'_>> = rows
-            .iter()
-            .map(|r| PreparedRow {
-                tag_line: None,
-                ..r.clone()
-            })
-            .collect();
-        let summary = |rows: &[PreparedRow<'_>]| {
-            let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
-            let stats = RowStats::of(&refs, &texts);
-            let ends = (stats.first, stats.last);
-            (stats.sequences.finish(), ends, stats.tag.finish())
-        };
-        let (lines, fields) = (summary(&rows), summary(&without_lines));
-        assert_eq!(lines, fields);
-        assert_eq!(lines.1, (123, 321));
+        let refs: Vec<&PreparedRow<'_>> = rows.iter().collect();
+        let stats = RowStats::of(&refs);
+        assert_eq!((stats.first, stats.last), (123, 321));
         let seqs: Vec<&str> = rows.iter().map(|r| r.sequence.as_str()).collect();
-        assert_eq!(lines.0.decode().expect("list"), seqs);
+        assert_eq!(stats.sequences.finish().decode().expect("list"), seqs);
+        let mut tag = SegmentTag::new(refs[0].event_source_arn.as_deref(), refs[0].view_type);
+        for r in &refs {
+            tag.push(r.sequence.as_str(), &r.event_id);
+        }
+        assert_eq!(stats.tag.finish(), tag.finish());
     }
 
     #[test]
@@ -2167,9 +1611,11 @@ mod tests {
         for (i, raw) in parse_event(text).expect("event").into_iter().enumerate() {
             let rec = ChangeRecord::parse(raw, i, &mut canon, &schema.paths).expect("record");
             let t = usize::from(i >= split);
-            let mut row = PreparedRow::new(rec.clone().into_spanned(&mut two[t]), schema, t);
-            row.write_tag_line(&mut two[t]);
-            rows_two.push(row);
+            rows_two.push(PreparedRow::new(
+                rec.clone().into_spanned(&mut two[t]),
+                schema,
+                t,
+            ));
             rows.push(PreparedRow::new(rec.into_spanned(&mut one), schema, 0));
         }
         (
@@ -2190,7 +1636,7 @@ mod tests {
         assert!(!split.is_multiple_of(CHUNK_ROWS));
         let arrow = arrow_schema(&schema);
         let encode =
-            |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads, head| {
+            |rows: &[&PreparedRow<'_>], texts: &[ColumnTexts], chunk_rows, encode_threads| {
                 let options = EncodeOptions {
                     zstd_level: 1,
                     encode_threads,
@@ -2201,7 +1647,6 @@ mod tests {
                     (rows, texts),
                     ("orders", StreamViewType::NewAndOldImages),
                     (options, chunk_rows),
-                    head,
                 );
                 match encoded {
                     Ok(bytes) => bytes,
@@ -2209,10 +1654,11 @@ mod tests {
                 }
             };
         let (rows, rows_two): (Vec<_>, Vec<_>) = (rows.iter().collect(), rows_two.iter().collect());
-        let whole = encode(&rows, &one, usize::MAX, 1, None);
-        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1, None), whole);
-        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2, None), whole);
-        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1, None), whole);
+        let whole = encode(&rows, &one, usize::MAX, 1);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 1), whole);
+        assert_eq!(encode(&rows, &one, CHUNK_ROWS, 2), whole);
+        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 1), whole);
+        assert_eq!(encode(&rows_two, &two, CHUNK_ROWS, 3), whole);
         // A row pointing outside the buffers is an error, not a panic.
         let mut wrong = rows_two[7].clone();
         wrong.texts = 2;
@@ -2225,114 +1671,26 @@ mod tests {
                 (&bad, &two),
                 ("orders", StreamViewType::NewAndOldImages),
                 (EncodeOptions::default(), CHUNK_ROWS),
-                None,
             )
             .is_err()
         );
         // A chunk size that is not the writer's mini-batch gives other pages: the test can tell.
-        assert_ne!(encode(&rows, &one, 1000, 1, None), whole);
-
-        // Begun on the rows of the first buffer (as the thread reading the head of an event
-        // does), for every whole step, for three steps of the largest column only, or not at
-        // all, then resumed: the same bytes.
-        let partition = HourPartition::of_millis(0);
-        // `budget` steps are allowed; after `soon_after` of them the readers are said to be
-        // about done, and the head turns to the smallest columns.
-        let begin_with = |budget: usize, soon_after: usize| {
-            let mut head = HeadStart::new(
-                &schema,
-                "orders",
-                StreamViewType::NewAndOldImages,
-                partition,
-                1,
-            )
-            .expect("head start");
-            let calls = std::cell::Cell::new(0);
-            head.advance(
-                &schema,
-                &rows_two[..split],
-                &two[..1],
-                || {
-                    calls.set(calls.get() + 1);
-                    calls.get() <= budget
-                },
-                |_| calls.get() > soon_after,
-            )
-            .expect("advance");
-            head
-        };
-        let begin = |budget: usize| begin_with(budget, usize::MAX);
-        let whole_steps = split / STEP_ROWS * STEP_ROWS;
-        assert!(!split.is_multiple_of(STEP_ROWS));
-        for (budget, begun) in [(usize::MAX, whole_steps), (3, 3 * STEP_ROWS), (0, 0)] {
-            let head = begin(budget);
-            assert_eq!(head.rows(), begun, "budget {budget}");
-            let resumed = encode(&rows_two, &two, CHUNK_ROWS, 1, Some(head));
-            assert!(resumed == whole, "budget {budget}: other bytes");
-        }
-        // Two steps of the largest column, then the smallest column's steps: the columns stand
-        // at different rows, and the segment is still the same.
-        let columns = arrow_schema(&schema).fields().len();
-        // (steps allowed, steps before "soon", then rows of the largest and the smallest
-        // column: the rest of the budget goes to the smallest column, one call to noticing).
-        for (budget, soon_after, large, smallest) in [
-            (10, 2, 2 * STEP_ROWS, 7 * STEP_ROWS),
-            (5, 0, 0, 4 * STEP_ROWS),
-            (usize::MAX, 2, whole_steps, whole_steps),
-        ] {
-            let head = begin_with(budget, soon_after);
-            assert_eq!(head.done[6], large, "{budget}, {soon_after}: new_image");
-            assert_eq!(
-                head.done[columns - 1],
-                smallest,
-                "{budget}, {soon_after}: last"
-            );
-            let resumed = encode(&rows_two, &two, CHUNK_ROWS, 1, Some(head));
-            assert!(resumed == whole, "{budget}, {soon_after}: other bytes");
-        }
-
-        // Through the builder: a head start that fits is used; one begun for another hour, or
-        // on other rows, is set aside. The segment is the same every time.
+        assert_ne!(encode(&rows, &one, 1000, 1), whole);
+        // Through the builder: the same segment.
         let layout = TableLayout::new("orders");
-        let finish = |rows: &[&PreparedRow<'_>], head: Option<HeadStart>| {
-            let mut builder = SegmentBuilder::new(&schema, rows.len());
-            for &row in rows {
-                builder.push(row);
-            }
-            builder
-                .finish_from(&layout, partition, EncodeOptions::default(), &two, head)
-                .expect("segment")
-                .bytes
-        };
-        let plain = finish(&rows_two, None);
-        assert_eq!(plain.as_ref(), whole.as_slice());
-        assert_eq!(finish(&rows_two, Some(begin(usize::MAX))), plain);
-        let mut elsewhen = HeadStart::new(
-            &schema,
-            "orders",
-            StreamViewType::NewAndOldImages,
-            HourPartition::of_millis(3_600_000),
-            1,
-        )
-        .expect("head start");
-        elsewhen
-            .advance(&schema, &rows_two[..split], &two[..1], || true, |_| false)
-            .expect("advance");
-        let orders = ("orders", StreamViewType::NewAndOldImages);
-        let options = EncodeOptions::default();
-        assert!(begin(usize::MAX).fits(&arrow, &rows_two, partition, orders, options));
-        assert!(!elsewhen.fits(&arrow, &rows_two, partition, orders, options));
-        assert_eq!(finish(&rows_two, Some(elsewhen)), plain);
-        let later_rows = &rows_two[1..];
-        assert!(!begin(usize::MAX).fits(&arrow, later_rows, partition, orders, options));
-        // Nor does one begun with other columns (a segment of the same rows without the typed
-        // columns).
-        let image_only = arrow_schema(&TableSchema::default());
-        assert!(!begin(usize::MAX).fits(&image_only, &rows_two, partition, orders, options));
-        assert_eq!(
-            finish(later_rows, Some(begin(usize::MAX))),
-            finish(later_rows, None)
-        );
+        let mut builder = SegmentBuilder::new(&schema, rows_two.len());
+        for &row in &rows_two {
+            builder.push(row);
+        }
+        let segment = builder
+            .finish(
+                &layout,
+                HourPartition::of_millis(0),
+                EncodeOptions::default(),
+                &two,
+            )
+            .expect("segment");
+        assert_eq!(segment.bytes.as_ref(), whole.as_slice());
     }
 
     #[test]
@@ -2363,14 +1721,8 @@ mod tests {
                     zstd_level,
                     encode_threads,
                 };
-                let got = encode_parquet(
-                    &schema,
-                    &arrow,
-                    (rows, &one),
-                    orders,
-                    (options, CHUNK_ROWS),
-                    None,
-                );
+                let got =
+                    encode_parquet(&schema, &arrow, (rows, &one), orders, (options, CHUNK_ROWS));
                 let Ok(got) = got else {
                     panic!("encoding failed");
                 };
@@ -2387,9 +1739,8 @@ mod tests {
     #[test]
     fn a_batch_of_segments_encodes_as_each_segment_alone() {
         // A batch that spans hours becomes several segments, encoded by one pool of threads.
-        // Whatever the thread count, each is the segment it would be encoded on its own, an
-        // empty one is an error of its own, and a head start begun on the first changes
-        // nothing. The last to finish is assembled by `complete_segments`.
+        // Whatever the thread count, each is the segment it would be encoded on its own, and
+        // an empty one is an error of its own.
         let schema = orders_schema();
         let text = orders_event();
         let split = 2100;
@@ -2433,60 +1784,27 @@ mod tests {
                 .iter()
                 .map(|(p, range)| (*p, builder(range.clone())))
                 .collect();
-            // Only the last segment to finish is left to assemble, beside work of the caller's
-            // that runs exactly once.
-            let finishing = finish_segments(batch, &layout, options, &texts, None);
-            let pending = finishing
-                .iter()
-                .filter(|f| matches!(f, Ok(f) if matches!(f.assembly, Assembly::Pending(_))))
-                .count();
-            assert_eq!(pending, 1, "{encode_threads} threads");
-            let ran = AtomicUsize::new(0);
-            let got = complete_segments(finishing, encode_threads, || {
-                ran.fetch_add(1, Ordering::Relaxed);
-            });
-            assert_eq!(ran.load(Ordering::Relaxed), 1, "{encode_threads} threads");
+            let got = finish_segments(batch, &layout, options, &texts);
             assert_eq!(got.len(), alone.len());
             for (got, want) in got.iter().zip(&alone) {
                 let got = got.as_ref().expect("segment");
                 assert!(same(got, want), "{encode_threads} threads: {}", want.key);
             }
 
-            // An empty segment between them, and the first begun by a head start.
-            let mut head = HeadStart::new(
-                &schema,
-                "orders",
-                StreamViewType::NewAndOldImages,
-                hour(0),
-                1,
-            )
-            .expect("head start");
-            head.advance(&schema, &rows[..1900], &texts[..1], || true, |_| false)
-                .expect("advance");
-            assert!(head.rows() >= 1024);
+            // An empty segment between them.
             let mut batch: Vec<_> = groups
                 .iter()
                 .map(|(p, range)| (*p, builder(range.clone())))
                 .collect();
             batch.insert(1, (hour(5), SegmentBuilder::new(&schema, 0)));
-            let got = complete_segments(
-                finish_segments(batch, &layout, options, &texts, Some(head)),
-                encode_threads,
-                || (),
-            );
+            let got = finish_segments(batch, &layout, options, &texts);
             assert_eq!(got.len(), alone.len() + 1);
             assert!(matches!(got[1], Err(SegmentError::Empty(_))));
             for (got, want) in [&got[0], &got[2], &got[3]].into_iter().zip(&alone) {
                 let got = got.as_ref().expect("segment");
-                assert!(
-                    same(got, want),
-                    "{encode_threads} threads, head start: {}",
-                    want.key
-                );
+                assert!(same(got, want), "{encode_threads} threads: {}", want.key);
             }
         }
-        assert!(
-            finish_segments(Vec::new(), &layout, EncodeOptions::default(), &texts, None).is_empty()
-        );
+        assert!(finish_segments(Vec::new(), &layout, EncodeOptions::default(), &texts).is_empty());
     }
 }
