@@ -34,14 +34,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamseal::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::{Canonicalizer, ColumnPaths, TextColumns};
-use streamseal::layout::{HourPartition, TableLayout};
-use streamseal::schema::TableSchema;
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
+use streamseal::model::item::{Canonicalizer, ColumnPaths, TextColumns};
+use streamseal::model::layout::{HourPartition, TableLayout};
+use streamseal::model::schema::TableSchema;
 use streamseal::segment::{ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder};
 use streamseal::store::memory::MemoryStore;
-use streamseal::workload::Workload;
 
 fn schema() -> TableSchema {
     TableSchema::parse(
@@ -294,7 +294,7 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("scoped_thread_start_and_join", |b| {
         b.iter(|| std::thread::scope(|s| black_box(s.spawn(|| data.iter().sum::<u64>()).join())))
     });
-    let pool = streamseal::workers::pool(2).expect("a pool of two threads");
+    let pool = streamseal::capture::workers::pool(2).expect("a pool of two threads");
     group.bench_function("pool_handoff_and_wait", |b| {
         b.iter(|| black_box(pool.install(|| data.iter().sum::<u64>())))
     });

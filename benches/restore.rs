@@ -10,13 +10,15 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::restore::{Item, MaterializeOptions, Point, Progress, Sink, materialize, plan};
-use streamseal::seal::{SealOptions, seal};
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::ops::restore::{
+    Item, MaterializeOptions, Point, Progress, Sink, materialize, plan,
+};
+use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::store::ObjectStore;
 use streamseal::store::memory::MemoryStore;
-use streamseal::workload::Workload;
 
 struct Count(u64);
 

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use streamseal::change::{SequenceNumber, StreamViewType};
-use streamseal::item::StateDigest;
-use streamseal::layout::{HourPartition, TableLayout};
-use streamseal::log::{LogEntry, SequenceList};
-use streamseal::manifest::Head;
-use streamseal::seal::{SealOptions, seal};
+use streamseal::model::change::{SequenceNumber, StreamViewType};
+use streamseal::model::item::StateDigest;
+use streamseal::model::layout::{HourPartition, TableLayout};
+use streamseal::model::log::{LogEntry, SequenceList};
+use streamseal::model::manifest::Head;
+use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::segment::{SEGMENT_FORMAT, SegmentRecord};
 use streamseal::store::local::LocalStore;
 use streamseal::store::{ObjectStore, PutMode};

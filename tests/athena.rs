@@ -8,13 +8,13 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
 
-use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::canonicalize;
-use streamseal::schema::TableSchema;
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::item::canonicalize;
+use streamseal::model::schema::TableSchema;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
-use streamseal::workload::Workload;
 
 /// The capture path with the typed columns of `schemas/orders.toml`.
 fn orders_ingestor(store: &Arc<dyn ObjectStore>) -> (Arc<TableSchema>, Ingestor) {
@@ -62,7 +62,7 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
     );
     let sql = format!(
         "SELECT \"item\" FROM ({}) AS latest",
-        streamseal::athena::latest_select(&changes, &schema)
+        streamseal::ops::athena::latest_select(&changes, &schema)
     );
     let rows = common::duckdb_rows(&sql);
     let got: BTreeSet<String> = rows.into_iter().map(|r| r[0].clone()).collect();
@@ -75,7 +75,7 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
     assert_eq!(raw[0][0], "420");
     let sql = format!(
         "SELECT count(*), count(DISTINCT \"sequence_number\") FROM ({}) AS c",
-        streamseal::athena::changes_select(&changes, &schema)
+        streamseal::ops::athena::changes_select(&changes, &schema)
     );
     let rows = common::duckdb_rows(&sql);
     assert_eq!(rows[0], ["400", "400"]);
@@ -131,7 +131,7 @@ async fn schema_infer_proposes_a_valid_schema() {
     for _ in 0..4 {
         ing.ingest_event(&w.next_event(50)).await.unwrap();
     }
-    let text = streamseal::infer::infer(&store, "orders", 10)
+    let text = streamseal::ops::infer::infer(&store, "orders", 10)
         .await
         .unwrap();
     let schema =
@@ -149,7 +149,7 @@ async fn schema_infer_proposes_a_valid_schema() {
             .unwrap_or_else(|| panic!("no column for {path}\n{text}"))
             .column_type
     };
-    use streamseal::schema::ColumnType;
+    use streamseal::model::schema::ColumnType;
     assert_eq!(col("status"), ColumnType::String);
     assert_eq!(col("customer.address.city"), ColumnType::String);
     assert_eq!(col("ship_date"), ColumnType::Date);
@@ -159,7 +159,7 @@ async fn schema_infer_proposes_a_valid_schema() {
     // An empty backup gets a clear error.
     let empty = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(empty.path()).unwrap());
-    let err = streamseal::infer::infer(&store, "orders", 10)
+    let err = streamseal::ops::infer::infer(&store, "orders", 10)
         .await
         .unwrap_err();
     assert!(err.contains("capture some changes first"), "{err}");
@@ -170,7 +170,7 @@ async fn schema_infer_proposes_a_valid_schema() {
 /// snapshot 2 the final state, with redelivered duplicates in between.
 #[tokio::test]
 async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
-    use streamseal::seal::{SealOptions, seal};
+    use streamseal::ops::seal::{SealOptions, seal};
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
     let ing = common::ingestor(&store);
@@ -205,7 +205,7 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
     for (generation, truth) in [(1u64, &at_first), (2, &at_second)] {
         let mut parts = vec![];
         for g in 1..=generation {
-            let key = streamseal::athena::symlink_key("orders", &format!("{g:010}"));
+            let key = streamseal::ops::athena::symlink_key("orders", &format!("{g:010}"));
             let text = std::fs::read_to_string(dir.path().join(&key)).unwrap();
             let files: Vec<String> = text
                 .lines()
@@ -221,7 +221,7 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
         let source = format!("({})", parts.join(" UNION ALL "));
         let sql = format!(
             "SELECT \"item\" FROM ({}) AS s",
-            streamseal::athena::snapshot_state_select(&source, generation, None, &schema)
+            streamseal::ops::athena::snapshot_state_select(&source, generation, None, &schema)
         );
         let rows = common::duckdb_rows(&sql);
         let got: BTreeSet<String> = rows.into_iter().map(|r| r[0].clone()).collect();
@@ -235,13 +235,14 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
 async fn latest_view_with_a_base_equals_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
-    let layout = streamseal::layout::TableLayout::new("orders");
+    let layout = streamseal::model::layout::TableLayout::new("orders");
     let mut w = Workload::new(8, "orders", StreamViewType::NewAndOldImages, 300);
     // History before capture: the table's contents at bootstrap become the base.
     for _ in 0..300 {
         w.next_change();
     }
-    let mut base = streamseal::base::BaseWriter::new(store.clone(), &layout, "0000000000000001", 0);
+    let mut base =
+        streamseal::model::base::BaseWriter::new(store.clone(), &layout, "0000000000000001", 0);
     for item in w.items() {
         let v: serde_json::Value = serde_json::from_str(item).unwrap();
         let key = serde_json::json!({"pk": v["pk"], "sk": v["sk"]}).to_string();
@@ -267,7 +268,7 @@ async fn latest_view_with_a_base_equals_the_ground_truth() {
     let truth: BTreeSet<String> = w.items().map(|i| canonicalize(i).unwrap()).collect();
     let sql = format!(
         "SELECT \"item\" FROM ({}) AS latest",
-        streamseal::athena::latest_select_with_base(&changes, Some(&base_rel), &schema)
+        streamseal::ops::athena::latest_select_with_base(&changes, Some(&base_rel), &schema)
     );
     let got: BTreeSet<String> = common::duckdb_rows(&sql)
         .into_iter()
@@ -276,7 +277,7 @@ async fn latest_view_with_a_base_equals_the_ground_truth() {
     assert_eq!(got, truth);
     let sql = format!(
         "SELECT \"item\" FROM ({}) AS latest",
-        streamseal::athena::latest_select(&changes, &schema)
+        streamseal::ops::athena::latest_select(&changes, &schema)
     );
     let without = common::duckdb_rows(&sql).len();
     assert!(

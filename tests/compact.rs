@@ -10,15 +10,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use streamseal::change::StreamViewType;
-use streamseal::compact::{CompactOptions, compact};
-use streamseal::item::{StateDigest, item_hash};
-use streamseal::restore::{Point, Progress};
-use streamseal::seal::{SealOptions, seal};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::item::{StateDigest, item_hash};
+use streamseal::ops::compact::{CompactOptions, compact};
+use streamseal::ops::restore::{Point, Progress};
+use streamseal::ops::seal::{SealOptions, seal};
+use streamseal::ops::verify::{Mode, Scope, VerifyOptions, verify};
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
-use streamseal::verify::{Mode, Scope, VerifyOptions, verify};
-use streamseal::workload::Workload;
 
 fn digest_of<'a>(items: impl Iterator<Item = &'a str>) -> (StateDigest, u64) {
     let mut d = StateDigest::ZERO;
@@ -79,7 +79,7 @@ async fn parquet_keys(store: &Arc<dyn ObjectStore>, table: &str) -> Vec<String> 
 
 /// Ingests `batches` events of `size` changes.
 async fn capture(
-    ing: &streamseal::ingest::Ingestor,
+    ing: &streamseal::capture::Ingestor,
     w: &mut Workload,
     batches: usize,
     size: usize,
@@ -124,7 +124,7 @@ async fn compaction_round_trip(
     let truth_first = digest_of(w.items());
     assert_eq!(restored(&store, table, &first_id).await, truth_first);
     let small = parquet_keys(&store, table).await;
-    let files = streamseal::manifest::read_files(store.as_ref(), &first.manifest)
+    let files = streamseal::model::manifest::read_files(store.as_ref(), &first.manifest)
         .await
         .unwrap();
     let mut hours: BTreeMap<String, usize> = BTreeMap::new();
@@ -178,7 +178,7 @@ async fn compaction_round_trip(
     // The seal publishes the compactions; verify and restore read them in place of the parts.
     let second = seal(&store, table, &SealOptions::default()).await.unwrap();
     let second_id = second.manifest.snapshot_id.clone();
-    let f2 = streamseal::manifest::read_files(store.as_ref(), &second.manifest)
+    let f2 = streamseal::model::manifest::read_files(store.as_ref(), &second.manifest)
         .await
         .unwrap();
     assert_eq!(f2.compactions.len(), hours.len());
@@ -287,9 +287,10 @@ async fn compaction_round_trip(
             rows += f["pyarrow_rows"].as_u64().unwrap();
         }
         assert_eq!(rows as usize, raw);
-        let symlink =
-            std::fs::read_to_string(root.join(streamseal::athena::symlink_key(table, &first_id)))
-                .unwrap();
+        let symlink = std::fs::read_to_string(
+            root.join(streamseal::ops::athena::symlink_key(table, &first_id)),
+        )
+        .unwrap();
         assert_eq!(symlink.lines().count(), hours.len(), "{symlink}");
         assert!(symlink.lines().all(|l| l.contains("/c-")), "{symlink}");
     }
@@ -302,7 +303,7 @@ fn athena_counts(root: &std::path::Path, table: &str) -> (usize, usize) {
         "read_parquet('{}/{table}/changes/*/*/*.parquet', hive_partitioning = true)",
         root.display()
     );
-    let view = streamseal::athena::changes_select(&raw, &Default::default());
+    let view = streamseal::ops::athena::changes_select(&raw, &Default::default());
     let rows = common::duckdb_rows(&format!(
         "SELECT (SELECT count(*) FROM {raw}), (SELECT count(*) FROM ({view}) AS v)"
     ));
@@ -343,7 +344,7 @@ async fn a_forged_compaction_is_rejected_and_fails_verify() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let sealed = seal(&store, table, &SealOptions::default()).await.unwrap();
-    let files = streamseal::manifest::read_files(store.as_ref(), &sealed.manifest)
+    let files = streamseal::model::manifest::read_files(store.as_ref(), &sealed.manifest)
         .await
         .unwrap();
     assert_eq!(files.compactions.len(), report.written.len() - 1);

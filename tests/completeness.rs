@@ -13,20 +13,20 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use streamseal::aws::restore::{Report, Request, Target, run};
-use streamseal::change::StreamViewType;
-use streamseal::clock::SkewedClock;
-use streamseal::findings::{Kind, Status};
-use streamseal::ingest::Ingestor;
-use streamseal::item::canonicalize;
-use streamseal::layout::TableLayout;
-use streamseal::log::{GapRecord, LOG_FORMAT, LogEntry};
-use streamseal::restore::{Point, Progress};
-use streamseal::seal::{SealOptions, SealReport, seal};
+use streamseal::capture::Ingestor;
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::clock::SkewedClock;
+use streamseal::model::findings::{Kind, Status};
+use streamseal::model::item::canonicalize;
+use streamseal::model::layout::TableLayout;
+use streamseal::model::log::{GapRecord, LOG_FORMAT, LogEntry};
+use streamseal::ops::restore::{Point, Progress};
+use streamseal::ops::seal::{SealOptions, SealReport, seal};
+use streamseal::ops::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
 use streamseal::store::faulty::FaultyStore;
 use streamseal::store::local::LocalStore;
 use streamseal::store::{ObjectStore, PutMode};
-use streamseal::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
-use streamseal::workload::Workload;
 
 const TABLE: &str = "orders";
 const HOUR: i64 = 3_600_000;
@@ -65,7 +65,7 @@ fn workload(seed: u64) -> Workload {
     Workload::new(seed, TABLE, StreamViewType::NewAndOldImages, 300)
 }
 
-async fn ingest(ing: &Ingestor, event: &str) -> streamseal::ingest::IngestReport {
+async fn ingest(ing: &Ingestor, event: &str) -> streamseal::capture::IngestReport {
     let report = ing.ingest_event(event).await.unwrap();
     assert!(report.error.is_none(), "{report:?}");
     report
@@ -80,7 +80,7 @@ async fn check(store: &Arc<dyn ObjectStore>, which: &str, mode: Mode) -> VerifyR
         store,
         which,
         mode,
-        streamseal::verify::DEFAULT_ORPHAN_GRACE_MS,
+        streamseal::ops::verify::DEFAULT_ORPHAN_GRACE_MS,
     )
     .await
 }
@@ -314,14 +314,14 @@ async fn rejected_entries_persist_until_acknowledged(store: Arc<dyn ObjectStore>
     let (_, items) = restore(&store, "latest", false).await.unwrap();
     assert_ne!(items, truth(&w));
     // A decision, recorded: verify is OK and says who decided and why.
-    let id = streamseal::findings::finding_id(Kind::Rejected, &entry_key);
-    streamseal::findings::acknowledge(
+    let id = streamseal::model::findings::finding_id(Kind::Rejected, &entry_key);
+    streamseal::model::findings::acknowledge(
         store.as_ref(),
         TABLE,
         std::slice::from_ref(&id),
         "batch replayed from the source by hand",
         "tests",
-        &streamseal::clock::SystemClock,
+        &streamseal::model::clock::SystemClock,
     )
     .await
     .unwrap();
@@ -345,13 +345,13 @@ async fn rejected_entries_persist_until_acknowledged(store: Arc<dyn ObjectStore>
     }
     // Acknowledging twice, or an unknown finding, is refused.
     assert!(
-        streamseal::findings::acknowledge(
+        streamseal::model::findings::acknowledge(
             store.as_ref(),
             TABLE,
             &[id],
             "again",
             "t",
-            &streamseal::clock::SystemClock
+            &streamseal::model::clock::SystemClock
         )
         .await
         .is_err()
@@ -392,7 +392,7 @@ fn item_of(items: &BTreeSet<String>, key: &str) -> Option<String> {
 }
 
 /// The next change that writes an image, with every change generated before it (REMOVEs).
-fn next_write(w: &mut Workload) -> (Vec<String>, streamseal::workload::Change) {
+fn next_write(w: &mut Workload) -> (Vec<String>, streamseal::demo::workload::Change) {
     let mut before = vec![];
     loop {
         let c = w.next_change();
@@ -545,10 +545,10 @@ async fn crash_setup(store: &Arc<dyn ObjectStore>) -> (Workload, u64) {
 /// What a correct backup of `crash_setup` looks like after a completed seal.
 async fn crash_outcome(store: &Arc<dyn ObjectStore>, w: &Workload, rows: u64) {
     let layout = TableLayout::new(TABLE);
-    let id = streamseal::manifest::resolve_snapshot(store.as_ref(), &layout, "latest")
+    let id = streamseal::model::manifest::resolve_snapshot(store.as_ref(), &layout, "latest")
         .await
         .unwrap();
-    let m = streamseal::manifest::read_manifest(store.as_ref(), &layout, &id)
+    let m = streamseal::model::manifest::read_manifest(store.as_ref(), &layout, &id)
         .await
         .unwrap();
     assert_eq!(m.totals.rows, rows, "each change counted once");
@@ -995,7 +995,7 @@ async fn edges_are_accounted_once(store: Arc<dyn ObjectStore>) {
         s.manifest.quarantined_records, 0,
         "the converted copy counts; the quarantined one repeats it"
     );
-    let files = streamseal::manifest::read_files(store.as_ref(), &s.manifest)
+    let files = streamseal::model::manifest::read_files(store.as_ref(), &s.manifest)
         .await
         .unwrap();
     assert!(
@@ -1050,8 +1050,8 @@ async fn edges_are_accounted_once(store: Arc<dyn ObjectStore>) {
 
     // An entry too large to be one is rejected once and left where it is, seal after seal.
     let big = layout.segment_entry_key(
-        &streamseal::change::SequenceNumber::parse("1").unwrap(),
-        &streamseal::change::SequenceNumber::parse("2").unwrap(),
+        &streamseal::model::change::SequenceNumber::parse("1").unwrap(),
+        &streamseal::model::change::SequenceNumber::parse("2").unwrap(),
         "ffffffffffffffff",
     );
     store
@@ -1062,7 +1062,7 @@ async fn edges_are_accounted_once(store: Arc<dyn ObjectStore>) {
     assert_eq!(s.manifest.rejected_log_entries, 1);
     for _ in 0..2 {
         let s = seal_now(&store).await;
-        let files = streamseal::manifest::read_files(store.as_ref(), &s.manifest)
+        let files = streamseal::model::manifest::read_files(store.as_ref(), &s.manifest)
             .await
             .unwrap();
         assert_eq!(files.kept, vec![big.clone()]);

@@ -1070,10 +1070,10 @@ async fn the_functions_accept_their_environment_and_the_mapping_is_safe() {
 async fn stream_and_on_failure_messages_reach_the_ingest_function() {
     let d = deployed("deploy-ingest", "deploy-ingest", &[]).await;
     let ingest = d.function("IngestFunction").await;
-    let mut w = streamseal::workload::Workload::new(
+    let mut w = streamseal::demo::workload::Workload::new(
         5,
         "deploy-ingest",
-        streamseal::change::StreamViewType::NewAndOldImages,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
         40,
     );
     for _ in 0..60 {
@@ -1082,7 +1082,7 @@ async fn stream_and_on_failure_messages_reach_the_ingest_function() {
     let mut after = HashMap::new();
     assert_eq!(d.pump(&ingest, &mut after).await, 60);
     // The function kept the shard map with the key roles, so a seal records the key schema.
-    let maps = streamseal::shards::load_shard_maps(d.store.as_ref(), "deploy-ingest").await;
+    let maps = streamseal::model::shards::load_shard_maps(d.store.as_ref(), "deploy-ingest").await;
     assert_eq!(
         maps.first()
             .and_then(|m| m.key.clone())
@@ -1159,10 +1159,10 @@ async fn outage_events_and_the_drill_run_the_state_machine_end_to_end() {
     .await;
     let ingest = d.function("IngestFunction").await;
     let seal = d.function("SealFunction").await;
-    let mut w = streamseal::workload::Workload::new(
+    let mut w = streamseal::demo::workload::Workload::new(
         9,
         "deploy-orders",
-        streamseal::change::StreamViewType::NewAndOldImages,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
         80,
     );
     for _ in 0..200 {

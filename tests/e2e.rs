@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
-use streamseal::change::StreamViewType;
-use streamseal::workload::Workload;
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
 
 /// Runs the CLI against the emulator and asserts it succeeded; returns its stdout.
 fn streamseal(args: &[&str]) -> Vec<u8> {
@@ -184,9 +184,9 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
         "the base is adopted"
     );
     assert_eq!(m["totals"]["rows"].as_u64(), Some(300));
-    let mut digest = streamseal::item::StateDigest::ZERO;
+    let mut digest = streamseal::model::item::StateDigest::ZERO;
     for item in expected.values() {
-        digest.add_item(&streamseal::item::item_hash(item).unwrap());
+        digest.add_item(&streamseal::model::item::item_hash(item).unwrap());
     }
     assert_eq!(m["state_digest"].as_str(), Some(digest.to_hex().as_str()));
     assert_eq!(m["item_count"].as_u64(), Some(expected.len() as u64));

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use arrow_array::{Array, BooleanArray, StringArray};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
-use streamseal::item::{Canonicalizer, ColumnPaths, StateDigest, item_hash};
+use streamseal::demo::workload::Workload;
 use streamseal::lambda::{Config, Handler, serve};
-use streamseal::log::LogEntry;
+use streamseal::model::item::{Canonicalizer, ColumnPaths, StateDigest, item_hash};
+use streamseal::model::log::LogEntry;
 use streamseal::segment::{SegmentRecord, read_segment};
 use streamseal::store::ObjectStore;
 use streamseal::store::faulty::FaultyStore;
 use streamseal::store::memory::MemoryStore;
-use streamseal::workload::Workload;
 
 fn config() -> Config {
     Config::from_lookup(|k| (k == "STREAMSEAL_TARGET").then(|| "memory://".to_owned())).unwrap()
@@ -205,10 +205,10 @@ fn the_event_crate_reads_the_same_records() {
         let text = common::fixture(name);
         let theirs: aws_lambda_events::event::dynamodb::Event =
             serde_json::from_str(&text).unwrap();
-        let raws = streamseal::change::parse_event(&text).unwrap();
+        let raws = streamseal::model::change::parse_event(&text).unwrap();
         assert_eq!(theirs.records.len(), raws.len());
         for (i, (t, raw)) in theirs.records.iter().zip(raws).enumerate() {
-            let ours = streamseal::change::ChangeRecord::parse(
+            let ours = streamseal::model::change::ChangeRecord::parse(
                 raw,
                 i,
                 &mut Canonicalizer::new(),
@@ -405,7 +405,7 @@ async fn digest_deltas_sum_to_the_digest_of_the_ground_truth() {
     let mut w = Workload::new(
         3,
         "orders",
-        streamseal::change::StreamViewType::NewAndOldImages,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
         700,
     );
     for _ in 0..20 {

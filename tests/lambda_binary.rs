@@ -207,8 +207,8 @@ fn the_binary_serves_a_stream_event_over_the_runtime_api() {
 /// `--strict` refuses.
 #[test]
 fn a_quarantined_record_through_the_binary_restores_everything_else() {
-    use streamseal::change::StreamViewType;
-    use streamseal::workload::Workload;
+    use streamseal::demo::workload::Workload;
+    use streamseal::model::change::StreamViewType;
     let rt = tokio::runtime::Runtime::new().unwrap();
     create_bucket(&rt, "lambda-quarantine");
     let mut w = Workload::new(31, "orders", StreamViewType::NewAndOldImages, 300);

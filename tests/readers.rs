@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use parquet::basic::{LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::log::LogEntry;
-use streamseal::schema::TableSchema;
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::model::log::LogEntry;
+use streamseal::model::schema::TableSchema;
 use streamseal::segment::EncodeOptions;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;

@@ -15,15 +15,15 @@ use aws_sdk_dynamodb::types::{
 };
 use streamseal::aws::faults::DynamoFaults;
 use streamseal::aws::restore::{Request, Target, run};
-use streamseal::change::StreamViewType;
-use streamseal::ingest::Ingestor;
-use streamseal::item::{StateDigest, item_hash};
-use streamseal::restore::{MaterializeOptions, Point, Progress, RestoreError};
-use streamseal::schema::{KeyAttribute, KeySchema, KeyType};
-use streamseal::seal::{SealOptions, seal};
+use streamseal::capture::Ingestor;
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::item::{StateDigest, item_hash};
+use streamseal::model::schema::{KeyAttribute, KeySchema, KeyType};
+use streamseal::ops::restore::{MaterializeOptions, Point, Progress, RestoreError};
+use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
-use streamseal::workload::Workload;
 
 fn key_schema() -> KeySchema {
     KeySchema {
@@ -436,7 +436,7 @@ async fn bootstrapped_tables_restore_exactly() {
         .unwrap();
         assert!(report.matches);
         assert_eq!(scan_all(&client, &target).await, after);
-        let v = streamseal::verify::verify(store, source, "latest", Default::default())
+        let v = streamseal::ops::verify::verify(store, source, "latest", Default::default())
             .await
             .unwrap();
         assert!(v.ok, "{}", v.render());

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use arrow_array::{Array, StringArray};
 use base64::Engine as _;
 use proptest::prelude::*;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::canonicalize;
-use streamseal::schema::TableSchema;
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::model::item::canonicalize;
+use streamseal::model::schema::TableSchema;
 use streamseal::segment::{EncodeOptions, read_segment};
 use streamseal::store::ObjectStore;
 use streamseal::store::memory::MemoryStore;
@@ -91,7 +91,7 @@ fn set_of(
 }
 
 fn canon_number(n: &str) -> String {
-    streamseal::item::normalize_number(n).unwrap()
+    streamseal::model::item::normalize_number(n).unwrap()
 }
 fn canon_binary(b: &str) -> String {
     b.to_owned()
@@ -242,7 +242,7 @@ proptest! {
         if pretty {
             event = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&event).unwrap()).unwrap();
         }
-        let split = streamseal::change::parse_event(&event).unwrap();
+        let split = streamseal::model::change::parse_event(&event).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&event).unwrap();
         let want = parsed["Records"].as_array().unwrap();
         prop_assert_eq!(split.len(), want.len());
@@ -254,14 +254,14 @@ proptest! {
     #[test]
     fn arbitrary_input_never_panics(prefix in "\\PC{0,8}", body in "[\\[\\]{}\"\\\\:,a1 ]{0,40}", items in prop::collection::vec(item(), 0..2), cut in any::<prop::sample::Index>()) {
         // Garbage, near-misses of the event shape, and valid events cut at a random byte.
-        let _ = streamseal::change::parse_event(&format!("{prefix}{body}"));
-        let _ = streamseal::change::parse_event(&format!("{{\"Records\":[{body}]}}"));
+        let _ = streamseal::model::change::parse_event(&format!("{prefix}{body}"));
+        let _ = streamseal::model::change::parse_event(&format!("{{\"Records\":[{body}]}}"));
         let event = event_of(&items);
         let mut at = cut.index(event.len() + 1);
         while !event.is_char_boundary(at) {
             at -= 1;
         }
-        let _ = streamseal::change::parse_event(&event[..at]);
+        let _ = streamseal::model::change::parse_event(&event[..at]);
         let _ = canonicalize(&event[..at]);
     }
 
@@ -270,7 +270,7 @@ proptest! {
         let c1 = canonicalize(&item).unwrap();
         let c2 = canonicalize(&c1).unwrap();
         prop_assert_eq!(&c1, &c2);
-        prop_assert_eq!(streamseal::item::item_hash(&item).unwrap(), streamseal::item::item_hash(&c1).unwrap());
+        prop_assert_eq!(streamseal::model::item::item_hash(&item).unwrap(), streamseal::model::item::item_hash(&c1).unwrap());
     }
 }
 
@@ -334,7 +334,7 @@ fn every_prefix_of_a_real_event_is_handled_without_panicking() {
     // error or a shorter batch, never a crash.
     let event = common::fixture("all-types.json") + &common::fixture("malformed-record.json");
     for at in (0..=event.len()).filter(|&i| event.is_char_boundary(i)) {
-        let _ = streamseal::change::parse_event(&event[..at]);
+        let _ = streamseal::model::change::parse_event(&event[..at]);
     }
 }
 
@@ -400,8 +400,8 @@ fn record_of() -> impl Strategy<Value = String> {
 }
 
 fn both_parsers(raw: &str) -> (String, String) {
-    use streamseal::change::ChangeRecord;
-    use streamseal::item::{Canonicalizer, ColumnPaths};
+    use streamseal::model::change::ChangeRecord;
+    use streamseal::model::item::{Canonicalizer, ColumnPaths};
     let columns: Vec<Vec<String>> = vec![
         vec!["pk".into()],
         vec!["a".into()],
@@ -500,7 +500,7 @@ proptest! {
 
     #[test]
     fn the_fast_path_reads_spaced_json_like_serde(item in item(), raw in record_of(), seed in any::<u64>()) {
-        use streamseal::item::{Canonicalizer, ColumnPaths};
+        use streamseal::model::item::{Canonicalizer, ColumnPaths};
         let text = spaced(&item, seed);
         let paths = ColumnPaths::new([vec!["pk".to_owned()]].iter().map(Vec::as_slice));
         let fast = Canonicalizer::new().item(&text, &paths);
@@ -535,7 +535,7 @@ proptest! {
 
     #[test]
     fn the_fast_path_canonicalises_items_exactly_like_serde(item in item(), at in any::<usize>(), edit in any::<u8>(), broken in any::<bool>()) {
-        use streamseal::item::{Canonicalizer, ColumnPaths};
+        use streamseal::model::item::{Canonicalizer, ColumnPaths};
         let text = if broken { mutate(&item, at, edit) } else { item };
         let paths = ColumnPaths::new([vec!["pk".to_owned()]].iter().map(Vec::as_slice));
         let fast = Canonicalizer::new().item(&text, &paths);

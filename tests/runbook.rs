@@ -64,10 +64,10 @@ async fn the_runbook_commands_work_against_the_emulator() {
     let primary = client(PRIMARY);
     let recovery = client(RECOVERY);
     common::create_orders_table(&primary, TABLE, false).await;
-    let mut source = streamseal::workload::Workload::new(
+    let mut source = streamseal::demo::workload::Workload::new(
         31,
         TABLE,
-        streamseal::change::StreamViewType::NewAndOldImages,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
         200,
     );
     for _ in 0..150 {
@@ -85,10 +85,10 @@ async fn the_runbook_commands_work_against_the_emulator() {
         venv_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut recovered_writes = streamseal::workload::Workload::new(
+    let mut recovered_writes = streamseal::demo::workload::Workload::new(
         32,
         "x",
-        streamseal::change::StreamViewType::NewAndOldImages,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
         200,
     );
     let mut checked_outage = false;

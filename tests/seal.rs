@@ -6,18 +6,18 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use streamseal::change::StreamViewType;
-use streamseal::findings::{Kind, Status};
-use streamseal::ingest::Ingestor;
-use streamseal::item::{StateDigest, item_hash};
-use streamseal::layout::TableLayout;
-use streamseal::log::LogEntry;
-use streamseal::manifest::{self, Manifest};
-use streamseal::seal::{SealOptions, seal};
+use streamseal::capture::Ingestor;
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::findings::{Kind, Status};
+use streamseal::model::item::{StateDigest, item_hash};
+use streamseal::model::layout::TableLayout;
+use streamseal::model::log::LogEntry;
+use streamseal::model::manifest::{self, Manifest};
+use streamseal::ops::seal::{SealOptions, seal};
+use streamseal::ops::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
 use streamseal::store::local::LocalStore;
 use streamseal::store::{ObjectStore, PutMode, PutOutcome, RetentionMode};
-use streamseal::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
-use streamseal::workload::Workload;
 
 const TABLE: &str = "orders";
 
@@ -444,7 +444,7 @@ async fn object_lock_protects_manifests() {
 /// says incomplete and names them, in every later snapshot too.
 #[tokio::test]
 async fn quarantined_records_and_gaps_are_counted() {
-    use streamseal::log::{GapRecord, LOG_FORMAT};
+    use streamseal::model::log::{GapRecord, LOG_FORMAT};
     let (_dir, store) = local();
     let ing = ingestor(&store);
     let report = ing

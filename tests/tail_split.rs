@@ -13,13 +13,13 @@ use serde_json::Value;
 use streamseal::aws::tail::{
     RecordsPage, ShardInfo, StreamApi, StreamApiError, TailOptions, TailReport, tail,
 };
-use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::item::{StateDigest, item_hash};
-use streamseal::seal::{SealOptions, seal};
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::item::{StateDigest, item_hash};
+use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
-use streamseal::workload::Workload;
 
 fn av(v: &Value) -> AttributeValue {
     let (t, x) = v.as_object().unwrap().iter().next().unwrap();

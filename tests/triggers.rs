@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::value::RawValue;
-use streamseal::change::StreamViewType;
+use streamseal::demo::workload::Workload;
 use streamseal::lambda::{Config, Handler, serve};
+use streamseal::model::change::StreamViewType;
+use streamseal::ops::verify::{Mode, Scope, VerifyOptions, verify};
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
-use streamseal::verify::{Mode, Scope, VerifyOptions, verify};
-use streamseal::workload::Workload;
 
 fn event(text: &str) -> LambdaEvent<Box<RawValue>> {
     LambdaEvent::new(
@@ -238,7 +238,7 @@ async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
         .unwrap()
         .with_streams(Arc::new(SdkStreams(streams)));
     // Lambda-shaped records from this stream, numbered inside its shard's range.
-    let shards = streamseal::shards::load_shard_maps(store.as_ref(), table).await;
+    let shards = streamseal::model::shards::load_shard_maps(store.as_ref(), table).await;
     assert!(shards.is_empty());
     let mut w = Workload::new(8, table, StreamViewType::NewAndOldImages, 200);
     let event = w
@@ -247,12 +247,12 @@ async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
         .replace("\"SequenceNumber\":\"1", "\"SequenceNumber\":\"91");
     let response = serve(&handler, self::event(&event)).await.unwrap();
     assert_eq!(response["batchItemFailures"], serde_json::json!([]));
-    let maps = streamseal::shards::load_shard_maps(store.as_ref(), table).await;
+    let maps = streamseal::model::shards::load_shard_maps(store.as_ref(), table).await;
     assert_eq!(maps.len(), 1);
     assert_eq!(maps[0].stream_arn, arn);
     let shard = maps[0].shards[0].shard_id.clone();
 
-    let sealed = streamseal::seal::seal(&store, table, &Default::default())
+    let sealed = streamseal::ops::seal::seal(&store, table, &Default::default())
         .await
         .unwrap();
     assert_eq!(

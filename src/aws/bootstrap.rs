@@ -1,5 +1,5 @@
 //! `streamseal bootstrap`: the base state of a table that existed before its stream was
-//! captured, from a parallel Scan or from a DynamoDB native export. See [`crate::base`] for why
+//! captured, from a parallel Scan or from a DynamoDB native export. See [`crate::model::base`] for why
 //! base + captured changes is exact.
 
 use std::io::BufRead as _;
@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::Client;
 use bytes::Bytes;
 
 use crate::aws::dynamodb::{self, SegmentScan, from_attribute_map, key_text};
-use crate::base::{self, BASE_FORMAT, BaseManifest, BaseWriter};
-use crate::item::{StateDigest, canonicalize};
-use crate::layout::TableLayout;
-use crate::schema::KeySchema;
+use crate::model::base::{self, BASE_FORMAT, BaseManifest, BaseWriter};
+use crate::model::item::{StateDigest, canonicalize};
+use crate::model::layout::TableLayout;
+use crate::model::schema::KeySchema;
 use crate::store::{self, ObjectStore, PutMode};
 
 /// Where the base comes from.

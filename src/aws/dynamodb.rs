@@ -20,9 +20,9 @@ use aws_sdk_dynamodb::types::{
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::item::{ItemHash, StateDigest};
-use crate::restore::{Item, Sink};
-use crate::schema::{KeyAttribute, KeySchema, KeyType};
+use crate::model::item::{ItemHash, StateDigest};
+use crate::model::schema::{KeyAttribute, KeySchema, KeyType};
+use crate::ops::restore::{Item, Sink};
 use crate::store::{ObjectStore, PutMode};
 
 /// Builds a client from the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL`).
@@ -98,7 +98,7 @@ fn to_attribute(v: &Value) -> Result<AttributeValue, String> {
 }
 
 /// The SDK's attribute map → DynamoDB JSON (not yet canonical: pass it to
-/// [`crate::item::canonicalize`] or [`crate::item::item_hash`]).
+/// [`crate::model::item::canonicalize`] or [`crate::model::item::item_hash`]).
 pub fn from_attribute_map(map: &HashMap<String, AttributeValue>) -> Result<String, String> {
     let obj: serde_json::Map<String, Value> = map
         .iter()
@@ -623,7 +623,7 @@ pub async fn scan_digest(
             while let Some(items) = scan.next_page().await? {
                 for item in &items {
                     let text = from_attribute_map(item)?;
-                    let h = crate::item::item_hash(&text).map_err(|e| e.to_string())?;
+                    let h = crate::model::item::item_hash(&text).map_err(|e| e.to_string())?;
                     digest.add_item(&h);
                     count += 1;
                     if keep {
@@ -724,7 +724,7 @@ pub fn key_text(item: &HashMap<String, AttributeValue>, key: &KeySchema) -> Resu
             .ok_or_else(|| format!("item lacks key attribute {}", a.name))?;
         m.insert(a.name.clone(), v.clone());
     }
-    crate::item::canonicalize(&from_attribute_map(&m)?).map_err(|e| e.to_string())
+    crate::model::item::canonicalize(&from_attribute_map(&m)?).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -734,9 +734,9 @@ mod tests {
     #[test]
     fn conversion_is_exact_both_ways() {
         let text = r#"{"a":{"S":""},"b":{"N":"-1.5E-130"},"c":{"B":""},"d":{"BOOL":false},"e":{"NULL":true},"f":{"SS":["x","y"]},"g":{"NS":["1","2"]},"h":{"BS":["AAE="]},"i":{"L":[{"M":{"z":{"S":"\u0000"}}}]}}"#;
-        let canonical = crate::item::canonicalize(text).unwrap();
+        let canonical = crate::model::item::canonicalize(text).unwrap();
         let map = to_attribute_map(&canonical).unwrap();
-        let back = crate::item::canonicalize(&from_attribute_map(&map).unwrap()).unwrap();
+        let back = crate::model::item::canonicalize(&from_attribute_map(&map).unwrap()).unwrap();
         assert_eq!(back, canonical);
         assert!(to_attribute_map(r#"{"a":{"X":"1"}}"#).is_err());
         assert!(to_attribute_map(r#"{"a":{"S":"1","N":"1"}}"#).is_err());

@@ -10,11 +10,11 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::aws::dynamodb::{self, DynamoSink};
-use crate::item::StateDigest;
-use crate::restore::{
+use crate::model::item::StateDigest;
+use crate::model::schema::KeySchema;
+use crate::ops::restore::{
     self, FileSink, Item, MaterializeOptions, Plan, Point, Progress, RestoreError, Sink,
 };
-use crate::schema::KeySchema;
 use crate::store::ObjectStore;
 
 /// Where the restored state goes.
@@ -30,7 +30,7 @@ impl Target {
     /// Parses `dynamodb://TABLE` or `file://DIR` (or a plain directory path).
     pub fn parse(uri: &str) -> Result<Target, String> {
         if let Some(t) = uri.strip_prefix("dynamodb://") {
-            crate::change::validate_table_name(t)
+            crate::model::change::validate_table_name(t)
                 .map_err(|e| format!("--to {uri:?}: table name: {e}"))?;
             Ok(Target::Dynamo(t.to_owned()))
         } else if let Some(p) = uri.strip_prefix("file://") {
@@ -160,7 +160,7 @@ pub async fn run(
     let label = format!(
         "{} of {} -> {}",
         match &request.point {
-            Point::AsOf(t) => format!("as-of {}", restore::fmt_ms(*t)),
+            Point::AsOf(t) => format!("as-of {}", crate::model::clock::rfc3339(*t)),
             Point::Snapshot(_) => format!("snapshot {}", plan.manifest.snapshot_id),
         },
         request.table,
@@ -169,7 +169,7 @@ pub async fn run(
     let mut report = Report {
         table: request.table.clone(),
         snapshot_id: plan.manifest.snapshot_id.clone(),
-        as_of: plan.as_of_ms.map(restore::fmt_ms),
+        as_of: plan.as_of_ms.map(crate::model::clock::rfc3339),
         to: request.to.describe(),
         items: 0,
         changes: 0,
@@ -341,7 +341,7 @@ async fn prepare_table(
 }
 
 fn describe_key(k: &KeySchema) -> String {
-    let one = |a: &crate::schema::KeyAttribute| format!("{} ({:?})", a.name, a.key_type);
+    let one = |a: &crate::model::schema::KeyAttribute| format!("{} ({:?})", a.name, a.key_type);
     match &k.sort {
         Some(s) => format!("{} + {}", one(&k.partition), one(s)),
         None => one(&k.partition),
@@ -362,14 +362,14 @@ async fn differing_keys(
             .await
             .map_err(RestoreError::Sink)?;
     struct Diff<'a> {
-        table: &'a mut std::collections::HashMap<String, crate::item::ItemHash>,
+        table: &'a mut std::collections::HashMap<String, crate::model::item::ItemHash>,
         found: Vec<String>,
     }
     #[async_trait::async_trait]
     impl Sink for Diff<'_> {
         async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), String> {
             for it in items {
-                let h = crate::item::ItemHash(Sha256::digest(it.item.as_bytes()).into());
+                let h = crate::model::item::ItemHash(Sha256::digest(it.item.as_bytes()).into());
                 match self.table.remove(&it.key) {
                     Some(t) if t == h => {}
                     Some(_) => self.found.push(format!("{} (differs)", it.key)),

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::aws::dynamodb::backoff;
-use crate::ingest::Ingestor;
-pub use crate::shards::{
+use crate::capture::Ingestor;
+pub use crate::model::shards::{
     KeyRoles, ShardInfo, ShardMap, load_shard_maps, parents_first, save_shard_map,
 };
 use crate::store::{ObjectStore, PutMode, StoreError};

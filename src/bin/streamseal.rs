@@ -9,11 +9,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::value::RawValue;
-use streamseal::change::StreamViewType;
-use streamseal::ingest::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
-use streamseal::schema::TableSchema;
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::demo::workload::Workload;
+use streamseal::model::change::StreamViewType;
+use streamseal::model::schema::TableSchema;
 use streamseal::segment::EncodeOptions;
-use streamseal::workload::Workload;
 
 /// Continuous, lossless, restorable DynamoDB backups.
 ///
@@ -474,9 +474,10 @@ fn main() -> ExitCode {
             Command::AthenaDdl(args) => athena_ddl(args).await,
             Command::Schema(SchemaCommand::Infer(args)) => {
                 let store = open_table(&args.at).await?;
-                let text = streamseal::infer::infer(&store, &args.at.table, args.segments as usize)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                let text =
+                    streamseal::ops::infer::infer(&store, &args.at.table, args.segments as usize)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
                 print!("{text}");
                 Ok(())
             }
@@ -497,7 +498,7 @@ fn main() -> ExitCode {
 /// A verify verdict other than ok, carried to `main` for its exit status (3 incomplete,
 /// 4 corrupt; see `streamseal verify --help`).
 #[derive(Debug)]
-struct StatusExit(streamseal::findings::Status, String);
+struct StatusExit(streamseal::model::findings::Status, String);
 
 impl std::fmt::Display for StatusExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -508,12 +509,12 @@ impl std::fmt::Display for StatusExit {
 impl std::error::Error for StatusExit {}
 
 /// `Ok` for an ok verdict, else the error that exits with the verdict's status.
-fn verdict(report: &streamseal::verify::VerifyReport, what: &str) -> Result<()> {
-    use streamseal::findings::Status;
+fn verdict(report: &streamseal::ops::verify::VerifyReport, what: &str) -> Result<()> {
+    use streamseal::model::findings::Status;
     let open = report
         .findings
         .iter()
-        .filter(|f| f.kind != streamseal::findings::Kind::Acknowledged)
+        .filter(|f| f.kind != streamseal::model::findings::Kind::Acknowledged)
         .count();
     match report.status {
         Status::Ok => Ok(()),
@@ -683,7 +684,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
 }
 
 fn sample_events(args: SampleArgs) -> Result<()> {
-    streamseal::change::validate_table_name(&args.table).map_err(anyhow::Error::msg)?;
+    streamseal::model::change::validate_table_name(&args.table).map_err(anyhow::Error::msg)?;
     let view = match args.view_type {
         ViewArg::KeysOnly => StreamViewType::KeysOnly,
         ViewArg::NewImage => StreamViewType::NewImage,
@@ -703,21 +704,21 @@ fn sample_events(args: SampleArgs) -> Result<()> {
 }
 
 async fn open_table(at: &TableTarget) -> Result<Arc<dyn streamseal::store::ObjectStore>> {
-    streamseal::change::validate_table_name(&at.table)
+    streamseal::model::change::validate_table_name(&at.table)
         .map_err(|e| anyhow::anyhow!("--table {:?}: {e}", at.table))?;
     Ok(streamseal::store::open(&at.target).await?)
 }
 
 async fn compact(args: CompactArgs) -> Result<()> {
     let store = open_table(&args.at).await?;
-    let options = streamseal::compact::CompactOptions {
+    let options = streamseal::ops::compact::CompactOptions {
         older_than_ms: args.older_than,
         target_bytes: args.target_size << 20,
         grace_ms: args.grace,
         dry_run: args.dry_run,
         ..Default::default()
     };
-    let report = streamseal::compact::compact(&store, &args.at.table, &options).await?;
+    let report = streamseal::ops::compact::compact(&store, &args.at.table, &options).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -769,7 +770,7 @@ async fn seal(args: SealArgs) -> Result<()> {
         Some(path) => TableSchema::load(path)?.key,
         None => None,
     };
-    let options = streamseal::seal::SealOptions {
+    let options = streamseal::ops::seal::SealOptions {
         reason: args
             .reason
             .clone()
@@ -778,7 +779,7 @@ async fn seal(args: SealArgs) -> Result<()> {
         retention: args.retention_days.map(|d| (args.retention_mode, d)),
         ..Default::default()
     };
-    let report = streamseal::seal::seal(&store, &args.at.table, &options).await?;
+    let report = streamseal::ops::seal::seal(&store, &args.at.table, &options).await?;
     let verify = if args.no_verify {
         None
     } else {
@@ -860,13 +861,13 @@ async fn verify_sealed(
     store: &Arc<dyn streamseal::store::ObjectStore>,
     table: &str,
     id: &str,
-) -> Result<streamseal::verify::VerifyReport> {
-    Ok(streamseal::verify::verify(
+) -> Result<streamseal::ops::verify::VerifyReport> {
+    Ok(streamseal::ops::verify::verify(
         store,
         table,
         id,
-        streamseal::verify::VerifyOptions {
-            scope: streamseal::verify::Scope::Snapshot,
+        streamseal::ops::verify::VerifyOptions {
+            scope: streamseal::ops::verify::Scope::Snapshot,
             ..Default::default()
         },
     )
@@ -876,13 +877,13 @@ async fn verify_sealed(
 async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
     let store = open_table(&args.at).await?;
     let by = args.by.clone().unwrap_or_else(whoami);
-    let entries = streamseal::findings::acknowledge(
+    let entries = streamseal::model::findings::acknowledge(
         store.as_ref(),
         &args.at.table,
         &args.findings,
         &args.reason,
         &by,
-        &streamseal::clock::SystemClock,
+        &streamseal::model::clock::SystemClock,
     )
     .await?;
     if args.no_seal {
@@ -895,7 +896,7 @@ async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let options = streamseal::seal::SealOptions {
+    let options = streamseal::ops::seal::SealOptions {
         reason: format!(
             "acknowledge {} by {by}: {}",
             args.findings.join(", "),
@@ -903,7 +904,7 @@ async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
         ),
         ..Default::default()
     };
-    let report = streamseal::seal::seal(&store, &args.at.table, &options).await?;
+    let report = streamseal::ops::seal::seal(&store, &args.at.table, &options).await?;
     let verify = verify_sealed(&store, &args.at.table, &report.manifest.snapshot_id).await?;
     if args.json {
         println!(
@@ -914,7 +915,7 @@ async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
         for f in report
             .findings
             .iter()
-            .filter(|f| f.kind == streamseal::findings::Kind::Acknowledged)
+            .filter(|f| f.kind == streamseal::model::findings::Kind::Acknowledged)
         {
             println!(
                 "recorded in snapshot {}: {}",
@@ -928,22 +929,22 @@ async fn acknowledge(args: AcknowledgeArgs) -> Result<()> {
 
 async fn verify(args: VerifyArgs) -> Result<()> {
     let store = open_table(&args.at).await?;
-    let options = streamseal::verify::VerifyOptions {
+    let options = streamseal::ops::verify::VerifyOptions {
         mode: if args.deep {
-            streamseal::verify::Mode::Deep
+            streamseal::ops::verify::Mode::Deep
         } else {
-            streamseal::verify::Mode::Quick
+            streamseal::ops::verify::Mode::Quick
         },
         scope: if args.only_new {
-            streamseal::verify::Scope::Snapshot
+            streamseal::ops::verify::Scope::Snapshot
         } else {
-            streamseal::verify::Scope::Chain
+            streamseal::ops::verify::Scope::Chain
         },
         orphan_grace_ms: args.orphan_grace,
         ..Default::default()
     };
     let report =
-        streamseal::verify::verify(&store, &args.at.table, &args.snapshot, options).await?;
+        streamseal::ops::verify::verify(&store, &args.at.table, &args.snapshot, options).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -954,15 +955,15 @@ async fn verify(args: VerifyArgs) -> Result<()> {
 
 async fn snapshots(args: SnapshotsArgs) -> Result<()> {
     let store = open_table(&args.at).await?;
-    let layout = streamseal::layout::TableLayout::new(&args.at.table);
-    let ids = streamseal::manifest::list_snapshot_ids(store.as_ref(), &layout, None).await?;
+    let layout = streamseal::model::layout::TableLayout::new(&args.at.table);
+    let ids = streamseal::model::manifest::list_snapshot_ids(store.as_ref(), &layout, None).await?;
     let mut rows = Vec::new();
     for id in &ids {
-        rows.push(streamseal::manifest::read_manifest(store.as_ref(), &layout, id).await?);
+        rows.push(streamseal::model::manifest::read_manifest(store.as_ref(), &layout, id).await?);
     }
     // The latest ledger holds every finding and decision of the chain.
     let ledger = match rows.last() {
-        Some(m) => Some(streamseal::manifest::read_ledger(store.as_ref(), m).await?),
+        Some(m) => Some(streamseal::model::manifest::read_ledger(store.as_ref(), m).await?),
         None => None,
     };
     if args.json {
@@ -1036,7 +1037,7 @@ fn whoami() -> String {
 
 async fn restore(args: RestoreArgs) -> Result<()> {
     use streamseal::aws::restore::{Request, Target, run};
-    use streamseal::restore::{MaterializeOptions, Point, Progress};
+    use streamseal::ops::restore::{MaterializeOptions, Point, Progress};
     let to = Target::parse(&args.to).map_err(anyhow::Error::msg)?;
     let point = match (&args.as_of, &args.snapshot) {
         (Some(t), _) => Point::AsOf(
@@ -1367,7 +1368,7 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
         None => TableSchema::default(),
     };
     // The earliest partition bounds the projection (keys sort by date): one small listing.
-    let layout = streamseal::layout::TableLayout::new(&args.at.table);
+    let layout = streamseal::model::layout::TableLayout::new(&args.at.table);
     let first = store
         .list(&layout.changes_prefix(), None, Some(1))
         .await?
@@ -1383,11 +1384,11 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
     // Each snapshot, with whether its chain includes a bootstrap base (its view reads it).
     let mut snapshots: Vec<(u64, bool)> = vec![];
     let mut base_files = vec![];
-    for id in streamseal::manifest::list_snapshot_ids(store.as_ref(), &layout, None).await? {
-        let Some(g) = streamseal::manifest::parse_snapshot_id(&id) else {
+    for id in streamseal::model::manifest::list_snapshot_ids(store.as_ref(), &layout, None).await? {
+        let Some(g) = streamseal::model::manifest::parse_snapshot_id(&id) else {
             continue;
         };
-        let m = streamseal::manifest::read_manifest(store.as_ref(), &layout, &id).await?;
+        let m = streamseal::model::manifest::read_manifest(store.as_ref(), &layout, &id).await?;
         snapshots.push((g, !m.base.is_empty()));
         base_files = m.base;
     }
@@ -1401,7 +1402,7 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
             .collect();
         let key = format!(
             "{}symlink.txt",
-            streamseal::athena::base_symlink_prefix(&args.at.table)
+            streamseal::ops::athena::base_symlink_prefix(&args.at.table)
         );
         store
             .put(
@@ -1413,10 +1414,10 @@ async fn athena_ddl(args: AthenaArgs) -> Result<()> {
         eprintln!(
             "wrote {key}: the {} base file(s) the chain adopted, for the {}_base table",
             base_files.len(),
-            streamseal::athena::athena_name(&args.at.table)
+            streamseal::ops::athena::athena_name(&args.at.table)
         );
     }
-    for s in streamseal::athena::statements_with_snapshots(
+    for s in streamseal::ops::athena::statements_with_snapshots(
         &args.at.table,
         &args.at.target,
         &schema,

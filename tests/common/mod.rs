@@ -179,7 +179,7 @@ pub async fn scan_items(
             .await
             .unwrap();
         for item in page.items() {
-            let text = streamseal::item::canonicalize(
+            let text = streamseal::model::item::canonicalize(
                 &streamseal::aws::dynamodb::from_attribute_map(item).unwrap(),
             )
             .unwrap();
@@ -199,8 +199,8 @@ pub async fn scan_items(
 pub async fn apply_change(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
-    w: &mut streamseal::workload::Workload,
-) -> streamseal::workload::Change {
+    w: &mut streamseal::demo::workload::Workload,
+) -> streamseal::demo::workload::Change {
     use streamseal::aws::dynamodb::to_attribute_map;
     let c = w.next_change();
     match &c.after {
@@ -225,14 +225,14 @@ pub async fn apply_change(
 }
 
 /// The capture path as the Lambda runs it (quarantine bad records, one thread, no schema).
-pub fn ingestor(store: &Arc<dyn ObjectStore>) -> streamseal::ingest::Ingestor {
-    streamseal::ingest::Ingestor::new(
+pub fn ingestor(store: &Arc<dyn ObjectStore>) -> streamseal::capture::Ingestor {
+    streamseal::capture::Ingestor::new(
         store.clone(),
-        streamseal::ingest::SchemaSource::None,
-        streamseal::ingest::IngestOptions {
+        streamseal::capture::SchemaSource::None,
+        streamseal::capture::IngestOptions {
             encode: Default::default(),
             prepare_threads: 1,
-            bad_records: streamseal::ingest::BadRecordPolicy::Quarantine,
+            bad_records: streamseal::capture::BadRecordPolicy::Quarantine,
         },
     )
 }

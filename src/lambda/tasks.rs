@@ -1,0 +1,298 @@
+//! What the function does for an outage event (seal, then verify) and for a restore task
+//! (restore within a time budget, resumably), and the answers it gives.
+
+use super::*;
+
+/// The answer to a restore task.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    /// Source table.
+    pub table: String,
+    /// Snapshot restored.
+    pub snapshot_id: String,
+    /// Target table.
+    pub target_table: String,
+    /// Target region, when not the function's own.
+    pub region: Option<String>,
+    /// False: call again (the restore resumes from its checkpoint).
+    pub complete: bool,
+    /// Items written (or skipped as already written) so far.
+    pub items: u64,
+    /// Whether the target's scan matched the snapshot (when complete).
+    pub matches: bool,
+    /// Keys left out because their latest change is a quarantined record (named, with where
+    /// the record is kept).
+    pub quarantined: Vec<crate::ops::restore::QuarantinedKey>,
+    /// This invocation's wall time, ms.
+    pub elapsed_ms: u64,
+    /// Recovery time: from `started_at` to the verified end of the restore, ms.
+    pub rto_ms: Option<i64>,
+    /// Recovery point: as given by the task (age of the newest sealed change at the seal), ms.
+    pub rpo_ms: Option<i64>,
+    /// A drill.
+    pub drill: bool,
+}
+
+/// The answer to an outage event.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerReport {
+    /// `seal`, `verify`, or `ignore`.
+    pub action: String,
+    /// Which kind of event.
+    pub trigger: String,
+    /// The reason recorded in manifests (or why the event was ignored).
+    pub reason: String,
+    /// The worst verify status among the tables (`ok`, `incomplete`, `corrupt`); a seal or
+    /// verify that could not run counts as `corrupt`.
+    pub status: Status,
+    /// True when every table sealed and verified with nothing missing or altered (`ok` or
+    /// `incomplete`: known, recorded gaps do not stop a recovery).
+    pub ok: bool,
+    /// One entry per table.
+    pub tables: Vec<TableOutcome>,
+}
+
+/// What happened to one table.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableOutcome {
+    /// Table.
+    pub table: String,
+    /// Snapshot sealed or verified.
+    pub snapshot_id: Option<String>,
+    /// Its manifest key.
+    pub manifest_key: Option<String>,
+    /// Newest sealed change (RFC 3339).
+    pub newest_change: Option<String>,
+    /// Consistent-through instant (RFC 3339).
+    pub consistent_through: Option<String>,
+    /// Last sequence number per known shard.
+    pub shards: std::collections::BTreeMap<String, String>,
+    /// Rows sealed by this snapshot.
+    pub new_rows: u64,
+    /// Segments sealed by this snapshot.
+    pub new_segments: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Rows in the whole chain.
+    pub total_rows: u64,
+    /// Live items.
+    pub item_count: i64,
+    /// Lag between the newest sealed change and the seal, ms.
+    pub lag_ms: Option<i64>,
+    /// Seal time, ms.
+    pub seal_ms: Option<u64>,
+    /// The verify's status.
+    pub status: Option<Status>,
+    /// Findings the seal added to the ledger, and decisions it recorded.
+    pub sealed_findings: Vec<Finding>,
+    /// Findings open in the ledger after the seal.
+    pub open_findings: u64,
+    /// Verify result.
+    pub verify: Option<VerifyReport>,
+    /// The error, if the seal or verify could not run.
+    pub error: Option<String>,
+}
+
+impl Handler {
+    pub(super) async fn run_restore(
+        &self,
+        task: RestoreTask,
+    ) -> Result<RestoreOutcome, LambdaError> {
+        let client = match (&task.region, &self.aws) {
+            (Some(region), Some(aws)) => {
+                let conf = aws_sdk_dynamodb::config::Builder::from(aws)
+                    .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
+                    .build();
+                aws_sdk_dynamodb::Client::from_conf(conf)
+            }
+            _ => self.dynamodb.clone().ok_or_else(|| {
+                LambdaError::Config("restore tasks need a DynamoDB client".into())
+            })?,
+        };
+        let point = crate::ops::restore::Point::Snapshot(task.snapshot.clone());
+        let request = crate::aws::restore::Request {
+            table: task.table.clone(),
+            point,
+            to: crate::aws::restore::Target::Dynamo(task.target_table.clone()),
+            create_table: true,
+            materialize: crate::ops::restore::MaterializeOptions {
+                // Lambda's /tmp holds the spill; fine partitions keep each checkpoint step short.
+                min_partitions: 64,
+                ..Default::default()
+            },
+            workers: 8,
+            scan_segments: 8,
+            max_attempts: 15,
+            deadline: Some(
+                std::time::Instant::now() + std::time::Duration::from_secs(task.budget_seconds),
+            ),
+            strict: false,
+        };
+        tracing::info!(table = %task.table, snapshot = %task.snapshot, target = %task.target_table, region = task.region.as_deref().unwrap_or("(own)"), drill = task.drill, reason = task.reason.as_deref().unwrap_or(""), "restore task");
+        let report = crate::aws::restore::run(
+            &self.store,
+            Some(&client),
+            &request,
+            &crate::ops::restore::Progress::default(),
+        )
+        .await
+        .map_err(|e| {
+            LambdaError::RestoreFailed(format!(
+                "{} snapshot {} into {}: {e} (a rerun resumes from the checkpoint)",
+                task.table, task.snapshot, task.target_table
+            ))
+        })?;
+        let now = chrono::Utc::now();
+        let rto_ms = match (&task.started_at, report.complete) {
+            (Some(t), true) => chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_milliseconds()),
+            _ => None,
+        };
+        let outcome = RestoreOutcome {
+            table: task.table.clone(),
+            snapshot_id: report.snapshot_id.clone(),
+            target_table: task.target_table.clone(),
+            region: task.region.clone(),
+            complete: report.complete,
+            items: report.items,
+            matches: report.matches,
+            quarantined: report.quarantined.clone(),
+            elapsed_ms: report.elapsed_ms,
+            rto_ms,
+            rpo_ms: task.rpo_ms,
+            drill: task.drill,
+        };
+        if report.complete && !report.matches {
+            return Err(LambdaError::RestoreFailed(format!(
+                "{} snapshot {} into {}: the table does not match the snapshot ({} items, expected {}; differing keys: {})",
+                task.table,
+                report.snapshot_id,
+                task.target_table,
+                report.target_items,
+                report.items,
+                report.differing_keys.join(", ")
+            )));
+        }
+        if report.complete && task.drill && self.metrics {
+            println!("{}", drill_metrics_line(&outcome, now.timestamp_millis()));
+        }
+        Ok(outcome)
+    }
+
+    pub(super) async fn run_trigger(&self, request: Request) -> Result<Outcome, LambdaError> {
+        let tables =
+            trigger::resolve_tables(&request, &self.seal_tables).map_err(LambdaError::Config)?;
+        let mut report = TriggerReport {
+            action: match request.action {
+                Action::Seal => "seal".into(),
+                Action::Verify => "verify".into(),
+            },
+            trigger: request.trigger.into(),
+            reason: request.reason.clone(),
+            status: Status::Ok,
+            ok: true,
+            tables: vec![],
+        };
+        for table in tables {
+            let outcome = self.seal_and_verify(&request, &table).await;
+            let status = match (&outcome.error, outcome.status) {
+                (None, Some(s)) => s,
+                _ => Status::Corrupt,
+            };
+            if self.metrics
+                && let Some(v) = &outcome.verify
+            {
+                println!(
+                    "{}",
+                    findings_metrics_line(&table, v, chrono::Utc::now().timestamp_millis())
+                );
+            }
+            report.status = report.status.max(status);
+            report.ok &= status != Status::Corrupt;
+            report.tables.push(outcome);
+        }
+        if report.ok {
+            Ok(Outcome::Trigger(report))
+        } else {
+            Err(LambdaError::TriggerFailed(
+                serde_json::to_string(&report).unwrap_or_default(),
+            ))
+        }
+    }
+
+    pub(super) async fn seal_and_verify(&self, request: &Request, table: &str) -> TableOutcome {
+        let mut out = TableOutcome {
+            table: table.to_owned(),
+            ..Default::default()
+        };
+        let mut which = request.snapshot.clone().unwrap_or_else(|| "latest".into());
+        if request.action == Action::Seal {
+            // The schema file's [key], recorded so a restore can create the table.
+            let key_schema = match self.ingestor.schema_for(table).await {
+                Ok(s) => s.key.clone(),
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "schema file unusable; sealing without a key schema");
+                    None
+                }
+            };
+            let options = SealOptions {
+                reason: request.reason.clone(),
+                retention: self.retention,
+                key_schema,
+                ..Default::default()
+            };
+            match seal::seal(&self.store, table, &options).await {
+                Err(e) => {
+                    out.error = Some(format!("seal failed: {e}"));
+                    return out;
+                }
+                Ok(r) => {
+                    let m = &r.manifest;
+                    let fmt = |ms: Option<i64>| {
+                        ms.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    };
+                    out.snapshot_id = Some(m.snapshot_id.clone());
+                    out.manifest_key = Some(r.manifest_key.clone());
+                    out.newest_change = fmt(m.watermark.newest_change_ms);
+                    out.consistent_through = fmt(m.watermark.consistent_through_ms);
+                    out.shards = m.watermark.shards.clone();
+                    out.new_rows = m.files.rows;
+                    out.new_segments = m.files.segments;
+                    out.new_bytes = m.files.segment_bytes;
+                    out.total_rows = m.totals.rows;
+                    out.item_count = m.item_count;
+                    out.lag_ms = r.lag_ms;
+                    out.seal_ms = Some(r.elapsed_ms);
+                    out.sealed_findings = r.findings.clone();
+                    out.open_findings = r.open_findings;
+                    which = m.snapshot_id.clone();
+                }
+            }
+        }
+        let options = VerifyOptions {
+            mode: if request.deep {
+                Mode::Deep
+            } else {
+                Mode::Quick
+            },
+            // After a seal, its own segments (O(new)); a verify request checks the whole chain.
+            scope: if request.action == Action::Seal {
+                Scope::Snapshot
+            } else {
+                Scope::Chain
+            },
+            ..Default::default()
+        };
+        match verify::verify(&self.store, table, &which, options).await {
+            Ok(v) => {
+                out.snapshot_id.get_or_insert(v.snapshot_id.clone());
+                out.status = Some(v.status);
+                out.verify = Some(v);
+            }
+            Err(e) => out.error = Some(format!("verify could not run: {e}")),
+        }
+        out
+    }
+}

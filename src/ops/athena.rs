@@ -1,0 +1,344 @@
+//! Athena DDL for a backup: the changes table over the segments (Hive partitions `dt`/`hr`
+//! with partition projection, so no crawler or `MSCK REPAIR`), and a `<table>_latest` view
+//! with the latest image per key, deleted keys excluded. See `docs/athena.md`.
+//!
+//! The view's SQL is plain ANSI (window function, `lpad`), so the same text runs in DuckDB
+//! over the same files, which is how the tests check it against ground truth.
+
+use crate::model::schema::{ColumnType, TableSchema};
+
+/// Athena identifier for a DynamoDB table name: lower case, `-` and `.` become `_`.
+pub fn athena_name(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+fn athena_type(t: ColumnType) -> String {
+    match t {
+        ColumnType::String => "string".into(),
+        ColumnType::Bigint => "bigint".into(),
+        ColumnType::Double => "double".into(),
+        ColumnType::Boolean => "boolean".into(),
+        ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        ColumnType::Date => "date".into(),
+        ColumnType::Timestamp => "timestamp".into(),
+    }
+}
+
+/// The columns every segment has, with their Athena types.
+const FIXED_COLUMNS: &[(&str, &str)] = &[
+    ("event_id", "string"),
+    ("event_name", "string"),
+    ("is_ttl_delete", "boolean"),
+    ("sequence_number", "string"),
+    ("approximate_creation_time", "timestamp"),
+    ("keys", "string"),
+    ("new_image", "string"),
+    ("old_image", "string"),
+];
+
+/// The column list of a segment table: the fixed columns, then the schema's typed ones.
+fn column_lines(schema: &TableSchema) -> Vec<String> {
+    let mut columns: Vec<String> = FIXED_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("  `{n}` {t}"))
+        .collect();
+    for c in &schema.columns {
+        columns.push(format!("  `{}` {}", c.name, athena_type(c.column_type)));
+    }
+    columns
+}
+
+/// `CREATE EXTERNAL TABLE <table>_changes_raw`: every stored object, typed columns from the
+/// schema, partitions projected from the path (`dt` as a date range from `first_day`, `hr`
+/// 00-23). A change can be stored twice (a redelivered batch; a segment and its compacted
+/// object during compaction's grace period): analysts query the [`changes_select`] view.
+pub fn changes_table(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+) -> String {
+    let name = athena_name(table);
+    let columns = column_lines(schema);
+    let location = format!("{}/{}/changes/", location.trim_end_matches('/'), table);
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes_raw` (\n{}\n)\n\
+PARTITIONED BY (`dt` string, `hr` string)\n\
+STORED AS PARQUET\n\
+LOCATION '{location}'\n\
+TBLPROPERTIES (\n\
+  'parquet.compression' = 'ZSTD',\n\
+  'projection.enabled' = 'true',\n\
+  'projection.dt.type' = 'date',\n\
+  'projection.dt.format' = 'yyyy-MM-dd',\n\
+  'projection.dt.range' = '{first_day},NOW',\n\
+  'projection.dt.interval' = '1',\n\
+  'projection.dt.interval.unit' = 'DAYS',\n\
+  'projection.hr.type' = 'integer',\n\
+  'projection.hr.range' = '0,23',\n\
+  'projection.hr.digits' = '2',\n\
+  'storage.location.template' = '{location}dt=${{dt}}/hr=${{hr}}/'\n\
+);",
+        columns.join(",\n")
+    )
+}
+
+/// The body of the `<table>_changes` view: each change once (one row per stream record, by
+/// event id and sequence number, within its hour partition, so Athena still prunes by `dt` and
+/// `hr` through the view).
+pub fn changes_select(raw: &str, schema: &TableSchema) -> String {
+    let mut columns: Vec<String> = FIXED_COLUMNS
+        .iter()
+        .map(|(c, _)| format!("`{c}`"))
+        .collect();
+    columns.extend(schema.columns.iter().map(|c| format!("`{}`", c.name)));
+    columns.push("`dt`".into());
+    columns.push("`hr`".into());
+    format!(
+        "SELECT {}\n\
+FROM (\n\
+  SELECT *, row_number() OVER (\n\
+    PARTITION BY `dt`, `hr`, `event_id`, `sequence_number` ORDER BY `sequence_number`\n\
+  ) AS `once`\n\
+  FROM {raw}\n\
+)\n\
+WHERE `once` = 1",
+        columns.join(", ")
+    )
+    .replace('`', "\"")
+}
+
+/// The body of the `<table>_latest` view: per key, the change with the highest sequence number
+/// (numeric order: padded to 40 digits); keys whose latest change is a REMOVE are left out.
+/// Duplicate rows (a record stored twice by a redelivery) are identical, so either serves.
+pub fn latest_select(changes: &str, schema: &TableSchema) -> String {
+    latest_select_with_base(changes, None, schema)
+}
+
+/// [`latest_select`] over a bootstrapped table: the base items (`keys`, `item`) count as
+/// changes older than any captured one (sequence number "0"), exactly as a restore applies
+/// them. Typed columns are NULL for an item known only from the base.
+pub fn latest_select_with_base(changes: &str, base: Option<&str>, schema: &TableSchema) -> String {
+    let mut typed = String::new();
+    let mut typed_null = String::new();
+    for c in &schema.columns {
+        typed.push_str(&format!(", `{}`", c.name));
+        // Views are Trino SQL, where Hive's `string` is `varchar`.
+        let sql_type = match c.column_type {
+            ColumnType::String => "varchar".to_owned(),
+            t => athena_type(t),
+        };
+        typed_null.push_str(&format!(", CAST(NULL AS {sql_type}) AS `{}`", c.name));
+    }
+    let source = match base {
+        None => changes.to_owned(),
+        Some(base) => format!(
+            "(\n    SELECT `keys`, `new_image`, `event_name`, `sequence_number`, `approximate_creation_time`{typed} FROM {changes}\n    UNION ALL\n    SELECT `keys`, `item` AS `new_image`, 'INSERT' AS `event_name`, '0' AS `sequence_number`, CAST(NULL AS timestamp) AS `approximate_creation_time`{typed_null} FROM {base}\n  )"
+        ),
+    };
+    format!(
+        "SELECT `keys`, `new_image` AS `item`, `sequence_number`, `approximate_creation_time`{typed}\n\
+FROM (\n\
+  SELECT *, row_number() OVER (\n\
+    PARTITION BY `keys` ORDER BY lpad(`sequence_number`, 40, '0') DESC\n\
+  ) AS `rn`\n\
+  FROM {source}\n\
+)\n\
+WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
+    )
+    .replace('`', "\"")
+}
+
+/// Folder of the base's Athena file list (a symlink manifest naming the adopted base files,
+/// which share their folder with `base.json`, a file Athena's Parquet reader would trip on).
+pub fn base_symlink_prefix(table: &str) -> String {
+    format!("{table}/athena/base-files/")
+}
+
+/// `CREATE EXTERNAL TABLE <table>_base`: the bootstrap base the chain adopted (`keys`,
+/// `item`), through the symlink list `athena-ddl` writes.
+pub fn base_table(table: &str, location: &str, database: &str) -> String {
+    let name = athena_name(table);
+    let location = format!(
+        "{}/{}",
+        location.trim_end_matches('/'),
+        base_symlink_prefix(table)
+    );
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_base` (\n  `keys` string,\n  `item` string\n)\n\
+{SYMLINK_PARQUET}\n\
+LOCATION '{location}';"
+    )
+}
+
+/// Storage clauses of a table that reads Parquet files named by Hive symlink lists (the
+/// mechanism Athena supports for Delta Lake manifests).
+const SYMLINK_PARQUET: &str = "ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'\n\
+STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
+OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'";
+
+/// Folder of the per-generation symlink manifests (the snapshot table's location).
+pub fn symlink_prefix(table: &str) -> String {
+    format!("{table}/athena/snapshot-files/")
+}
+
+/// Key of a snapshot's symlink manifest: the absolute URLs of the segments it sealed.
+pub fn symlink_key(table: &str, snapshot_id: &str) -> String {
+    format!(
+        "{}generation={snapshot_id}/symlink.txt",
+        symlink_prefix(table)
+    )
+}
+
+/// `CREATE EXTERNAL TABLE <table>_snapshot_changes`: the segments of every sealed snapshot,
+/// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal), with
+/// the generation as a projected partition. Snapshot N is `generation <= N`.
+pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, database: &str) -> String {
+    let name = athena_name(table);
+    let columns = column_lines(schema);
+    let location = format!(
+        "{}/{}",
+        location.trim_end_matches('/'),
+        symlink_prefix(table)
+    );
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_snapshot_changes` (\n{}\n)\n\
+PARTITIONED BY (`generation` bigint)\n\
+{SYMLINK_PARQUET}\n\
+LOCATION '{location}'\n\
+TBLPROPERTIES (\n\
+  'projection.enabled' = 'true',\n\
+  'projection.generation.type' = 'integer',\n\
+  'projection.generation.range' = '1,9999999999',\n\
+  'projection.generation.digits' = '10',\n\
+  'storage.location.template' = '{location}generation=${{generation}}/'\n\
+);",
+        columns.join(",\n")
+    )
+}
+
+/// The state as of snapshot `generation`: its chain's changes (each sequence number once:
+/// a record a redelivery stored twice is the same row), then the latest change per key.
+pub fn snapshot_state_select(
+    snapshot_changes: &str,
+    generation: u64,
+    base: Option<&str>,
+    schema: &TableSchema,
+) -> String {
+    let once = format!(
+        "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `once`\n  FROM {snapshot_changes}\n  WHERE `generation` <= {generation}\n) WHERE `once` = 1)"
+    )
+    .replace('`', "\"");
+    latest_select_with_base(&once, base, schema)
+}
+
+/// Every statement `streamseal athena-ddl` prints. `snapshots` are the sealed generations,
+/// each with whether its chain includes a bootstrap base; `base` says the latest does (then
+/// the `<table>_base` table is created and the views read it).
+pub fn statements_with_snapshots(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+    snapshots: &[(u64, bool)],
+) -> Vec<String> {
+    let name = athena_name(table);
+    let base = snapshots.last().is_some_and(|(_, b)| *b);
+    let mut out = statements(table, location, schema, database, first_day, base);
+    let base_rel = format!("\"{database}\".\"{name}_base\"");
+    for (g, with_base) in snapshots {
+        out.push(format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_snapshot_{g:010}\" AS\n{};",
+            snapshot_state_select(
+                &format!("\"{database}\".\"{name}_snapshot_changes\""),
+                *g,
+                with_base.then_some(base_rel.as_str()),
+                schema
+            )
+        ));
+    }
+    out
+}
+
+/// The fixed statements (database, changes table and view, base table when the chain has a
+/// base, latest view, snapshot table).
+pub fn statements(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+    first_day: &str,
+    base: bool,
+) -> Vec<String> {
+    let name = athena_name(table);
+    let base_rel = format!("\"{database}\".\"{name}_base\"");
+    let mut out = vec![
+        format!("CREATE DATABASE IF NOT EXISTS `{database}`;"),
+        changes_table(table, location, schema, database, first_day),
+        format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_changes\" AS\n{};",
+            changes_select(&format!("\"{database}\".\"{name}_changes_raw\""), schema)
+        ),
+    ];
+    if base {
+        out.push(base_table(table, location, database));
+    }
+    // Duplicates are identical rows, so the latest image per key reads the raw table.
+    out.push(format!(
+        "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
+        latest_select_with_base(
+            &format!("\"{database}\".\"{name}_changes_raw\""),
+            base.then_some(base_rel.as_str()),
+            schema
+        )
+    ));
+    out.push(snapshot_table(table, location, schema, database));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_rows_get_typed_nulls_in_view_sql_types() {
+        let schema = TableSchema::parse(
+            "table = \"orders\"\n[[column]]\nname = \"status\"\npath = \"status\"\ntype = \"string\"\n[[column]]\nname = \"total\"\npath = \"total\"\ntype = \"decimal(12,2)\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let sql = latest_select_with_base("c", Some("b"), &schema);
+        assert!(sql.contains("CAST(NULL AS varchar) AS \"status\""), "{sql}");
+        assert!(
+            sql.contains("CAST(NULL AS decimal(12,2)) AS \"total\""),
+            "{sql}"
+        );
+        assert!(sql.contains("UNION ALL"));
+    }
+
+    #[test]
+    fn names_and_projection() {
+        assert_eq!(athena_name("Orders-2026.v1"), "orders_2026_v1");
+        let schema =
+            TableSchema::parse(include_str!("../../schemas/orders.toml"), "orders.toml").unwrap();
+        let ddl = changes_table("orders", "s3://b/p/", &schema, "backups", "2026-01-01");
+        assert!(ddl.contains("LOCATION 's3://b/p/orders/changes/'"), "{ddl}");
+        assert!(ddl.contains(
+            "'storage.location.template' = 's3://b/p/orders/changes/dt=${dt}/hr=${hr}/'"
+        ));
+        assert!(
+            ddl.contains("`total` decimal(12,2)") || ddl.contains("decimal("),
+            "{ddl}"
+        );
+        let view = latest_select("orders_changes", &schema);
+        assert!(view.contains("lpad(\"sequence_number\", 40, '0') DESC"));
+    }
+}

@@ -1,0 +1,18 @@
+//! What runs on a captured backup.
+//!
+//! - [`seal`]: turns what waits in the inbox into an immutable snapshot, in O(new changes).
+//! - [`verify`]: quick and deep verification of a snapshot and its chain, and deep verify's
+//!   audit of the whole store.
+//! - [`restore`]: the table state at a snapshot or an instant, in bounded memory, handed to a
+//!   sink (DynamoDB-JSON files here; DynamoDB in `crate::aws::restore`).
+//! - [`compact`]: small sealed segments rewritten as large objects, published through the
+//!   inbox.
+//! - [`athena`]: Athena DDL for the changes table and its views.
+//! - [`infer`]: a schema file proposed from captured images.
+
+pub mod athena;
+pub mod compact;
+pub mod infer;
+pub mod restore;
+pub mod seal;
+pub mod verify;
