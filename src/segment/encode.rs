@@ -332,8 +332,23 @@ pub(super) fn encode_segments(
     let threads = options.encode_threads.clamp(1, tasks.len().max(1));
     let pool = crate::capture::workers::pool(threads);
     let done: Vec<Done> = match pool {
-        // One task per job: the pool's threads take the next one as they finish, in order.
-        Some(pool) => pool.install(|| tasks.into_par_iter().with_max_len(1).map(run).collect()),
+        // In rank order, first come first served: each thread takes the next task as it
+        // finishes one, so the two image columns start on two threads at once. (A parallel
+        // iterator would split the list in halves and could leave both with one thread.)
+        Some(pool) => {
+            let (sender, results) = std::sync::mpsc::channel();
+            pool.scope_fifo(|scope| {
+                for task in tasks {
+                    let (sender, run) = (sender.clone(), &run);
+                    scope.spawn_fifo(move |_| {
+                        // The receiver outlives the scope: sending cannot fail.
+                        let _ = sender.send(run(task));
+                    });
+                }
+            });
+            drop(sender);
+            results.into_iter().collect()
+        }
         None => tasks.into_iter().map(run).collect(),
     };
     let mut chunks: Vec<Vec<Option<Result<CompressedChunk, Encoding>>>> = jobs
