@@ -14,9 +14,10 @@ use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource
 use streamseal::demo::workload::Workload;
 use streamseal::model::change::StreamViewType;
 use streamseal::ops::restore::{
-    Item, MaterializeOptions, Point, Progress, Sink, materialize, plan,
+    Item, MaterializeOptions, Point, Sink, SinkError, materialize, plan,
 };
 use streamseal::ops::seal::{SealOptions, seal};
+use streamseal::progress::Progress;
 use streamseal::store::ObjectStore;
 use streamseal::store::memory::MemoryStore;
 
@@ -24,7 +25,7 @@ struct Count(u64);
 
 #[async_trait::async_trait]
 impl Sink for Count {
-    async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), String> {
+    async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), SinkError> {
         self.0 += items.len() as u64;
         Ok(())
     }

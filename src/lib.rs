@@ -32,6 +32,8 @@
 //!   Streams API (`tail`), bootstrap, a whole restore with its self-check.
 //! - [`lambda`]: the Lambda handler: configuration, dispatch by event shape, outage
 //!   triggers ([`lambda::trigger`]), on-failure messages ([`lambda::onfailure`]), metrics.
+//! - [`progress`]: counters long operations advance and callers (the CLI's progress bars)
+//!   read.
 //! - [`demo`]: the whole product in one process on a generated workload
 //!   ([`demo::workload`]: deterministic synthetic streams with ground truth, also behind the
 //!   CLI's `sample-events`).
@@ -46,5 +48,6 @@ pub mod demo;
 pub mod lambda;
 pub mod model;
 pub mod ops;
+pub mod progress;
 pub mod segment;
 pub mod store;

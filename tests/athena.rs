@@ -162,7 +162,10 @@ async fn schema_infer_proposes_a_valid_schema() {
     let err = streamseal::ops::infer::infer(&store, "orders", 10)
         .await
         .unwrap_err();
-    assert!(err.contains("capture some changes first"), "{err}");
+    assert!(
+        err.to_string().contains("capture some changes first"),
+        "{err}"
+    );
 }
 
 /// Per-snapshot state through the symlink manifests seal writes (emulated in DuckDB as the
@@ -205,7 +208,8 @@ async fn snapshot_views_in_duckdb_equal_the_state_at_each_seal() {
     for (generation, truth) in [(1u64, &at_first), (2, &at_second)] {
         let mut parts = vec![];
         for g in 1..=generation {
-            let key = streamseal::ops::athena::symlink_key("orders", &format!("{g:010}"));
+            let key = streamseal::model::layout::TableLayout::new("orders")
+                .athena_snapshot_files_key(&format!("{g:010}"));
             let text = std::fs::read_to_string(dir.path().join(&key)).unwrap();
             let files: Vec<String> = text
                 .lines()

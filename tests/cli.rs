@@ -505,7 +505,7 @@ fn restore_and_bootstrap_from_the_command_line() {
         ),
         (
             vec!["bootstrap", "--table", "cli-restored", "--target", &target],
-            "no stream enabled",
+            "no stream is enabled",
         ),
     ] {
         let out = run(&args);
@@ -644,14 +644,21 @@ fn compact_from_the_command_line() {
 
     let bad = streamseal(
         &[
-            "compact", "--table", "orders", "--target", &target, "--grace", "5 weeks",
+            "compact",
+            "--table",
+            "orders",
+            "--target",
+            &target,
+            "--grace",
+            "5 fortnights",
         ],
         &[],
         None,
     );
     assert!(!bad.status.success());
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("unit must be s, m, h or d"),
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("\"5 fortnights\" is not a duration like 90s, 30m, 6h or 2d"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );

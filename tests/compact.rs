@@ -14,9 +14,10 @@ use streamseal::demo::workload::Workload;
 use streamseal::model::change::StreamViewType;
 use streamseal::model::item::{StateDigest, item_hash};
 use streamseal::ops::compact::{CompactOptions, compact};
-use streamseal::ops::restore::{Point, Progress};
+use streamseal::ops::restore::Point;
 use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::ops::verify::{Mode, Scope, VerifyOptions, verify};
+use streamseal::progress::Progress;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
 
@@ -211,7 +212,7 @@ async fn compaction_round_trip(
         table,
         &CompactOptions {
             grace_ms: 0,
-            ..cleanup_only
+            ..cleanup_only.clone()
         },
     )
     .await
@@ -287,9 +288,9 @@ async fn compaction_round_trip(
             rows += f["pyarrow_rows"].as_u64().unwrap();
         }
         assert_eq!(rows as usize, raw);
-        let symlink = std::fs::read_to_string(
-            root.join(streamseal::ops::athena::symlink_key(table, &first_id)),
-        )
+        let symlink = std::fs::read_to_string(root.join(
+            streamseal::model::layout::TableLayout::new(table).athena_snapshot_files_key(&first_id),
+        ))
         .unwrap();
         assert_eq!(symlink.lines().count(), hours.len(), "{symlink}");
         assert!(symlink.lines().all(|l| l.contains("/c-")), "{symlink}");

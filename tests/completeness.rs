@@ -21,9 +21,10 @@ use streamseal::model::findings::{Kind, Status};
 use streamseal::model::item::canonicalize;
 use streamseal::model::layout::TableLayout;
 use streamseal::model::log::{GapRecord, LOG_FORMAT, LogEntry};
-use streamseal::ops::restore::{Point, Progress};
+use streamseal::ops::restore::Point;
 use streamseal::ops::seal::{SealOptions, SealReport, seal};
 use streamseal::ops::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
+use streamseal::progress::Progress;
 use streamseal::store::faulty::FaultyStore;
 use streamseal::store::local::LocalStore;
 use streamseal::store::{ObjectStore, PutMode};
@@ -100,6 +101,7 @@ async fn check_with_grace(
             scope: Scope::Chain,
             concurrency: 8,
             orphan_grace_ms,
+            ..Default::default()
         },
     )
     .await

@@ -1082,7 +1082,9 @@ async fn stream_and_on_failure_messages_reach_the_ingest_function() {
     let mut after = HashMap::new();
     assert_eq!(d.pump(&ingest, &mut after).await, 60);
     // The function kept the shard map with the key roles, so a seal records the key schema.
-    let maps = streamseal::model::shards::load_shard_maps(d.store.as_ref(), "deploy-ingest").await;
+    let maps = streamseal::model::shards::load_shard_maps(d.store.as_ref(), "deploy-ingest")
+        .await
+        .unwrap();
     assert_eq!(
         maps.first()
             .and_then(|m| m.key.clone())

@@ -20,8 +20,9 @@ use streamseal::demo::workload::Workload;
 use streamseal::model::change::StreamViewType;
 use streamseal::model::item::{StateDigest, item_hash};
 use streamseal::model::schema::{KeyAttribute, KeySchema, KeyType};
-use streamseal::ops::restore::{MaterializeOptions, Point, Progress, RestoreError};
+use streamseal::ops::restore::{Point, RestoreError};
 use streamseal::ops::seal::{SealOptions, seal};
+use streamseal::progress::Progress;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
 
@@ -104,16 +105,11 @@ async fn capture(client: &Client, source: &str, batches: usize) -> Captured {
 
 fn request(table: &str, point: Point, to: Target) -> Request {
     Request {
-        table: table.into(),
-        point,
-        to,
         create_table: true,
-        materialize: MaterializeOptions::default(),
         workers: 4,
         scan_segments: 3,
-        max_attempts: 8,
-        deadline: None,
-        strict: false,
+        max_resubmits: 8,
+        ..Request::new(table, point, to)
     }
 }
 
@@ -176,7 +172,7 @@ async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
         Target::Dynamo("resume-dst".into()),
     );
     req.materialize.min_partitions = 8;
-    req.max_attempts = 2;
+    req.max_resubmits = 2;
 
     // The target becomes unreachable after a few batches.
     let outage = Arc::new(DynamoFaults {
@@ -198,7 +194,7 @@ async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
         ..Default::default()
     });
     let client = common::dynamodb_client(Some(flaky.clone()));
-    req.max_attempts = 8;
+    req.max_resubmits = 8;
     let report = run(&c.store, Some(&client), &req, &Progress::default())
         .await
         .unwrap();
@@ -207,6 +203,30 @@ async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
     assert!(report.retries > 0);
     assert!(flaky.injected.load(std::sync::atomic::Ordering::Relaxed) > 0);
     assert_eq!(scan_all(&healthy, "resume-dst").await, source);
+}
+
+/// The retry policy retries throttling (above) but never an error retrying cannot fix: a
+/// denied BatchWriteItem fails the restore after exactly one call, naming the error.
+#[tokio::test]
+async fn access_denied_is_not_retried() {
+    let healthy = common::dynamodb_client(None);
+    let c = capture(&healthy, "denied-src", 2).await;
+    let denied = Arc::new(DynamoFaults {
+        deny_after: Some(0),
+        ..Default::default()
+    });
+    let client = common::dynamodb_client(Some(denied.clone()));
+    let mut req = request(
+        "denied-src",
+        Point::Snapshot("latest".into()),
+        Target::Dynamo("denied-dst".into()),
+    );
+    req.workers = 1;
+    let err = run(&c.store, Some(&client), &req, &Progress::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
+    assert_eq!(denied.calls(), 1, "one call, no retry");
 }
 
 /// A caller with a time limit (a Lambda restore task): each run stops at its deadline after
@@ -384,14 +404,14 @@ async fn bootstrapped_tables_restore_exactly() {
         ),
     ] {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
-        let base = bootstrap(&store, &client, source, &src, &Default::default())
+        let base = bootstrap(&store, &client, source, &src, None)
             .await
             .unwrap();
         assert_eq!(base.items, before.len() as u64);
         assert_eq!(base.digest, digest_of(before.values()));
         // A second bootstrap is refused.
         assert!(
-            bootstrap(&store, &client, source, &src, &Default::default())
+            bootstrap(&store, &client, source, &src, None)
                 .await
                 .is_err()
         );
@@ -474,11 +494,11 @@ async fn bootstrap_refuses_a_table_without_a_stream() {
         &client,
         "no-stream",
         &streamseal::aws::bootstrap::Source::Scan(2),
-        &Default::default(),
+        None,
     )
     .await
     .unwrap_err();
-    assert!(err.contains("no stream enabled"), "{err}");
+    assert!(err.to_string().contains("no stream is enabled"), "{err}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,

@@ -10,6 +10,7 @@ use aws_sdk_dynamodbstreams::primitives::{Blob, DateTime};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, StreamRecord};
 use base64::Engine as _;
 use serde_json::Value;
+use streamseal::aws::AwsError;
 use streamseal::aws::tail::{
     RecordsPage, ShardInfo, StreamApi, StreamApiError, TailOptions, TailReport, tail,
 };
@@ -94,7 +95,7 @@ struct Fake {
 
 #[async_trait::async_trait]
 impl StreamApi for Fake {
-    async fn shards(&self, _: &str) -> Result<Vec<ShardInfo>, String> {
+    async fn shards(&self, _: &str) -> Result<Vec<ShardInfo>, AwsError> {
         Ok(self.shards.iter().map(|s| s.info.clone()).collect())
     }
 
@@ -103,7 +104,7 @@ impl StreamApi for Fake {
         _: &str,
         shard: &str,
         after: Option<&str>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, AwsError> {
         let s = self
             .shards
             .iter()

@@ -238,7 +238,9 @@ async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
         .unwrap()
         .with_streams(Arc::new(SdkStreams(streams)));
     // Lambda-shaped records from this stream, numbered inside its shard's range.
-    let shards = streamseal::model::shards::load_shard_maps(store.as_ref(), table).await;
+    let shards = streamseal::model::shards::load_shard_maps(store.as_ref(), table)
+        .await
+        .unwrap();
     assert!(shards.is_empty());
     let mut w = Workload::new(8, table, StreamViewType::NewAndOldImages, 200);
     let event = w
@@ -247,7 +249,9 @@ async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
         .replace("\"SequenceNumber\":\"1", "\"SequenceNumber\":\"91");
     let response = serve(&handler, self::event(&event)).await.unwrap();
     assert_eq!(response["batchItemFailures"], serde_json::json!([]));
-    let maps = streamseal::model::shards::load_shard_maps(store.as_ref(), table).await;
+    let maps = streamseal::model::shards::load_shard_maps(store.as_ref(), table)
+        .await
+        .unwrap();
     assert_eq!(maps.len(), 1);
     assert_eq!(maps[0].stream_arn, arn);
     let shard = maps[0].shards[0].shard_id.clone();

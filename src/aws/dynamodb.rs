@@ -1,5 +1,6 @@
 //! DynamoDB as a restore target and a scan source: item conversion, table creation and checks,
-//! batched writes with backoff and checkpoints, parallel scans that compute the state digest.
+//! batched writes with checkpoints, parallel scans that compute the state digest. Calls are
+//! retried by the one policy of [`crate::aws::config`].
 //!
 //! Items travel as canonical DynamoDB JSON text everywhere else in streamseal; this module is
 //! the only place that turns them into `AttributeValue`s and back. Numbers stay strings (never
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType as DdbKeyType,
@@ -20,26 +20,33 @@ use aws_sdk_dynamodb::types::{
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::aws::AwsError;
 use crate::model::item::{ItemHash, StateDigest};
 use crate::model::schema::{KeyAttribute, KeySchema, KeyType};
-use crate::ops::restore::{Item, Sink};
+use crate::ops::restore::{Item, Sink, SinkError};
 use crate::store::{ObjectStore, PutMode};
 
-/// Builds a client from the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL`).
+/// Builds a client from the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL`)
+/// with streamseal's retry policy.
 pub async fn client_from_env() -> Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Client::new(&config)
+    Client::new(&crate::aws::config::load().await)
 }
 
-/// Canonical DynamoDB JSON of an item → the SDK's attribute map.
-pub fn to_attribute_map(text: &str) -> Result<HashMap<String, AttributeValue>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("item is not JSON: {e}"))?;
+/// Canonical DynamoDB JSON of an item → the SDK's attribute map. `context` names the item in
+/// the error.
+pub fn to_attribute_map(
+    text: &str,
+    context: &str,
+) -> Result<HashMap<String, AttributeValue>, AwsError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| AwsError::convert(context, format!("item is not JSON: {e}")))?;
     let Value::Object(map) = v else {
-        return Err("item is not a JSON object".into());
+        return Err(AwsError::convert(context, "item is not a JSON object"));
     };
     map.into_iter()
         .map(|(k, v)| to_attribute(&v).map(|a| (k, a)))
-        .collect()
+        .collect::<Result<_, String>>()
+        .map_err(|e| AwsError::convert(context, e))
 }
 
 fn to_attribute(v: &Value) -> Result<AttributeValue, String> {
@@ -99,12 +106,13 @@ fn to_attribute(v: &Value) -> Result<AttributeValue, String> {
 
 /// The SDK's attribute map → DynamoDB JSON (not yet canonical: pass it to
 /// [`crate::model::item::canonicalize`] or [`crate::model::item::item_hash`]).
-pub fn from_attribute_map(map: &HashMap<String, AttributeValue>) -> Result<String, String> {
+pub fn from_attribute_map(map: &HashMap<String, AttributeValue>) -> Result<String, AwsError> {
     let obj: serde_json::Map<String, Value> = map
         .iter()
         .map(|(k, v)| from_attribute(v).map(|j| (k.clone(), j)))
-        .collect::<Result<_, _>>()?;
-    serde_json::to_string(&Value::Object(obj)).map_err(|e| e.to_string())
+        .collect::<Result<_, _>>()
+        .map_err(|e| AwsError::convert("an item DynamoDB returned", e))?;
+    Ok(Value::Object(obj).to_string())
 }
 
 fn from_attribute(v: &AttributeValue) -> Result<Value, String> {
@@ -141,7 +149,7 @@ fn from_attribute(v: &AttributeValue) -> Result<Value, String> {
 pub async fn describe_key_schema(
     client: &Client,
     table: &str,
-) -> Result<Option<KeySchema>, String> {
+) -> Result<Option<KeySchema>, AwsError> {
     let out = match client.describe_table().table_name(table).send().await {
         Ok(o) => o,
         Err(e)
@@ -150,7 +158,7 @@ pub async fn describe_key_schema(
         {
             return Ok(None);
         }
-        Err(e) => return Err(format!("DescribeTable {table}: {}", sdk_message(&e))),
+        Err(e) => return Err(AwsError::call("DescribeTable", table, e)),
     };
     let Some(t) = out.table() else {
         return Ok(None);
@@ -160,16 +168,16 @@ pub async fn describe_key_schema(
         .iter()
         .map(|d| (d.attribute_name(), d.attribute_type()))
         .collect();
-    let attr = |e: &KeySchemaElement| -> Result<KeyAttribute, String> {
+    let attr = |e: &KeySchemaElement| -> Result<KeyAttribute, AwsError> {
         let ty = match types.get(e.attribute_name()) {
             Some(ScalarAttributeType::S) => KeyType::S,
             Some(ScalarAttributeType::N) => KeyType::N,
             Some(ScalarAttributeType::B) => KeyType::B,
             other => {
-                return Err(format!(
-                    "key attribute {} has type {other:?}",
+                return Err(AwsError::Unexpected(format!(
+                    "table {table}: key attribute {} has type {other:?}",
                     e.attribute_name()
-                ));
+                )));
             }
         };
         Ok(KeyAttribute {
@@ -190,13 +198,13 @@ pub async fn describe_key_schema(
 }
 
 /// Whether the table's stream is enabled, and its view type.
-pub async fn stream_enabled(client: &Client, table: &str) -> Result<Option<String>, String> {
+pub async fn stream_enabled(client: &Client, table: &str) -> Result<Option<String>, AwsError> {
     let out = client
         .describe_table()
         .table_name(table)
         .send()
         .await
-        .map_err(|e| format!("DescribeTable {table}: {}", sdk_message(&e)))?;
+        .map_err(|e| AwsError::call("DescribeTable", table, e))?;
     Ok(out
         .table()
         .and_then(|t| t.stream_specification())
@@ -208,7 +216,7 @@ pub async fn stream_enabled(client: &Client, table: &str) -> Result<Option<Strin
 }
 
 /// Creates `table` with `key` and on-demand billing, and waits until it is active.
-pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Result<(), String> {
+pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Result<(), AwsError> {
     let scalar = |t: KeyType| match t {
         KeyType::S => ScalarAttributeType::S,
         KeyType::N => ScalarAttributeType::N,
@@ -227,103 +235,46 @@ pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Resu
                     .attribute_name(&a.name)
                     .attribute_type(scalar(a.key_type))
                     .build()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| AwsError::convert(format!("table {table}'s key"), e))?,
             )
             .key_schema(
                 KeySchemaElement::builder()
                     .attribute_name(&a.name)
                     .key_type(kt)
                     .build()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| AwsError::convert(format!("table {table}'s key"), e))?,
             );
     }
     req.send()
         .await
-        .map_err(|e| format!("CreateTable {table}: {}", sdk_message(&e)))?;
+        .map_err(|e| AwsError::call("CreateTable", table, e))?;
     for _ in 0..600 {
         let out = client
             .describe_table()
             .table_name(table)
             .send()
             .await
-            .map_err(|e| format!("DescribeTable {table}: {}", sdk_message(&e)))?;
+            .map_err(|e| AwsError::call("DescribeTable", table, e))?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!(
+    Err(AwsError::Unexpected(format!(
         "table {table} did not become ACTIVE within 5 minutes"
-    ))
+    )))
 }
 
 /// Whether the table holds at least one item.
-pub async fn is_empty(client: &Client, table: &str) -> Result<bool, String> {
+pub async fn is_empty(client: &Client, table: &str) -> Result<bool, AwsError> {
     let out = client
         .scan()
         .table_name(table)
         .limit(1)
         .send()
         .await
-        .map_err(|e| format!("Scan {table}: {}", sdk_message(&e)))?;
+        .map_err(|e| AwsError::call("Scan", table, e))?;
     Ok(out.items().is_empty())
-}
-
-fn sdk_message<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> String {
-    match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or("no message")
-        ),
-        None => {
-            // The display of a dispatch or timeout error is generic; its source says what.
-            let mut text = format!("{e}");
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
-    }
-}
-
-/// Whether an error is worth retrying (throttling, 5xx, network).
-fn retryable<E: ProvideErrorMetadata, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool {
-    use aws_sdk_dynamodb::error::SdkError;
-    match e {
-        SdkError::ServiceError(s) => matches!(
-            s.err().code(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "LimitExceededException"
-            )
-        ),
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Exponential backoff with full jitter: attempt n waits up to min(cap, base × 2^n).
-pub fn backoff(attempt: u32, seed: u64) -> Duration {
-    let cap_ms = 5_000u64;
-    let base_ms = 25u64;
-    let ceiling = cap_ms.min(base_ms.saturating_mul(1u64 << attempt.min(20)));
-    // SplitMix64 of the seed: cheap jitter without a RNG dependency.
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    Duration::from_millis(z % (ceiling + 1))
 }
 
 /// Counters of a DynamoDB restore.
@@ -331,37 +282,12 @@ pub fn backoff(attempt: u32, seed: u64) -> Duration {
 pub struct WriteStats {
     /// Items written.
     pub items: AtomicU64,
-    /// BatchWriteItem calls.
+    /// BatchWriteItem calls (not counting the SDK's retries of a call).
     pub requests: AtomicU64,
-    /// Retries after throttling, errors or unprocessed items.
+    /// Resubmissions of unprocessed items.
     pub retries: AtomicU64,
     /// Partitions skipped because a checkpoint says they were written.
     pub partitions_skipped: AtomicU64,
-}
-
-/// Writes materialized partitions into a DynamoDB table with parallel BatchWriteItem calls,
-/// retrying throttling and `UnprocessedItems` with backoff, and checkpointing each finished
-/// partition in the backup store so a rerun skips what is done.
-pub struct DynamoSink {
-    client: Client,
-    table: String,
-    workers: usize,
-    /// Attempts per batch before the restore stops (to be resumed by a rerun).
-    pub max_attempts: u32,
-    checkpoint: Option<(Arc<dyn ObjectStore>, String)>,
-    label: String,
-    done: std::collections::BTreeSet<usize>,
-    /// Partition count the checkpoint was written with.
-    checkpoint_partitions: Option<usize>,
-    /// Counters.
-    pub stats: Arc<WriteStats>,
-    /// Stop before starting a partition after this instant, once this run has written at
-    /// least one (so every run makes progress); a rerun resumes from the checkpoint.
-    pub deadline: Option<std::time::Instant>,
-    /// Partitions this run wrote.
-    written: usize,
-    /// True when the run stopped at the deadline with partitions left.
-    pub stopped_at_deadline: bool,
 }
 
 /// The checkpoint of a restore: which partitions are fully written.
@@ -375,53 +301,129 @@ pub struct Checkpoint {
     pub done: Vec<usize>,
 }
 
+/// Where a restore records its progress: a key of the backup store, and what it restores.
+#[derive(Clone)]
+pub struct CheckpointAt {
+    /// The backup store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The checkpoint's key ([`crate::model::layout::TableLayout::restore_checkpoint_key`]).
+    pub key: String,
+    /// What is restored where, recorded in the checkpoint so a different restore never
+    /// resumes from it.
+    pub label: String,
+}
+
+/// The part of a sink its parallel write tasks share.
+struct Writer {
+    client: Client,
+    table: String,
+    max_resubmits: u32,
+    stats: Arc<WriteStats>,
+}
+
+impl Writer {
+    /// Writes one batch, resubmitting unprocessed items with backoff. Errors of the call
+    /// itself were already retried by the SDK's policy.
+    async fn write_batch(&self, mut batch: Vec<WriteRequest>) -> Result<(), AwsError> {
+        let mut delays =
+            crate::aws::config::resubmit_backoff().take(self.max_resubmits.max(1) as usize);
+        loop {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, batch.clone())
+                .send()
+                .await
+                .map_err(|e| AwsError::call("BatchWriteItem", &self.table, e))?;
+            let left: Vec<WriteRequest> = out
+                .unprocessed_items()
+                .and_then(|m| m.get(&self.table))
+                .cloned()
+                .unwrap_or_default();
+            self.stats
+                .items
+                .fetch_add((batch.len() - left.len()) as u64, Ordering::Relaxed);
+            if left.is_empty() {
+                return Ok(());
+            }
+            let Some(delay) = delays.next() else {
+                return Err(AwsError::Unexpected(format!(
+                    "BatchWriteItem into {}: {} item(s) still unprocessed after {} resubmissions; rerun the same restore to resume (finished partitions are not rewritten)",
+                    self.table,
+                    left.len(),
+                    self.max_resubmits
+                )));
+            };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            batch = left;
+        }
+    }
+}
+
+/// Writes materialized partitions into a DynamoDB table with parallel BatchWriteItem calls,
+/// resubmitting unprocessed items with backoff, and checkpointing each finished partition in
+/// the backup store so a rerun skips what is done.
+pub struct DynamoSink {
+    writer: Arc<Writer>,
+    workers: usize,
+    checkpoint: Option<CheckpointAt>,
+    done: std::collections::BTreeSet<usize>,
+    /// Partition count the checkpoint was written with.
+    checkpoint_partitions: Option<usize>,
+    /// Stop before starting a partition after this instant, once this run has written at
+    /// least one (so every run makes progress); a rerun resumes from the checkpoint.
+    pub deadline: Option<std::time::Instant>,
+    /// Partitions this run wrote.
+    written: usize,
+    /// True when the run stopped at the deadline with partitions left.
+    pub stopped_at_deadline: bool,
+}
+
 impl DynamoSink {
-    /// A sink writing to `table`. With `checkpoint`, progress is recorded at that key of the
-    /// store (and read back first, to resume).
+    /// A sink writing to `table` with `workers` parallel calls, giving up a batch after
+    /// `max_resubmits` resubmissions of unprocessed items. With `checkpoint`, progress is
+    /// recorded there (and read back first, to resume).
     pub async fn new(
         client: Client,
         table: &str,
         workers: usize,
-        checkpoint: Option<(Arc<dyn ObjectStore>, String, String)>,
-    ) -> Result<DynamoSink, String> {
+        max_resubmits: u32,
+        checkpoint: Option<CheckpointAt>,
+    ) -> Result<DynamoSink, AwsError> {
         let mut done = std::collections::BTreeSet::new();
         let mut checkpoint_partitions = None;
-        let label = checkpoint
-            .as_ref()
-            .map(|(_, _, r)| r.clone())
-            .unwrap_or_default();
-        let checkpoint = match checkpoint {
-            None => None,
-            Some((store, key, restore)) => {
-                match store.get(&key).await {
-                    Ok(bytes) => {
-                        let c: Checkpoint = serde_json::from_slice(&bytes)
-                            .map_err(|e| format!("checkpoint {key} is unreadable: {e}"))?;
-                        if c.restore != restore {
-                            return Err(format!(
-                                "checkpoint {key} is for {:?}, not {restore:?}",
-                                c.restore
-                            ));
-                        }
-                        done.extend(c.done);
-                        checkpoint_partitions = Some(c.partitions);
+        if let Some(at) = &checkpoint {
+            match at.store.get(&at.key).await {
+                Ok(bytes) => {
+                    let c: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
+                        AwsError::convert(format!("restore checkpoint {}", at.key), e)
+                    })?;
+                    if c.restore != at.label {
+                        return Err(AwsError::Unexpected(format!(
+                            "restore checkpoint {} is for {:?}, not {:?}",
+                            at.key, c.restore, at.label
+                        )));
                     }
-                    Err(crate::store::StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.to_string()),
+                    done.extend(c.done);
+                    checkpoint_partitions = Some(c.partitions);
                 }
-                Some((store, key))
+                Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-        };
+        }
         Ok(DynamoSink {
-            client,
-            table: table.to_owned(),
+            writer: Arc::new(Writer {
+                client,
+                table: table.to_owned(),
+                max_resubmits,
+                stats: Arc::new(WriteStats::default()),
+            }),
             workers: workers.max(1),
-            max_attempts: 15,
             checkpoint,
-            label,
             done,
             checkpoint_partitions,
-            stats: Arc::new(WriteStats::default()),
             deadline: None,
             written: 0,
             stopped_at_deadline: false,
@@ -433,78 +435,28 @@ impl DynamoSink {
         !self.done.is_empty()
     }
 
-    async fn write_batch(&self, mut batch: Vec<WriteRequest>, seed: u64) -> Result<(), String> {
-        let mut attempt = 0u32;
-        let mut last;
-        loop {
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let result = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, batch.clone())
-                .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    let left: Vec<WriteRequest> = out
-                        .unprocessed_items()
-                        .and_then(|m| m.get(&self.table))
-                        .cloned()
-                        .unwrap_or_default();
-                    let written = batch.len() - left.len();
-                    self.stats
-                        .items
-                        .fetch_add(written as u64, Ordering::Relaxed);
-                    if left.is_empty() {
-                        return Ok(());
-                    }
-                    last = format!("{} item(s) unprocessed", left.len());
-                    batch = left;
-                }
-                Err(e) if retryable(&e) => last = sdk_message(&e),
-                Err(e) => {
-                    return Err(format!(
-                        "BatchWriteItem into {}: {}",
-                        self.table,
-                        sdk_message(&e)
-                    ));
-                }
-            }
-            attempt += 1;
-            if attempt >= self.max_attempts.max(1) {
-                return Err(format!(
-                    "BatchWriteItem into {}: failed {attempt} times, last: {last}; rerun the same restore to resume (finished partitions are not rewritten)",
-                    self.table
-                ));
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff(attempt, seed ^ u64::from(attempt))).await;
-        }
+    /// Counters.
+    pub fn stats(&self) -> &WriteStats {
+        &self.writer.stats
     }
-}
 
-#[async_trait::async_trait]
-impl Sink for DynamoSink {
-    async fn partition(
+    async fn write_partition(
         &mut self,
         index: usize,
         count: usize,
         items: Vec<Item>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         if let Some(p) = self.checkpoint_partitions
             && p != count
         {
-            return Err(format!(
-                "the checkpoint of this restore was written with {p} partitions, this run has {count}; rerun with the same --memory-mb to resume"
-            ));
+            return Err(SinkError::Target(Box::new(AwsError::Unexpected(format!(
+                "the checkpoint of this restore was written with {p} partitions, this run has {count}; rerun with the same memory budget to resume"
+            )))));
         }
+        let stats = &self.writer.stats;
         if self.done.contains(&index) {
-            self.stats
-                .partitions_skipped
-                .fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .items
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            stats.partitions_skipped.fetch_add(1, Ordering::Relaxed);
+            stats.items.fetch_add(items.len() as u64, Ordering::Relaxed);
             return Ok(());
         }
         if let Some(deadline) = self.deadline
@@ -512,21 +464,21 @@ impl Sink for DynamoSink {
             && std::time::Instant::now() >= deadline
         {
             self.stopped_at_deadline = true;
-            return Err(format!(
-                "time budget used up after {} partition(s) of {count}; rerun to resume",
-                self.written
-            ));
+            return Err(SinkError::Deadline {
+                written: self.written,
+                count,
+            });
         }
         // Batches of at most 25 items and 16 MB (DynamoDB's BatchWriteItem limits).
         let mut batches: Vec<Vec<WriteRequest>> = vec![];
         let mut current = vec![];
         let mut bytes = 0usize;
         for it in &items {
-            let map = to_attribute_map(&it.item).map_err(|e| format!("item {}: {e}", it.key))?;
+            let map = to_attribute_map(&it.item, &format!("item {}", it.key))?;
             let put = PutRequest::builder()
                 .set_item(Some(map))
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| AwsError::convert(format!("item {}", it.key), e))?;
             if current.len() == 25 || bytes + it.item.len() > 15 * 1024 * 1024 {
                 batches.push(std::mem::take(&mut current));
                 bytes = 0;
@@ -537,66 +489,74 @@ impl Sink for DynamoSink {
         if !current.is_empty() {
             batches.push(current);
         }
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.workers));
-        let this = Arc::new(DynamoSink {
-            client: self.client.clone(),
-            table: self.table.clone(),
-            workers: self.workers,
-            max_attempts: self.max_attempts,
-            checkpoint: None,
-            label: String::new(),
-            done: Default::default(),
-            checkpoint_partitions: None,
-            stats: self.stats.clone(),
-            deadline: None,
-            written: 0,
-            stopped_at_deadline: false,
-        });
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, batch) in batches.into_iter().enumerate() {
-            let permit = sem
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
-            let this = this.clone();
-            let seed = ((index as u64) << 32) ^ i as u64;
-            tasks.spawn(async move {
-                let r = this.write_batch(batch, seed).await;
-                drop(permit);
-                r
-            });
-        }
-        let mut first_error = None;
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(format!("write task failed: {e}"));
+        let mut first_error: Option<SinkError> = None;
+        for batch in batches {
+            // At most `workers` calls in flight; none started after a failure.
+            while tasks.len() >= self.workers {
+                if let Some(r) = tasks.join_next().await {
+                    keep_first(&mut first_error, r);
                 }
             }
+            if first_error.is_some() {
+                break;
+            }
+            let writer = self.writer.clone();
+            tasks.spawn(async move { writer.write_batch(batch).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            keep_first(&mut first_error, r);
         }
         if let Some(e) = first_error {
             return Err(e);
         }
         self.done.insert(index);
         self.written += 1;
-        if let Some((store, key)) = &self.checkpoint {
+        if let Some(at) = &self.checkpoint {
             let c = Checkpoint {
-                restore: self.label.clone(),
+                restore: at.label.clone(),
                 partitions: count,
                 done: self.done.iter().copied().collect(),
             };
-            let body = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
-            store
-                .put(key, bytes::Bytes::from(body), PutMode::Overwrite)
+            // A struct of strings and numbers always serializes.
+            let body = serde_json::to_vec(&c).unwrap_or_default();
+            at.store
+                .put(&at.key, bytes::Bytes::from(body), PutMode::Overwrite)
                 .await
-                .map_err(|e| format!("writing the restore checkpoint: {e}"))?;
+                .map_err(AwsError::from)?;
         }
         Ok(())
+    }
+}
+
+/// Keeps the first failure of the write tasks.
+fn keep_first(
+    first: &mut Option<SinkError>,
+    result: Result<Result<(), AwsError>, tokio::task::JoinError>,
+) {
+    let error = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => SinkError::from(e),
+        Err(e) => SinkError::Target(format!("a write task failed: {e}").into()),
+    };
+    first.get_or_insert(error);
+}
+
+#[async_trait::async_trait]
+impl Sink for DynamoSink {
+    async fn partition(
+        &mut self,
+        index: usize,
+        count: usize,
+        items: Vec<Item>,
+    ) -> Result<(), SinkError> {
+        self.write_partition(index, count, items).await
+    }
+}
+
+impl From<AwsError> for SinkError {
+    fn from(e: AwsError) -> SinkError {
+        SinkError::Target(Box::new(e))
     }
 }
 
@@ -608,7 +568,7 @@ pub async fn scan_digest(
     segments: i32,
     key: &KeySchema,
     keep: bool,
-) -> Result<(u64, StateDigest, HashMap<String, ItemHash>), String> {
+) -> Result<(u64, StateDigest, HashMap<String, ItemHash>), AwsError> {
     let segments = segments.max(1);
     let mut tasks = tokio::task::JoinSet::new();
     for seg in 0..segments {
@@ -623,7 +583,8 @@ pub async fn scan_digest(
             while let Some(items) = scan.next_page().await? {
                 for item in &items {
                     let text = from_attribute_map(item)?;
-                    let h = crate::model::item::item_hash(&text).map_err(|e| e.to_string())?;
+                    let h = crate::model::item::item_hash(&text)
+                        .map_err(|e| AwsError::convert(format!("an item of {table}"), e))?;
                     digest.add_item(&h);
                     count += 1;
                     if keep {
@@ -631,14 +592,15 @@ pub async fn scan_digest(
                     }
                 }
             }
-            Ok::<_, String>((count, digest, hashes))
+            Ok::<_, AwsError>((count, digest, hashes))
         });
     }
     let mut digest = StateDigest::ZERO;
     let mut count = 0;
     let mut all = HashMap::new();
     while let Some(r) = tasks.join_next().await {
-        let (c, d, h) = r.map_err(|e| format!("scan task failed: {e}"))??;
+        let (c, d, h) =
+            r.map_err(|e| AwsError::Unexpected(format!("a scan task of {table} failed: {e}")))??;
         count += c;
         digest.add(&d);
         all.extend(h);
@@ -646,8 +608,7 @@ pub async fn scan_digest(
     Ok((count, digest, all))
 }
 
-/// One segment of a parallel Scan, page by page, with consistent reads and retries (backoff
-/// with jitter) on throttling and transient errors.
+/// One segment of a parallel Scan, page by page, with consistent reads.
 pub struct SegmentScan {
     client: Client,
     table: String,
@@ -673,58 +634,49 @@ impl SegmentScan {
     /// The next page of items, or `None` after the last.
     pub async fn next_page(
         &mut self,
-    ) -> Result<Option<Vec<HashMap<String, AttributeValue>>>, String> {
+    ) -> Result<Option<Vec<HashMap<String, AttributeValue>>>, AwsError> {
         if self.done {
             return Ok(None);
         }
-        let mut attempt = 0u32;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .segment(self.segment)
-                .total_segments(self.total)
-                .consistent_read(true)
-                .set_exclusive_start_key(self.start.clone())
-                .send()
-                .await;
-            match out {
-                Ok(out) => {
-                    match out.last_evaluated_key() {
-                        Some(k) if !k.is_empty() => self.start = Some(k.clone()),
-                        _ => self.done = true,
-                    }
-                    return Ok(Some(out.items().to_vec()));
-                }
-                Err(e) if retryable(&e) && attempt < 15 => {
-                    attempt += 1;
-                    tracing::warn!(table = %self.table, segment = self.segment, error = %sdk_message(&e), "scan page failed; retrying");
-                    tokio::time::sleep(backoff(attempt, self.segment as u64)).await;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "Scan {} segment {}: {}",
-                        self.table,
-                        self.segment,
-                        sdk_message(&e)
-                    ));
-                }
-            }
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(self.segment)
+            .total_segments(self.total)
+            .consistent_read(true)
+            .set_exclusive_start_key(self.start.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::call(
+                    "Scan",
+                    &format!("{} segment {}", self.table, self.segment),
+                    e,
+                )
+            })?;
+        match out.last_evaluated_key() {
+            Some(k) if !k.is_empty() => self.start = Some(k.clone()),
+            _ => self.done = true,
         }
+        Ok(Some(out.items().to_vec()))
     }
 }
 
 /// Canonical key text of an item (the form segments store in `keys`).
-pub fn key_text(item: &HashMap<String, AttributeValue>, key: &KeySchema) -> Result<String, String> {
+pub fn key_text(
+    item: &HashMap<String, AttributeValue>,
+    key: &KeySchema,
+) -> Result<String, AwsError> {
     let mut m = HashMap::new();
     for a in std::iter::once(&key.partition).chain(key.sort.as_ref()) {
-        let v = item
-            .get(&a.name)
-            .ok_or_else(|| format!("item lacks key attribute {}", a.name))?;
+        let v = item.get(&a.name).ok_or_else(|| {
+            AwsError::convert("an item", format!("it lacks key attribute {}", a.name))
+        })?;
         m.insert(a.name.clone(), v.clone());
     }
-    crate::model::item::canonicalize(&from_attribute_map(&m)?).map_err(|e| e.to_string())
+    crate::model::item::canonicalize(&from_attribute_map(&m)?)
+        .map_err(|e| AwsError::convert("an item's key", e))
 }
 
 #[cfg(test)]
@@ -735,17 +687,10 @@ mod tests {
     fn conversion_is_exact_both_ways() {
         let text = r#"{"a":{"S":""},"b":{"N":"-1.5E-130"},"c":{"B":""},"d":{"BOOL":false},"e":{"NULL":true},"f":{"SS":["x","y"]},"g":{"NS":["1","2"]},"h":{"BS":["AAE="]},"i":{"L":[{"M":{"z":{"S":"\u0000"}}}]}}"#;
         let canonical = crate::model::item::canonicalize(text).unwrap();
-        let map = to_attribute_map(&canonical).unwrap();
+        let map = to_attribute_map(&canonical, "t").unwrap();
         let back = crate::model::item::canonicalize(&from_attribute_map(&map).unwrap()).unwrap();
         assert_eq!(back, canonical);
-        assert!(to_attribute_map(r#"{"a":{"X":"1"}}"#).is_err());
-        assert!(to_attribute_map(r#"{"a":{"S":"1","N":"1"}}"#).is_err());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1, 7) <= Duration::from_millis(50));
-        assert!((0..100).all(|s| backoff(30, s) <= Duration::from_secs(5)));
-        assert!((0..100).any(|s| backoff(10, s) > Duration::from_millis(100)));
+        assert!(to_attribute_map(r#"{"a":{"X":"1"}}"#, "t").is_err());
+        assert!(to_attribute_map(r#"{"a":{"S":"1","N":"1"}}"#, "t").is_err());
     }
 }

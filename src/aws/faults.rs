@@ -1,6 +1,6 @@
 //! Fault injection for DynamoDB clients, at the SDK's client layer (an interceptor), so tests
-//! exercise the real request path: throttling errors, `UnprocessedItems`, and an outage of the
-//! target after a number of writes. Used by the restore tests; harmless unless installed.
+//! exercise the real request path and the real retry policy: throttling errors,
+//! `UnprocessedItems`, access denied, and an outage of the target after a number of writes. Used by the restore tests; harmless unless installed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,8 @@ pub struct DynamoFaults {
     pub unprocessed_every: u64,
     /// After this many calls, every call fails as if the target were unreachable.
     pub fail_after: Option<u64>,
+    /// After this many calls, every call is answered `AccessDeniedException`.
+    pub deny_after: Option<u64>,
     /// Faults injected so far.
     pub injected: AtomicU64,
 }
@@ -31,6 +33,7 @@ pub struct DynamoFaults {
 #[derive(Debug, Clone)]
 enum Fault {
     Throttle,
+    Deny,
     Unprocessed(Vec<u8>),
 }
 
@@ -65,7 +68,9 @@ impl Intercept for DynamoFaults {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return Err("injected fault: the target table is unreachable".into());
         }
-        let fault = if self.throttle_every > 0 && n.is_multiple_of(self.throttle_every) {
+        let fault = if self.deny_after.is_some_and(|d| n > d) {
+            Some(Fault::Deny)
+        } else if self.throttle_every > 0 && n.is_multiple_of(self.throttle_every) {
             Some(Fault::Throttle)
         } else if self.unprocessed_every > 0 && n.is_multiple_of(self.unprocessed_every) {
             request
@@ -99,6 +104,13 @@ impl Intercept for DynamoFaults {
                 serde_json::json!({
                     "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
                     "message": "injected: throughput exceeded"
+                }),
+            ),
+            Fault::Deny => (
+                400u16,
+                serde_json::json!({
+                    "__type": "com.amazon.coral.service#AccessDeniedException",
+                    "message": "injected: not authorized to perform dynamodb:BatchWriteItem"
                 }),
             ),
             Fault::Unprocessed(request) => {

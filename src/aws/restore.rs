@@ -9,12 +9,14 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::aws::dynamodb::{self, DynamoSink};
+use crate::aws::AwsError;
+use crate::aws::dynamodb::{self, CheckpointAt, DynamoSink};
 use crate::model::item::StateDigest;
 use crate::model::schema::KeySchema;
 use crate::ops::restore::{
-    self, FileSink, Item, MaterializeOptions, Plan, Point, Progress, RestoreError, Sink,
+    self, FileSink, Item, MaterializeOptions, Plan, Point, RestoreError, Sink,
 };
+use crate::progress::Progress;
 use crate::store::ObjectStore;
 
 /// Where the restored state goes.
@@ -28,20 +30,20 @@ pub enum Target {
 
 impl Target {
     /// Parses `dynamodb://TABLE` or `file://DIR` (or a plain directory path).
-    pub fn parse(uri: &str) -> Result<Target, String> {
+    pub fn parse(uri: &str) -> Result<Target, RestoreError> {
         if let Some(t) = uri.strip_prefix("dynamodb://") {
             crate::model::change::validate_table_name(t)
-                .map_err(|e| format!("--to {uri:?}: table name: {e}"))?;
+                .map_err(|e| RestoreError::Target(format!("{uri:?}: table name: {e}")))?;
             Ok(Target::Dynamo(t.to_owned()))
         } else if let Some(p) = uri.strip_prefix("file://") {
             if p.is_empty() {
-                return Err(format!("--to {uri:?}: no directory"));
+                return Err(RestoreError::Target(format!("{uri:?}: no directory")));
             }
             Ok(Target::Files(PathBuf::from(p)))
         } else if uri.contains("://") {
-            Err(format!(
-                "--to {uri:?}: expected dynamodb://TABLE or file://DIR"
-            ))
+            Err(RestoreError::Target(format!(
+                "{uri:?}: expected dynamodb://TABLE or file://DIR"
+            )))
         } else {
             Ok(Target::Files(PathBuf::from(uri)))
         }
@@ -72,8 +74,9 @@ pub struct Request {
     pub workers: usize,
     /// Parallel scan segments for the self-check.
     pub scan_segments: i32,
-    /// Attempts per write batch before giving up (a rerun resumes).
-    pub max_attempts: u32,
+    /// Resubmissions of a write batch's unprocessed items before giving up (a rerun
+    /// resumes). Failed calls are retried by the SDK's policy, [`crate::aws::config`].
+    pub max_resubmits: u32,
     /// DynamoDB target: stop starting partitions after this instant (once at least one was
     /// written) and report `complete: false`; a rerun resumes from the checkpoint. For callers
     /// with a time limit, such as a Lambda invocation.
@@ -86,7 +89,8 @@ pub struct Request {
 
 impl Request {
     /// A restore of `table` at `point` into `to`, with the defaults: an existing target,
-    /// 16 writers, an 8-segment checking scan, 15 attempts per batch, no deadline, not strict.
+    /// 16 writers, an 8-segment checking scan, 15 resubmissions per batch, no deadline, not
+    /// strict.
     pub fn new(table: &str, point: Point, to: Target) -> Request {
         Request {
             table: table.to_owned(),
@@ -96,7 +100,7 @@ impl Request {
             materialize: MaterializeOptions::default(),
             workers: 16,
             scan_segments: 8,
-            max_attempts: 15,
+            max_resubmits: 15,
             deadline: None,
             strict: false,
         }
@@ -199,55 +203,53 @@ pub async fn run(
             .map(|q| q.key.as_str())
             .collect();
         if !blocking.is_empty() {
-            return Err(RestoreError::Unrestorable(format!(
-                "--strict: the chain holds {} quarantined record(s) whose change cannot be written ({}{}); nothing was written. Without --strict the restore writes every other item and names the keys left out.",
-                blocking.len(),
-                blocking
-                    .iter()
-                    .take(5)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if blocking.len() > 5 { ", ..." } else { "" }
-            )));
+            return Err(RestoreError::StrictRefused {
+                records: blocking.len(),
+                keys: format!(
+                    "{}{}",
+                    blocking
+                        .iter()
+                        .take(5)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if blocking.len() > 5 { ", ..." } else { "" }
+                ),
+            });
         }
     }
     match &request.to {
         Target::Files(dir) => {
-            let mut sink = FileSink::new(dir).map_err(RestoreError::Sink)?;
+            let mut sink = FileSink::new(dir)?;
             let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
                 .await?;
-            let (n, d) = restore::read_item_files(&sink.files).map_err(RestoreError::Sink)?;
+            let (n, d) = restore::read_item_files(&sink.files)?;
             report.files = sink.files.iter().map(|p| p.display().to_string()).collect();
             finish(&mut report, &m, n, d);
         }
         Target::Dynamo(target) => {
             let client = client.ok_or_else(|| {
-                RestoreError::Sink("a DynamoDB target needs a DynamoDB client".into())
+                RestoreError::Target("a DynamoDB target needs a DynamoDB client".into())
             })?;
             let key = prepare_table(client, target, &plan, request.create_table).await?;
-            let checkpoint_key = format!(
-                "{}/restores/{}.json",
-                request.table,
-                &hex::encode(Sha256::digest(label.as_bytes()))[..16]
-            );
+            let checkpoint_key = crate::model::layout::TableLayout::new(&request.table)
+                .restore_checkpoint_key(&hex::encode(Sha256::digest(label.as_bytes()))[..16]);
             let mut sink = DynamoSink::new(
                 client.clone(),
                 target,
                 request.workers,
-                Some((store.clone(), checkpoint_key.clone(), label.clone())),
+                request.max_resubmits,
+                Some(CheckpointAt {
+                    store: store.clone(),
+                    key: checkpoint_key.clone(),
+                    label: label.clone(),
+                }),
             )
-            .await
-            .map_err(RestoreError::Sink)?;
-            sink.max_attempts = request.max_attempts;
+            .await?;
             sink.deadline = request.deadline;
             report.resumed = sink.resuming();
-            if !report.resumed
-                && !dynamodb::is_empty(client, target)
-                    .await
-                    .map_err(RestoreError::Sink)?
-            {
-                return Err(RestoreError::Sink(format!(
+            if !report.resumed && !dynamodb::is_empty(client, target).await? {
+                return Err(RestoreError::Target(format!(
                     "target table {target} is not empty; restore into a new or empty table (nothing was written)"
                 )));
             }
@@ -256,9 +258,12 @@ pub async fn run(
             let m = match materialized {
                 Err(_) if sink.stopped_at_deadline => {
                     report.complete = false;
-                    report.items = sink.stats.items.load(std::sync::atomic::Ordering::Relaxed);
+                    report.items = sink
+                        .stats()
+                        .items
+                        .load(std::sync::atomic::Ordering::Relaxed);
                     report.retries = sink
-                        .stats
+                        .stats()
                         .retries
                         .load(std::sync::atomic::Ordering::Relaxed);
                     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -267,13 +272,11 @@ pub async fn run(
                 other => other?,
             };
             report.retries = sink
-                .stats
+                .stats()
                 .retries
                 .load(std::sync::atomic::Ordering::Relaxed);
             let (n, d, _) =
-                dynamodb::scan_digest(client, target, request.scan_segments, &key, false)
-                    .await
-                    .map_err(RestoreError::Sink)?;
+                dynamodb::scan_digest(client, target, request.scan_segments, &key, false).await?;
             finish(&mut report, &m, n, d);
             if !report.matches {
                 report.differing_keys =
@@ -285,6 +288,12 @@ pub async fn run(
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+impl From<AwsError> for RestoreError {
+    fn from(e: AwsError) -> RestoreError {
+        RestoreError::Sink(e.into())
+    }
 }
 
 fn finish(report: &mut Report, m: &restore::Materialized, n: u64, d: StateDigest) {
@@ -307,15 +316,12 @@ async fn prepare_table(
     create: bool,
 ) -> Result<KeySchema, RestoreError> {
     let recorded = plan.manifest.key_schema.clone();
-    match dynamodb::describe_key_schema(client, target)
-        .await
-        .map_err(RestoreError::Sink)?
-    {
+    match dynamodb::describe_key_schema(client, target).await? {
         Some(existing) => {
             if let Some(r) = &recorded
                 && *r != existing
             {
-                return Err(RestoreError::Sink(format!(
+                return Err(RestoreError::Target(format!(
                     "target table {target} has key {}, the snapshot's table has key {}; restore into a table with the same key schema (nothing was written)",
                     describe_key(&existing),
                     describe_key(r)
@@ -325,18 +331,16 @@ async fn prepare_table(
         }
         None if create => {
             let key = recorded.ok_or_else(|| {
-                RestoreError::Sink(format!(
-                    "the snapshot records no key schema, so --create-table cannot create {target}; create the table yourself, or seal with --schema FILE naming [key]"
+                RestoreError::Target(format!(
+                    "the snapshot records no key schema, so {target} cannot be created; create the table yourself, or seal with a schema file naming [key]"
                 ))
             })?;
-            dynamodb::create_table(client, target, &key)
-                .await
-                .map_err(RestoreError::Sink)?;
+            dynamodb::create_table(client, target, &key).await?;
             Ok(key)
         }
-        None => Err(RestoreError::Sink(format!(
-            "target table {target} does not exist; create it, or pass --create-table"
-        ))),
+        None => Err(RestoreError::NoTargetTable {
+            table: target.to_owned(),
+        }),
     }
 }
 
@@ -358,16 +362,19 @@ async fn differing_keys(
     request: &Request,
 ) -> Result<Vec<String>, RestoreError> {
     let (_, _, mut in_table) =
-        dynamodb::scan_digest(client, target, request.scan_segments, key, true)
-            .await
-            .map_err(RestoreError::Sink)?;
+        dynamodb::scan_digest(client, target, request.scan_segments, key, true).await?;
     struct Diff<'a> {
         table: &'a mut std::collections::HashMap<String, crate::model::item::ItemHash>,
         found: Vec<String>,
     }
     #[async_trait::async_trait]
     impl Sink for Diff<'_> {
-        async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), String> {
+        async fn partition(
+            &mut self,
+            _: usize,
+            _: usize,
+            items: Vec<Item>,
+        ) -> Result<(), restore::SinkError> {
             for it in items {
                 let h = crate::model::item::ItemHash(Sha256::digest(it.item.as_bytes()).into());
                 match self.table.remove(&it.key) {

@@ -24,12 +24,71 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::aws::dynamodb::backoff;
-use crate::capture::Ingestor;
+use crate::aws::AwsError;
+use crate::capture::{IngestError, Ingestor};
+use crate::model::layout::TableLayout;
 pub use crate::model::shards::{
     KeyRoles, ShardInfo, ShardMap, load_shard_maps, parents_first, save_shard_map,
 };
+use crate::progress::Progress;
 use crate::store::{ObjectStore, PutMode, StoreError};
+
+/// Why a tail run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// A DynamoDB or DynamoDB Streams call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The backup store failed (checkpoints, shard map).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The table has no stream to tail.
+    #[error("table {table} has no stream; enable one (NEW_AND_OLD_IMAGES)")]
+    NoStream {
+        /// The table.
+        table: String,
+    },
+    /// A shard's checkpoint is not one.
+    #[error("checkpoint {key} is unreadable: {source}")]
+    Checkpoint {
+        /// Its key.
+        key: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Records after the checkpoint are gone from the stream.
+    #[error(
+        "shard {shard}: records after the checkpoint {after:?} were trimmed from the stream (older than 24 hours): they are lost to the capture; record the gap and bootstrap again"
+    )]
+    Trimmed {
+        /// The shard.
+        shard: String,
+        /// The checkpoint.
+        after: Option<String>,
+    },
+    /// Records could not be read into the capture path.
+    #[error("ingesting records of shard {shard}: {source}")]
+    Ingest {
+        /// The shard.
+        shard: String,
+        /// The capture's error.
+        #[source]
+        source: IngestError,
+    },
+    /// Records could not be written; the checkpoint did not move.
+    #[error(
+        "writing records of shard {shard} failed; the checkpoint stays at {after:?}, rerun to resume: {problem}"
+    )]
+    Write {
+        /// The shard.
+        shard: String,
+        /// The checkpoint.
+        after: Option<String>,
+        /// What failed.
+        problem: String,
+    },
+}
 
 /// A page of GetRecords.
 #[derive(Debug, Clone, Default)]
@@ -41,14 +100,14 @@ pub struct RecordsPage {
 }
 
 /// Why a stream call failed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum StreamApiError {
     /// The iterator expired (they live 15 minutes): get a new one.
     Expired,
     /// The records asked for were trimmed (older than 24 hours).
     Trimmed,
-    /// Anything else (retried with backoff).
-    Other(String),
+    /// Anything else (already retried by the SDK's policy).
+    Other(AwsError),
 }
 
 /// The DynamoDB Streams calls `tail` makes: the real API ([`SdkStreams`]), or a simulation in
@@ -56,19 +115,19 @@ pub enum StreamApiError {
 #[async_trait::async_trait]
 pub trait StreamApi: Send + Sync {
     /// Every shard of the stream (all DescribeStream pages).
-    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String>;
+    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, AwsError>;
     /// An iterator after `after`, or at the trim horizon.
     async fn iterator(
         &self,
         arn: &str,
         shard: &str,
         after: Option<&str>,
-    ) -> Result<Option<String>, String>;
+    ) -> Result<Option<String>, AwsError>;
     /// One GetRecords call.
     async fn records(&self, iterator: &str, limit: i32) -> Result<RecordsPage, StreamApiError>;
     /// Every shard and the table's key attribute names by role (DescribeStream's
     /// `KeySchema`, when the API reports it), in one pass.
-    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
+    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), AwsError> {
         Ok((self.shards(arn).await?, None))
     }
 }
@@ -79,11 +138,11 @@ pub struct SdkStreams(pub StreamsClient);
 
 #[async_trait::async_trait]
 impl StreamApi for SdkStreams {
-    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, String> {
+    async fn shards(&self, arn: &str) -> Result<Vec<ShardInfo>, AwsError> {
         Ok(describe_stream(&self.0, arn).await?.0)
     }
 
-    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
+    async fn describe(&self, arn: &str) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), AwsError> {
         describe_stream(&self.0, arn).await
     }
 
@@ -92,7 +151,7 @@ impl StreamApi for SdkStreams {
         arn: &str,
         shard: &str,
         after: Option<&str>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, AwsError> {
         new_iterator(&self.0, arn, shard, after).await
     }
 
@@ -116,7 +175,11 @@ impl StreamApi for SdkStreams {
                 } else if service.is_some_and(|s| s.is_trimmed_data_access_exception()) {
                     Err(StreamApiError::Trimmed)
                 } else {
-                    Err(StreamApiError::Other(e.to_string()))
+                    Err(StreamApiError::Other(AwsError::call(
+                        "GetRecords",
+                        "a shard iterator",
+                        e,
+                    )))
                 }
             }
         }
@@ -124,18 +187,20 @@ impl StreamApi for SdkStreams {
 }
 
 /// The stream ARN of a table (DescribeTable).
-pub async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, String> {
+pub async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, TailError> {
     let described = ddb
         .describe_table()
         .table_name(table)
         .send()
         .await
-        .map_err(|e| format!("DescribeTable {table}: {e}"))?;
+        .map_err(|e| AwsError::call("DescribeTable", table, e))?;
     described
         .table()
         .and_then(|t| t.latest_stream_arn())
         .map(str::to_owned)
-        .ok_or_else(|| format!("table {table} has no stream; enable one (NEW_AND_OLD_IMAGES)"))
+        .ok_or_else(|| TailError::NoStream {
+            table: table.to_owned(),
+        })
 }
 
 /// Options of a tail run.
@@ -149,6 +214,8 @@ pub struct TailOptions {
     pub limit: i32,
     /// How often to refresh the shard map copy in the store.
     pub shard_map_every: Duration,
+    /// Counts records captured, for a caller showing progress.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl Default for TailOptions {
@@ -158,6 +225,7 @@ impl Default for TailOptions {
             poll_interval: Duration::from_secs(1),
             limit: 1000,
             shard_map_every: Duration::from_secs(300),
+            progress: None,
         }
     }
 }
@@ -188,23 +256,19 @@ pub struct TailReport {
     pub elapsed_ms: u64,
 }
 
-fn checkpoint_key(table: &str, shard: &str) -> String {
-    format!("{table}/checkpoints/{shard}.json")
-}
-
 async fn load_checkpoint(
     store: &dyn ObjectStore,
     table: &str,
     shard: &str,
-) -> Result<Checkpoint, String> {
-    match store.get(&checkpoint_key(table, shard)).await {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| format!("checkpoint of shard {shard} is unreadable: {e}")),
+) -> Result<Checkpoint, TailError> {
+    let key = TableLayout::new(table).tail_checkpoint_key(shard);
+    match store.get(&key).await {
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| TailError::Checkpoint { key, source }),
         Err(StoreError::NotFound { .. }) => Ok(Checkpoint {
             shard_id: shard.to_owned(),
             ..Default::default()
         }),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -212,17 +276,17 @@ async fn save_checkpoint(
     store: &dyn ObjectStore,
     table: &str,
     c: &Checkpoint,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(c).map_err(|e| e.to_string())?;
+) -> Result<(), TailError> {
+    // A struct of strings always serializes.
+    let body = serde_json::to_vec(c).unwrap_or_default();
     store
         .put(
-            &checkpoint_key(table, &c.shard_id),
+            &TableLayout::new(table).tail_checkpoint_key(&c.shard_id),
             Bytes::from(body),
             PutMode::Overwrite,
         )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
 /// Tails `table`'s stream into `ingestor`'s store until idle (or forever).
@@ -234,7 +298,7 @@ pub async fn tail(
     table: &str,
     options: &TailOptions,
     report: &mut TailReport,
-) -> Result<(), String> {
+) -> Result<(), TailError> {
     let started = Instant::now();
     let arn = arn.to_owned();
     let region = arn.split(':').nth(3).unwrap_or("").to_owned();
@@ -294,28 +358,18 @@ pub async fn tail(
 async fn describe_stream(
     streams: &StreamsClient,
     arn: &str,
-) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), String> {
+) -> Result<(Vec<ShardInfo>, Option<KeyRoles>), AwsError> {
     let mut shards = vec![];
     let mut key: Option<KeyRoles> = None;
     let mut start: Option<String> = None;
-    let mut attempt = 0;
     loop {
-        let out = match streams
+        let out = streams
             .describe_stream()
             .stream_arn(arn)
             .set_exclusive_start_shard_id(start.clone())
             .send()
             .await
-        {
-            Ok(o) => o,
-            Err(e) if attempt < 10 => {
-                attempt += 1;
-                tracing::warn!(error = %e, "DescribeStream failed; retrying");
-                tokio::time::sleep(backoff(attempt, 1)).await;
-                continue;
-            }
-            Err(e) => return Err(format!("DescribeStream {arn}: {e}")),
-        };
+            .map_err(|e| AwsError::call("DescribeStream", arn, e))?;
         let Some(d) = out.stream_description() else {
             break;
         };
@@ -367,12 +421,11 @@ async fn drain_shard(
     mut cp: Checkpoint,
     options: &TailOptions,
     report: &mut TailReport,
-) -> Result<(Checkpoint, u64), String> {
+) -> Result<(Checkpoint, u64), TailError> {
     let mut iterator = streams
         .iterator(arn, &shard.shard_id, cp.last_sequence.as_deref())
         .await?;
     let mut total = 0u64;
-    let mut attempt = 0u32;
     loop {
         let Some(it) = iterator.clone() else {
             // No iterator: the shard is closed and fully read.
@@ -390,36 +443,33 @@ async fn drain_shard(
                 continue;
             }
             Err(StreamApiError::Trimmed) => {
-                return Err(format!(
-                    "shard {}: records after the checkpoint {:?} were trimmed from the stream (older than 24 hours): they are lost to the capture; record the gap and bootstrap again",
-                    shard.shard_id, cp.last_sequence
-                ));
+                return Err(TailError::Trimmed {
+                    shard: shard.shard_id.clone(),
+                    after: cp.last_sequence,
+                });
             }
-            Err(StreamApiError::Other(e)) => {
-                attempt += 1;
-                if attempt > 10 {
-                    return Err(format!("GetRecords on shard {}: {e}", shard.shard_id));
-                }
-                tokio::time::sleep(backoff(attempt, 2)).await;
-                continue;
-            }
+            Err(StreamApiError::Other(e)) => return Err(e.into()),
         };
-        attempt = 0;
         let records = &out.records[..];
         if !records.is_empty() {
             let event = lambda_event(records, arn, region)?;
             let r = ingestor
                 .ingest_event_from(&event, Some(&shard.shard_id))
                 .await
-                .map_err(|e| format!("ingesting records of shard {}: {e}", shard.shard_id))?;
-            if let Some(err) = r.error {
-                return Err(format!(
-                    "writing records of shard {} failed; the checkpoint stays at {:?}, rerun to resume: {err}",
-                    shard.shard_id, cp.last_sequence
-                ));
+                .map_err(|source| TailError::Ingest {
+                    shard: shard.shard_id.clone(),
+                    source,
+                })?;
+            if let Some(problem) = r.error {
+                return Err(TailError::Write {
+                    shard: shard.shard_id.clone(),
+                    after: cp.last_sequence,
+                    problem,
+                });
             }
             report.segments += r.segments.len() as u64;
             report.records += records.len() as u64;
+            crate::progress::tick(options.progress.as_deref(), records.len() as u64, 0);
             total += records.len() as u64;
             // Durable (segment and log entry written): advance the checkpoint.
             cp.last_sequence = records
@@ -442,7 +492,7 @@ async fn new_iterator(
     arn: &str,
     shard: &str,
     after: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, AwsError> {
     let mut req = streams.get_shard_iterator().stream_arn(arn).shard_id(shard);
     req = match after {
         Some(seq) => req
@@ -453,18 +503,28 @@ async fn new_iterator(
     let out = req
         .send()
         .await
-        .map_err(|e| format!("GetShardIterator {shard}: {e}"))?;
+        .map_err(|e| AwsError::call("GetShardIterator", shard, e))?;
     Ok(out.shard_iterator().map(str::to_owned))
 }
 
 /// Stream API records → a Lambda DynamoDB event (what the capture path parses).
-pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<String, String> {
+pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<String, AwsError> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let d = r.dynamodb().ok_or("record without a dynamodb section")?;
+        let context = || {
+            format!(
+                "stream record {}",
+                r.dynamodb()
+                    .and_then(|d| d.sequence_number())
+                    .unwrap_or("(no sequence number)")
+            )
+        };
+        let d = r
+            .dynamodb()
+            .ok_or_else(|| AwsError::convert(context(), "no dynamodb section"))?;
         let mut dynamodb = serde_json::Map::new();
         if let Some(t) = d.approximate_creation_date_time() {
-            let ms = t.to_millis().map_err(|e| e.to_string())?;
+            let ms = t.to_millis().map_err(|e| AwsError::convert(context(), e))?;
             dynamodb.insert(
                 "ApproximateCreationDateTime".into(),
                 serde_json::from_str::<Value>(&format!(
@@ -472,7 +532,7 @@ pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<Strin
                     ms.div_euclid(1000),
                     ms.rem_euclid(1000)
                 ))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| AwsError::convert(context(), e))?,
             );
         }
         for (name, image) in [
@@ -481,7 +541,10 @@ pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<Strin
             ("OldImage", d.old_image()),
         ] {
             if let Some(m) = image {
-                dynamodb.insert(name.into(), map_json(m)?);
+                dynamodb.insert(
+                    name.into(),
+                    map_json(m).map_err(|e| AwsError::convert(context(), e))?,
+                );
             }
         }
         if let Some(s) = d.sequence_number() {
@@ -510,7 +573,7 @@ pub fn lambda_event(records: &[Record], arn: &str, region: &str) -> Result<Strin
         }
         out.push(rec);
     }
-    serde_json::to_string(&json!({ "Records": out })).map_err(|e| e.to_string())
+    Ok(json!({ "Records": out }).to_string())
 }
 
 fn map_json(m: &HashMap<String, AttributeValue>) -> Result<Value, String> {

@@ -185,6 +185,20 @@ pub struct Ingestor {
     clock: SharedClock,
 }
 
+/// An event read and prepared, not yet written (see [`Ingestor::prepare_event`]). Holds the
+/// prepared rows, so it costs memory about the size of the event until it is written.
+pub struct PreparedEvent<'a> {
+    bytes: usize,
+    batch: Option<Batch<'a>>,
+}
+
+impl PreparedEvent<'_> {
+    /// Records in the event.
+    pub fn records(&self) -> usize {
+        self.batch.as_ref().map_or(0, |b| b.rows.raws.len())
+    }
+}
+
 /// What step 3 writes: a segment (covering some records) or one quarantined record.
 enum Unit<'a> {
     Segment {
@@ -286,25 +300,36 @@ impl Ingestor {
         Ok(schema)
     }
 
-    /// Parses and prepares every record of an event without writing anything; returns the
-    /// number of records. Under [`BadRecordPolicy::Reject`] the first bad record is an error.
-    /// The CLI checks a whole input this way before writing any of it.
-    pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
-        let Some(batch) = self.prepare_batch(text).await? else {
-            return Ok(0);
-        };
-        let Rows {
-            raws,
-            prepared,
-            texts,
-        } = batch.rows;
-        self.buffers.give_all(texts);
+    /// Reads and prepares every record of an event, writing nothing: step 1 alone. Under
+    /// [`BadRecordPolicy::Reject`] the first bad record is an error. The CLI prepares a whole
+    /// input this way before writing any of it, then hands each event to
+    /// [`Ingestor::write_event`].
+    pub async fn prepare_event<'a>(&self, text: &'a str) -> Result<PreparedEvent<'a>, IngestError> {
+        let batch = self.prepare_batch(text).await?;
         if self.options.bad_records == BadRecordPolicy::Reject
-            && let Some(Err(e)) = prepared.into_iter().find(Result::is_err)
+            && let Some(b) = &batch
+            && let Some(Err(e)) = b.rows.prepared.iter().find(|r| r.is_err())
         {
+            let e = e.clone();
+            if let Some(b) = batch {
+                self.buffers.give_all(b.rows.texts);
+            }
             return Err(e.into());
         }
-        Ok(raws.len())
+        Ok(PreparedEvent {
+            bytes: text.len(),
+            batch,
+        })
+    }
+
+    /// Prepares an event and lets it go: whether it would be ingested, and its record count.
+    pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
+        let event = self.prepare_event(text).await?;
+        let records = event.records();
+        if let Some(b) = event.batch {
+            self.buffers.give_all(b.rows.texts);
+        }
+        Ok(records)
     }
 
     /// Steps shared by checking and ingesting: split the event, find its table and schema, and
@@ -383,11 +408,21 @@ impl Ingestor {
         text: &str,
         shard: Option<&str>,
     ) -> Result<IngestReport, IngestError> {
+        let event = self.prepare_event(text).await?;
+        self.write_event(event, shard).await
+    }
+
+    /// Steps 2 and 3 for an event [`Ingestor::prepare_event`] read: group and encode its
+    /// records, then write them. `shard`: as for [`Ingestor::ingest_event_from`].
+    pub async fn write_event(
+        &self,
+        event: PreparedEvent<'_>,
+        shard: Option<&str>,
+    ) -> Result<IngestReport, IngestError> {
         let mut report = IngestReport {
-            event_bytes: text.len(),
+            event_bytes: event.bytes,
             ..Default::default()
         };
-        // Step 1: prepare.
         let Some(Batch {
             table,
             schema,
@@ -397,7 +432,7 @@ impl Ingestor {
                     prepared,
                     texts,
                 },
-        }) = self.prepare_batch(text).await?
+        }) = event.batch
         else {
             return Ok(report);
         };
@@ -409,7 +444,7 @@ impl Ingestor {
         // Step 2: group and encode.
         let mut units: Vec<Unit> = Vec::new();
         let mut segments: Vec<(HourPartition, SegmentBuilder, Vec<usize>)> = Vec::new();
-        let fallback_ms = chrono::Utc::now().timestamp_millis();
+        let fallback_ms = self.clock.now_ms();
         for (index, result) in prepared.iter().enumerate() {
             let row = match result {
                 Ok(row) => row,

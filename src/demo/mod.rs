@@ -25,7 +25,8 @@ use crate::demo::workload::Workload;
 use crate::lambda::{Config, Handler, serve};
 use crate::model::change::StreamViewType;
 use crate::model::item::{StateDigest, canonicalize, item_hash};
-use crate::ops::restore::{Point, Progress};
+use crate::ops::restore::Point;
+use crate::progress::Progress;
 use crate::store::ObjectStore;
 use crate::store::local::LocalStore;
 
@@ -72,8 +73,19 @@ pub struct DemoReport {
     pub digest: StateDigest,
 }
 
+/// Why the demo stopped: the step that failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("demo: {0}")]
+pub struct DemoError(String);
+
+impl From<String> for DemoError {
+    fn from(problem: String) -> DemoError {
+        DemoError(problem)
+    }
+}
+
 /// Runs the demo into `dir` with `changes` changes in Lambda batches of `batch`.
-pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoReport, String> {
+pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoReport, DemoError> {
     prepare_dir(dir)?;
     let backup = dir.join("backup");
     let schemas = dir.join("schemas");
@@ -109,7 +121,7 @@ pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoRe
             .as_array()
             .is_none_or(|a| !a.is_empty())
         {
-            return Err(format!("batch {batches} reported failures: {response}"));
+            return Err(format!("batch {batches} reported failures: {response}").into());
         }
         done += n;
         batches += 1;

@@ -135,7 +135,7 @@ impl Handler {
     /// Opens the stores named by the configuration.
     pub async fn new(config: &Config) -> Result<Handler, LambdaError> {
         // One AWS configuration (credentials chain, region) for every client of the container.
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let aws = crate::aws::config::load().await;
         let target = store::open_with(&config.target, Some(&aws)).await?;
         let mut handler = Handler::assemble(target, config, Some(&aws)).await?;
         handler.dynamodb = Some(aws_sdk_dynamodb::Client::new(&aws));
@@ -182,10 +182,12 @@ impl Handler {
                 .await
             {
                 Ok(Ok((shards, key))) => {
-                    save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref()).await
+                    save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref())
+                        .await
+                        .map_err(|e| e.to_string())
                 }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err("DescribeStream took longer than 2 s".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("DescribeStream took longer than 2 s".to_owned()),
             };
         if let Err(e) = result {
             // Not retried before the interval passes: a missing permission or an unreachable

@@ -122,7 +122,7 @@ impl Handler {
             },
             workers: 8,
             scan_segments: 8,
-            max_attempts: 15,
+            max_resubmits: 15,
             deadline: Some(
                 std::time::Instant::now() + std::time::Duration::from_secs(task.budget_seconds),
             ),
@@ -133,7 +133,7 @@ impl Handler {
             &self.store,
             Some(&client),
             &request,
-            &crate::ops::restore::Progress::default(),
+            &crate::progress::Progress::default(),
         )
         .await
         .map_err(|e| {

@@ -67,22 +67,12 @@ pub struct BaseManifest {
     pub files: Vec<BaseFile>,
 }
 
-/// Folder of a table's bases.
-pub fn base_prefix(layout: &TableLayout) -> String {
-    format!("{}/base/", layout.table())
-}
-
-/// Key of a base manifest.
-pub fn base_manifest_key(layout: &TableLayout, base_id: &str) -> String {
-    format!("{}/base/{base_id}/base.json", layout.table())
-}
-
 /// The newest committed base manifest of a table, if any.
 pub async fn latest_base(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<Option<BaseManifest>, StoreError> {
-    let prefix = base_prefix(layout);
+    let prefix = layout.base_prefix();
     let mut newest: Option<String> = None;
     for m in store.list(&prefix, None, None).await? {
         if m.key.ends_with("/base.json") && newest.as_ref().is_none_or(|n| m.key > *n) {
@@ -127,7 +117,7 @@ impl BaseWriter {
     ) -> BaseWriter {
         BaseWriter {
             store,
-            prefix: format!("{}/base/{base_id}/part-{worker:04}", layout.table()),
+            prefix: layout.base_part_prefix(base_id, worker),
             keys: vec![],
             items: vec![],
             bytes: 0,

@@ -707,6 +707,48 @@ fn record_end(b: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// The JSON objects of a text holding one or more, back to back or one per line (the input of
+/// `streamseal ingest`): each one's first line (from 1) and its text. Objects are delimited
+/// the way records are, by balancing brackets outside strings, without being parsed; reading
+/// them is the capture path's job. Anything else between them is an error naming its line.
+pub fn split_documents(text: &str) -> Result<Vec<(usize, &str)>, String> {
+    let b = text.as_bytes();
+    let mut out = vec![];
+    let mut at = 0;
+    let mut line = 1;
+    loop {
+        let skipped = b[at..]
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(b.len() - at);
+        line += memchr::memchr_iter(b'\n', &b[at..at + skipped]).count();
+        at += skipped;
+        if at == b.len() {
+            return Ok(out);
+        }
+        let column = at
+            - b[..at]
+                .iter()
+                .rposition(|c| *c == b'\n')
+                .map_or(0, |n| n + 1)
+            + 1;
+        if b[at] != b'{' {
+            let found: String = text[at..].chars().take(20).collect();
+            return Err(format!(
+                "not valid JSON at line {line} column {column}: expected an object (an event), found {found:?}"
+            ));
+        }
+        let end = record_end(b, at).ok_or_else(|| {
+            format!(
+                "not valid JSON at line {line} column {column}: the object starting here does not end"
+            )
+        })?;
+        out.push((line, &text[at..end]));
+        line += memchr::memchr_iter(b'\n', &b[at..end]).count();
+        at = end;
+    }
+}
+
 /// Reads the records of a `{"Records":[…]}` event in the pass that finds them: each record's
 /// raw text and its parse come out together, so a batch is read once instead of being split
 /// first. Record boundaries are exactly those of [`parse_event`]; an event this cursor cannot
@@ -1087,6 +1129,31 @@ fn epoch_seconds_to_ms(secs: f64) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_split_by_brackets_with_their_lines() {
+        let text = "{\"a\":\"}{\\\"\"}\n\n  {\"b\":\n[1]}{\"c\":{}}\n";
+        let docs = split_documents(text).unwrap();
+        assert_eq!(
+            docs,
+            vec![
+                (1, "{\"a\":\"}{\\\"\"}"),
+                (3, "{\"b\":\n[1]}"),
+                (4, "{\"c\":{}}")
+            ]
+        );
+        assert_eq!(split_documents(" \n").unwrap(), vec![]);
+        assert!(
+            split_documents("{}\n [1]")
+                .unwrap_err()
+                .starts_with("not valid JSON at line 2 column 2: expected")
+        );
+        assert!(
+            split_documents("{}\n\n{\"a\":1")
+                .unwrap_err()
+                .starts_with("not valid JSON at line 3 column 1:")
+        );
+    }
 
     #[test]
     fn sequence_numbers_compare_numerically() {

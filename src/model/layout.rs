@@ -15,6 +15,9 @@
 //! <table>/shards/<stream-label>.json                                         the stream's shard map (`crate::model::shards`)
 //! <table>/checkpoints/<shard-id>.json                                        `tail`'s per-shard progress
 //! <table>/restores/<sha16>.json                                              a DynamoDB restore's checkpoint
+//! <table>/compaction/cleaned.json                                            compactions whose small segments are deleted
+//! <table>/athena/snapshot-files/generation=<id>/symlink.txt                  Athena file list of a snapshot's segments
+//! <table>/athena/base-files/symlink.txt                                      Athena file list of the adopted base
 //! ```
 //!
 //! Segment names are deterministic: sequence numbers are zero-padded to 40 digits (so names
@@ -103,6 +106,15 @@ impl TableLayout {
         )
     }
 
+    /// Key of a compacted object: in the hour folder (`dt=…/hr=…`) of its parts, named by the
+    /// snapshot that sealed them and `id`, a hash of their keys.
+    pub fn compacted_key(&self, hour: &str, snapshot_id: &str, id: &str) -> String {
+        format!(
+            "{}{hour}/c-{snapshot_id}-{id}.parquet",
+            self.changes_prefix()
+        )
+    }
+
     /// Folder of log entries waiting for the next seal.
     pub fn inbox_prefix(&self) -> String {
         format!("{}/inbox/", self.table)
@@ -155,6 +167,70 @@ impl TableLayout {
                     && name.len() > 2
                     && matches!(&name[..2], "s-" | "q-" | "g-" | "c-" | "a-")
             })
+    }
+
+    /// Folder of the bootstrap bases (`crate::model::base`).
+    pub fn base_prefix(&self) -> String {
+        format!("{}/base/", self.table)
+    }
+
+    /// Key of the manifest of base `base_id`.
+    pub fn base_manifest_key(&self, base_id: &str) -> String {
+        format!("{}{base_id}/base.json", self.base_prefix())
+    }
+
+    /// Prefix of the Parquet parts one worker writes for base `base_id` (`-<n>.parquet` follows).
+    pub fn base_part_prefix(&self, base_id: &str, worker: usize) -> String {
+        format!("{}{base_id}/part-{worker:04}", self.base_prefix())
+    }
+
+    /// Folder of the stream's shard maps.
+    pub fn shards_prefix(&self) -> String {
+        format!("{}/shards/", self.table)
+    }
+
+    /// Key of the shard map of the stream labelled `label`.
+    pub fn shard_map_key(&self, label: &str) -> String {
+        format!("{}{label}.json", self.shards_prefix())
+    }
+
+    /// Key of `tail`'s checkpoint of shard `shard_id`.
+    pub fn tail_checkpoint_key(&self, shard_id: &str) -> String {
+        format!("{}/checkpoints/{shard_id}.json", self.table)
+    }
+
+    /// Key of a DynamoDB restore's checkpoint, named by a hash of what is restored where.
+    pub fn restore_checkpoint_key(&self, id: &str) -> String {
+        format!("{}/restores/{id}.json", self.table)
+    }
+
+    /// Key of the record of which compactions' small segments were deleted.
+    pub fn compaction_cleaned_key(&self) -> String {
+        format!("{}/compaction/cleaned.json", self.table)
+    }
+
+    /// Folder of the base's Athena file list (the adopted base files share their folder with
+    /// `base.json`, which Athena's Parquet reader would trip on).
+    pub fn athena_base_files_prefix(&self) -> String {
+        format!("{}/athena/base-files/", self.table)
+    }
+
+    /// Key of the base's Athena file list.
+    pub fn athena_base_files_key(&self) -> String {
+        format!("{}symlink.txt", self.athena_base_files_prefix())
+    }
+
+    /// Folder of the per-snapshot Athena file lists (the snapshot table's location).
+    pub fn athena_snapshot_files_prefix(&self) -> String {
+        format!("{}/athena/snapshot-files/", self.table)
+    }
+
+    /// Key of a snapshot's Athena file list: the absolute URLs of the segments it sealed.
+    pub fn athena_snapshot_files_key(&self, snapshot_id: &str) -> String {
+        format!(
+            "{}generation={snapshot_id}/symlink.txt",
+            self.athena_snapshot_files_prefix()
+        )
     }
 
     /// Folder of sealed manifests.

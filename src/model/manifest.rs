@@ -518,9 +518,7 @@ pub enum ManifestError {
         what: String,
     },
     /// The table has no sealed snapshot.
-    #[error(
-        "table {table} has no sealed snapshot in {store} (seal one with `streamseal seal --table {table} --target {store}`)"
-    )]
+    #[error("table {table} has no sealed snapshot in {store} (seal one first)")]
     NoSnapshots {
         /// Table.
         table: String,
@@ -529,7 +527,7 @@ pub enum ManifestError {
     },
     /// The named snapshot does not exist.
     #[error(
-        "snapshot {id} of table {table} does not exist in {store} (list them with `streamseal snapshots --table {table} --target {store}`)"
+        "snapshot {id} of table {table} does not exist in {store} (list the snapshots to see which exist)"
     )]
     UnknownSnapshot {
         /// Table.

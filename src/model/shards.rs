@@ -6,7 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-use crate::store::{ObjectStore, PutMode};
+use crate::model::layout::TableLayout;
+use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// One shard of the stream, as the shard map records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,9 +76,21 @@ pub fn parents_first(shards: &[ShardInfo]) -> Vec<ShardInfo> {
     out
 }
 
-/// Folder of a table's shard maps.
-pub fn shard_map_prefix(table: &str) -> String {
-    format!("{table}/shards/")
+/// Why the shard maps could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardMapError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A kept shard map is not one.
+    #[error("shard map {key} is unreadable: {source}")]
+    Unreadable {
+        /// Its key.
+        key: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Writes the shard map of stream `arn` (`<table>/shards/<stream-label>.json`, rewritten).
@@ -87,7 +100,7 @@ pub async fn save_shard_map(
     arn: &str,
     shards: &[ShardInfo],
     key: Option<&KeyRoles>,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let map = ShardMap {
         stream_arn: arn.to_owned(),
         read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -99,32 +112,39 @@ pub async fn save_shard_map(
         .next()
         .unwrap_or("stream")
         .replace([':', '/'], "-");
-    let body = serde_json::to_vec(&map).map_err(|e| e.to_string())?;
+    // A struct of strings always serializes.
+    let body = serde_json::to_vec(&map).unwrap_or_default();
     store
         .put(
-            &format!("{}{label}.json", shard_map_prefix(table)),
+            &TableLayout::new(table).shard_map_key(&label),
             Bytes::from(body),
             PutMode::Overwrite,
         )
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
-/// Every shard map kept for a table.
-pub async fn load_shard_maps(store: &dyn ObjectStore, table: &str) -> Vec<ShardMap> {
-    let Ok(list) = store.list(&shard_map_prefix(table), None, None).await else {
-        return vec![];
-    };
+/// Every shard map kept for a table. A store failure or an unreadable map is an error: a seal
+/// that attributes segments to shards must not silently do it with part of the maps.
+pub async fn load_shard_maps(
+    store: &dyn ObjectStore,
+    table: &str,
+) -> Result<Vec<ShardMap>, ShardMapError> {
+    let list = store
+        .list(&TableLayout::new(table).shards_prefix(), None, None)
+        .await?;
     let mut out = vec![];
     for m in list {
-        if let Ok(b) = store.get(&m.key).await
-            && let Ok(map) = serde_json::from_slice::<ShardMap>(&b)
-        {
-            out.push(map);
-        }
+        let body = store.get(&m.key).await?;
+        let map = serde_json::from_slice::<ShardMap>(&body).map_err(|source| {
+            ShardMapError::Unreadable {
+                key: m.key.clone(),
+                source,
+            }
+        })?;
+        out.push(map);
     }
-    out
+    Ok(out)
 }
 
 /// The key schema of a table from its shard maps' key roles and one captured key (DynamoDB

@@ -5,6 +5,7 @@
 //! The view's SQL is plain ANSI (window function, `lpad`), so the same text runs in DuckDB
 //! over the same files, which is how the tests check it against ground truth.
 
+use crate::model::layout::TableLayout;
 use crate::model::schema::{ColumnType, TableSchema};
 
 /// Athena identifier for a DynamoDB table name: lower case, `-` and `.` become `_`.
@@ -156,12 +157,6 @@ WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
     .replace('`', "\"")
 }
 
-/// Folder of the base's Athena file list (a symlink manifest naming the adopted base files,
-/// which share their folder with `base.json`, a file Athena's Parquet reader would trip on).
-pub fn base_symlink_prefix(table: &str) -> String {
-    format!("{table}/athena/base-files/")
-}
-
 /// `CREATE EXTERNAL TABLE <table>_base`: the bootstrap base the chain adopted (`keys`,
 /// `item`), through the symlink list `athena-ddl` writes.
 pub fn base_table(table: &str, location: &str, database: &str) -> String {
@@ -169,7 +164,7 @@ pub fn base_table(table: &str, location: &str, database: &str) -> String {
     let location = format!(
         "{}/{}",
         location.trim_end_matches('/'),
-        base_symlink_prefix(table)
+        TableLayout::new(table).athena_base_files_prefix()
     );
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_base` (\n  `keys` string,\n  `item` string\n)\n\
@@ -184,19 +179,6 @@ const SYMLINK_PARQUET: &str = "ROW FORMAT SERDE 'org.apache.hadoop.hive.ql.io.pa
 STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
 OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'";
 
-/// Folder of the per-generation symlink manifests (the snapshot table's location).
-pub fn symlink_prefix(table: &str) -> String {
-    format!("{table}/athena/snapshot-files/")
-}
-
-/// Key of a snapshot's symlink manifest: the absolute URLs of the segments it sealed.
-pub fn symlink_key(table: &str, snapshot_id: &str) -> String {
-    format!(
-        "{}generation={snapshot_id}/symlink.txt",
-        symlink_prefix(table)
-    )
-}
-
 /// `CREATE EXTERNAL TABLE <table>_snapshot_changes`: the segments of every sealed snapshot,
 /// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal), with
 /// the generation as a projected partition. Snapshot N is `generation <= N`.
@@ -206,7 +188,7 @@ pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, databas
     let location = format!(
         "{}/{}",
         location.trim_end_matches('/'),
-        symlink_prefix(table)
+        TableLayout::new(table).athena_snapshot_files_prefix()
     );
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_snapshot_changes` (\n{}\n)\n\
@@ -302,6 +284,107 @@ pub fn statements(
     ));
     out.push(snapshot_table(table, location, schema, database));
     out
+}
+
+/// Why the DDL of a backup cannot be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum AthenaError {
+    /// Athena reads S3 only.
+    #[error("the backup {location} is not in S3; Athena reads s3://bucket/prefix locations")]
+    NotS3 {
+        /// The backup's location.
+        location: String,
+    },
+    /// The database name is not one Athena accepts.
+    #[error("database name {database:?}: use lower-case letters, digits and _")]
+    BadDatabase {
+        /// The name given.
+        database: String,
+    },
+    /// A manifest could not be read.
+    #[error(transparent)]
+    Manifest(#[from] crate::model::manifest::ManifestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The statements for a backup, and the base file list written for them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ddl {
+    /// Statements to run in order.
+    pub statements: Vec<String>,
+    /// The base's Athena file list, when the chain adopted a base: its key and file count.
+    pub base_files: Option<(String, usize)>,
+}
+
+/// The DDL for `table`'s backup in `store` (whose URL Athena reads): the first captured day
+/// bounds the partition projection, each sealed snapshot gets its view, and when the chain
+/// adopted a bootstrap base, its file list is (re)written for the `<table>_base` table.
+pub async fn ddl(
+    store: &dyn crate::store::ObjectStore,
+    table: &str,
+    schema: &TableSchema,
+    database: &str,
+) -> Result<Ddl, AthenaError> {
+    let location = store.url();
+    if !location.starts_with("s3://") {
+        return Err(AthenaError::NotS3 { location });
+    }
+    if database.is_empty()
+        || !database
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(AthenaError::BadDatabase {
+            database: database.to_owned(),
+        });
+    }
+    let layout = TableLayout::new(table);
+    // The earliest partition bounds the projection (keys sort by date): one small listing.
+    let first = store
+        .list(&layout.changes_prefix(), None, Some(1))
+        .await?
+        .first()
+        .and_then(|m| {
+            m.key
+                .split("dt=")
+                .nth(1)
+                .and_then(|d| d.get(..10))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
+    // Each snapshot, with whether its chain includes a bootstrap base (its view reads it).
+    let mut snapshots: Vec<(u64, bool)> = vec![];
+    let mut base = vec![];
+    for id in crate::model::manifest::list_snapshot_ids(store, &layout, None).await? {
+        let Some(g) = crate::model::manifest::parse_snapshot_id(&id) else {
+            continue;
+        };
+        let m = crate::model::manifest::read_manifest(store, &layout, &id).await?;
+        snapshots.push((g, !m.base.is_empty()));
+        base = m.base;
+    }
+    let mut base_files = None;
+    if !base.is_empty() {
+        let root = format!("{}/", location.trim_end_matches('/'));
+        let list: String = base.iter().map(|b| format!("{root}{}\n", b.key)).collect();
+        let key = layout.athena_base_files_key();
+        store
+            .put(
+                &key,
+                bytes::Bytes::from(list),
+                crate::store::PutMode::Overwrite,
+            )
+            .await?;
+        base_files = Some((key, base.len()));
+    }
+    Ok(Ddl {
+        statements: statements_with_snapshots(
+            table, &location, schema, database, &first, &snapshots,
+        ),
+        base_files,
+    })
 }
 
 #[cfg(test)]

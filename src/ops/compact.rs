@@ -86,6 +86,8 @@ pub struct CompactOptions {
     pub concurrency: usize,
     /// Report what would be done, write nothing.
     pub dry_run: bool,
+    /// Counts segments read for compaction, for a caller showing progress.
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 impl Default for CompactOptions {
@@ -97,6 +99,7 @@ impl Default for CompactOptions {
             zstd_level: 3,
             concurrency: 8,
             dry_run: false,
+            progress: None,
         }
     }
 }
@@ -366,7 +369,7 @@ pub async fn compact(
 
     // 1. Delete parts whose compaction is sealed and past the grace period. Seals whose
     //    compactions are fully cleaned are remembered, so a run does not re-check history.
-    let cleaned_key = format!("{}/compaction/cleaned.json", table);
+    let cleaned_key = layout.compaction_cleaned_key();
     let mut cleaned: std::collections::BTreeSet<String> = match store.get(&cleaned_key).await {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
         Err(StoreError::NotFound { .. }) => Default::default(),
@@ -426,7 +429,7 @@ pub async fn compact(
             continue;
         }
         // Athena's view of that snapshot names the compacted objects before the parts go.
-        let symlink_key = crate::ops::athena::symlink_key(table, snapshot);
+        let symlink_key = layout.athena_snapshot_files_key(snapshot);
         if let Some(files) = chain
             .iter()
             .find(|(m, _)| m.snapshot_id == *snapshot)
@@ -491,6 +494,11 @@ pub async fn compact(
                 .push(s);
         }
     }
+    crate::progress::stage(
+        options.progress.as_deref(),
+        "compacting segments",
+        report.candidates as u64,
+    );
     for ((snapshot, hour), segments) in groups {
         // Packs of at most target_bytes, each of at least two segments.
         let mut packs: Vec<Vec<&SealedSegment>> = vec![vec![]];
@@ -508,10 +516,7 @@ pub async fn compact(
         for pack in packs.into_iter().filter(|p| p.len() >= 2) {
             if options.dry_run {
                 report.written.push(CompactedObject {
-                    key: format!(
-                        "{}{hour}/c-{snapshot}-(dry run).parquet",
-                        layout.changes_prefix()
-                    ),
+                    key: layout.compacted_key(&hour, &snapshot, "(dry run)"),
                     parts: pack.len(),
                     rows: pack.iter().map(|s| s.rows).sum(),
                     bytes_in: pack.iter().map(|s| s.bytes).sum(),
@@ -543,7 +548,13 @@ async fn write_compacted(
     let mut open: Option<OpenRun> = None;
     for chunk in pack.chunks(options.concurrency.max(1)) {
         let keys: Vec<String> = chunk.iter().map(|s| s.key.clone()).collect();
-        let bodies = store::get_many(store, &keys, options.concurrency).await;
+        let bodies = store::get_many_counted(
+            store,
+            &keys,
+            options.concurrency,
+            options.progress.as_deref(),
+        )
+        .await;
         for (s, body) in chunk.iter().zip(bodies) {
             let body = body?;
             if body.len() as u64 != s.bytes || hex::encode(Sha256::digest(&body)) != s.sha256 {
@@ -625,7 +636,7 @@ impl OpenRun {
             options.zstd_level,
         )
         .map_err(|e| CompactError::Segment {
-            key: format!("{}{hour}/c-{snapshot}-*.parquet", layout.changes_prefix()),
+            key: layout.compacted_key(hour, snapshot, "*"),
             problem: e.to_string(),
         })?;
         Ok(OpenRun {
@@ -656,11 +667,7 @@ impl OpenRun {
             hasher.update(b"\n");
         }
         let id = hex::encode(hasher.finalize())[..16].to_owned();
-        let key = format!(
-            "{}{}/c-{snapshot}-{id}.parquet",
-            layout.changes_prefix(),
-            self.hour
-        );
+        let key = layout.compacted_key(&self.hour, snapshot, &id);
         let bytes = self
             .writer
             .into_inner()

@@ -32,59 +32,85 @@ struct Tally {
     max_scale: usize,
 }
 
+/// Why no schema could be proposed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The latest snapshot cannot be read.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Nothing to sample.
+    #[error("no segments of table {table} in {store}; capture some changes first")]
+    NoSegments {
+        /// The table.
+        table: String,
+        /// The store's URL.
+        store: String,
+    },
+    /// A segment cannot be read.
+    #[error("segment {key}: {problem}")]
+    Segment {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
 /// Proposes a schema file for `table` from up to `max_segments` segments.
 pub async fn infer(
     store: &Arc<dyn ObjectStore>,
     table: &str,
     max_segments: usize,
-) -> Result<String, String> {
+) -> Result<String, InferError> {
     let layout = TableLayout::new(table);
-    let mut keys: Vec<String> = match manifest::latest_snapshot_id(store.as_ref(), &layout).await {
-        Ok(Some(id)) => {
-            let m = manifest::read_manifest(store.as_ref(), &layout, &id)
-                .await
-                .map_err(|e| e.to_string())?;
+    let mut keys: Vec<String> = match manifest::latest_snapshot_id(store.as_ref(), &layout).await? {
+        Some(id) => {
+            let m = manifest::read_manifest(store.as_ref(), &layout, &id).await?;
             manifest::read_files(store.as_ref(), &m)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .segments
                 .into_iter()
                 .rev()
                 .map(|s| s.key)
                 .collect()
         }
-        _ => vec![],
+        None => vec![],
     };
     if keys.is_empty() {
         keys = store
             .list(&layout.changes_prefix(), None, Some(max_segments))
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .map(|m| m.key)
             .collect();
     }
     keys.truncate(max_segments.max(1));
     if keys.is_empty() {
-        return Err(format!(
-            "no segments of table {table} in {}; capture some changes first",
-            store.url()
-        ));
+        return Err(InferError::NoSegments {
+            table: table.to_owned(),
+            store: store.url(),
+        });
     }
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut key_attrs: BTreeMap<String, String> = BTreeMap::new();
     let mut images = 0u64;
     for (key, body) in keys.iter().zip(store::get_many(store, &keys, 8).await) {
-        let bytes = body.map_err(|e| e.to_string())?;
+        let bad = |problem: String| InferError::Segment {
+            key: key.clone(),
+            problem,
+        };
         let batches =
-            crate::segment::read_segment_columns(key, bytes, &["keys", "new_image", "old_image"])
-                .map_err(|e| e.to_string())?;
+            crate::segment::read_segment_columns(key, body?, &["keys", "new_image", "old_image"])
+                .map_err(|e| bad(e.to_string()))?;
         for batch in batches {
             let col = |n: &str| {
                 batch
                     .column_by_name(n)
                     .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                    .ok_or_else(|| format!("{key}: no {n} column"))
+                    .ok_or_else(|| bad(format!("no {n} column")))
             };
             let (k, new, old) = (col("keys")?, col("new_image")?, col("old_image")?);
             for i in 0..batch.num_rows() {

@@ -52,7 +52,7 @@ pub struct Retention {
 }
 
 /// S3 Object Lock retention mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionMode {
     /// Users with `s3:BypassGovernanceRetention` may delete or shorten it.
     Governance,
@@ -250,25 +250,44 @@ pub async fn get_many(
     keys: &[String],
     concurrency: usize,
 ) -> Vec<Result<Bytes, StoreError>> {
+    get_many_counted(store, keys, concurrency, None).await
+}
+
+/// [`get_many`], counting each object read (and its bytes) in `progress`.
+pub async fn get_many_counted(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+    progress: Option<&crate::progress::Progress>,
+) -> Vec<Result<Bytes, StoreError>> {
     run_many(
         store,
         keys,
         concurrency,
         |s, k| async move { s.get(&k).await },
+        progress,
+        |b: &Bytes| b.len() as u64,
     )
     .await
 }
 
-/// Deletes many objects, at most `concurrency` at a time; the first failure is returned after
-/// every deletion has been tried. Deleting a missing object succeeds.
+/// Deletes many objects, at most `concurrency` at a time (each counted in `progress`); the
+/// first failure is returned after every deletion has been tried. Deleting a missing object
+/// succeeds.
 pub async fn delete_many(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,
+    progress: Option<&crate::progress::Progress>,
 ) -> Result<(), StoreError> {
-    let results = run_many(store, keys, concurrency, |s, k| async move {
-        s.delete(&k).await
-    })
+    let results = run_many(
+        store,
+        keys,
+        concurrency,
+        |s, k| async move { s.delete(&k).await },
+        progress,
+        |_| 0,
+    )
     .await;
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
@@ -279,11 +298,23 @@ pub async fn head_many(
     keys: &[String],
     concurrency: usize,
 ) -> Vec<Result<Option<ObjectMeta>, StoreError>> {
+    head_many_counted(store, keys, concurrency, None).await
+}
+
+/// [`head_many`], counting each object in `progress`.
+pub async fn head_many_counted(
+    store: &Arc<dyn ObjectStore>,
+    keys: &[String],
+    concurrency: usize,
+    progress: Option<&crate::progress::Progress>,
+) -> Vec<Result<Option<ObjectMeta>, StoreError>> {
     run_many(
         store,
         keys,
         concurrency,
         |s, k| async move { s.head(&k).await },
+        progress,
+        |_| 0,
     )
     .await
 }
@@ -293,6 +324,8 @@ async fn run_many<T, F, Fut>(
     keys: &[String],
     concurrency: usize,
     op: F,
+    progress: Option<&crate::progress::Progress>,
+    size: impl Fn(&T) -> u64,
 ) -> Vec<Result<T, StoreError>>
 where
     T: Send + 'static,
@@ -310,7 +343,12 @@ where
             next += 1;
         }
         match tasks.join_next().await {
-            Some(Ok((i, r))) => out[i] = Some(r),
+            Some(Ok((i, r))) => {
+                if let Ok(v) = &r {
+                    crate::progress::tick(progress, 1, size(v));
+                }
+                out[i] = Some(r)
+            }
             Some(Err(e)) => {
                 // A panicked or cancelled task: report it on every key still without a result
                 // rather than guess which one it was.

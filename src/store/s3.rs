@@ -41,8 +41,7 @@ fn endpoint_overridden() -> bool {
 impl S3Store {
     /// Builds a client from the standard AWS environment.
     pub async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        S3Store::from_config(&config, bucket, prefix)
+        S3Store::from_config(&crate::aws::config::load().await, bucket, prefix)
     }
 
     /// Builds a client from a loaded AWS configuration.
@@ -130,18 +129,19 @@ impl S3Store {
 
     fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = match &err {
             SdkError::ServiceError(e) => Some(status_of(e.raw())),
             SdkError::ResponseError(e) => Some(status_of(e.raw())),
             _ => None,
         };
-        let message = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+        let (_, message) = crate::aws::describe_sdk_error(&err);
         let transient = match &err {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+            // A connection that failed may work later; a request that could not be built
+            // (no region, no credentials) will not.
+            SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
             SdkError::ServiceError(_) => {
                 status.is_some_and(|s| s == 408 || s == 409 || s == 429 || s >= 500)
             }

@@ -107,8 +107,10 @@ pub fn moto_env() -> Vec<(&'static str, String)> {
 pub fn dynamodb_client(
     faults: Option<Arc<streamseal::aws::faults::DynamoFaults>>,
 ) -> aws_sdk_dynamodb::Client {
+    // The project's retry policy, pointed at the emulator.
     let mut config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .retry_config(streamseal::aws::config::retry_config())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
         .endpoint_url(&moto().endpoint)
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -207,7 +209,7 @@ pub async fn apply_change(
         Some(item) => client
             .put_item()
             .table_name(table)
-            .set_item(Some(to_attribute_map(item).unwrap()))
+            .set_item(Some(to_attribute_map(item, "item").unwrap()))
             .send()
             .await
             .map(|_| ())
@@ -215,7 +217,7 @@ pub async fn apply_change(
         None => client
             .delete_item()
             .table_name(table)
-            .set_key(Some(to_attribute_map(&c.key).unwrap()))
+            .set_key(Some(to_attribute_map(&c.key, "key").unwrap()))
             .send()
             .await
             .map(|_| ())

@@ -65,14 +65,7 @@ pub async fn materialize(
         None
     };
     let mut changes = 0u64;
-    progress
-        .changes_total
-        .store(plan.changes(), AtomicOrdering::Relaxed);
-    if let Some((_, n)) = plan.expected {
-        progress
-            .items_total
-            .store(n.max(0) as u64, AtomicOrdering::Relaxed);
-    }
+    progress.stage("reading changes", plan.changes());
 
     // Base files first: every item at sequence "0", below any real change.
     let base_keys: Vec<String> = plan.base.iter().map(|b| b.key.clone()).collect();
@@ -85,9 +78,7 @@ pub async fn materialize(
             .zip(bodies)
         {
             let bytes = checked(b.key.as_str(), b.bytes, &b.sha256, body?)?;
-            progress
-                .bytes_read
-                .fetch_add(bytes.len() as u64, AtomicOrdering::Relaxed);
+            progress.add_bytes(bytes.len() as u64);
             for batch in read_batches(&b.key, bytes, &["keys", "item"])? {
                 let keys = string_col(&batch, "keys", &b.key)?;
                 let items = string_col(&batch, "item", &b.key)?;
@@ -184,9 +175,7 @@ pub async fn materialize(
         let bodies = store::get_many(store, &keys, options.concurrency).await;
         for (u, body) in chunk.iter().zip(bodies) {
             let bytes = checked(u.key, u.bytes, u.sha256, body?)?;
-            progress
-                .bytes_read
-                .fetch_add(bytes.len() as u64, AtomicOrdering::Relaxed);
+            progress.add_bytes(bytes.len() as u64);
             let batches = read_batches(u.key, bytes, &columns)?;
             let total: usize = batches.iter().map(|b| b.num_rows()).sum();
             for (s, range) in &u.parts {
@@ -263,14 +252,16 @@ pub async fn materialize(
                     }
                 }
                 changes += rows;
-                progress
-                    .changes_read
-                    .fetch_add(rows, AtomicOrdering::Relaxed);
+                progress.add(rows);
             }
         }
     }
 
     // Emit: partition by partition, latest change per key, sorted by key.
+    progress.stage(
+        "writing items",
+        plan.expected.map_or(0, |(_, n)| n.max(0) as u64),
+    );
     let mut digest = StateDigest::ZERO;
     let mut count = 0u64;
     let mut quarantined: Vec<QuarantinedKey> = vec![];
@@ -321,7 +312,7 @@ pub async fn materialize(
         sink.partition(index, partitions, items)
             .await
             .map_err(RestoreError::Sink)?;
-        progress.items_done.fetch_add(n, AtomicOrdering::Relaxed);
+        progress.add(n);
         Ok::<(), RestoreError>(())
     };
     match &mut spill {

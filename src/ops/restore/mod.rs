@@ -29,7 +29,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use arrow_array::{Array, StringArray, TimestampMillisecondArray};
 use bytes::Bytes;
@@ -40,6 +39,7 @@ use crate::model::change::SequenceNumber;
 use crate::model::item::{ItemHash, StateDigest};
 use crate::model::layout::TableLayout;
 use crate::model::manifest::{self, BaseFile, Manifest, ManifestError, SealedSegment};
+use crate::progress::Progress;
 use crate::store::{self, ObjectStore, StoreError};
 
 mod materialize;
@@ -68,7 +68,7 @@ pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The instant is outside what the backup covers.
-    #[error("--as-of {at}: {why}")]
+    #[error("restore point {at}: {why}")]
     OutOfRange {
         /// The instant asked for (RFC 3339).
         at: String,
@@ -95,8 +95,28 @@ pub enum RestoreError {
         source: std::io::Error,
     },
     /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The target cannot take the restore (nothing was written).
     #[error("{0}")]
-    Sink(String),
+    Target(String),
+    /// A strict restore met quarantined records whose change cannot be written (nothing was
+    /// written).
+    #[error(
+        "strict restore refused: the chain holds {records} quarantined record(s) whose change cannot be written ({keys}); nothing was written. A restore that is not strict writes every other item and names the keys left out."
+    )]
+    StrictRefused {
+        /// How many.
+        records: usize,
+        /// The first few keys.
+        keys: String,
+    },
+    /// The DynamoDB target table does not exist (and was not to be created).
+    #[error("target table {table} does not exist; create it, or have the restore create it")]
+    NoTargetTable {
+        /// The table.
+        table: String,
+    },
     /// The materialized state does not match the snapshot's digest.
     #[error(
         "the materialized state does not match snapshot {snapshot}: {what}; the backup is inconsistent (run `streamseal verify --deep`)"
@@ -292,22 +312,7 @@ pub trait Sink: Send {
         index: usize,
         count: usize,
         items: Vec<Item>,
-    ) -> Result<(), String>;
-}
-
-/// Counters a caller can read while a restore runs (for progress lines).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Changes (rows) read.
-    pub changes_read: AtomicU64,
-    /// Items handed to the sink.
-    pub items_done: AtomicU64,
-    /// Bytes of objects read.
-    pub bytes_read: AtomicU64,
-    /// Changes the plan will read (for an ETA).
-    pub changes_total: AtomicU64,
-    /// Items the result will have, when the manifest says (for an ETA).
-    pub items_total: AtomicU64,
+    ) -> Result<(), SinkError>;
 }
 
 /// Tuning.

@@ -41,7 +41,13 @@ pub(super) async fn key_schema_from_capture(
     layout: &TableLayout,
     files: &SnapshotFiles,
 ) -> Option<crate::model::schema::KeySchema> {
-    let maps = crate::model::shards::load_shard_maps(store, layout.table()).await;
+    let maps = match crate::model::shards::load_shard_maps(store, layout.table()).await {
+        Ok(maps) => maps,
+        Err(e) => {
+            tracing::warn!(table = layout.table(), error = %e, "cannot read the shard maps; no key schema recorded");
+            return None;
+        }
+    };
     if maps.iter().all(|m| m.key.is_none()) {
         return None;
     }
@@ -107,7 +113,7 @@ pub(super) async fn state_with_base(
             _: usize,
             _: usize,
             _: Vec<crate::ops::restore::Item>,
-        ) -> Result<(), String> {
+        ) -> Result<(), crate::ops::restore::SinkError> {
             Ok(())
         }
     }

@@ -60,6 +60,7 @@ use crate::model::manifest::{
     SnapshotFiles, Totals, Watermark,
 };
 use crate::model::schema::KeySchema;
+use crate::progress::Progress;
 use crate::segment::{SEGMENT_FORMAT, SegmentContents, SegmentRecord};
 use crate::store::{self, ObjectStore, PutMode, PutOutcome, Retention, RetentionMode, StoreError};
 
@@ -90,6 +91,8 @@ pub struct SealOptions {
     /// The seal's clock: `created_at`, the retention period and the reported lag. Nothing
     /// about what is sealed depends on it.
     pub clock: SharedClock,
+    /// Counts the entries read and removed, for a caller showing progress.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl Default for SealOptions {
@@ -101,6 +104,7 @@ impl Default for SealOptions {
             concurrency: 64,
             attempts: 5,
             clock: crate::model::clock::system(),
+            progress: None,
         }
     }
 }
@@ -111,6 +115,9 @@ pub enum SealError {
     /// Reading or writing the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The kept shard maps cannot be read.
+    #[error(transparent)]
+    ShardMaps(#[from] crate::model::shards::ShardMapError),
     /// The parent snapshot cannot be used.
     #[error("cannot build on the latest snapshot: {0}")]
     Parent(#[from] ManifestError),
@@ -264,7 +271,7 @@ async fn seal_once(
             entries = keys.len(),
             "removing entries the parent sealed but did not remove"
         );
-        store::delete_many(store, &keys, options.concurrency).await?;
+        store::delete_many(store, &keys, options.concurrency, None).await?;
     }
     let mut files = SnapshotFiles {
         format: MANIFEST_FORMAT,
@@ -298,7 +305,9 @@ async fn seal_once(
             kept: true,
         });
     }
-    let bodies = store::get_many(store, &readable, options.concurrency).await;
+    let progress = options.progress.as_deref();
+    crate::progress::stage(progress, "reading the inbox", readable.len() as u64);
+    let bodies = store::get_many_counted(store, &readable, options.concurrency, progress).await;
     let mut compaction_files = HashMap::new();
     for (log_key, body) in readable.iter().zip(bodies) {
         let body = match body {
@@ -545,7 +554,7 @@ async fn seal_once(
     // Lambda segments carry no shard id: attribute them by sequence range from the shard map
     // the capture keeps in the store (no stream API call, so this works during an outage).
     if files.segments.iter().any(|s| s.shard_id.is_none()) {
-        let maps = crate::model::shards::load_shard_maps(store.as_ref(), layout.table()).await;
+        let maps = crate::model::shards::load_shard_maps(store.as_ref(), layout.table()).await?;
         if !maps.is_empty() {
             for s in files.segments.iter_mut().filter(|s| s.shard_id.is_none()) {
                 s.shard_id = crate::model::shards::attribute(
@@ -861,7 +870,7 @@ async fn seal_once(
         .collect();
     if let Err(e) = store
         .put(
-            &crate::ops::athena::symlink_key(layout.table(), &id),
+            &layout.athena_snapshot_files_key(&id),
             Bytes::from(symlink),
             PutMode::Overwrite,
         )
@@ -886,7 +895,12 @@ async fn seal_once(
     // 8. The sealed entries leave the inbox. Best effort: what stays is removed by the next
     //    seal, which finds it in this snapshot's file list.
     let sealed_keys: Vec<String> = files.entry_keys().map(str::to_owned).collect();
-    if let Err(e) = store::delete_many(store, &sealed_keys, options.concurrency).await {
+    crate::progress::stage(
+        progress,
+        "removing sealed entries",
+        sealed_keys.len() as u64,
+    );
+    if let Err(e) = store::delete_many(store, &sealed_keys, options.concurrency, progress).await {
         tracing::warn!(snapshot = %id, error = %e, "could not remove every sealed entry from the inbox; the next seal removes the rest");
     }
     let lag_ms = m.watermark.newest_change_ms.map(|t| now_ms - t);

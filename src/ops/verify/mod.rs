@@ -45,6 +45,7 @@ use crate::model::layout::TableLayout;
 use crate::model::log::LogEntry;
 use crate::model::manifest::{self, Manifest, ManifestError, SealedSegment, SnapshotFiles};
 use crate::ops::seal::StateSums;
+use crate::progress::Progress;
 use crate::segment::{SegmentContents, SegmentTag};
 use crate::store::{self, ObjectStore, StoreError};
 
@@ -56,7 +57,7 @@ use checks::*;
 use ledger::*;
 
 /// How thoroughly to check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Metadata and HEADs.
@@ -66,7 +67,7 @@ pub enum Mode {
 }
 
 /// Whose segments to check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// The segments this snapshot sealed (O(new segments); the chain's manifests are still
@@ -216,7 +217,7 @@ pub enum VerifyError {
 }
 
 /// Options.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// Quick or deep.
     pub mode: Mode,
@@ -228,6 +229,8 @@ pub struct VerifyOptions {
     /// latest seal by this much (by the store's clock), the longest a writer may take between
     /// an object and its entry. Default 15 minutes, a Lambda invocation's limit.
     pub orphan_grace_ms: i64,
+    /// Counts manifests and objects checked, for a caller showing progress.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl Default for VerifyOptions {
@@ -237,6 +240,7 @@ impl Default for VerifyOptions {
             scope: Scope::Chain,
             concurrency: 32,
             orphan_grace_ms: DEFAULT_ORPHAN_GRACE_MS,
+            progress: None,
         }
     }
 }
@@ -277,6 +281,7 @@ pub async fn verify(
     };
 
     // The snapshot and its chain of ancestors.
+    crate::progress::stage(options.progress.as_deref(), "checking manifests", 0);
     let mut chain: Vec<(Manifest, Option<SnapshotFiles>)> = Vec::new();
     let mut next = Some((id.clone(), None::<String>));
     while let Some((cur, expected_sha)) = next.take() {
@@ -339,6 +344,12 @@ pub async fn verify(
                 &key,
                 format!("generation {} has no parent", m.generation),
             );
+        }
+        if let Some(p) = options.progress.as_deref() {
+            if chain.is_empty() {
+                p.add_total(m.generation);
+            }
+            p.add(1);
         }
         chain.push((m, files));
     }
@@ -527,9 +538,18 @@ pub async fn verify(
         .iter()
         .flat_map(|f| f.quarantined.iter())
         .collect();
+    let progress = options.progress.as_deref();
+    crate::progress::stage(
+        progress,
+        match options.mode {
+            Mode::Quick => "checking objects",
+            Mode::Deep => "reading objects back",
+        },
+        (keys.len() + quarantined.len()) as u64,
+    );
     match options.mode {
         Mode::Quick => {
-            let heads = store::head_many(store, &keys, options.concurrency).await;
+            let heads = store::head_many_counted(store, &keys, options.concurrency, progress).await;
             for ((key, bytes, sha), head) in expected.iter().zip(heads) {
                 match head? {
                     None => find(Kind::Missing, key, "object is missing".into()),
@@ -559,7 +579,7 @@ pub async fn verify(
             let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
             for (q, head) in quarantined
                 .iter()
-                .zip(store::head_many(store, &qkeys, options.concurrency).await)
+                .zip(store::head_many_counted(store, &qkeys, options.concurrency, progress).await)
             {
                 match head? {
                     // Missing when sealed: its effect is counted as unknown; nothing to check.
@@ -609,7 +629,8 @@ pub async fn verify(
             // Bounded: objects are fetched and checked a batch at a time.
             for chunk in plain.chunks(options.concurrency.max(1)) {
                 let keys: Vec<String> = chunk.iter().map(|s| s.key.clone()).collect();
-                let bodies = store::get_many(store, &keys, options.concurrency).await;
+                let bodies =
+                    store::get_many_counted(store, &keys, options.concurrency, progress).await;
                 for (s, body) in chunk.iter().zip(bodies) {
                     match body {
                         Err(StoreError::NotFound { .. }) => {
@@ -655,7 +676,8 @@ pub async fn verify(
                 }
             }
             let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
-            let bodies = store::get_many(store, &qkeys, options.concurrency).await;
+            let bodies =
+                store::get_many_counted(store, &qkeys, options.concurrency, progress).await;
             for (q, body) in quarantined.iter().zip(bodies) {
                 match body {
                     Err(StoreError::NotFound { .. }) => find(
@@ -721,6 +743,7 @@ pub async fn verify(
                 .count() as u64,
         );
         if options.mode == Mode::Deep && chain.iter().all(|(_, f)| f.is_some()) {
+            crate::progress::stage(progress, "auditing the store", 0);
             let (a, audit_findings) = audit(store, &layout, m, &chain, &ledger, &options).await?;
             findings.extend(audit_findings);
             report.audit = Some(a);

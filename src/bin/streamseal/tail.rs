@@ -1,0 +1,92 @@
+//! `streamseal tail`: capture a table's stream through the DynamoDB Streams API.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use streamseal::aws::tail::{SdkStreams, TailOptions, TailReport, stream_arn, tail};
+use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor};
+use streamseal::progress::Progress;
+use streamseal::segment::EncodeOptions;
+
+use crate::common::{self, TableTarget};
+use crate::output::{self, Output};
+
+/// Capture a table's stream through the DynamoDB Streams API (no Lambda needed).
+///
+/// Reads every shard, parents before children, from per-shard checkpoints kept in the
+/// target (so a restart resumes with nothing lost or doubled), and writes segments through
+/// the same code as the Lambda. Keeps a copy of the shard map in the target. Runs until
+/// stopped, or with --until-idle until no record arrived for that long.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    at: TableTarget,
+    /// Schema file with typed columns.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Stop once no record arrived for this long (e.g. 30s, 5m; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = output::parse_seconds_or_duration)]
+    until_idle: Option<Duration>,
+    /// Records per GetRecords call (1-1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    batch: i32,
+    /// Threads for preparing records and encoding Parquet.
+    #[arg(long, default_value_t = common::default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+}
+
+pub async fn run(args: Args, out: &Output) -> Result<()> {
+    let store = args.at.open().await?;
+    let threads = usize::from(args.threads);
+    let ingestor = Ingestor::new(
+        store.clone(),
+        common::schema_source(args.schema.as_ref())?,
+        IngestOptions {
+            encode: EncodeOptions {
+                zstd_level: 1,
+                encode_threads: threads,
+            },
+            prepare_threads: threads,
+            bad_records: BadRecordPolicy::Quarantine,
+        },
+    );
+    let config = streamseal::aws::config::load().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&config);
+    let progress = Arc::new(Progress::default());
+    progress.stage("records captured", 0);
+    let options = TailOptions {
+        until_idle: args.until_idle,
+        limit: args.batch,
+        progress: Some(progress.clone()),
+        ..Default::default()
+    };
+    let arn = stream_arn(&ddb, &args.at.table).await?;
+    let mut report = TailReport::default();
+    let shown = out.progress("tail", progress);
+    tail(
+        &arn,
+        &SdkStreams(streams),
+        &ingestor,
+        &store,
+        &args.at.table,
+        &options,
+        &mut report,
+    )
+    .await?;
+    drop(shown);
+    out.result(&report, || {
+        println!(
+            "tail of {} stopped after {} idle: {} records in {} segment(s) from {} shard(s) ({} finished), in {}",
+            args.at.table,
+            output::duration(args.until_idle.unwrap_or_default()),
+            report.records,
+            report.segments,
+            report.shards,
+            report.finished_shards,
+            output::millis(report.elapsed_ms)
+        );
+    })
+}
