@@ -11,7 +11,7 @@
 //! benchmark inputs must stay byte-identical across dependency upgrades, which `rand` does not
 //! promise for its small RNGs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -119,6 +119,10 @@ pub struct Workload {
     item_bytes: usize,
     /// Ground truth: key text → item DynamoDB JSON.
     state: BTreeMap<String, (String, String, String)>,
+    /// The live keys in no particular order, so a random pick is O(1).
+    live: Vec<String>,
+    /// Each live key's index in `live`.
+    slot: HashMap<String, usize>,
     next_customer: u64,
     sequence: u128,
     time_ms: i64,
@@ -135,6 +139,8 @@ impl Workload {
             view,
             item_bytes,
             state: BTreeMap::new(),
+            live: Vec::new(),
+            slot: HashMap::new(),
             next_customer: 0,
             // 21 digits, as real sequence numbers have at least.
             sequence: 100_000_000_000_000_000_000 + u128::from(seed % 1000) * 1_000_000,
@@ -176,11 +182,11 @@ impl Workload {
         self.sequence += 1 + u128::from(self.rng.below(50));
         self.time_ms += self.step_ms;
         let roll = self.rng.below(100);
-        let existing = if self.state.is_empty() {
+        let existing = if self.live.is_empty() {
             None
         } else {
-            let n = self.rng.below(self.state.len() as u64) as usize;
-            self.state.keys().nth(n).cloned()
+            let n = self.rng.below(self.live.len() as u64) as usize;
+            self.live.get(n).cloned()
         };
         match (roll, existing) {
             (0..=49, _) | (_, None) => {
@@ -193,7 +199,13 @@ impl Workload {
                     .state
                     .insert(key.clone(), (pk, sk, item.clone()))
                     .map(|(_, _, i)| i);
-                let kind = if old.is_some() { "MODIFY" } else { "INSERT" };
+                let kind = if old.is_some() {
+                    "MODIFY"
+                } else {
+                    self.slot.insert(key.clone(), self.live.len());
+                    self.live.push(key.clone());
+                    "INSERT"
+                };
                 self.change(kind, &key, Some(item), old, false)
             }
             (50..=84, Some(key)) => {
@@ -204,7 +216,18 @@ impl Workload {
             }
             (roll, Some(key)) => {
                 let (_, _, old) = self.state.remove(&key).unwrap_or_default();
+                self.forget(&key);
                 self.change("REMOVE", &key, None, Some(old), roll >= 95)
+            }
+        }
+    }
+
+    /// Drops `key` from the pick list by moving the last key into its slot.
+    fn forget(&mut self, key: &str) {
+        if let Some(at) = self.slot.remove(key) {
+            self.live.swap_remove(at);
+            if let Some(moved) = self.live.get(at) {
+                self.slot.insert(moved.clone(), at);
             }
         }
     }
@@ -408,5 +431,20 @@ mod tests {
         let a = Workload::new(1, "t_1", StreamViewType::NewImage, 600).next_event(20);
         let b = Workload::new(1, "t_1", StreamViewType::NewImage, 600).next_event(20);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn pick_list_tracks_the_table() {
+        let mut w = Workload::new(3, "t", StreamViewType::NewAndOldImages, 200);
+        for _ in 0..5_000 {
+            w.next_change();
+        }
+        let mut live = w.live.clone();
+        live.sort();
+        let state: Vec<String> = w.state.keys().cloned().collect();
+        assert_eq!(live, state);
+        for (key, at) in &w.slot {
+            assert_eq!(&w.live[*at], key);
+        }
     }
 }
