@@ -22,11 +22,15 @@
 //!   SHA-256 of the object, segment record), on 1 and on 2 threads. Here the event is read
 //!   in one pass (records found and parsed together), without the `split` step, by one
 //!   `Ingestor` kept across batches (as the Lambda keeps one per container).
+//! - `ingest-file/threads={1,2}/40x1000`: the 40 distinct 1,000-record events that
+//!   `streamseal sample-events --records 40000 --batch 1000 --seed 11` prints, ingested one
+//!   after the other into an in-memory store: the in-process figure to hold `streamseal
+//!   ingest` of that file against (every event new to the caches, as in a real file).
 //!
 //! - `overhead`: the fixed costs of a batch, paid however few its records: starting and joining
 //!   a scoped thread against handing work to the kept pool (`workers`), and 18 parquet column
 //!   writers with and without zstd (parquet makes a zstd compression and decompression context
-//!   per writer, which is why the capture path compresses pages itself, see `src/pages.rs`).
+//!   per writer, which is why the capture path compresses pages itself, see `src/segment/pages.rs`).
 //!
 //! Run: `cargo bench --bench ingest` (criterion prints records/s and MiB/s per input).
 
@@ -286,6 +290,51 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// The events of `streamseal sample-events --records 40000 --batch 1000 --seed 11`, ingested in
+/// turn by one ingestor (see the module doc).
+fn ingest_file(c: &mut Criterion) {
+    let schema = schema();
+    let mut w = Workload::new(11, "orders", StreamViewType::NewAndOldImages, 1024);
+    let events: Vec<String> = (0..40).map(|_| w.next_event(1000)).collect();
+    let bytes: usize = events.iter().map(String::len).sum();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("ingest-file/threads={threads}"));
+        group
+            .throughput(Throughput::Elements(40_000))
+            .sample_size(10);
+        let store = Arc::new(MemoryStore::new());
+        let ingestor = Ingestor::new(
+            store.clone(),
+            SchemaSource::Fixed(Arc::new(schema.clone()), "orders.toml".into()),
+            IngestOptions {
+                encode: EncodeOptions {
+                    zstd_level: 1,
+                    encode_threads: threads,
+                },
+                prepare_threads: threads,
+                bad_records: BadRecordPolicy::Quarantine,
+            },
+        );
+        group.bench_function(BenchmarkId::from_parameter("40x1000"), |b| {
+            b.iter(|| {
+                store.clear();
+                for event in &events {
+                    let report = runtime
+                        .block_on(ingestor.ingest_event(event))
+                        .expect("ingest");
+                    assert!(report.error.is_none());
+                    black_box(report);
+                }
+            })
+        });
+        group.finish();
+    }
+    eprintln!("ingest-file: 40 events, {bytes} bytes of event JSON");
+}
+
 /// Fixed costs of a batch (see the module doc).
 fn overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("overhead");
@@ -338,5 +387,5 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, overhead);
+criterion_group!(benches, bench, ingest_file, overhead);
 criterion_main!(benches);

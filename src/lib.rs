@@ -34,13 +34,17 @@
 //!   triggers ([`lambda::trigger`]), on-failure messages ([`lambda::onfailure`]), metrics.
 //! - [`progress`]: counters long operations advance and callers (the CLI's progress bars)
 //!   read.
+//! - `testing` (only with the `testing` cargo feature, which the crate's own tests turn on):
+//!   the object store conformance suite, a store that fails or holds chosen writes, DynamoDB
+//!   fault injection and a skewed clock.
 //! - [`demo`]: the whole product in one process on a generated workload
 //!   ([`demo::workload`]: deterministic synthetic streams with ground truth, also behind the
 //!   CLI's `sample-events`).
 //!
-//! The binaries are thin: `streamseal` (the CLI, `src/bin/streamseal.rs`) and
-//! `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Only [`store::s3`] and [`aws`] call an
-//! AWS SDK.
+//! The binaries are thin: `streamseal` (the CLI, one file per command under
+//! `src/bin/streamseal/`) and `streamseal-lambda` (`src/bin/streamseal-lambda.rs`). Only
+//! [`store::s3`] and [`aws`] send requests through an AWS SDK; [`lambda`] and the CLI only build
+//! clients from [`aws::config`]'s configuration and hand them in.
 
 pub mod aws;
 pub mod capture;
@@ -51,3 +55,5 @@ pub mod ops;
 pub mod progress;
 pub mod segment;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -36,7 +36,7 @@ impl Progress {
     }
 
     /// Raises the current stage's total (work discovered as it goes).
-    pub fn add_total(&self, n: u64) {
+    pub(crate) fn add_total(&self, n: u64) {
         self.total.fetch_add(n, Ordering::Relaxed);
     }
 

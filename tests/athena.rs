@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 
 use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
@@ -83,36 +82,28 @@ async fn latest_view_in_duckdb_equals_the_ground_truth() {
 
 #[test]
 fn athena_ddl_prints_statements_and_refuses_local_targets() {
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_streamseal"))
-            .args(args)
-            .current_dir(common::root())
-            .envs(common::moto_env())
-            .output()
-            .unwrap()
-    };
-    let out = run(&["athena-ddl", "--table", "orders", "--target", "/tmp/x"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Athena reads S3"));
+    let env = common::moto_env();
+    let (_, err) = common::run_err(
+        &["athena-ddl", "--table", "orders", "--target", "/tmp/x"],
+        &env,
+    );
+    assert!(err.contains("Athena reads S3"), "{err}");
 
     let client = common::s3_client();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(client.create_bucket().bucket("athena-ddl").send())
         .unwrap();
-    let out = run(&[
-        "athena-ddl",
-        "--table",
-        "orders",
-        "--target",
-        "s3://athena-ddl/backups",
-        "--schema",
-        "schemas/orders.toml",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::run_ok_env(
+        &[
+            "athena-ddl",
+            "--table",
+            "orders",
+            "--target",
+            "s3://athena-ddl/backups",
+            "--schema",
+            "schemas/orders.toml",
+        ],
+        &env,
     );
     assert!(text.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `streamseal`.`orders_changes_raw`"));
     assert!(text.contains("CREATE OR REPLACE VIEW \"streamseal\".\"orders_changes\" AS"));

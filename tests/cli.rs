@@ -4,32 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn streamseal(args: &[&str], env: &[(&str, String)], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamseal"));
-    cmd.args(args).current_dir(common::root());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn files_under(dir: &Path) -> usize {
     if !dir.exists() {
@@ -95,9 +69,7 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
         let target = dir.path().join("backup");
         let mut args = vec!["ingest", "--target", target.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = streamseal(&args, &[], None);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
+        let (_, stderr) = common::run_err(&args, &[]);
         assert!(
             stderr.contains(needle),
             "{args:?}: stderr was:\n{stderr}\nexpected to contain: {needle}"
@@ -113,7 +85,7 @@ fn a_bad_event_later_in_the_input_stops_the_run_before_any_write() {
     let good = common::fixture("view-new-and-old-images.json").replace('\n', "");
     let bad = common::fixture("bad/unknown-view-type.json").replace('\n', "");
     let dir = tempfile::tempdir().unwrap();
-    let out = streamseal(
+    let out = common::cli(
         &["ingest", "--target", dir.path().to_str().unwrap()],
         &[],
         Some(&format!("{good}\n{bad}\n")),
@@ -127,24 +99,14 @@ fn a_bad_event_later_in_the_input_stops_the_run_before_any_write() {
 #[test]
 fn quarantine_mode_keeps_bad_records_and_writes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let out = streamseal(
-        &[
-            "ingest",
-            "--target",
-            dir.path().to_str().unwrap(),
-            "--events",
-            "tests/fixtures/malformed-record.json",
-            "--quarantine-bad-records",
-        ],
-        &[],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = common::run_ok(&[
+        "ingest",
+        "--target",
+        dir.path().to_str().unwrap(),
+        "--events",
+        "tests/fixtures/malformed-record.json",
+        "--quarantine-bad-records",
+    ]);
     assert!(stdout.contains("quarantined record 1"), "{stdout}");
     assert_eq!(files_under(&dir.path().join("orders/quarantine")), 1);
     assert_eq!(files_under(&dir.path().join("orders/changes")), 1);
@@ -172,13 +134,7 @@ fn ingest_to_s3_then_rerun_is_idempotent() {
         "tests/fixtures/sample-events.jsonl",
         "--json",
     ];
-    let first = streamseal(&args, &env, None);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let report = common::run_json(&args, &env);
     let segments: Vec<&serde_json::Value> = report
         .as_array()
         .unwrap()
@@ -198,9 +154,7 @@ fn ingest_to_s3_then_rerun_is_idempotent() {
     });
     assert_eq!(listed.contents().len(), segments.len());
 
-    let second = streamseal(&args, &env, None);
-    assert!(second.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let report = common::run_json(&args, &env);
     assert!(
         report
             .as_array()
@@ -213,22 +167,18 @@ fn ingest_to_s3_then_rerun_is_idempotent() {
 
 #[test]
 fn help_explains_the_commands() {
-    let out = streamseal(&["--help"], &[], None);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let text = common::run_ok(&["--help"]);
     assert!(
         text.contains("ingest") && text.contains("sample-events"),
         "{text}"
     );
-    let out = streamseal(&["ingest", "--help"], &[], None);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::run_ok(&["ingest", "--help"]);
     assert!(
         text.contains("--quarantine-bad-records") && text.contains("s3://bucket/prefix"),
         "{text}"
     );
-    let out = streamseal(&["ingest", "--bogus"], &[], None);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
+    let (_, err) = common::run_err(&["ingest", "--bogus"], &[]);
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
 }
 
 /// `seal`, `verify` and `snapshots` as an operator runs them on a local backup and on S3:
@@ -238,29 +188,20 @@ fn help_explains_the_commands() {
 fn seal_verify_and_snapshots_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().to_str().unwrap().to_owned();
-    let run = |args: &[&str]| streamseal(args, &[], None);
-    let ok = run(&[
+    common::run_ok(&[
         "ingest",
         "--events",
         "tests/fixtures/sample-events.jsonl",
         "--target",
         &target,
     ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
 
-    let sealed = run(&[
-        "seal", "--table", "orders", "--target", &target, "--reason", "drill", "--json",
-    ]);
-    assert!(
-        sealed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sealed.stderr)
+    let report = common::run_json(
+        &[
+            "seal", "--table", "orders", "--target", &target, "--reason", "drill", "--json",
+        ],
+        &[],
     );
-    let report: serde_json::Value = serde_json::from_slice(&sealed.stdout).unwrap();
     assert_eq!(report["seal"]["manifest"]["reason"], "drill");
     assert_eq!(report["seal"]["manifest"]["snapshot_id"], "0000000001");
     assert_eq!(report["verify"]["ok"], true);
@@ -269,30 +210,24 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         .unwrap();
     assert!(rows > 0);
 
-    let text = run(&["seal", "--table", "orders", "--target", &target]);
-    let out = String::from_utf8_lossy(&text.stdout);
-    assert!(text.status.success());
+    let out = common::run_ok(&["seal", "--table", "orders", "--target", &target]);
     assert!(
         out.contains("sealed snapshot 0000000002 of orders") && out.contains("OK:"),
         "{out}"
     );
 
-    let listed = run(&["snapshots", "--table", "orders", "--target", &target]);
-    let out = String::from_utf8_lossy(&listed.stdout);
+    let out = common::run_ok(&["snapshots", "--table", "orders", "--target", &target]);
     assert!(
         out.contains("0000000001") && out.contains("0000000002") && out.contains("drill"),
         "{out}"
     );
 
-    let deep = run(&[
-        "verify", "--table", "orders", "--target", &target, "--deep", "--json",
-    ]);
-    assert!(
-        deep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deep.stdout)
+    let v = common::run_json(
+        &[
+            "verify", "--table", "orders", "--target", &target, "--deep", "--json",
+        ],
+        &[],
     );
-    let v: serde_json::Value = serde_json::from_slice(&deep.stdout).unwrap();
     assert_eq!(v["rows_read"].as_u64(), Some(rows));
 
     // Truncate a segment: verify exits 4 (corrupt) and names it, in text and in JSON.
@@ -312,15 +247,19 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         .to_str()
         .unwrap()
         .to_owned();
-    let bad = run(&[
-        "verify",
-        "--table",
-        "orders",
-        "--target",
-        &target,
-        "--snapshot",
-        "1",
-    ]);
+    let bad = common::cli(
+        &[
+            "verify",
+            "--table",
+            "orders",
+            "--target",
+            &target,
+            "--snapshot",
+            "1",
+        ],
+        &[],
+        None,
+    );
     assert_eq!(bad.status.code(), Some(4));
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(
@@ -328,7 +267,11 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         "{out}"
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is CORRUPT"));
-    let bad = run(&["verify", "--table", "orders", "--target", &target, "--json"]);
+    let bad = common::cli(
+        &["verify", "--table", "orders", "--target", &target, "--json"],
+        &[],
+        None,
+    );
     assert_eq!(bad.status.code(), Some(4));
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(v["status"], "corrupt");
@@ -384,9 +327,7 @@ fn seal_verify_and_snapshots_from_the_command_line() {
         ),
         (vec!["seal", "--target", &target], "--table <TABLE>"),
     ] {
-        let out = run(&args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (_, err) = common::run_err(&args, &[]);
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
@@ -399,49 +340,41 @@ fn restore_and_bootstrap_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().to_str().unwrap().to_owned();
     let env = common::moto_env();
-    let run = |args: &[&str]| streamseal(args, &env, None);
-    let ok = run(&[
-        "ingest",
-        "--events",
-        "tests/fixtures/sample-events.jsonl",
-        "--target",
-        &target,
-    ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
+    common::run_ok_env(
+        &[
+            "ingest",
+            "--events",
+            "tests/fixtures/sample-events.jsonl",
+            "--target",
+            &target,
+        ],
+        &env,
     );
-    let sealed = run(&[
-        "seal",
-        "--table",
-        "orders",
-        "--target",
-        &target,
-        "--schema",
-        "schemas/orders.toml",
-    ]);
-    assert!(
-        sealed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sealed.stderr)
+    common::run_ok_env(
+        &[
+            "seal",
+            "--table",
+            "orders",
+            "--target",
+            &target,
+            "--schema",
+            "schemas/orders.toml",
+        ],
+        &env,
     );
 
-    let restored = run(&[
-        "restore",
-        "--table",
-        "orders",
-        "--target",
-        &target,
-        "--to",
-        "dynamodb://cli-restored",
-        "--create-table",
-    ]);
-    let out = String::from_utf8_lossy(&restored.stdout);
-    assert!(
-        restored.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&restored.stderr)
+    let out = common::run_ok_env(
+        &[
+            "restore",
+            "--table",
+            "orders",
+            "--target",
+            &target,
+            "--to",
+            "dynamodb://cli-restored",
+            "--create-table",
+        ],
+        &env,
     );
     assert!(
         out.contains("MATCH") && out.contains("to dynamodb://cli-restored"),
@@ -450,11 +383,12 @@ fn restore_and_bootstrap_from_the_command_line() {
 
     let files = dir.path().join("files");
     let to_files = format!("file://{}", files.display());
-    let restored = run(&[
-        "restore", "--table", "orders", "--target", &target, "--to", &to_files, "--json",
-    ]);
-    assert!(restored.status.success());
-    let r: serde_json::Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let r = common::run_json(
+        &[
+            "restore", "--table", "orders", "--target", &target, "--to", &to_files, "--json",
+        ],
+        &env,
+    );
     assert_eq!(r["matches"], true);
     assert!(files.join("data/part-00000.json.gz").exists());
 
@@ -508,9 +442,8 @@ fn restore_and_bootstrap_from_the_command_line() {
             "no stream is enabled",
         ),
     ] {
-        let out = run(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, err) = common::run_err(&args, &env);
+        assert_eq!(code, Some(1), "{args:?}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
@@ -523,17 +456,7 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
     let demo_dir = dir.path().join("demo");
     let demo = demo_dir.to_str().unwrap();
     for _ in 0..2 {
-        let out = streamseal(
-            &["demo", "--dir", demo, "--changes", "1500", "--json"],
-            &[],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r = common::run_json(&["demo", "--dir", demo, "--changes", "1500", "--json"], &[]);
         assert_eq!(r["digest_match"], true);
         assert_eq!(r["items_match"], true);
         assert_eq!(r["verify_ok"], true);
@@ -544,8 +467,7 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
         std::fs::read_to_string(demo_dir.join("backup/orders/snapshots/0000000001.json")).unwrap();
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     assert_eq!(m["key_schema"]["partition"]["name"], "pk");
-    let text = streamseal(&["demo", "--dir", demo, "--changes", "300"], &[], None);
-    let out = String::from_utf8_lossy(&text.stdout);
+    let out = common::run_ok(&["demo", "--dir", demo, "--changes", "300"]);
     assert!(
         out.contains("digest match") && out.contains("Next:"),
         "{out}"
@@ -566,13 +488,8 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
         (vec!["demo", "--changes", "0"], "--changes"),
         (vec!["demo", "--changes", "many"], "--changes"),
     ] {
-        let out = streamseal(&args, &[], None);
-        assert!(!out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(expected),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (_, err) = common::run_err(&args, &[]);
+        assert!(err.contains(expected), "{args:?}: {err}");
     }
     assert!(foreign.join("keep.txt").exists());
 }
@@ -584,25 +501,16 @@ fn demo_runs_end_to_end_and_refuses_bad_input() {
 fn compact_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        let out = streamseal(args, &[], None);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&[
+    common::run_ok(&[
         "ingest",
         "--events",
         "tests/fixtures/sample-events.jsonl",
         "--target",
         &target,
     ]);
-    run(&["seal", "--table", "orders", "--target", &target]);
+    common::run_ok(&["seal", "--table", "orders", "--target", &target]);
     let before = files_under(dir.path());
-    let dry = run(&[
+    let dry = common::run_ok(&[
         "compact",
         "--table",
         "orders",
@@ -614,21 +522,23 @@ fn compact_from_the_command_line() {
     ]);
     assert!(dry.contains("would write"), "{dry}");
     assert_eq!(files_under(dir.path()), before);
-    let out = run(&[
-        "compact",
-        "--table",
-        "orders",
-        "--target",
-        &target,
-        "--older-than",
-        "0",
-        "--json",
-    ]);
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let report = common::run_json(
+        &[
+            "compact",
+            "--table",
+            "orders",
+            "--target",
+            &target,
+            "--older-than",
+            "0",
+            "--json",
+        ],
+        &[],
+    );
     let written = report["written"].as_array().unwrap().len();
-    assert!(written > 0, "{out}");
-    run(&["seal", "--table", "orders", "--target", &target]);
-    let out = run(&[
+    assert!(written > 0, "{report}");
+    common::run_ok(&["seal", "--table", "orders", "--target", &target]);
+    let out = common::run_ok(&[
         "compact",
         "--table",
         "orders",
@@ -640,9 +550,9 @@ fn compact_from_the_command_line() {
         "0",
     ]);
     assert!(out.contains("deleted"), "{out}");
-    run(&["verify", "--table", "orders", "--target", &target, "--deep"]);
+    common::run_ok(&["verify", "--table", "orders", "--target", &target, "--deep"]);
 
-    let bad = streamseal(
+    let (_, err) = common::run_err(
         &[
             "compact",
             "--table",
@@ -653,13 +563,9 @@ fn compact_from_the_command_line() {
             "5 fortnights",
         ],
         &[],
-        None,
     );
-    assert!(!bad.status.success());
     assert!(
-        String::from_utf8_lossy(&bad.stderr)
-            .contains("\"5 fortnights\" is not a duration like 90s, 30m, 6h or 2d"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
+        err.contains("\"5 fortnights\" is not a duration like 90s, 30m, 6h or 2d"),
+        "{err}"
     );
 }

@@ -16,7 +16,6 @@ use streamseal::aws::restore::{Report, Request, Target, run};
 use streamseal::capture::Ingestor;
 use streamseal::demo::workload::Workload;
 use streamseal::model::change::StreamViewType;
-use streamseal::model::clock::SkewedClock;
 use streamseal::model::findings::{Kind, Status};
 use streamseal::model::item::canonicalize;
 use streamseal::model::layout::TableLayout;
@@ -25,9 +24,10 @@ use streamseal::ops::restore::Point;
 use streamseal::ops::seal::{SealOptions, SealReport, seal};
 use streamseal::ops::verify::{Mode, Scope, VerifyOptions, VerifyReport, verify};
 use streamseal::progress::Progress;
-use streamseal::store::faulty::FaultyStore;
 use streamseal::store::local::LocalStore;
 use streamseal::store::{ObjectStore, PutMode};
+use streamseal::testing::SkewedClock;
+use streamseal::testing::faulty_store::FaultyStore;
 
 const TABLE: &str = "orders";
 const HOUR: i64 = 3_600_000;
@@ -839,15 +839,9 @@ fn cli_writers_with_skewed_clocks_lose_nothing() {
     let ahead_by = written.timestamp_millis() - chrono::Utc::now().timestamp_millis();
     assert!(ahead_by > HOUR, "written_at is {ahead_by} ms ahead");
     let seal_args = ["seal", "--table", TABLE, "--target", target];
-    let out = cli(&seal_args, &[], &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    common::run_ok(&seal_args);
     let right = file("right.jsonl", events(&mut w));
-    let out = cli(
-        &["ingest", "--events", &right, "--target", target],
-        &[],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    common::run_ok(&["ingest", "--events", &right, "--target", target]);
     let behind = file("behind.jsonl", events(&mut w));
     let out = cli(
         &["ingest", "--events", &behind, "--target", target],
@@ -858,20 +852,10 @@ fn cli_writers_with_skewed_clocks_lose_nothing() {
     // A seal whose own clock is three hours behind.
     let out = cli(&seal_args, &[], &[faketime, "-f", "-3h"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = cli(
-        &["verify", "--table", TABLE, "--target", target, "--deep"],
-        &[],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    common::run_ok(&["verify", "--table", TABLE, "--target", target, "--deep"]);
     let restored = dir.path().join("restored");
     let to = format!("file://{}", restored.display());
-    let out = cli(
-        &["restore", "--table", TABLE, "--target", target, "--to", &to],
-        &[],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    common::run_ok(&["restore", "--table", TABLE, "--target", target, "--to", &to]);
     let mut items = BTreeSet::new();
     for f in std::fs::read_dir(restored.join("data")).unwrap().flatten() {
         let file = std::fs::File::open(f.path()).unwrap();

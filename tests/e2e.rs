@@ -12,35 +12,26 @@ use aws_sdk_dynamodb::Client;
 use streamseal::demo::workload::Workload;
 use streamseal::model::change::StreamViewType;
 
-/// Runs the CLI against the emulator and asserts it succeeded; returns its stdout.
-fn streamseal(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamseal"))
-        .args(args)
-        .envs(common::moto_env())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "streamseal {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+/// Runs the CLI against the emulator and asserts it succeeded.
+fn streamseal(args: &[&str]) {
+    common::run_ok_env(args, &common::moto_env());
 }
 
 /// `seal --json` with the test table's key schema; returns the manifest.
 fn seal(source: &str, target: &str) -> serde_json::Value {
-    let out = streamseal(&[
-        "seal",
-        "--table",
-        source,
-        "--target",
-        target,
-        "--schema",
-        "tests/fixtures/e2e-schema.toml",
-        "--json",
-    ]);
-    let sealed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let sealed = common::run_json(
+        &[
+            "seal",
+            "--table",
+            source,
+            "--target",
+            target,
+            "--schema",
+            "tests/fixtures/e2e-schema.toml",
+            "--json",
+        ],
+        &common::moto_env(),
+    );
     sealed["seal"]["manifest"].clone()
 }
 
@@ -192,18 +183,20 @@ async fn bootstrap_then_stream_capture_restores_exactly() {
     assert_eq!(m["item_count"].as_u64(), Some(expected.len() as u64));
 
     streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
-    let out = streamseal(&[
-        "restore",
-        "--table",
-        source,
-        "--target",
-        &target,
-        "--to",
-        "dynamodb://e2e-boot-restored",
-        "--create-table",
-        "--json",
-    ]);
-    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let r = common::run_json(
+        &[
+            "restore",
+            "--table",
+            source,
+            "--target",
+            &target,
+            "--to",
+            "dynamodb://e2e-boot-restored",
+            "--create-table",
+            "--json",
+        ],
+        &common::moto_env(),
+    );
     assert_eq!(r["matches"], true);
     assert_eq!(r["target_digest"].as_str(), Some(digest.to_hex().as_str()));
     assert_eq!(

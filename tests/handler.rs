@@ -15,8 +15,8 @@ use streamseal::model::item::{Canonicalizer, ColumnPaths, StateDigest, item_hash
 use streamseal::model::log::LogEntry;
 use streamseal::segment::{SegmentRecord, read_segment};
 use streamseal::store::ObjectStore;
-use streamseal::store::faulty::FaultyStore;
 use streamseal::store::memory::MemoryStore;
+use streamseal::testing::faulty_store::FaultyStore;
 
 fn config() -> Config {
     Config::from_lookup(|k| (k == "STREAMSEAL_TARGET").then(|| "memory://".to_owned())).unwrap()

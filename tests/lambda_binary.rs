@@ -292,11 +292,7 @@ fn a_quarantined_record_through_the_binary_restores_everything_else() {
         if strict {
             args.push("--strict");
         }
-        Command::new(env!("CARGO_BIN_EXE_streamseal"))
-            .args(&args)
-            .envs(common::moto_env())
-            .output()
-            .unwrap()
+        common::cli(&args, &common::moto_env(), None)
     };
     let to = format!("file://{}", dir.path().join("restored").display());
     let out = restore(&to, false);

@@ -13,7 +13,6 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType as DdbKeyType, ScalarAttributeType,
 };
-use streamseal::aws::faults::DynamoFaults;
 use streamseal::aws::restore::{Request, Target, run};
 use streamseal::capture::Ingestor;
 use streamseal::demo::workload::Workload;
@@ -25,6 +24,7 @@ use streamseal::ops::seal::{SealOptions, seal};
 use streamseal::progress::Progress;
 use streamseal::store::ObjectStore;
 use streamseal::store::local::LocalStore;
+use streamseal::testing::dynamo_faults::DynamoFaults;
 
 fn key_schema() -> KeySchema {
     KeySchema {

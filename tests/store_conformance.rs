@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use streamseal::store::{conformance, local::LocalStore, memory::MemoryStore};
+use streamseal::store::{local::LocalStore, memory::MemoryStore};
+use streamseal::testing::store_conformance as conformance;
 
 #[tokio::test]
 async fn memory_store_conforms() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 
 /// Attempts per call (the first and up to seven retries).
-pub const MAX_ATTEMPTS: u32 = 8;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// The retry policy of every AWS client streamseal builds.
 pub fn retry_config() -> RetryConfig {
@@ -28,7 +28,7 @@ pub fn retry_config() -> RetryConfig {
 
 /// A configuration loader with streamseal's retry policy, for callers that set more (tests
 /// point it at an emulator).
-pub fn loader() -> aws_config::ConfigLoader {
+pub(crate) fn loader() -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry_config())
 }
 
@@ -50,7 +50,7 @@ pub async fn load() -> aws_config::SdkConfig {
 /// Backoff between resubmissions of `BatchWriteItem`'s unprocessed items: the same shape as
 /// the retry policy (exponential from 50 ms, capped at 5 s, with jitter), for
 /// [`MAX_ATTEMPTS`] - 1 resubmissions.
-pub fn resubmit_backoff() -> impl Iterator<Item = Duration> {
+pub(crate) fn resubmit_backoff() -> impl Iterator<Item = Duration> {
     use backon::BackoffBuilder as _;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))

@@ -146,7 +146,7 @@ fn from_attribute(v: &AttributeValue) -> Result<Value, String> {
 }
 
 /// The key schema of an existing table, or `None` if the table does not exist.
-pub async fn describe_key_schema(
+pub(crate) async fn describe_key_schema(
     client: &Client,
     table: &str,
 ) -> Result<Option<KeySchema>, AwsError> {
@@ -197,15 +197,26 @@ pub async fn describe_key_schema(
     Ok(partition.map(|partition| KeySchema { partition, sort }))
 }
 
-/// Whether the table's stream is enabled, and its view type.
-pub async fn stream_enabled(client: &Client, table: &str) -> Result<Option<String>, AwsError> {
-    let out = client
+/// `DescribeTable` of `table`.
+pub(crate) async fn describe(
+    client: &Client,
+    table: &str,
+) -> Result<aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput, AwsError> {
+    client
         .describe_table()
         .table_name(table)
         .send()
         .await
-        .map_err(|e| AwsError::call("DescribeTable", table, e))?;
-    Ok(out
+        .map_err(|e| AwsError::call("DescribeTable", table, e))
+}
+
+/// Whether the table's stream is enabled, and its view type.
+pub(crate) async fn stream_enabled(
+    client: &Client,
+    table: &str,
+) -> Result<Option<String>, AwsError> {
+    Ok(describe(client, table)
+        .await?
         .table()
         .and_then(|t| t.stream_specification())
         .filter(|s| s.stream_enabled())
@@ -216,7 +227,11 @@ pub async fn stream_enabled(client: &Client, table: &str) -> Result<Option<Strin
 }
 
 /// Creates `table` with `key` and on-demand billing, and waits until it is active.
-pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Result<(), AwsError> {
+pub(crate) async fn create_table(
+    client: &Client,
+    table: &str,
+    key: &KeySchema,
+) -> Result<(), AwsError> {
     let scalar = |t: KeyType| match t {
         KeyType::S => ScalarAttributeType::S,
         KeyType::N => ScalarAttributeType::N,
@@ -249,12 +264,7 @@ pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Resu
         .await
         .map_err(|e| AwsError::call("CreateTable", table, e))?;
     for _ in 0..600 {
-        let out = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| AwsError::call("DescribeTable", table, e))?;
+        let out = describe(client, table).await?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             return Ok(());
         }
@@ -266,7 +276,7 @@ pub async fn create_table(client: &Client, table: &str, key: &KeySchema) -> Resu
 }
 
 /// Whether the table holds at least one item.
-pub async fn is_empty(client: &Client, table: &str) -> Result<bool, AwsError> {
+pub(crate) async fn is_empty(client: &Client, table: &str) -> Result<bool, AwsError> {
     let out = client
         .scan()
         .table_name(table)
@@ -279,7 +289,7 @@ pub async fn is_empty(client: &Client, table: &str) -> Result<bool, AwsError> {
 
 /// Counters of a DynamoDB restore.
 #[derive(Debug, Default)]
-pub struct WriteStats {
+pub(crate) struct WriteStats {
     /// Items written.
     pub items: AtomicU64,
     /// BatchWriteItem calls (not counting the SDK's retries of a call).
@@ -292,7 +302,7 @@ pub struct WriteStats {
 
 /// The checkpoint of a restore: which partitions are fully written.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// What is being restored (snapshot id or as-of instant) and where to.
     pub restore: String,
     /// Total partitions.
@@ -303,7 +313,7 @@ pub struct Checkpoint {
 
 /// Where a restore records its progress: a key of the backup store, and what it restores.
 #[derive(Clone)]
-pub struct CheckpointAt {
+pub(crate) struct CheckpointAt {
     /// The backup store.
     pub store: Arc<dyn ObjectStore>,
     /// The checkpoint's key ([`crate::model::layout::TableLayout::restore_checkpoint_key`]).
@@ -365,7 +375,7 @@ impl Writer {
 /// Writes materialized partitions into a DynamoDB table with parallel BatchWriteItem calls,
 /// resubmitting unprocessed items with backoff, and checkpointing each finished partition in
 /// the backup store so a rerun skips what is done.
-pub struct DynamoSink {
+pub(crate) struct DynamoSink {
     writer: Arc<Writer>,
     workers: usize,
     checkpoint: Option<CheckpointAt>,
@@ -385,7 +395,7 @@ impl DynamoSink {
     /// A sink writing to `table` with `workers` parallel calls, giving up a batch after
     /// `max_resubmits` resubmissions of unprocessed items. With `checkpoint`, progress is
     /// recorded there (and read back first, to resume).
-    pub async fn new(
+    pub(crate) async fn new(
         client: Client,
         table: &str,
         workers: usize,
@@ -431,12 +441,12 @@ impl DynamoSink {
     }
 
     /// Whether a checkpoint says some partitions are written (a resumed restore).
-    pub fn resuming(&self) -> bool {
+    pub(crate) fn resuming(&self) -> bool {
         !self.done.is_empty()
     }
 
     /// Counters.
-    pub fn stats(&self) -> &WriteStats {
+    pub(crate) fn stats(&self) -> &WriteStats {
         &self.writer.stats
     }
 
@@ -562,7 +572,7 @@ impl From<AwsError> for SinkError {
 
 /// Scans `table` with `segments` parallel segments: item count, state digest, and (when
 /// `keep` is set) each item's key → hash, to name differing keys.
-pub async fn scan_digest(
+pub(crate) async fn scan_digest(
     client: &Client,
     table: &str,
     segments: i32,
@@ -609,7 +619,7 @@ pub async fn scan_digest(
 }
 
 /// One segment of a parallel Scan, page by page, with consistent reads.
-pub struct SegmentScan {
+pub(crate) struct SegmentScan {
     client: Client,
     table: String,
     segment: i32,
@@ -620,7 +630,7 @@ pub struct SegmentScan {
 
 impl SegmentScan {
     /// Segment `segment` of `total`.
-    pub fn new(client: Client, table: &str, segment: i32, total: i32) -> SegmentScan {
+    pub(crate) fn new(client: Client, table: &str, segment: i32, total: i32) -> SegmentScan {
         SegmentScan {
             client,
             table: table.to_owned(),
@@ -632,7 +642,7 @@ impl SegmentScan {
     }
 
     /// The next page of items, or `None` after the last.
-    pub async fn next_page(
+    pub(crate) async fn next_page(
         &mut self,
     ) -> Result<Option<Vec<HashMap<String, AttributeValue>>>, AwsError> {
         if self.done {
@@ -664,7 +674,7 @@ impl SegmentScan {
 }
 
 /// Canonical key text of an item (the form segments store in `keys`).
-pub fn key_text(
+pub(crate) fn key_text(
     item: &HashMap<String, AttributeValue>,
     key: &KeySchema,
 ) -> Result<String, AwsError> {

@@ -73,7 +73,7 @@ where
 
 impl AwsError {
     /// The error of a call of `op` on `resource`.
-    pub fn call<E, R>(op: &'static str, resource: &str, err: SdkError<E, R>) -> AwsError
+    pub(crate) fn call<E, R>(op: &'static str, resource: &str, err: SdkError<E, R>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -89,18 +89,10 @@ impl AwsError {
     }
 
     /// A conversion error about `context`.
-    pub fn convert(context: impl Into<String>, problem: impl std::fmt::Display) -> AwsError {
+    pub(crate) fn convert(context: impl Into<String>, problem: impl std::fmt::Display) -> AwsError {
         AwsError::Convert {
             context: context.into(),
             problem: problem.to_string(),
-        }
-    }
-
-    /// The service's error code, when the service answered with an error.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            AwsError::Call { code, .. } => code.as_deref(),
-            _ => None,
         }
     }
 }

@@ -7,7 +7,6 @@ pub mod bootstrap;
 pub mod config;
 pub mod dynamodb;
 mod error;
-pub mod faults;
 pub mod restore;
 pub mod tail;
 

@@ -188,13 +188,8 @@ impl StreamApi for SdkStreams {
 
 /// The stream ARN of a table (DescribeTable).
 pub async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, TailError> {
-    let described = ddb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeTable", table, e))?;
-    described
+    crate::aws::dynamodb::describe(ddb, table)
+        .await?
         .table()
         .and_then(|t| t.latest_stream_arn())
         .map(str::to_owned)
@@ -232,7 +227,7 @@ impl Default for TailOptions {
 
 /// Per-shard progress, in the backup store.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Shard id.
     pub shard_id: String,
     /// Last sequence number durably captured.

@@ -5,8 +5,7 @@ use super::*;
 
 /// Text buffers kept from one batch to the next. A batch's canonical texts go into buffers an
 /// earlier batch already grew, whose memory is already mapped: fresh buffers cost page faults
-/// and zeroing on every batch (1,000-record batches took 14.2 ms with fresh buffers, 11.9 ms
-/// with kept ones, non-LTO build, interleaved). A few are kept (one per reading
+/// and zeroing on every batch (measured in `docs/performance.md`). A few are kept (one per reading
 /// thread), and none over 64 MiB, so an unusually large event does not stay resident.
 #[derive(Default)]
 pub(super) struct BufferPool(pub(super) Mutex<Vec<TextColumns>>);

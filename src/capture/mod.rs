@@ -7,13 +7,13 @@
 //!    validate, canonicalise and hash the images, project typed columns. The canonical key and
 //!    image texts go into the reading thread's [`TextColumns`] buffers, which the segments'
 //!    columns are later sliced from. Records are independent, so with `threads > 1` the
-//!    batch is split across threads (the calling thread and [`workers`] helpers kept between
-//!    batches); the thread reading the head of the event then begins
-//!    encoding the first segment while the others finish reading (see `prepare_fused`). A
+//!    event text is split at guessed record boundaries and read on a [`workers`] pool kept
+//!    between batches (see `prepare::prepare_fused`). A
 //!    record that cannot be converted becomes a *quarantine* unit (or, under
 //!    [`BadRecordPolicy::Reject`], fails the whole call before anything is written).
 //! 2. **Group** consecutive good records by hour partition into segments; a batch spanning an
-//!    hour boundary becomes two segments. Encode each as Parquet.
+//!    hour boundary becomes two segments. Encode each as Parquet: one rayon task per
+//!    (segment, column), then an assembly step per segment (see [`crate::segment`]).
 //! 3. **Write**: quarantined records, then each segment followed by its log entry in the inbox
 //!    (`inbox/s-<first>-<last>-<tag>.json`, named by the segment). A segment's records count
 //!    as durable once its entry is written. Every write is `IfAbsent`, so a redelivered batch
@@ -185,17 +185,26 @@ pub struct Ingestor {
     clock: SharedClock,
 }
 
-/// An event read and prepared, not yet written (see [`Ingestor::prepare_event`]). Holds the
-/// prepared rows, so it costs memory about the size of the event until it is written.
+/// An event read, checked and encoded, not yet written (see [`Ingestor::prepare_event`]).
+/// It borrows the event's text and holds its encoded segments, which are several times
+/// smaller than the event; the buffers the records were read into are already free for the
+/// next event.
 pub struct PreparedEvent<'a> {
     bytes: usize,
-    batch: Option<Batch<'a>>,
+    encoded: Option<EncodedBatch<'a>>,
+}
+
+/// Steps 1 and 2 done: what step 3 writes, and what its report needs.
+struct EncodedBatch<'a> {
+    table: String,
+    raws: Vec<&'a str>,
+    units: Vec<Unit<'a>>,
 }
 
 impl PreparedEvent<'_> {
     /// Records in the event.
     pub fn records(&self) -> usize {
-        self.batch.as_ref().map_or(0, |b| b.rows.raws.len())
+        self.encoded.as_ref().map_or(0, |b| b.raws.len())
     }
 }
 
@@ -247,7 +256,7 @@ impl Ingestor {
     }
 
     /// The schema of `table` from the configured source (cached per table).
-    pub async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
+    pub(crate) async fn schema_for(&self, table: &str) -> Result<Arc<TableSchema>, IngestError> {
         if let Some(s) = self
             .cache
             .lock()
@@ -300,10 +309,10 @@ impl Ingestor {
         Ok(schema)
     }
 
-    /// Reads and prepares every record of an event, writing nothing: step 1 alone. Under
-    /// [`BadRecordPolicy::Reject`] the first bad record is an error. The CLI prepares a whole
-    /// input this way before writing any of it, then hands each event to
-    /// [`Ingestor::write_event`].
+    /// Steps 1 and 2 of an event, writing nothing: read and check every record, group them
+    /// and encode the segments. Under [`BadRecordPolicy::Reject`] the first bad record is an
+    /// error. The CLI prepares a whole input this way before writing any of it, then hands
+    /// each event to [`Ingestor::write_event`].
     pub async fn prepare_event<'a>(&self, text: &'a str) -> Result<PreparedEvent<'a>, IngestError> {
         let batch = self.prepare_batch(text).await?;
         if self.options.bad_records == BadRecordPolicy::Reject
@@ -316,20 +325,14 @@ impl Ingestor {
             }
             return Err(e.into());
         }
+        let encoded = match batch {
+            Some(batch) => Some(self.encode(batch)?),
+            None => None,
+        };
         Ok(PreparedEvent {
             bytes: text.len(),
-            batch,
+            encoded,
         })
-    }
-
-    /// Prepares an event and lets it go: whether it would be ingested, and its record count.
-    pub async fn check_event(&self, text: &str) -> Result<usize, IngestError> {
-        let event = self.prepare_event(text).await?;
-        let records = event.records();
-        if let Some(b) = event.batch {
-            self.buffers.give_all(b.rows.texts);
-        }
-        Ok(records)
     }
 
     /// Steps shared by checking and ingesting: split the event, find its table and schema, and
@@ -403,7 +406,7 @@ impl Ingestor {
 
     /// [`Ingestor::ingest_event`] for records known to come from one shard (the stream
     /// poller): the shard id is recorded in the segment records.
-    pub async fn ingest_event_from(
+    pub(crate) async fn ingest_event_from(
         &self,
         text: &str,
         shard: Option<&str>,
@@ -412,18 +415,10 @@ impl Ingestor {
         self.write_event(event, shard).await
     }
 
-    /// Steps 2 and 3 for an event [`Ingestor::prepare_event`] read: group and encode its
-    /// records, then write them. `shard`: as for [`Ingestor::ingest_event_from`].
-    pub async fn write_event(
-        &self,
-        event: PreparedEvent<'_>,
-        shard: Option<&str>,
-    ) -> Result<IngestReport, IngestError> {
-        let mut report = IngestReport {
-            event_bytes: event.bytes,
-            ..Default::default()
-        };
-        let Some(Batch {
+    /// Step 2: group the batch's records into segments by hour and encode them; bad records
+    /// become quarantine units (under [`BadRecordPolicy::Quarantine`]).
+    fn encode<'a>(&self, batch: Batch<'a>) -> Result<EncodedBatch<'a>, IngestError> {
+        let Batch {
             table,
             schema,
             rows:
@@ -432,16 +427,8 @@ impl Ingestor {
                     prepared,
                     texts,
                 },
-        }) = event.batch
-        else {
-            return Ok(report);
-        };
-        report.records = raws.len();
-        report.table = Some(table.clone());
-        report.stream_arn = find_arn(&raws);
+        } = batch;
         let layout = TableLayout::new(&table);
-
-        // Step 2: group and encode.
         let mut units: Vec<Unit> = Vec::new();
         let mut segments: Vec<(HourPartition, SegmentBuilder, Vec<usize>)> = Vec::new();
         let fallback_ms = self.clock.now_ms();
@@ -499,6 +486,33 @@ impl Ingestor {
                 indices,
             });
         }
+        Ok(EncodedBatch { table, raws, units })
+    }
+
+    /// Step 3 for an event [`Ingestor::prepare_event`] read and encoded: write its quarantined
+    /// records, then each segment and its inbox entry. `shard`: as for
+    /// [`Ingestor::ingest_event_from`].
+    pub async fn write_event(
+        &self,
+        event: PreparedEvent<'_>,
+        shard: Option<&str>,
+    ) -> Result<IngestReport, IngestError> {
+        let mut report = IngestReport {
+            event_bytes: event.bytes,
+            ..Default::default()
+        };
+        let Some(EncodedBatch {
+            table,
+            raws,
+            mut units,
+        }) = event.encoded
+        else {
+            return Ok(report);
+        };
+        report.records = raws.len();
+        report.table = Some(table.clone());
+        report.stream_arn = find_arn(&raws);
+        let layout = TableLayout::new(&table);
 
         // Step 3: write. Quarantine first: those records must be kept whatever happens next.
         units.sort_by_key(|u| match u {
@@ -786,7 +800,7 @@ mod tests {
     fn ingestors_sharing_helper_threads_write_what_one_writes_alone() {
         use crate::store::ObjectStore as _;
         use crate::store::memory::MemoryStore;
-        // Large enough for two readers and a head start.
+        // Large enough to be read on two threads.
         let text = event(900, usize::MAX, "");
         let objects = |store: &MemoryStore, runtime: &tokio::runtime::Runtime| {
             runtime.block_on(async {
@@ -806,7 +820,7 @@ mod tests {
             .unwrap();
         let want = objects(&alone, &runtime);
         assert!(want.iter().any(|(k, _)| k.ends_with(".parquet")));
-        // Four ingestors on four threads share the one pool of helpers for two threads,
+        // Four ingestors on four threads share the one two-thread pool,
         // each writing the batch three times (the second and third find it written).
         std::thread::scope(|s| {
             for caller in 0..4 {

@@ -31,7 +31,7 @@ use crate::store::ObjectStore;
 use crate::store::local::LocalStore;
 
 /// The example schema, shipped in the binary.
-pub const ORDERS_SCHEMA: &str = include_str!("../../schemas/orders.toml");
+pub(crate) const ORDERS_SCHEMA: &str = include_str!("../../schemas/orders.toml");
 
 /// Marks a directory as the demo's own, so a rerun may replace it.
 const MARKER: &str = ".streamseal-demo";

@@ -20,15 +20,15 @@ use crate::model::change::StreamViewType;
 
 /// SplitMix64: tiny, fast, and stable forever.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// Seeded generator.
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
     /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -36,11 +36,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
     /// True with probability `p` percent.
-    pub fn chance(&mut self, p: u64) -> bool {
+    pub(crate) fn chance(&mut self, p: u64) -> bool {
         self.below(100) < p
     }
 }

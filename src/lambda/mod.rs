@@ -62,7 +62,7 @@ mod metrics;
 mod tasks;
 pub use classify::*;
 pub use config::*;
-pub use metrics::*;
+pub(crate) use metrics::*;
 pub use tasks::*;
 
 /// A configuration or invocation error, reported to Lambda as a function error.
@@ -235,7 +235,7 @@ impl Handler {
 
     /// Stops [`serve`] from printing the CloudWatch metrics line (in-process use such as the
     /// demo, where stdout is the user's terminal).
-    pub fn without_metrics(mut self) -> Handler {
+    pub(crate) fn without_metrics(mut self) -> Handler {
         self.metrics = false;
         self
     }

@@ -32,7 +32,7 @@ use crate::store::{ObjectStore, PutMode};
 
 /// An on-failure message that cannot be recorded.
 #[derive(Debug, thiserror::Error)]
-pub enum OnFailureError {
+pub(crate) enum OnFailureError {
     /// Not an invocation record of a DynamoDB stream event source mapping.
     #[error(
         "message {message_id}: not a DynamoDB stream on-failure invocation record ({why}); it stays in the queue and reaches its dead-letter queue"
@@ -119,7 +119,7 @@ pub struct OnFailureReport {
 /// or whose entry cannot be written, is reported in `failed` (the caller returns it as an SQS
 /// batch item failure: a write error is retried; a bad message ends in the dead-letter queue,
 /// whose alarm tells an operator).
-pub async fn record_gaps(store: &dyn ObjectStore, payload: &str) -> OnFailureReport {
+pub(crate) async fn record_gaps(store: &dyn ObjectStore, payload: &str) -> OnFailureReport {
     let mut report = OnFailureReport::default();
     let event: SqsEvent = match serde_json::from_str(payload) {
         Ok(e) => e,
@@ -140,7 +140,7 @@ pub async fn record_gaps(store: &dyn ObjectStore, payload: &str) -> OnFailureRep
 }
 
 /// The gap entry for one on-failure message, or why there is none.
-pub fn gap_of(message_id: &str, body: &str) -> Result<GapRecord, OnFailureError> {
+pub(crate) fn gap_of(message_id: &str, body: &str) -> Result<GapRecord, OnFailureError> {
     let shape = |why: String| OnFailureError::Shape {
         message_id: message_id.to_owned(),
         why,

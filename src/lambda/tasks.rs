@@ -111,9 +111,6 @@ impl Handler {
         };
         let point = crate::ops::restore::Point::Snapshot(task.snapshot.clone());
         let request = crate::aws::restore::Request {
-            table: task.table.clone(),
-            point,
-            to: crate::aws::restore::Target::Dynamo(task.target_table.clone()),
             create_table: true,
             materialize: crate::ops::restore::MaterializeOptions {
                 // Lambda's /tmp holds the spill; fine partitions keep each checkpoint step short.
@@ -121,12 +118,14 @@ impl Handler {
                 ..Default::default()
             },
             workers: 8,
-            scan_segments: 8,
-            max_resubmits: 15,
             deadline: Some(
                 std::time::Instant::now() + std::time::Duration::from_secs(task.budget_seconds),
             ),
-            strict: false,
+            ..crate::aws::restore::Request::new(
+                &task.table,
+                point,
+                crate::aws::restore::Target::Dynamo(task.target_table.clone()),
+            )
         };
         tracing::info!(table = %task.table, snapshot = %task.snapshot, target = %task.target_table, region = task.region.as_deref().unwrap_or("(own)"), drill = task.drill, reason = task.reason.as_deref().unwrap_or(""), "restore task");
         let report = crate::aws::restore::run(

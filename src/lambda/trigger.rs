@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 /// What an outage event asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Request {
+pub(crate) struct Request {
     /// Seal then verify, or verify only.
     pub action: Action,
     /// Which kind of event asked.
@@ -37,7 +37,7 @@ pub struct Request {
 /// Seal or verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     /// Seal, then verify what was sealed.
     Seal,
     /// Verify an existing snapshot.
@@ -46,7 +46,7 @@ pub enum Action {
 
 /// How an event was understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// Not an outage event (let the caller try other shapes).
     NotATrigger,
     /// An outage event that asks for nothing now (an alarm returning to `OK`).
@@ -72,7 +72,7 @@ pub enum Parsed {
 /// again until it answers `complete: true` (each call resumes from the checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RestoreTask {
+pub(crate) struct RestoreTask {
     /// Always `restore`.
     pub action: String,
     /// Source table in the backup.
@@ -182,7 +182,7 @@ impl Targets {
 }
 
 /// Recognises an outage event.
-pub fn parse(payload: &RawValue) -> Parsed {
+pub(crate) fn parse(payload: &RawValue) -> Parsed {
     let Ok(env) = serde_json::from_str::<Envelope>(payload.get()) else {
         return Parsed::NotATrigger;
     };
@@ -340,7 +340,10 @@ pub fn parse(payload: &RawValue) -> Parsed {
 }
 
 /// The tables a request applies to, given `STREAMSEAL_SEAL_TABLES`.
-pub fn resolve_tables(request: &Request, configured: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn resolve_tables(
+    request: &Request,
+    configured: &[String],
+) -> Result<Vec<String>, String> {
     if request.tables.is_empty() {
         if configured.is_empty() {
             return Err(format!(

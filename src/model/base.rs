@@ -34,7 +34,7 @@ use crate::model::schema::KeySchema;
 use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// Version of the base manifest.
-pub const BASE_FORMAT: u32 = 1;
+pub(crate) const BASE_FORMAT: u32 = 1;
 
 /// Rows per base file.
 const ROWS_PER_FILE: usize = 200_000;
@@ -68,7 +68,7 @@ pub struct BaseManifest {
 }
 
 /// The newest committed base manifest of a table, if any.
-pub async fn latest_base(
+pub(crate) async fn latest_base(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<Option<BaseManifest>, StoreError> {

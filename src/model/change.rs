@@ -36,7 +36,7 @@ use crate::model::item::{
 use crate::model::scan::Scanner;
 
 /// Longest sequence number DynamoDB Streams produces.
-pub const MAX_SEQUENCE_DIGITS: usize = 40;
+pub(crate) const MAX_SEQUENCE_DIGITS: usize = 40;
 
 /// A stream sequence number: a decimal string of 1 to 40 digits, ordered as a number.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ impl SequenceNumber {
     }
 
     /// Zero-padded to 40 digits, so that string order is numeric order (used in object names).
-    pub fn padded(&self) -> String {
+    pub(crate) fn padded(&self) -> String {
         format!(
             "{:0>width$}",
             self.significant(),
@@ -76,7 +76,7 @@ impl SequenceNumber {
 
     /// Orders the texts of two sequence numbers as numbers (the order of [`SequenceNumber`]),
     /// for code that holds their digits rather than the values.
-    pub fn cmp_text(a: &str, b: &str) -> Ordering {
+    pub(crate) fn cmp_text(a: &str, b: &str) -> Ordering {
         let (a, b) = (significant(a), significant(b));
         a.len().cmp(&b.len()).then_with(|| a.cmp(b))
     }
@@ -147,7 +147,7 @@ pub enum StreamViewType {
 
 impl StreamViewType {
     /// Parses AWS's spelling.
-    pub fn parse(text: &str) -> Result<StreamViewType, String> {
+    pub(crate) fn parse(text: &str) -> Result<StreamViewType, String> {
         match text {
             "KEYS_ONLY" => Ok(StreamViewType::KeysOnly),
             "NEW_IMAGE" => Ok(StreamViewType::NewImage),
@@ -160,7 +160,7 @@ impl StreamViewType {
     }
 
     /// AWS's spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StreamViewType::KeysOnly => "KEYS_ONLY",
             StreamViewType::NewImage => "NEW_IMAGE",
@@ -170,7 +170,7 @@ impl StreamViewType {
     }
 
     /// Whether records carry the item after the change.
-    pub fn has_new(self) -> bool {
+    pub(crate) fn has_new(self) -> bool {
         matches!(
             self,
             StreamViewType::NewImage | StreamViewType::NewAndOldImages
@@ -178,7 +178,7 @@ impl StreamViewType {
     }
 
     /// Whether records carry the item before the change.
-    pub fn has_old(self) -> bool {
+    pub(crate) fn has_old(self) -> bool {
         matches!(
             self,
             StreamViewType::OldImage | StreamViewType::NewAndOldImages
@@ -342,7 +342,10 @@ impl<'a> ImageSink<'a> for TextColumns {
     }
 }
 
-struct RecordSeed<'s, 'a> {
+/// Reads a stream record into a [`WireRecord`] through serde: the record object itself
+/// (`STREAM = false`, [`RecordSeed`]) or its `dynamodb` object (`STREAM = true`,
+/// [`StreamSeed`]), whose images are canonicalised as they are read.
+struct Seed<'s, 'a, const STREAM: bool> {
     wire: &'s mut WireRecord<'a>,
     canon: &'s mut Canonicalizer,
     paths: &'s ColumnPaths,
@@ -350,7 +353,13 @@ struct RecordSeed<'s, 'a> {
     failed_image: &'s mut Option<&'static str>,
 }
 
-impl<'de, 's> DeserializeSeed<'de> for RecordSeed<'s, 'de> {
+type RecordSeed<'s, 'a> = Seed<'s, 'a, false>;
+type StreamSeed<'s, 'a> = Seed<'s, 'a, true>;
+
+impl<'de, 's, const STREAM: bool> DeserializeSeed<'de> for Seed<'s, 'de, STREAM>
+where
+    Seed<'s, 'de, STREAM>: Visitor<'de, Value = ()>,
+{
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
@@ -387,20 +396,6 @@ impl<'de, 's> Visitor<'de> for RecordSeed<'s, 'de> {
             }
         }
         Ok(())
-    }
-}
-
-struct StreamSeed<'s, 'a> {
-    wire: &'s mut WireRecord<'a>,
-    canon: &'s mut Canonicalizer,
-    paths: &'s ColumnPaths,
-    failed_image: &'s mut Option<&'static str>,
-}
-
-impl<'de, 's> DeserializeSeed<'de> for StreamSeed<'s, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
     }
 }
 
@@ -712,6 +707,14 @@ fn record_end(b: &[u8], start: usize) -> Option<usize> {
 /// the way records are, by balancing brackets outside strings, without being parsed; reading
 /// them is the capture path's job. Anything else between them is an error naming its line.
 pub fn split_documents(text: &str) -> Result<Vec<(usize, &str)>, String> {
+    match split_lines(text) {
+        Some(lines) => Ok(lines),
+        None => split_balanced(text),
+    }
+}
+
+/// [`split_documents`] by balancing brackets, for any layout.
+fn split_balanced(text: &str) -> Result<Vec<(usize, &str)>, String> {
     let b = text.as_bytes();
     let mut out = vec![];
     let mut at = 0;
@@ -749,6 +752,39 @@ pub fn split_documents(text: &str) -> Result<Vec<(usize, &str)>, String> {
     }
 }
 
+/// [`split_documents`] for the usual input, one object per line (JSON Lines), found with
+/// `memchr` instead of a walk over every byte; `None` for anything else.
+///
+/// A line is taken whole when it starts with `{`, ends with `}`, and holds no `}` followed
+/// (after blanks) by `{`. That is exact: JSON strings cannot hold a raw line break, and
+/// outside a string `{` can never follow `}`, so such a line cannot continue on the next one,
+/// and without `}{` it cannot hold two objects side by side. A `}{` inside a string only
+/// sends the text the long way. Whether each line is valid JSON is the parser's question.
+fn split_lines(text: &str) -> Option<Vec<(usize, &str)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.split('\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let b = line.as_bytes();
+        if b[0] != b'{' || b[b.len() - 1] != b'}' {
+            return None;
+        }
+        let side_by_side = memchr::memchr_iter(b'}', b).any(|close| {
+            b[close + 1..]
+                .iter()
+                .find(|c| !c.is_ascii_whitespace())
+                .is_some_and(|c| *c == b'{')
+        });
+        if side_by_side {
+            return None;
+        }
+        out.push((n + 1, line));
+    }
+    Some(out)
+}
+
 /// Reads the records of a `{"Records":[…]}` event in the pass that finds them: each record's
 /// raw text and its parse come out together, so a batch is read once instead of being split
 /// first. Record boundaries are exactly those of [`parse_event`]; an event this cursor cannot
@@ -778,7 +814,7 @@ impl<'a> EventCursor<'a> {
     }
 
     /// A cursor at byte `pos`, taken to be the start of a record.
-    pub fn at(text: &'a str, pos: usize) -> EventCursor<'a> {
+    pub(crate) fn at(text: &'a str, pos: usize) -> EventCursor<'a> {
         EventCursor {
             s: Scanner::new(text, pos),
             first: true,
@@ -786,12 +822,12 @@ impl<'a> EventCursor<'a> {
     }
 
     /// The event text.
-    pub fn text(&self) -> &'a str {
+    pub(crate) fn text(&self) -> &'a str {
         self.s.text()
     }
 
     /// The byte position the cursor is at.
-    pub fn pos(&self) -> usize {
+    pub(crate) fn pos(&self) -> usize {
         self.s.pos()
     }
 
@@ -845,7 +881,7 @@ impl<'a> EventCursor<'a> {
 
 /// The raw text of the first record of a usual-shape event (see [`EventCursor`]); `None` for
 /// an event without records or of another shape.
-pub fn first_record(text: &str) -> Option<&str> {
+pub(crate) fn first_record(text: &str) -> Option<&str> {
     let mut cursor = EventCursor::new(text)?;
     let start = cursor.next_start()??;
     text.get(start..record_end(text.as_bytes(), start)?)
@@ -854,7 +890,7 @@ pub fn first_record(text: &str) -> Option<&str> {
 /// A plausible record boundary at or after byte `from`: the `{` of `},{"name"` where `name` is
 /// a member of a stream record. Only a guess (an image can hold the same bytes); see
 /// [`EventCursor`] for how it is checked.
-pub fn guess_boundary(text: &str, from: usize) -> Option<usize> {
+pub(crate) fn guess_boundary(text: &str, from: usize) -> Option<usize> {
     const FIELDS: [&[u8]; 8] = [
         b"eventID\"",
         b"eventName\"",
@@ -880,7 +916,7 @@ pub fn guess_boundary(text: &str, from: usize) -> Option<usize> {
 
 /// The sequence number of a raw record, if it has a readable one. Used to report a record that
 /// failed to parse back to Lambda (`batchItemFailures` names records by sequence number).
-pub fn raw_sequence_number(raw: &str) -> Option<String> {
+pub(crate) fn raw_sequence_number(raw: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Outer<'a> {
         #[serde(borrow)]
@@ -899,7 +935,7 @@ pub fn raw_sequence_number(raw: &str) -> Option<String> {
 
 /// Extracts the table name from a stream ARN
 /// (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`).
-pub fn table_from_stream_arn(arn: &str) -> Result<&str, String> {
+pub(crate) fn table_from_stream_arn(arn: &str) -> Result<&str, String> {
     let resource = arn
         .strip_prefix("arn:")
         .and_then(|rest| rest.splitn(5, ':').nth(4))
@@ -1153,6 +1189,31 @@ mod tests {
                 .unwrap_err()
                 .starts_with("not valid JSON at line 3 column 1:")
         );
+    }
+
+    #[test]
+    fn one_object_per_line_splits_as_the_bracket_walk_does() {
+        let texts = [
+            "{\"a\":1}\n{\"b\":{\"c\":[{}]}}\n",
+            "{\"a\":1}\r\n\r\n  {\"b\":2}  \r\n",
+            "{\"a\":\"x}{y\"}\n",
+            "{\"a\":1}{\"b\":2}\n{\"c\":3}",
+            "{\"a\":1} \t {\"b\":2}",
+            "{\"a\":{}}\n",
+        ];
+        for text in texts {
+            let lines = split_lines(text);
+            let balanced = split_balanced(text).unwrap();
+            if let Some(lines) = lines {
+                assert_eq!(lines, balanced, "{text:?}");
+            }
+            assert_eq!(split_documents(text).unwrap(), balanced, "{text:?}");
+        }
+        // Two objects on one line, or a brace inside a string, take the long way.
+        assert!(split_lines("{\"a\":1} {\"b\":2}").is_none());
+        assert!(split_lines("{\"a\":\"x} {y\"}").is_none());
+        assert!(split_lines("{\"a\":\n1}").is_none());
+        assert_eq!(split_lines("{\"a\":1}\n{\"b\":2}").unwrap().len(), 2);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub trait Clock: Send + Sync + Debug {
 }
 
 /// A clock shared by the stages of one process.
-pub type SharedClock = Arc<dyn Clock>;
+pub(crate) type SharedClock = Arc<dyn Clock>;
 
 /// The machine's clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,22 +34,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// The machine's clock moved by a fixed offset: a host whose clock runs ahead (positive) or
-/// behind (negative).
-#[derive(Debug, Clone, Copy)]
-pub struct SkewedClock {
-    /// Milliseconds added to the machine's clock.
-    pub offset_ms: i64,
-}
-
-impl Clock for SkewedClock {
-    fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis() + self.offset_ms
-    }
-}
-
 /// The machine's clock, shared.
-pub fn system() -> SharedClock {
+pub(crate) fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
 
@@ -65,12 +51,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_skewed_clock_runs_at_its_offset() {
-        let ahead = SkewedClock {
-            offset_ms: 2 * 3_600_000,
-        };
-        let d = ahead.now_ms() - SystemClock.now_ms();
-        assert!((7_199_000..=7_200_000).contains(&d), "{d}");
+    fn instants_print_as_rfc3339_with_milliseconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
     }
 }

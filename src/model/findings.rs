@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// Version of the ledger format.
-pub const LEDGER_FORMAT: u32 = 1;
+pub(crate) const LEDGER_FORMAT: u32 = 1;
 
 /// What kind of problem (or decision) a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 8] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Missing,
         Kind::Altered,
         Kind::Extra,
@@ -68,7 +68,7 @@ impl Kind {
     ];
 
     /// The kind's name, as in JSON.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Missing => "missing",
             Kind::Altered => "altered",
@@ -82,7 +82,7 @@ impl Kind {
     }
 
     /// How bad it is.
-    pub fn severity(self) -> Severity {
+    pub(crate) fn severity(self) -> Severity {
         match self {
             Kind::Missing | Kind::Altered | Kind::Extra => Severity::Corrupt,
             Kind::Orphan | Kind::Gap | Kind::Rejected | Kind::Quarantined => Severity::Incomplete,
@@ -91,7 +91,7 @@ impl Kind {
     }
 
     /// The metric name counting this kind (`FindingsMissing`, ...).
-    pub fn metric(self) -> String {
+    pub(crate) fn metric(self) -> String {
         let s = self.as_str();
         format!("Findings{}{}", s[..1].to_ascii_uppercase(), &s[1..])
     }
@@ -105,7 +105,7 @@ impl std::fmt::Display for Kind {
 
 /// Severity of a finding, least severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     /// Worth knowing; nothing is wrong.
     Info,
     /// The backup is intact but known to lack something.
@@ -128,7 +128,7 @@ pub enum Status {
 
 impl Status {
     /// The worst status among `findings`.
-    pub fn of<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Status {
+    pub(crate) fn of<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Status {
         findings
             .into_iter()
             .map(|f| match f.kind.severity() {
@@ -150,7 +150,7 @@ impl Status {
     }
 
     /// `ok`, `incomplete`, `corrupt`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Incomplete => "incomplete",
@@ -175,7 +175,11 @@ pub struct Finding {
 
 impl Finding {
     /// A finding without a ledger id.
-    pub fn new(kind: Kind, object: impl Into<String>, problem: impl Into<String>) -> Finding {
+    pub(crate) fn new(
+        kind: Kind,
+        object: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Finding {
         Finding {
             kind,
             object: object.into(),
@@ -186,7 +190,7 @@ impl Finding {
 }
 
 /// Counts of findings by kind, every kind present (zeros included), for metrics and reports.
-pub fn counts<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Vec<(Kind, u64)> {
+pub(crate) fn counts<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Vec<(Kind, u64)> {
     let mut n = [0u64; Kind::ALL.len()];
     for f in findings {
         if let Some(i) = Kind::ALL.iter().position(|k| *k == f.kind) {
@@ -269,7 +273,7 @@ pub fn finding_id(kind: Kind, subject: &str) -> String {
 
 impl Ledger {
     /// An empty ledger.
-    pub fn new(table: &str) -> Ledger {
+    pub(crate) fn new(table: &str) -> Ledger {
         Ledger {
             format: LEDGER_FORMAT,
             table: table.to_owned(),
@@ -279,24 +283,24 @@ impl Ledger {
     }
 
     /// The entry with `id`.
-    pub fn get(&self, id: &str) -> Option<&LedgerEntry> {
+    pub(crate) fn get(&self, id: &str) -> Option<&LedgerEntry> {
         self.entries.iter().find(|e| e.id == id)
     }
 
     /// Whether a finding of `kind` about `subject` is recorded (open or acknowledged).
-    pub fn knows(&self, kind: Kind, subject: &str) -> bool {
+    pub(crate) fn knows(&self, kind: Kind, subject: &str) -> bool {
         let id = finding_id(kind, subject);
         self.entries.iter().any(|e| e.id == id)
     }
 
     /// Open findings.
-    pub fn open(&self) -> impl Iterator<Item = &LedgerEntry> {
+    pub(crate) fn open(&self) -> impl Iterator<Item = &LedgerEntry> {
         self.entries.iter().filter(|e| e.acknowledged.is_none())
     }
 
     /// The findings a verify reports for this ledger: open ones under their kind, decided
     /// ones as `acknowledged`.
-    pub fn findings(&self) -> Vec<Finding> {
+    pub(crate) fn findings(&self) -> Vec<Finding> {
         self.entries
             .iter()
             .map(|e| match &e.acknowledged {
@@ -323,7 +327,7 @@ impl Ledger {
     }
 
     /// The reference a manifest records for this ledger stored as `bytes` under `key`.
-    pub fn reference(&self, key: String, bytes: &[u8]) -> LedgerRef {
+    pub(crate) fn reference(&self, key: String, bytes: &[u8]) -> LedgerRef {
         let open = self.open().count() as u64;
         LedgerRef {
             key,
@@ -336,7 +340,7 @@ impl Ledger {
 
     /// The problems of this ledger as the continuation of `parent`'s: every earlier finding
     /// must still be there, unchanged but for an acknowledgment sealed by `snapshot_id`.
-    pub fn check_continues(&self, parent: &Ledger, snapshot_id: &str) -> Vec<String> {
+    pub(crate) fn check_continues(&self, parent: &Ledger, snapshot_id: &str) -> Vec<String> {
         let mut problems = vec![];
         for p in &parent.entries {
             match self.get(&p.id) {

@@ -52,7 +52,7 @@ impl HourPartition {
     }
 
     /// `dt=YYYY-MM-DD/hr=HH`.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         let t = DateTime::<Utc>::from_timestamp_millis(self.hour_start_ms).unwrap_or_default();
         format!(
             "dt={:04}-{:02}-{:02}/hr={:02}",
@@ -79,12 +79,12 @@ impl TableLayout {
     }
 
     /// The table name.
-    pub fn table(&self) -> &str {
+    pub(crate) fn table(&self) -> &str {
         &self.table
     }
 
     /// Folder of all segments: the Athena table location.
-    pub fn changes_prefix(&self) -> String {
+    pub(crate) fn changes_prefix(&self) -> String {
         format!("{}/changes/", self.table)
     }
 
@@ -108,7 +108,7 @@ impl TableLayout {
 
     /// Key of a compacted object: in the hour folder (`dt=…/hr=…`) of its parts, named by the
     /// snapshot that sealed them and `id`, a hash of their keys.
-    pub fn compacted_key(&self, hour: &str, snapshot_id: &str, id: &str) -> String {
+    pub(crate) fn compacted_key(&self, hour: &str, snapshot_id: &str, id: &str) -> String {
         format!(
             "{}{hour}/c-{snapshot_id}-{id}.parquet",
             self.changes_prefix()
@@ -137,7 +137,7 @@ impl TableLayout {
     }
 
     /// Entry of a quarantined record, named by the SHA-256 of its verbatim text.
-    pub fn quarantine_entry_key(&self, sha256_hex: &str) -> String {
+    pub(crate) fn quarantine_entry_key(&self, sha256_hex: &str) -> String {
         format!("{}q-{}.json", self.inbox_prefix(), sha256_hex)
     }
 
@@ -148,18 +148,18 @@ impl TableLayout {
 
     /// Entry of a compacted object, named by the snapshot that sealed its parts and a hash of
     /// the parts.
-    pub fn compaction_entry_key(&self, snapshot_id: &str, id: &str) -> String {
+    pub(crate) fn compaction_entry_key(&self, snapshot_id: &str, id: &str) -> String {
         format!("{}c-{}-{}.json", self.inbox_prefix(), snapshot_id, id)
     }
 
     /// Entry of an acknowledgment, named by a hash of the decision.
-    pub fn acknowledgment_entry_key(&self, id: &str) -> String {
+    pub(crate) fn acknowledgment_entry_key(&self, id: &str) -> String {
         format!("{}a-{}.json", self.inbox_prefix(), id)
     }
 
     /// Whether `key` is shaped like an inbox entry of this table (`inbox/<x>-<name>.json`,
     /// with no further folder).
-    pub fn is_inbox_entry(&self, key: &str) -> bool {
+    pub(crate) fn is_inbox_entry(&self, key: &str) -> bool {
         key.strip_prefix(&self.inbox_prefix())
             .and_then(|name| name.strip_suffix(".json"))
             .is_some_and(|name| {
@@ -170,58 +170,58 @@ impl TableLayout {
     }
 
     /// Folder of the bootstrap bases (`crate::model::base`).
-    pub fn base_prefix(&self) -> String {
+    pub(crate) fn base_prefix(&self) -> String {
         format!("{}/base/", self.table)
     }
 
     /// Key of the manifest of base `base_id`.
-    pub fn base_manifest_key(&self, base_id: &str) -> String {
+    pub(crate) fn base_manifest_key(&self, base_id: &str) -> String {
         format!("{}{base_id}/base.json", self.base_prefix())
     }
 
     /// Prefix of the Parquet parts one worker writes for base `base_id` (`-<n>.parquet` follows).
-    pub fn base_part_prefix(&self, base_id: &str, worker: usize) -> String {
+    pub(crate) fn base_part_prefix(&self, base_id: &str, worker: usize) -> String {
         format!("{}{base_id}/part-{worker:04}", self.base_prefix())
     }
 
     /// Folder of the stream's shard maps.
-    pub fn shards_prefix(&self) -> String {
+    pub(crate) fn shards_prefix(&self) -> String {
         format!("{}/shards/", self.table)
     }
 
     /// Key of the shard map of the stream labelled `label`.
-    pub fn shard_map_key(&self, label: &str) -> String {
+    pub(crate) fn shard_map_key(&self, label: &str) -> String {
         format!("{}{label}.json", self.shards_prefix())
     }
 
     /// Key of `tail`'s checkpoint of shard `shard_id`.
-    pub fn tail_checkpoint_key(&self, shard_id: &str) -> String {
+    pub(crate) fn tail_checkpoint_key(&self, shard_id: &str) -> String {
         format!("{}/checkpoints/{shard_id}.json", self.table)
     }
 
     /// Key of a DynamoDB restore's checkpoint, named by a hash of what is restored where.
-    pub fn restore_checkpoint_key(&self, id: &str) -> String {
+    pub(crate) fn restore_checkpoint_key(&self, id: &str) -> String {
         format!("{}/restores/{id}.json", self.table)
     }
 
     /// Key of the record of which compactions' small segments were deleted.
-    pub fn compaction_cleaned_key(&self) -> String {
+    pub(crate) fn compaction_cleaned_key(&self) -> String {
         format!("{}/compaction/cleaned.json", self.table)
     }
 
     /// Folder of the base's Athena file list (the adopted base files share their folder with
     /// `base.json`, which Athena's Parquet reader would trip on).
-    pub fn athena_base_files_prefix(&self) -> String {
+    pub(crate) fn athena_base_files_prefix(&self) -> String {
         format!("{}/athena/base-files/", self.table)
     }
 
     /// Key of the base's Athena file list.
-    pub fn athena_base_files_key(&self) -> String {
+    pub(crate) fn athena_base_files_key(&self) -> String {
         format!("{}symlink.txt", self.athena_base_files_prefix())
     }
 
     /// Folder of the per-snapshot Athena file lists (the snapshot table's location).
-    pub fn athena_snapshot_files_prefix(&self) -> String {
+    pub(crate) fn athena_snapshot_files_prefix(&self) -> String {
         format!("{}/athena/snapshot-files/", self.table)
     }
 
@@ -234,7 +234,7 @@ impl TableLayout {
     }
 
     /// Folder of sealed manifests.
-    pub fn snapshots_prefix(&self) -> String {
+    pub(crate) fn snapshots_prefix(&self) -> String {
         format!("{}/snapshots/", self.table)
     }
 
@@ -249,7 +249,7 @@ impl TableLayout {
     }
 
     /// Key of a manifest's file list.
-    pub fn snapshot_files_key(&self, id: &str, sha256_hex: &str) -> String {
+    pub(crate) fn snapshot_files_key(&self, id: &str, sha256_hex: &str) -> String {
         format!(
             "{}/snapshot-files/{}-{}.json",
             self.table,
@@ -259,12 +259,12 @@ impl TableLayout {
     }
 
     /// Folder of findings ledgers.
-    pub fn findings_prefix(&self) -> String {
+    pub(crate) fn findings_prefix(&self) -> String {
         format!("{}/findings/", self.table)
     }
 
     /// Key of a findings ledger written by snapshot `id`, named by its content.
-    pub fn findings_key(&self, id: &str, sha256_hex: &str) -> String {
+    pub(crate) fn findings_key(&self, id: &str, sha256_hex: &str) -> String {
         format!(
             "{}{}-{}.json",
             self.findings_prefix(),
@@ -273,18 +273,13 @@ impl TableLayout {
         )
     }
 
-    /// Folder of file lists.
-    pub fn snapshot_files_prefix(&self) -> String {
-        format!("{}/snapshot-files/", self.table)
-    }
-
     /// Folder of quarantined records.
-    pub fn quarantine_prefix(&self) -> String {
+    pub(crate) fn quarantine_prefix(&self) -> String {
         format!("{}/quarantine/", self.table)
     }
 
     /// Key of a quarantined record, named by the SHA-256 of its verbatim text.
-    pub fn quarantine_key(&self, sha256_hex: &str) -> String {
+    pub(crate) fn quarantine_key(&self, sha256_hex: &str) -> String {
         format!("{}/quarantine/{}.json", self.table, sha256_hex)
     }
 }

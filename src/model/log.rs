@@ -45,7 +45,7 @@ impl LogEntry {
     }
 
     /// The table the entry belongs to.
-    pub fn table(&self) -> &str {
+    pub(crate) fn table(&self) -> &str {
         match self {
             LogEntry::Segment(s) => &s.table,
             LogEntry::Quarantine(q) => &q.table,
@@ -186,7 +186,7 @@ pub struct SequenceList(String);
 
 impl SequenceList {
     /// An empty list.
-    pub fn new() -> SequenceList {
+    pub(crate) fn new() -> SequenceList {
         SequenceList(String::new())
     }
 
@@ -205,7 +205,7 @@ impl SequenceList {
     }
 
     /// Decodes the list.
-    pub fn decode(&self) -> Result<Vec<String>, LogError> {
+    pub(crate) fn decode(&self) -> Result<Vec<String>, LogError> {
         let mut out: Vec<String> = Vec::new();
         if self.0.is_empty() {
             return Ok(out);
@@ -240,14 +240,14 @@ impl SequenceList {
 
 /// Builds a [`SequenceList`] one number at a time.
 #[derive(Debug, Clone, Default)]
-pub struct SequenceListBuilder {
+pub(crate) struct SequenceListBuilder {
     text: String,
     prev: String,
 }
 
 impl SequenceListBuilder {
     /// Appends a sequence number (ASCII digits).
-    pub fn push(&mut self, seq: &str) {
+    pub(crate) fn push(&mut self, seq: &str) {
         let shared = self
             .prev
             .bytes()
@@ -275,7 +275,7 @@ impl SequenceListBuilder {
     }
 
     /// The finished list.
-    pub fn finish(self) -> SequenceList {
+    pub(crate) fn finish(self) -> SequenceList {
         SequenceList(self.text)
     }
 }

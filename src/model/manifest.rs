@@ -29,10 +29,10 @@ use crate::store::{ObjectStore, StoreError};
 
 /// Version of the manifest and file-list formats. Format 1 (streamseal 0.1 before the inbox)
 /// found log entries by write-time keys; it is not read any more.
-pub const MANIFEST_FORMAT: u32 = 2;
+pub(crate) const MANIFEST_FORMAT: u32 = 2;
 
 /// Width of a snapshot id: the zero-padded generation number.
-pub const SNAPSHOT_ID_DIGITS: usize = 10;
+pub(crate) const SNAPSHOT_ID_DIGITS: usize = 10;
 
 /// A sealed snapshot manifest (`<table>/snapshots/<id>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,7 +207,7 @@ pub struct SnapshotFiles {
 
 impl SnapshotFiles {
     /// Every log entry this file list accounts for.
-    pub fn entry_keys(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn entry_keys(&self) -> impl Iterator<Item = &str> {
         self.segments
             .iter()
             .map(|s| s.log_key.as_str())
@@ -375,7 +375,7 @@ pub struct Head {
 impl Manifest {
     /// SHA-256 over the canonical content: this manifest serialised with
     /// `manifest_sha256` empty.
-    pub fn compute_sha256(&self) -> String {
+    pub(crate) fn compute_sha256(&self) -> String {
         let mut body = self.clone();
         body.manifest_sha256 = String::new();
         // Serialising plain structs, vectors and BTreeMaps cannot fail, and the field order
@@ -385,12 +385,12 @@ impl Manifest {
     }
 
     /// Fills in `manifest_sha256`.
-    pub fn seal_digest(&mut self) {
+    pub(crate) fn seal_digest(&mut self) {
         self.manifest_sha256 = self.compute_sha256();
     }
 
     /// Whether `manifest_sha256` matches the content.
-    pub fn digest_ok(&self) -> bool {
+    pub(crate) fn digest_ok(&self) -> bool {
         self.manifest_sha256 == self.compute_sha256()
     }
 
@@ -408,7 +408,7 @@ pub fn snapshot_id(generation: u64) -> String {
 }
 
 /// The generation of a snapshot id, if it is one.
-pub fn parse_snapshot_id(id: &str) -> Option<u64> {
+pub(crate) fn parse_snapshot_id(id: &str) -> Option<u64> {
     (id.len() == SNAPSHOT_ID_DIGITS && id.bytes().all(|b| b.is_ascii_digit()))
         .then(|| id.parse().ok())
         .flatten()
@@ -654,7 +654,7 @@ pub async fn list_snapshot_ids(
 
 /// The latest snapshot id: the head hint, then a listing of anything sealed after it (the
 /// hint can lag behind a seal that crashed before updating it). O(1) listings in the usual case.
-pub async fn latest_snapshot_id(
+pub(crate) async fn latest_snapshot_id(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<Option<String>, ManifestError> {

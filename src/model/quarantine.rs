@@ -60,12 +60,12 @@ pub struct QuarantineEffect {
 
 impl QuarantineEffect {
     /// Whether a restore can place this change: its key, sequence number and kind are known.
-    pub fn placeable(&self) -> bool {
+    pub(crate) fn placeable(&self) -> bool {
         self.keys.is_some() && self.sequence_number.is_some() && self.event_name.is_some()
     }
 
     /// Whether the change is a REMOVE (its effect on the key is known: the item is gone).
-    pub fn is_remove(&self) -> bool {
+    pub(crate) fn is_remove(&self) -> bool {
         self.event_name.as_deref() == Some("REMOVE")
     }
 }
@@ -104,7 +104,7 @@ struct Dynamodb<'a> {
 
 /// How to hash the images: as the canonicaliser decides now, or as a seal recorded.
 #[derive(Debug, Clone, Copy)]
-pub enum HashKinds {
+pub(crate) enum HashKinds {
     /// Item hash when the canonicaliser accepts an image, opaque otherwise (what a seal does).
     Decide,
     /// The kinds a sealed effect recorded (what verify recomputes with).
@@ -117,12 +117,12 @@ pub enum HashKinds {
 }
 
 /// Reads a stored quarantine object and works out its record's effect.
-pub fn effect_of_object(bytes: &[u8]) -> QuarantineEffect {
+pub(crate) fn effect_of_object(bytes: &[u8]) -> QuarantineEffect {
     effect_of_object_with(bytes, HashKinds::Decide)
 }
 
 /// [`effect_of_object`], hashing images as `kinds` says.
-pub fn effect_of_object_with(bytes: &[u8], kinds: HashKinds) -> QuarantineEffect {
+pub(crate) fn effect_of_object_with(bytes: &[u8], kinds: HashKinds) -> QuarantineEffect {
     match serde_json::from_slice::<Stored>(bytes) {
         Ok(Stored {
             record: Some(raw), ..
@@ -136,7 +136,7 @@ pub fn effect_of_object_with(bytes: &[u8], kinds: HashKinds) -> QuarantineEffect
 }
 
 /// The raw `NewImage` text of the record in a stored quarantine object, if it has one.
-pub fn new_image_text(bytes: &[u8]) -> Option<String> {
+pub(crate) fn new_image_text(bytes: &[u8]) -> Option<String> {
     let stored: Stored = serde_json::from_slice(bytes).ok()?;
     let text = match (stored.record, &stored.record_text) {
         (Some(raw), _) => raw.get().to_owned(),
@@ -164,12 +164,12 @@ fn unknown(why: &str) -> QuarantineEffect {
 }
 
 /// The effect of one raw stream record (as Lambda delivered it).
-pub fn effect_of_record(raw: &str) -> QuarantineEffect {
+pub(crate) fn effect_of_record(raw: &str) -> QuarantineEffect {
     effect_of_record_with(raw, HashKinds::Decide)
 }
 
 /// [`effect_of_record`], hashing images as `kinds` says.
-pub fn effect_of_record_with(raw: &str, kinds: HashKinds) -> QuarantineEffect {
+pub(crate) fn effect_of_record_with(raw: &str, kinds: HashKinds) -> QuarantineEffect {
     let Ok(record) = serde_json::from_str::<Record>(raw) else {
         return unknown("the record is not a JSON object");
     };
@@ -270,12 +270,6 @@ pub fn effect_of_record_with(raw: &str, kinds: HashKinds) -> QuarantineEffect {
         item_count_delta,
         unknown: (!why.is_empty()).then(|| why.join("; ")),
     }
-}
-
-/// The hash of an image: the capture's item hash when the canonicaliser accepts it, else the
-/// opaque hash of its canonical JSON.
-pub fn image_hash(text: &str) -> ItemHash {
-    hash_as(text, None).0
 }
 
 /// The hash of an image and whether it is opaque: as decided now (`None`), or of the kind a
@@ -387,7 +381,7 @@ mod tests {
         );
         assert_eq!(again, q1);
         assert_ne!(
-            image_hash(bad1),
+            hash_as(bad1, None).0,
             crate::model::item::item_hash(good).unwrap()
         );
     }

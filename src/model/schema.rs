@@ -39,7 +39,7 @@ use toml::Spanned;
 use crate::model::item::{Captured, ColumnPaths};
 
 /// The metadata and image columns every segment has, in order. Typed columns follow them.
-pub const BASE_COLUMNS: &[&str] = &[
+pub(crate) const BASE_COLUMNS: &[&str] = &[
     "event_id",
     "event_name",
     "is_ttl_delete",
@@ -174,7 +174,7 @@ impl ColumnType {
     }
 
     /// The Arrow type of the column; all of them are Athena-readable Parquet types.
-    pub fn arrow_type(self) -> DataType {
+    pub(crate) fn arrow_type(self) -> DataType {
         match self {
             ColumnType::String => DataType::Utf8,
             ColumnType::Bigint => DataType::Int64,
@@ -345,7 +345,7 @@ impl TableSchema {
     }
 
     /// Checks the file is meant for `table`.
-    pub fn check_table(&self, table: &str, origin: &str) -> Result<(), SchemaError> {
+    pub(crate) fn check_table(&self, table: &str, origin: &str) -> Result<(), SchemaError> {
         match &self.table {
             Some(t) if t != table => Err(SchemaError::Invalid {
                 path: origin.to_owned(),
@@ -357,7 +357,7 @@ impl TableSchema {
     }
 
     /// Arrow fields of the typed columns (all nullable).
-    pub fn typed_fields(&self) -> Vec<Arc<Field>> {
+    pub(crate) fn typed_fields(&self) -> Vec<Arc<Field>> {
         self.columns
             .iter()
             .map(|c| Arc::new(Field::new(&c.name, c.column_type.arrow_type(), true)))
@@ -406,7 +406,7 @@ pub struct Unscaled {
 
 impl Unscaled {
     /// The integer.
-    pub fn get(self) -> i128 {
+    pub(crate) fn get(self) -> i128 {
         (i128::from(self.hi) << 64) | i128::from(self.lo)
     }
 }
@@ -424,7 +424,7 @@ impl From<i128> for Unscaled {
 impl Column {
     /// This column's value from what was captured at its path; a missing or mismatched value
     /// is `Null` (the image keeps it).
-    pub fn typed<'a>(&self, captured: Option<Captured<'a>>) -> TypedValue<'a> {
+    pub(crate) fn typed<'a>(&self, captured: Option<Captured<'a>>) -> TypedValue<'a> {
         let Some(value) = captured else {
             return TypedValue::Null;
         };

@@ -150,7 +150,10 @@ pub async fn load_shard_maps(
 /// The key schema of a table from its shard maps' key roles and one captured key (DynamoDB
 /// JSON, `{"pk": {"S": ...}, ...}`) for the attribute types. `None` when no map records roles
 /// or the key does not have exactly those attributes with key types.
-pub fn key_schema_of(maps: &[ShardMap], key_json: &str) -> Option<crate::model::schema::KeySchema> {
+pub(crate) fn key_schema_of(
+    maps: &[ShardMap],
+    key_json: &str,
+) -> Option<crate::model::schema::KeySchema> {
     use crate::model::schema::{KeyAttribute, KeySchema, KeyType};
     let roles = maps.iter().find_map(|m| m.key.clone())?;
     let key: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key_json).ok()?;
@@ -182,7 +185,12 @@ pub fn key_schema_of(maps: &[ShardMap], key_json: &str) -> Option<crate::model::
 /// The shard of a segment whose first and last sequence numbers lie in exactly one shard's
 /// range in the map of `arn` (closed shards have an end; open ones do not). `None` when no map
 /// covers it or ranges are ambiguous.
-pub fn attribute(maps: &[ShardMap], arn: Option<&str>, first: &str, last: &str) -> Option<String> {
+pub(crate) fn attribute(
+    maps: &[ShardMap],
+    arn: Option<&str>,
+    first: &str,
+    last: &str,
+) -> Option<String> {
     let arn = arn?;
     let map = maps.iter().find(|m| m.stream_arn == arn)?;
     let le = |a: &str, b: &str| crate::model::change::SequenceNumber::cmp_text(a, b).is_le();

@@ -59,35 +59,68 @@ fn column_lines(schema: &TableSchema) -> Vec<String> {
 /// schema, partitions projected from the path (`dt` as a date range from `first_day`, `hr`
 /// 00-23). A change can be stored twice (a redelivered batch; a segment and its compacted
 /// object during compaction's grace period): analysts query the [`changes_select`] view.
-pub fn changes_table(
+pub(crate) fn changes_table(
     table: &str,
     location: &str,
     schema: &TableSchema,
     database: &str,
     first_day: &str,
 ) -> String {
-    let name = athena_name(table);
-    let columns = column_lines(schema);
-    let location = format!("{}/{}/changes/", location.trim_end_matches('/'), table);
+    let location = under(location, &TableLayout::new(table).changes_prefix());
+    projected_table(
+        database,
+        &format!("{}_changes_raw", athena_name(table)),
+        schema,
+        "`dt` string, `hr` string",
+        "STORED AS PARQUET",
+        &location,
+        &[
+            ("parquet.compression", "ZSTD"),
+            ("projection.enabled", "true"),
+            ("projection.dt.type", "date"),
+            ("projection.dt.format", "yyyy-MM-dd"),
+            ("projection.dt.range", &format!("{first_day},NOW")),
+            ("projection.dt.interval", "1"),
+            ("projection.dt.interval.unit", "DAYS"),
+            ("projection.hr.type", "integer"),
+            ("projection.hr.range", "0,23"),
+            ("projection.hr.digits", "2"),
+            (
+                "storage.location.template",
+                &format!("{location}dt=${{dt}}/hr=${{hr}}/"),
+            ),
+        ],
+    )
+}
+
+/// `location` (an `s3://` URL) joined with a key prefix of the layout.
+fn under(location: &str, prefix: &str) -> String {
+    format!("{}/{prefix}", location.trim_end_matches('/'))
+}
+
+/// `CREATE EXTERNAL TABLE` over the objects under `location`, with the schema's columns,
+/// partitions found by projection, and `properties` (the projection's settings).
+fn projected_table(
+    database: &str,
+    name: &str,
+    schema: &TableSchema,
+    partitioned_by: &str,
+    storage: &str,
+    location: &str,
+    properties: &[(&str, &str)],
+) -> String {
+    let properties: Vec<String> = properties
+        .iter()
+        .map(|(k, v)| format!("  '{k}' = '{v}'"))
+        .collect();
     format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_changes_raw` (\n{}\n)\n\
-PARTITIONED BY (`dt` string, `hr` string)\n\
-STORED AS PARQUET\n\
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}` (\n{}\n)\n\
+PARTITIONED BY ({partitioned_by})\n\
+{storage}\n\
 LOCATION '{location}'\n\
-TBLPROPERTIES (\n\
-  'parquet.compression' = 'ZSTD',\n\
-  'projection.enabled' = 'true',\n\
-  'projection.dt.type' = 'date',\n\
-  'projection.dt.format' = 'yyyy-MM-dd',\n\
-  'projection.dt.range' = '{first_day},NOW',\n\
-  'projection.dt.interval' = '1',\n\
-  'projection.dt.interval.unit' = 'DAYS',\n\
-  'projection.hr.type' = 'integer',\n\
-  'projection.hr.range' = '0,23',\n\
-  'projection.hr.digits' = '2',\n\
-  'storage.location.template' = '{location}dt=${{dt}}/hr=${{hr}}/'\n\
-);",
-        columns.join(",\n")
+TBLPROPERTIES (\n{}\n);",
+        column_lines(schema).join(",\n"),
+        properties.join(",\n")
     )
 }
 
@@ -159,12 +192,11 @@ WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
 
 /// `CREATE EXTERNAL TABLE <table>_base`: the bootstrap base the chain adopted (`keys`,
 /// `item`), through the symlink list `athena-ddl` writes.
-pub fn base_table(table: &str, location: &str, database: &str) -> String {
+pub(crate) fn base_table(table: &str, location: &str, database: &str) -> String {
     let name = athena_name(table);
-    let location = format!(
-        "{}/{}",
-        location.trim_end_matches('/'),
-        TableLayout::new(table).athena_base_files_prefix()
+    let location = under(
+        location,
+        &TableLayout::new(table).athena_base_files_prefix(),
     );
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_base` (\n  `keys` string,\n  `item` string\n)\n\
@@ -182,27 +214,33 @@ OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'";
 /// `CREATE EXTERNAL TABLE <table>_snapshot_changes`: the segments of every sealed snapshot,
 /// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal), with
 /// the generation as a projected partition. Snapshot N is `generation <= N`.
-pub fn snapshot_table(table: &str, location: &str, schema: &TableSchema, database: &str) -> String {
-    let name = athena_name(table);
-    let columns = column_lines(schema);
-    let location = format!(
-        "{}/{}",
-        location.trim_end_matches('/'),
-        TableLayout::new(table).athena_snapshot_files_prefix()
+pub(crate) fn snapshot_table(
+    table: &str,
+    location: &str,
+    schema: &TableSchema,
+    database: &str,
+) -> String {
+    let location = under(
+        location,
+        &TableLayout::new(table).athena_snapshot_files_prefix(),
     );
-    format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_snapshot_changes` (\n{}\n)\n\
-PARTITIONED BY (`generation` bigint)\n\
-{SYMLINK_PARQUET}\n\
-LOCATION '{location}'\n\
-TBLPROPERTIES (\n\
-  'projection.enabled' = 'true',\n\
-  'projection.generation.type' = 'integer',\n\
-  'projection.generation.range' = '1,9999999999',\n\
-  'projection.generation.digits' = '10',\n\
-  'storage.location.template' = '{location}generation=${{generation}}/'\n\
-);",
-        columns.join(",\n")
+    projected_table(
+        database,
+        &format!("{}_snapshot_changes", athena_name(table)),
+        schema,
+        "`generation` bigint",
+        SYMLINK_PARQUET,
+        &location,
+        &[
+            ("projection.enabled", "true"),
+            ("projection.generation.type", "integer"),
+            ("projection.generation.range", "1,9999999999"),
+            ("projection.generation.digits", "10"),
+            (
+                "storage.location.template",
+                &format!("{location}generation=${{generation}}/"),
+            ),
+        ],
     )
 }
 
@@ -224,7 +262,7 @@ pub fn snapshot_state_select(
 /// Every statement `streamseal athena-ddl` prints. `snapshots` are the sealed generations,
 /// each with whether its chain includes a bootstrap base; `base` says the latest does (then
 /// the `<table>_base` table is created and the views read it).
-pub fn statements_with_snapshots(
+pub(crate) fn statements_with_snapshots(
     table: &str,
     location: &str,
     schema: &TableSchema,
@@ -252,7 +290,7 @@ pub fn statements_with_snapshots(
 
 /// The fixed statements (database, changes table and view, base table when the chain has a
 /// base, latest view, snapshot table).
-pub fn statements(
+pub(crate) fn statements(
     table: &str,
     location: &str,
     schema: &TableSchema,

@@ -139,7 +139,7 @@ pub struct CompactedObject {
 }
 
 /// The chain of the latest snapshot, newest first, with file lists.
-pub async fn latest_chain(
+pub(crate) async fn latest_chain(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<Vec<(Manifest, SnapshotFiles)>, ManifestError> {
@@ -159,7 +159,7 @@ pub async fn latest_chain(
 
 /// Every sealed compaction of the chain: segment key → where its rows are now. The first
 /// (oldest) compaction of a segment wins.
-pub fn replacements_of<'a, I>(chain: I) -> HashMap<String, Replacement>
+pub(crate) fn replacements_of<'a, I>(chain: I) -> HashMap<String, Replacement>
 where
     I: IntoIterator<Item = (&'a Manifest, &'a SnapshotFiles)>,
     I::IntoIter: DoubleEndedIterator,
@@ -184,7 +184,7 @@ where
 
 /// The replacements sealed in the latest chain (restore and verify read compacted objects in
 /// place of their parts, whichever snapshot they read).
-pub async fn load_replacements(
+pub(crate) async fn load_replacements(
     store: &dyn ObjectStore,
     layout: &TableLayout,
 ) -> Result<HashMap<String, Replacement>, ManifestError> {
@@ -198,7 +198,7 @@ pub async fn load_replacements(
 /// per hour, all naming the same snapshot). `Ok(Err(why))` rejects the entry; a store that
 /// fails transiently is `Err`, so the seal fails and runs again rather than rejecting a sound
 /// entry for good.
-pub async fn check_entry(
+pub(crate) async fn check_entry(
     store: &dyn ObjectStore,
     layout: &TableLayout,
     record: &CompactionRecord,

@@ -73,7 +73,7 @@ impl TypedBuilder {
 }
 
 /// The Arrow schema of a segment for a table schema.
-pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
+pub(crate) fn arrow_schema(schema: &TableSchema) -> SchemaRef {
     let mut fields = vec![
         Arc::new(Field::new("event_id", DataType::Utf8, false)),
         Arc::new(Field::new("event_name", DataType::Utf8, false)),

@@ -451,7 +451,7 @@ pub(super) fn encode_column(
 /// with row groups of at most 65,536 rows so Athena can split and skip within a large file.
 /// Every column is compressed here: over row groups that large, the few columns a segment
 /// leaves uncompressed would grow, and their zstd contexts cost next to nothing.
-pub fn compacted_writer(
+pub(crate) fn compacted_writer(
     table: &str,
     view_type: StreamViewType,
     schema: SchemaRef,

@@ -22,7 +22,7 @@
 //!
 //! Encoding is deterministic: the same records and schema give the same bytes, so a redelivered
 //! batch produces an identical object under the identical name (and if an older encoder wrote
-//! that object, ingest describes the stored bytes, see `ingest`). Columns can be encoded on
+//! that object, the capture path describes the stored bytes, see `crate::capture::publish`). Columns can be encoded on
 //! several threads (`encode_threads`); the output does not depend on the thread count.
 
 pub mod pages;
@@ -64,8 +64,8 @@ mod columns;
 mod encode;
 mod read;
 mod rows;
-pub use columns::*;
-pub use encode::*;
+pub(crate) use columns::*;
+pub(crate) use encode::*;
 pub use read::*;
 pub use rows::*;
 
@@ -273,7 +273,7 @@ impl<'s, 'r> SegmentBuilder<'s, 'r> {
 /// with one pool of threads for all of them, so that a small segment is encoded beside a
 /// large one instead of after it. One result per segment, in order; the rows and `texts` are
 /// no longer borrowed when it returns.
-pub fn finish_segments(
+pub(crate) fn finish_segments(
     segments: Vec<(HourPartition, SegmentBuilder<'_, '_>)>,
     layout: &TableLayout,
     options: EncodeOptions,

@@ -1,10 +1,10 @@
 //! A segment's column writers, with their pages compressed by one zstd context per thread.
 //!
 //! Parquet gives every column writer a zstd compression context and a decompression context of
-//! its own, so every compressed column of every segment paid for two new contexts: ~16 µs each
-//! on the VMs measured, most of it the `CPUID` instructions zstd runs on creating one, which
-//! trap to the hypervisor (Lambda's Firecracker VMs trap them too). That was ~0.2 ms of every
-//! segment, whatever its size.
+//! its own, so every compressed column of every segment paid for two new contexts. Creating one
+//! runs `CPUID` instructions, which trap to the hypervisor on VMs (Lambda's Firecracker VMs
+//! among them), so that cost is paid per segment whatever its size (figures in
+//! `docs/performance.md`).
 //!
 //! So a segment's column writers are configured without compression, and write their pages
 //! into a [`PageStore`] of ours. It compresses each page as it arrives with the zstd context

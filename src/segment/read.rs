@@ -5,19 +5,7 @@ use super::*;
 
 /// Reads a segment back into Arrow batches (verify, restore and tests use this).
 pub fn read_segment(key: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, SegmentError> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(8192).build())
-        .map_err(|source| SegmentError::Parquet {
-            action: "reading",
-            key: key.to_owned(),
-            source,
-        })?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| SegmentError::Arrow {
-            key: key.to_owned(),
-            source,
-        })
+    read(key, bytes, None).map(|(batches, _)| batches)
 }
 
 /// The stream view type a segment's file metadata records.
@@ -37,18 +25,43 @@ pub(super) fn recorded_view_type(
 
 /// Every column of a stored segment (or compacted file), and the stream view type its
 /// metadata records.
-pub fn read_segment_all(
+pub(crate) fn read_segment_all(
     key: &str,
     bytes: Bytes,
+) -> Result<(Vec<RecordBatch>, Option<StreamViewType>), SegmentError> {
+    read(key, bytes, None)
+}
+
+/// Reads only the named columns of a segment (the others are neither decompressed nor decoded).
+pub(crate) fn read_segment_columns(
+    key: &str,
+    bytes: Bytes,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, SegmentError> {
+    read(key, bytes, Some(columns)).map(|(batches, _)| batches)
+}
+
+/// The named columns of a segment (all when `None`), and its recorded stream view type.
+fn read(
+    key: &str,
+    bytes: Bytes,
+    columns: Option<&[&str]>,
 ) -> Result<(Vec<RecordBatch>, Option<StreamViewType>), SegmentError> {
     let err = |source| SegmentError::Parquet {
         action: "reading",
         key: key.to_owned(),
         source,
     };
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+    let mut builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(err)?;
     let view_type = recorded_view_type(builder.metadata());
+    if let Some(columns) = columns {
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            columns.iter().copied(),
+        );
+        builder = builder.with_projection(mask);
+    }
     let batches = builder
         .with_batch_size(8192)
         .build()
@@ -61,37 +74,9 @@ pub fn read_segment_all(
     Ok((batches, view_type))
 }
 
-/// Reads only the named columns of a segment (the others are neither decompressed nor decoded).
-pub fn read_segment_columns(
-    key: &str,
-    bytes: Bytes,
-    columns: &[&str],
-) -> Result<Vec<RecordBatch>, SegmentError> {
-    let err = |source| SegmentError::Parquet {
-        action: "reading",
-        key: key.to_owned(),
-        source,
-    };
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(err)?;
-    let mask =
-        parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(err)?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| SegmentError::Arrow {
-            key: key.to_owned(),
-            source,
-        })
-}
-
 /// What one row of a stored segment contributes, recomputed from the stored images.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RowEffect {
+pub(crate) struct RowEffect {
     /// Sequence number as stored.
     pub sequence: String,
     /// Event id.
@@ -105,7 +90,7 @@ pub struct RowEffect {
 /// A stored segment read back for checking: its view type (from the file's metadata) and the
 /// effect of every row, in row order.
 #[derive(Debug, Clone)]
-pub struct SegmentContents {
+pub(crate) struct SegmentContents {
     /// View type recorded in the file.
     pub view_type: Option<StreamViewType>,
     /// Rows.
@@ -114,7 +99,7 @@ pub struct SegmentContents {
 
 impl SegmentContents {
     /// Reads Parquet bytes and recomputes each row's effect (rehashing both images).
-    pub fn read(key: &str, bytes: Bytes) -> Result<SegmentContents, SegmentError> {
+    pub(crate) fn read(key: &str, bytes: Bytes) -> Result<SegmentContents, SegmentError> {
         let not = |reason: String| SegmentError::NotASegment {
             key: key.to_owned(),
             reason,

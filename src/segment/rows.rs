@@ -9,11 +9,11 @@ use super::*;
 /// one) and the view type are part of a segment's identity, not only its sequence numbers. Deep
 /// verify recomputes it from the rows to prove an object is the segment its name claims.
 #[derive(Clone)]
-pub struct SegmentTag(Sha256);
+pub(crate) struct SegmentTag(Sha256);
 
 impl SegmentTag {
     /// Starts the tag of a segment from `arn` with `view_type`.
-    pub fn new(arn: Option<&str>, view_type: StreamViewType) -> SegmentTag {
+    pub(crate) fn new(arn: Option<&str>, view_type: StreamViewType) -> SegmentTag {
         let mut h = Sha256::new();
         h.update(arn.unwrap_or("").as_bytes());
         h.update(b"\n");
@@ -23,7 +23,7 @@ impl SegmentTag {
     }
 
     /// Adds a row.
-    pub fn push(&mut self, sequence: &str, event_id: &str) {
+    pub(crate) fn push(&mut self, sequence: &str, event_id: &str) {
         // One update per row rather than four: the hasher copies each piece into its block
         // buffer, and per-call overhead dominated for pieces this small.
         let mut line = [0u8; 128];
@@ -44,7 +44,7 @@ impl SegmentTag {
     }
 
     /// The tag: 16 hex digits.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         hex::encode(&self.0.finalize()[..8])
     }
 }
@@ -71,7 +71,7 @@ impl ColumnTexts {
     }
 
     /// The buffers back, for reuse, once no array uses them any more (`None` while one does).
-    pub fn into_text_columns(self) -> Option<TextColumns> {
+    pub(crate) fn into_text_columns(self) -> Option<TextColumns> {
         Some(TextColumns {
             keys: self.keys.into_vec().ok()?,
             new_image: self.new_image.into_vec().ok()?,

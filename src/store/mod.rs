@@ -9,10 +9,9 @@
 //!
 //! Objects are immutable in practice: data is written once with [`PutMode::IfAbsent`], which
 //! is how a redelivered batch is recognised (`AlreadyExists`) instead of producing a copy.
-//! [`conformance`] is the single test suite every backend passes.
+//! `crate::testing::store_conformance` (behind the `testing` feature) is the single test
+//! suite every backend passes.
 
-pub mod conformance;
-pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod s3;
@@ -125,7 +124,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether retrying the operation later may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient { .. })
     }
 }
@@ -198,7 +197,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
 
 /// [`open`] with an already loaded AWS configuration (the Lambda loads it once per container
 /// and shares it between the S3 and stream clients).
-pub async fn open_with(
+pub(crate) async fn open_with(
     url: &str,
     aws: Option<&aws_config::SdkConfig>,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
@@ -245,7 +244,7 @@ pub(crate) fn check_key(store: &str, key: &str) -> Result<(), StoreError> {
 /// Reads many objects with at most `concurrency` requests in flight; results are in the order
 /// of `keys`. Seal and verify use it to read hundreds of small log entries without paying one
 /// round trip each in sequence.
-pub async fn get_many(
+pub(crate) async fn get_many(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,
@@ -254,7 +253,7 @@ pub async fn get_many(
 }
 
 /// [`get_many`], counting each object read (and its bytes) in `progress`.
-pub async fn get_many_counted(
+pub(crate) async fn get_many_counted(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,
@@ -274,7 +273,7 @@ pub async fn get_many_counted(
 /// Deletes many objects, at most `concurrency` at a time (each counted in `progress`); the
 /// first failure is returned after every deletion has been tried. Deleting a missing object
 /// succeeds.
-pub async fn delete_many(
+pub(crate) async fn delete_many(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,
@@ -293,7 +292,7 @@ pub async fn delete_many(
 }
 
 /// HEADs many objects with at most `concurrency` requests in flight, in the order of `keys`.
-pub async fn head_many(
+pub(crate) async fn head_many(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,
@@ -302,7 +301,7 @@ pub async fn head_many(
 }
 
 /// [`head_many`], counting each object in `progress`.
-pub async fn head_many_counted(
+pub(crate) async fn head_many_counted(
     store: &Arc<dyn ObjectStore>,
     keys: &[String],
     concurrency: usize,

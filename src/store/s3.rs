@@ -40,12 +40,12 @@ fn endpoint_overridden() -> bool {
 
 impl S3Store {
     /// Builds a client from the standard AWS environment.
-    pub async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
+    pub(crate) async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
         S3Store::from_config(&crate::aws::config::load().await, bucket, prefix)
     }
 
     /// Builds a client from a loaded AWS configuration.
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &aws_config::SdkConfig,
         bucket: &str,
         prefix: &str,

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -32,6 +32,73 @@ pub fn python() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs the `streamseal` CLI from the repository root with `args`, extra environment `env`,
+/// and `stdin` (or no input), and returns its output (stdout and stderr captured).
+pub fn cli(args: &[&str], env: &[(&str, String)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamseal"));
+    cmd.args(args).current_dir(root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs the CLI with `args`, asserts it succeeded, and returns its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    run_ok_env(args, &[])
+}
+
+/// Runs the CLI with `args` and extra environment `env`, asserts it succeeded, and returns
+/// its stdout.
+pub fn run_ok_env(args: &[&str], env: &[(&str, String)]) -> String {
+    let out = cli(args, env, None);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "streamseal {args:?} failed ({}):\n--- stderr\n{}\n--- stdout\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs the CLI with `args` and extra environment `env`, asserts it succeeded, and returns
+/// its stdout parsed as JSON.
+pub fn run_json(args: &[&str], env: &[(&str, String)]) -> serde_json::Value {
+    let stdout = run_ok_env(args, env);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("streamseal {args:?}: stdout is not JSON ({e}):\n{stdout}"))
+}
+
+/// Runs the CLI with `args` and extra environment `env`, asserts it failed, and returns its
+/// exit code and stderr.
+pub fn run_err(args: &[&str], env: &[(&str, String)]) -> (Option<i32>, String) {
+    let out = cli(args, env, None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "streamseal {args:?} should fail; stdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.code(), stderr)
 }
 
 /// A moto server for this test process. It exits when the process does (its stdin closes).
@@ -105,7 +172,7 @@ pub fn moto_env() -> Vec<(&'static str, String)> {
 
 /// A DynamoDB client for the emulator, optionally with injected faults.
 pub fn dynamodb_client(
-    faults: Option<Arc<streamseal::aws::faults::DynamoFaults>>,
+    faults: Option<Arc<streamseal::testing::dynamo_faults::DynamoFaults>>,
 ) -> aws_sdk_dynamodb::Client {
     // The project's retry policy, pointed at the emulator.
     let mut config = aws_sdk_dynamodb::Config::builder()
@@ -117,7 +184,7 @@ pub fn dynamodb_client(
             "testing", "testing", None, None, "tests",
         ));
     if let Some(f) = faults {
-        config = config.interceptor(streamseal::aws::faults::SharedFaults(f));
+        config = config.interceptor(streamseal::testing::dynamo_faults::SharedFaults(f));
     }
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }

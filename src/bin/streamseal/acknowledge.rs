@@ -14,7 +14,7 @@ use crate::output::{self, Output};
 /// every later verify lists it as acknowledged, with who and why. Refuses ids that are
 /// not open in the latest snapshot's ledger.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// The finding's id, as verify prints it (e.g. gap-3fa19c2b7d01e4a5); repeat for several.
@@ -31,7 +31,7 @@ pub struct Args {
     no_seal: bool,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let by = args.by.clone().unwrap_or_else(common::whoami);
     let entries = streamseal::model::findings::acknowledge(

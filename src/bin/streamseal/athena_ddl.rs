@@ -14,7 +14,7 @@ use crate::output::Output;
 /// When the chain adopted a bootstrap base, also writes the base's file list (the
 /// <table>_base table reads it).
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Schema file whose typed columns the changes table declares.
@@ -25,7 +25,7 @@ pub struct Args {
     database: String,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     if !args.at.target.starts_with("s3://") {
         anyhow::bail!(
             "--target {:?}: Athena reads S3; pass the backup's s3://bucket/prefix",

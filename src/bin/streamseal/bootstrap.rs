@@ -17,7 +17,7 @@ use crate::output::Output;
 /// changes during the scan must be captured for base + changes to be exact. The next seal
 /// adopts the base.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Parallel scan segments.
@@ -29,7 +29,7 @@ pub struct Args {
     from_export: Option<String>,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let client = streamseal::aws::dynamodb::client_from_env().await;
     let source = match &args.from_export {

@@ -11,7 +11,7 @@ use streamseal::store::ObjectStore;
 
 /// `--table` and `--target`: a table's backup.
 #[derive(clap::Args, Debug)]
-pub struct TableTarget {
+pub(crate) struct TableTarget {
     /// DynamoDB table name.
     #[arg(long, value_name = "TABLE")]
     pub table: String,
@@ -22,7 +22,7 @@ pub struct TableTarget {
 
 impl TableTarget {
     /// Checks the table name and opens the backup.
-    pub async fn open(&self) -> Result<Arc<dyn ObjectStore>> {
+    pub(crate) async fn open(&self) -> Result<Arc<dyn ObjectStore>> {
         streamseal::model::change::validate_table_name(&self.table)
             .map_err(|e| anyhow::anyhow!("--table {:?}: {e}", self.table))?;
         streamseal::store::open(&self.target)
@@ -32,13 +32,13 @@ impl TableTarget {
 }
 
 /// Loads `--schema FILE`, when given.
-pub fn load_schema(path: Option<&PathBuf>) -> Result<Option<TableSchema>> {
+pub(crate) fn load_schema(path: Option<&PathBuf>) -> Result<Option<TableSchema>> {
     path.map(|p| TableSchema::load(p).map_err(anyhow::Error::from))
         .transpose()
 }
 
 /// The capture's schemas: `--schema FILE` for every table, or key and images only.
-pub fn schema_source(path: Option<&PathBuf>) -> Result<SchemaSource> {
+pub(crate) fn schema_source(path: Option<&PathBuf>) -> Result<SchemaSource> {
     Ok(match (load_schema(path)?, path) {
         (Some(schema), Some(path)) => {
             SchemaSource::Fixed(Arc::new(schema), path.display().to_string())
@@ -48,17 +48,17 @@ pub fn schema_source(path: Option<&PathBuf>) -> Result<SchemaSource> {
 }
 
 /// Threads for preparing records and encoding Parquet, by default.
-pub fn default_threads() -> u16 {
+pub(crate) fn default_threads() -> u16 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u16)
 }
 
 /// An instant (milliseconds since the epoch) in RFC 3339, or `-`.
-pub fn instant(ms: Option<i64>) -> String {
+pub(crate) fn instant(ms: Option<i64>) -> String {
     ms.map_or("-".into(), streamseal::model::clock::rfc3339)
 }
 
 /// Who ran the command, for manifests and acknowledgments (never credentials).
-pub fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown user".into())

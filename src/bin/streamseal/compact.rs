@@ -21,7 +21,7 @@ use crate::output::{self, Output};
 /// compacted objects and deletes the small segments. Capture can keep running: only sealed
 /// segments are read. Run it on a schedule, after seals.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Only hours that ended at least this long ago (e.g. 90m, 6h, 2d).
@@ -39,7 +39,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let progress = Arc::new(Progress::default());
     let options = CompactOptions {

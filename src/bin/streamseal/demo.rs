@@ -13,7 +13,7 @@ use crate::output::{self, Output};
 /// Lambda handler into DIR/backup, raises a CloudWatch alarm that seals and verifies a
 /// snapshot, restores it to DIR/restore and compares it with the generator's ground truth.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Working directory (replaced if a previous demo created it).
     #[arg(long, value_name = "DIR", default_value = "streamseal-demo")]
     dir: PathBuf,
@@ -25,7 +25,7 @@ pub struct Args {
     batch: u64,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let started = std::time::Instant::now();
     if !out.json() {
         eprintln!(

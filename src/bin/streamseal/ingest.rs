@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use futures_util::StreamExt as _;
 use streamseal::capture::{BadRecordPolicy, IngestOptions, IngestReport, Ingestor};
 use streamseal::progress::Progress;
 use streamseal::segment::EncodeOptions;
@@ -12,10 +13,13 @@ use streamseal::segment::EncodeOptions;
 use crate::common;
 use crate::output::{self, Output};
 
-/// Inputs up to this size are read once: every event is prepared and kept until all are
-/// checked, then written. Larger inputs are checked first and read again when written, so
-/// memory stays bounded.
+/// Inputs up to this size are read once: every event is prepared and encoded, and its
+/// segments (several times smaller than the event) kept until all are checked, then written.
+/// Larger inputs are checked first and read again when written, so memory stays bounded.
 const KEEP_PREPARED_BYTES: usize = 256 << 20;
+
+/// Checked events written at the same time.
+const WRITES_AT_ONCE: usize = 8;
 
 /// Replay Lambda DynamoDB stream events through the capture path into a target.
 ///
@@ -25,7 +29,7 @@ const KEEP_PREPARED_BYTES: usize = 256 << 20;
 /// --quarantine-bad-records, bad records are kept verbatim under quarantine/ instead, as the
 /// Lambda does. Rerunning the same input is safe: segments are written only once.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Where to write: s3://bucket/prefix, file:///path, or a directory path.
     #[arg(long, value_name = "URL")]
     target: String,
@@ -68,7 +72,7 @@ fn read_input(events: &str) -> Result<(String, String)> {
     Ok((text, origin))
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let (text, origin) = read_input(&args.events)?;
     let events = streamseal::model::change::split_documents(&text)
         .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
@@ -117,15 +121,26 @@ pub async fn run(args: Args, out: &Output) -> Result<()> {
         progress.add(1);
     }
 
+    // Events are independent once checked: several are written at once (each still writes
+    // its segments, then their inbox entries, in order), which matters most against S3.
     progress.stage("writing segments", events.len() as u64);
     let mut prepared = prepared.into_iter();
-    let mut reports: Vec<IngestReport> = Vec::with_capacity(events.len());
-    for (n, (line, event)) in events.iter().enumerate() {
-        let report = match prepared.next() {
-            Some(p) => ingestor.write_event(p, None).await,
-            None => ingestor.ingest_event(event).await,
+    let writes = events.iter().map(|(_, event)| {
+        let ready = prepared.next();
+        let ingestor = &ingestor;
+        async move {
+            match ready {
+                Some(p) => ingestor.write_event(p, None).await,
+                None => ingestor.ingest_event(event).await,
+            }
         }
-        .with_context(|| at(n, *line))?;
+    });
+    let mut written = futures_util::stream::iter(writes).buffered(WRITES_AT_ONCE);
+    let mut reports: Vec<IngestReport> = Vec::with_capacity(events.len());
+    let mut n = 0;
+    while let Some(report) = written.next().await {
+        let line = events[n].0;
+        let report = report.with_context(|| at(n, line))?;
         progress.add(1);
         progress.add_bytes(report.segments.iter().map(|s| s.bytes).sum());
         if !out.json() {
@@ -138,10 +153,11 @@ pub async fn run(args: Args, out: &Output) -> Result<()> {
             out.result(&reports, || {})?;
             bail!(
                 "{}: stopped at record {failed_from}: {err}\nNothing is lost: rerun the same command; what was written is recognised and not duplicated.",
-                at(n, *line)
+                at(n, line)
             );
         }
         reports.push(report);
+        n += 1;
     }
     drop(shown);
     let elapsed = started.elapsed();

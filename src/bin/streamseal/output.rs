@@ -16,22 +16,26 @@ use streamseal::progress::Progress;
 
 /// How a command prints.
 #[derive(Debug, Clone, Copy)]
-pub struct Output {
+pub(crate) struct Output {
     json: bool,
 }
 
 impl Output {
-    pub fn new(json: bool) -> Output {
+    pub(crate) fn new(json: bool) -> Output {
         Output { json }
     }
 
     /// Whether the result goes out as JSON.
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.json
     }
 
     /// Prints `value` as JSON under `--json`, else runs `text` (which prints for people).
-    pub fn result<T: Serialize + ?Sized>(&self, value: &T, text: impl FnOnce()) -> Result<()> {
+    pub(crate) fn result<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        text: impl FnOnce(),
+    ) -> Result<()> {
         if self.json {
             println!("{}", serde_json::to_string(value)?);
         } else {
@@ -42,7 +46,7 @@ impl Output {
 
     /// Shows `progress` on stderr while the returned guard lives (see the module comment).
     /// `what` names the command, e.g. "restore".
-    pub fn progress(&self, what: &'static str, progress: Arc<Progress>) -> Shown {
+    pub(crate) fn progress(&self, what: &'static str, progress: Arc<Progress>) -> Shown {
         if self.json {
             return Shown(None);
         }
@@ -111,11 +115,11 @@ fn describe(progress: &Progress, elapsed: Duration) -> String {
 }
 
 /// Keeps progress on screen; dropping it clears the bar and stops the updates.
-pub struct Shown(Option<(Option<ProgressBar>, tokio::task::JoinHandle<()>)>);
+pub(crate) struct Shown(Option<(Option<ProgressBar>, tokio::task::JoinHandle<()>)>);
 
 impl Shown {
     /// Runs `f` (which prints) with the bar out of the way.
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.0 {
             Some((Some(bar), _)) => bar.suspend(f),
             _ => f(),
@@ -135,12 +139,12 @@ impl Drop for Shown {
 }
 
 /// Bytes for people: `1.4 MiB`.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// A duration for people, to the second (`1h 2m 3s`), or milliseconds below one second.
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         return format!("{} ms", d.as_millis());
     }
@@ -148,12 +152,12 @@ pub fn duration(d: Duration) -> String {
 }
 
 /// Milliseconds as a duration for people.
-pub fn millis(ms: u64) -> String {
+pub(crate) fn millis(ms: u64) -> String {
     duration(Duration::from_millis(ms))
 }
 
 /// A CLI duration flag: `90s`, `30m`, `6h`, `2d`, `1h 30m` (or `0`), at most ten years.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration like 90s, 30m, 6h or 2d: {e}"))?;
     if d > Duration::from_secs(3650 * 86_400) {
@@ -163,7 +167,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_duration`], where a bare number is seconds (for flags that took seconds first).
-pub fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(secs) => parse_duration(&format!("{secs}s")),
         Err(_) => parse_duration(text),
@@ -173,7 +177,7 @@ pub fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
 /// A verify verdict other than ok, carried to [`exit`] for its status (3 incomplete,
 /// 4 corrupt; see `streamseal verify --help`).
 #[derive(Debug)]
-pub struct StatusExit(Status, String);
+pub(crate) struct StatusExit(Status, String);
 
 impl std::fmt::Display for StatusExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,7 +188,7 @@ impl std::fmt::Display for StatusExit {
 impl std::error::Error for StatusExit {}
 
 /// `Ok` for an ok verdict, else the error that exits with the verdict's status.
-pub fn verdict(report: &VerifyReport, what: &str) -> Result<()> {
+pub(crate) fn verdict(report: &VerifyReport, what: &str) -> Result<()> {
     let open = report
         .findings
         .iter()
@@ -208,7 +212,7 @@ pub fn verdict(report: &VerifyReport, what: &str) -> Result<()> {
 }
 
 /// The process's exit status for a command's result; errors are printed on one line.
-pub fn exit(result: Result<()>) -> ExitCode {
+pub(crate) fn exit(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

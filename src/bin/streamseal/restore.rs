@@ -20,7 +20,7 @@ use crate::output::{self, Output};
 /// same arguments (finished partitions are not rewritten). AWS settings come from the
 /// standard environment.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Snapshot id, or "latest".
@@ -52,7 +52,7 @@ pub struct Args {
     strict: bool,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let to = Target::parse(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     let point = match (&args.as_of, &args.snapshot) {
         (Some(t), _) => Point::AsOf(

@@ -12,7 +12,7 @@ use streamseal::model::change::StreamViewType;
 /// Deterministic for a given seed; items use every DynamoDB type. Useful to try `ingest`,
 /// to benchmark, and as test input.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Total number of change records.
     #[arg(long, default_value_t = 1000)]
     records: usize,
@@ -41,7 +41,7 @@ enum View {
     NewAndOldImages,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     streamseal::model::change::validate_table_name(&args.table)
         .map_err(|e| anyhow::anyhow!("--table {:?}: {e}", args.table))?;
     let view = match args.view_type {

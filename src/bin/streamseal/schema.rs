@@ -8,7 +8,7 @@ use crate::output::Output;
 
 /// Schema files: `schema infer` proposes one from the captured images.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Propose a schema file (typed columns for Athena) from the images a backup holds.
     ///
     /// Samples the latest snapshot's segments (or the first segments captured), and proposes a
@@ -18,7 +18,7 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct InferArgs {
+pub(crate) struct InferArgs {
     #[command(flatten)]
     at: TableTarget,
     /// Segments to sample.
@@ -26,7 +26,7 @@ pub struct InferArgs {
     segments: u16,
 }
 
-pub async fn run(command: Command, out: &Output) -> Result<()> {
+pub(crate) async fn run(command: Command, out: &Output) -> Result<()> {
     match command {
         Command::Infer(args) => {
             let store = args.at.open().await?;

@@ -20,7 +20,7 @@ use crate::output::{self, Output};
 /// from the inbox, then runs a quick verify of the new snapshot. Exit status is that
 /// verify's: 0 ok, 3 incomplete (open findings), 4 corrupt; 1 if the seal failed.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Why: recorded in the manifest (e.g. "INC-1234 failover drill").
@@ -55,7 +55,7 @@ enum Mode {
     Governance,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let key_schema = common::load_schema(args.schema.as_ref())?.and_then(|s| s.key);
     let progress = Arc::new(Progress::default());
@@ -152,7 +152,7 @@ pub async fn run(args: Args, out: &Output) -> Result<()> {
 
 /// The quick verify a seal runs on the snapshot it wrote: its own segments, the whole chain's
 /// manifests, the ledger.
-pub async fn verify_sealed(
+pub(crate) async fn verify_sealed(
     store: &Arc<dyn ObjectStore>,
     table: &str,
     id: &str,

@@ -9,12 +9,12 @@ use crate::output::Output;
 
 /// List a table's sealed snapshots, oldest first, and the findings ledger.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let layout = TableLayout::new(&args.at.table);
     let ids = manifest::list_snapshot_ids(store.as_ref(), &layout, None).await?;

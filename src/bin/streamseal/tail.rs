@@ -20,15 +20,15 @@ use crate::output::{self, Output};
 /// the same code as the Lambda. Keeps a copy of the shard map in the target. Runs until
 /// stopped, or with --until-idle until no record arrived for that long.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
-    /// Schema file with typed columns.
-    #[arg(long, value_name = "FILE")]
-    schema: Option<PathBuf>,
     /// Stop once no record arrived for this long (e.g. 30s, 5m; a bare number is seconds).
     #[arg(long, value_name = "DURATION", value_parser = output::parse_seconds_or_duration)]
     until_idle: Option<Duration>,
+    /// Schema file with typed columns (see schemas/orders.toml); default: key and images only.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
     /// Records per GetRecords call (1-1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     batch: i32,
@@ -37,7 +37,7 @@ pub struct Args {
     threads: u16,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let threads = usize::from(args.threads);
     let ingestor = Ingestor::new(

@@ -23,7 +23,7 @@ use crate::output::{self, Output};
 /// but known to lack them); 4 corrupt (a sealed object is missing or altered); 1 verify
 /// could not run.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     at: TableTarget,
     /// Snapshot id, or "latest".
@@ -43,7 +43,7 @@ pub struct Args {
     orphan_grace: Duration,
 }
 
-pub async fn run(args: Args, out: &Output) -> Result<()> {
+pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let progress = Arc::new(Progress::default());
     let options = VerifyOptions {

@@ -34,7 +34,10 @@ impl StateDigest {
 
     /// Sums digests that may be unknown (a stream without both images): any unknown term
     /// makes the sum unknown.
-    pub fn sum_known(sum: Option<StateDigest>, term: Option<StateDigest>) -> Option<StateDigest> {
+    pub(crate) fn sum_known(
+        sum: Option<StateDigest>,
+        term: Option<StateDigest>,
+    ) -> Option<StateDigest> {
         let (mut sum, term) = (sum?, term?);
         sum.add(&term);
         Some(sum)
@@ -46,7 +49,7 @@ impl StateDigest {
     }
 
     /// Removes an item from the multiset.
-    pub fn remove_item(&mut self, h: &ItemHash) {
+    pub(crate) fn remove_item(&mut self, h: &ItemHash) {
         self.sub(&StateDigest::from_hash(h));
     }
 
@@ -62,7 +65,7 @@ impl StateDigest {
     }
 
     /// `self -= other (mod 2^256)`.
-    pub fn sub(&mut self, other: &StateDigest) {
+    pub(crate) fn sub(&mut self, other: &StateDigest) {
         let mut borrow = false;
         for i in 0..4 {
             let (d1, b1) = self.limbs[i].overflowing_sub(other.limbs[i]);
@@ -82,7 +85,7 @@ impl StateDigest {
     }
 
     /// Parses the form written by [`StateDigest::to_hex`].
-    pub fn from_hex(text: &str) -> Result<StateDigest, String> {
+    pub(crate) fn from_hex(text: &str) -> Result<StateDigest, String> {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(text, &mut bytes)
             .map_err(|e| format!("state digest {text:?} is not 64 hex digits ({e})"))?;

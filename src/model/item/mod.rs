@@ -46,9 +46,9 @@ pub(crate) use serde_path::Str;
 use serde_path::*;
 
 /// DynamoDB's documented limit on nested attribute depth (lists and maps inside each other).
-pub const MAX_NESTING_DEPTH: usize = 32;
+pub(crate) const MAX_NESTING_DEPTH: usize = 32;
 /// DynamoDB numbers carry at most 38 significant digits.
-pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
+pub(crate) const MAX_SIGNIFICANT_DIGITS: usize = 38;
 /// Smallest and largest decimal exponent of a number's leading digit that DynamoDB accepts:
 /// magnitudes from 1E-130 up to 9.99…E+125.
 const MIN_EXPONENT: i64 = -130;
@@ -86,7 +86,7 @@ pub enum Captured<'a> {
 
 impl Captured<'_> {
     /// The same value, owning its text.
-    pub fn into_owned(self) -> Captured<'static> {
+    pub(crate) fn into_owned(self) -> Captured<'static> {
         match self {
             Captured::S(s) => Captured::S(Cow::Owned(s.into_owned())),
             Captured::N(n) => Captured::N(Cow::Owned(n.into_owned())),
@@ -130,7 +130,7 @@ impl ColumnPaths {
     }
 
     /// Number of columns.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
@@ -273,7 +273,7 @@ pub struct SpannedItem<'a> {
 }
 
 /// The canonical key and image texts of a run of records, back to back, one buffer per
-/// segment column, and the records' name-tag lines. The capture path writes them here as it
+/// segment column. The capture path writes them here as it
 /// reads, so the Parquet columns are built from these buffers without copying each item (see
 /// `segment::build_column`).
 #[derive(Debug, Default)]
@@ -301,12 +301,12 @@ impl TextColumns {
     }
 
     /// Bytes allocated for the buffers.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.keys.capacity() + self.new_image.capacity() + self.old_image.capacity()
     }
 
     /// Appends an item canonicalised on its own (the serde path) to `buffer`.
-    pub fn adopt(buffer: &mut Vec<u8>, item: CanonicalItem) -> SpannedItem<'static> {
+    pub(crate) fn adopt(buffer: &mut Vec<u8>, item: CanonicalItem) -> SpannedItem<'static> {
         let start = buffer.len();
         buffer.extend_from_slice(item.text.as_bytes());
         SpannedItem {
@@ -317,12 +317,12 @@ impl TextColumns {
     }
 
     /// The buffers' lengths, to [`TextColumns::rollback`] to.
-    pub fn mark(&self) -> [usize; 3] {
+    pub(crate) fn mark(&self) -> [usize; 3] {
         [self.keys.len(), self.new_image.len(), self.old_image.len()]
     }
 
     /// Drops what was appended since `mark` (a record that turned out unusable).
-    pub fn rollback(&mut self, mark: [usize; 3]) {
+    pub(crate) fn rollback(&mut self, mark: [usize; 3]) {
         self.keys.truncate(mark[0]);
         self.new_image.truncate(mark[1]);
         self.old_image.truncate(mark[2]);
@@ -365,7 +365,7 @@ impl Canonicalizer {
 
     /// A seed that canonicalises the item a deserializer yields next (used inside larger
     /// documents, such as a stream record, so the item is read in the same pass).
-    pub fn item_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
+    pub(crate) fn item_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
         ItemSeed {
             c: self,
             paths,
@@ -374,7 +374,7 @@ impl Canonicalizer {
     }
 
     /// Like [`Canonicalizer::item_seed`], without computing the hash (for keys).
-    pub fn key_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
+    pub(crate) fn key_seed<'c>(&'c mut self, paths: &'c ColumnPaths) -> ItemSeed<'c> {
         ItemSeed {
             c: self,
             paths,
@@ -383,7 +383,7 @@ impl Canonicalizer {
     }
 
     /// Turns a deserialisation error into an [`ItemError`] carrying the attribute path.
-    pub fn error(&mut self, e: serde_json::Error) -> ItemError {
+    pub(crate) fn error(&mut self, e: serde_json::Error) -> ItemError {
         let mut path = String::new();
         for segment in self.error_path.drain(..).rev() {
             if !path.is_empty() && !segment.starts_with('[') {
@@ -399,7 +399,7 @@ impl Canonicalizer {
 }
 
 /// See [`Canonicalizer::item_seed`].
-pub struct ItemSeed<'c> {
+pub(crate) struct ItemSeed<'c> {
     c: &'c mut Canonicalizer,
     paths: &'c ColumnPaths,
     hash: bool,

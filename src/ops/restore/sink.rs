@@ -45,7 +45,7 @@ impl SinkError {
 /// A sink that writes gzip DynamoDB JSON lines (`{"Item": {...}}` per line), one file per
 /// partition, the format DynamoDB's import from S3 accepts (`DYNAMODB_JSON`, `GZIP`).
 #[derive(Debug)]
-pub struct FileSink {
+pub(crate) struct FileSink {
     pub(super) dir: PathBuf,
     /// Files written.
     pub files: Vec<PathBuf>,
@@ -53,7 +53,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Writes under `dir/data/`. Refuses a directory that already holds restore output.
-    pub fn new(dir: &Path) -> Result<FileSink, SinkError> {
+    pub(crate) fn new(dir: &Path) -> Result<FileSink, SinkError> {
         let data = dir.join("data");
         if data.exists()
             && std::fs::read_dir(&data)
@@ -104,7 +104,7 @@ impl Sink for FileSink {
 
 /// Reads DynamoDB JSON lines files (gzip or plain) back: items and their digest. Used to check
 /// a file restore, and by tests.
-pub fn read_item_files(paths: &[PathBuf]) -> Result<(u64, StateDigest), SinkError> {
+pub(crate) fn read_item_files(paths: &[PathBuf]) -> Result<(u64, StateDigest), SinkError> {
     let mut digest = StateDigest::ZERO;
     let mut count = 0;
     for path in paths {

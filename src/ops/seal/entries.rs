@@ -143,7 +143,7 @@ pub(super) async fn state_with_base(
 
 /// Checks a segment log entry against the rules its writer follows, and returns its rows'
 /// sequence numbers. A foreign or hand-edited entry fails here and is rejected, not sealed.
-pub fn check_segment_entry(
+pub(crate) fn check_segment_entry(
     layout: &TableLayout,
     log_key: &str,
     r: &SegmentRecord,

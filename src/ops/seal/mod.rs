@@ -67,9 +67,9 @@ use crate::store::{self, ObjectStore, PutMode, PutOutcome, Retention, RetentionM
 mod entries;
 mod lookback;
 mod sums;
-pub use entries::*;
+pub(crate) use entries::*;
 use lookback::*;
-pub use sums::*;
+pub(crate) use sums::*;
 
 /// Entries larger than this are not copied into the file list when rejected (and so are not
 /// removed from the inbox either: nothing is deleted that is not recorded).

@@ -7,7 +7,7 @@ use super::*;
 /// knows it cannot account for. Seal and verify both add a file list to its parent's sums
 /// through this, so they cannot disagree about the arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateSums {
+pub(crate) struct StateSums {
     /// Order-independent digest, when known.
     pub digest: Option<StateDigest>,
     /// Live items.
@@ -19,7 +19,7 @@ pub struct StateSums {
 
 impl StateSums {
     /// The sums a child starts from: the parent's, or an empty table's.
-    pub fn of_parent(parent: Option<&Manifest>) -> StateSums {
+    pub(crate) fn of_parent(parent: Option<&Manifest>) -> StateSums {
         match parent {
             Some(p) => StateSums {
                 digest: p.state_digest,
@@ -38,7 +38,7 @@ impl StateSums {
     /// record's known deltas. What cannot be added is counted, not guessed: a quarantined
     /// record that could not be read, a rejected entry that may have held changes (a segment's
     /// or a quarantined record's), a gap.
-    pub fn plus(mut self, files: &SnapshotFiles) -> StateSums {
+    pub(crate) fn plus(mut self, files: &SnapshotFiles) -> StateSums {
         for s in &files.segments {
             self.digest = StateDigest::sum_known(self.digest, s.digest_delta);
             self.item_count += s.item_count_delta;

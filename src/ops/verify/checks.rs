@@ -124,14 +124,22 @@ pub(super) fn deep_check(
         // Parsing an altered file would only produce noise after this finding.
         return 0;
     }
-    let contents = match SegmentContents::read(key, bytes) {
-        Ok(c) => c,
-        Err(e) => {
-            find(Kind::Altered, key, format!("cannot be read back: {e}"));
-            return 0;
-        }
+    let Some(contents) = read_back(key, bytes, find) else {
+        return 0;
     };
     check_contents(s, &contents, key, find)
+}
+
+/// The rows of an object whose bytes are as sealed, or an `altered` finding when they cannot
+/// be read back as a segment.
+fn read_back(
+    key: &str,
+    bytes: bytes::Bytes,
+    find: &mut impl FnMut(Kind, &str, String),
+) -> Option<SegmentContents> {
+    SegmentContents::read(key, bytes)
+        .map_err(|e| find(Kind::Altered, key, format!("cannot be read back: {e}")))
+        .ok()
 }
 
 /// Deep checks of a compacted object: its size and hash as recorded, then each part's rows
@@ -158,12 +166,8 @@ pub(super) fn deep_check_compacted(
         );
         return 0;
     }
-    let contents = match SegmentContents::read(key, bytes) {
-        Ok(c) => c,
-        Err(e) => {
-            find(Kind::Altered, key, format!("cannot be read back: {e}"));
-            return 0;
-        }
+    let Some(contents) = read_back(key, bytes, find) else {
+        return 0;
     };
     for s in parts {
         let Some(at) = replaced.get(&s.key) else {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError};
 
 #[derive(Debug, Default, Clone)]
 struct Plan {
@@ -167,7 +167,7 @@ impl ObjectStore for FaultyStore {
         key: &str,
         body: Bytes,
         mode: PutMode,
-        retention: Option<super::Retention>,
+        retention: Option<crate::store::Retention>,
     ) -> Result<PutOutcome, StoreError> {
         self.hold(key).await;
         self.inject(key)?;

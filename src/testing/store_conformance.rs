@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::{ObjectStore, PutMode, PutOutcome, StoreError};
+use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
 
 fn check(cond: bool, what: &str) -> Result<(), String> {
     if cond {
