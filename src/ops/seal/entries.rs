@@ -4,6 +4,31 @@
 
 use super::*;
 
+/// The inbox against a snapshot's file list: the entries it did not seal (`waiting`, what the
+/// next seal takes) and those it sealed but did not get to remove (`left_behind`, which the
+/// next seal removes first). Seal and verify read the inbox through this one function.
+pub(crate) struct InboxListing {
+    pub(crate) waiting: Vec<store::ObjectMeta>,
+    pub(crate) left_behind: Vec<store::ObjectMeta>,
+}
+
+/// Lists the inbox of `layout`'s table and splits it by `sealed_by` (see [`InboxListing`]).
+pub(crate) async fn list_inbox(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    sealed_by: Option<&SnapshotFiles>,
+) -> Result<InboxListing, StoreError> {
+    let listed = store.list(&layout.inbox_prefix(), None, None).await?;
+    let sealed: HashSet<&str> = sealed_by.iter().flat_map(|f| f.entry_keys()).collect();
+    let (left_behind, waiting) = listed
+        .into_iter()
+        .partition(|m| sealed.contains(m.key.as_str()));
+    Ok(InboxListing {
+        waiting,
+        left_behind,
+    })
+}
+
 /// Checks a quarantine entry: its name is its record's hash and its object is where the
 /// capture puts quarantined records.
 pub(super) fn check_quarantine_entry(

@@ -236,34 +236,35 @@ async fn latest_parent(
 /// What the entries found in the inbox hold, sorted by kind.
 #[derive(Default)]
 struct Inbox {
+    /// Entries listed that the parent did not seal.
+    fresh: usize,
+    /// Entries the parent sealed but left behind (removed by this seal).
+    leftover: usize,
     candidates: Vec<Candidate>,
     quarantines: Vec<(String, crate::model::log::QuarantineRecord)>,
     gaps: Vec<(String, crate::model::log::GapRecord)>,
     acknowledgments: Vec<(String, crate::model::log::AcknowledgmentRecord)>,
 }
 
-async fn seal_once(
+/// Step 1 of a seal: the inbox. What the parent sealed but did not get to remove goes first,
+/// before this seal can commit: then no commit ever leaves an older snapshot's entry behind,
+/// and what is left after a crash is always recognisable from the parent's file list. Then
+/// every other entry is read and checked: usable ones are sorted into the [`Inbox`], checked
+/// compactions go into `files.compactions` and unusable entries into `files.rejected`.
+/// `None` when an entry vanished while being read: only a seal removes entries, and only after
+/// committing, so this seal's parent is no longer the latest.
+async fn read_inbox(
     store: &Arc<dyn ObjectStore>,
     layout: &TableLayout,
     options: &SealOptions,
-    started: Instant,
-) -> Result<Attempt, SealError> {
-    let parent = latest_parent(store.as_ref(), layout).await?;
-    let parent_files = match &parent {
-        Some(p) => Some(manifest::read_files(store.as_ref(), p).await?),
-        None => None,
-    };
-    let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
-    let id = manifest::snapshot_id(generation);
-
-    // 1. The inbox. What the parent sealed but did not get to remove goes first, before this
-    //    seal can commit: then no commit ever leaves an older snapshot's entry behind, and
-    //    what is left after a crash is always recognisable from the parent's file list.
-    let listed = store.list(&layout.inbox_prefix(), None, None).await?;
-    let parent_sealed: HashSet<&str> = parent_files.iter().flat_map(|f| f.entry_keys()).collect();
-    let (leftover, fresh): (Vec<store::ObjectMeta>, Vec<store::ObjectMeta>) = listed
-        .into_iter()
-        .partition(|m| parent_sealed.contains(m.key.as_str()));
+    parent: Option<&Manifest>,
+    parent_files: Option<&SnapshotFiles>,
+    files: &mut SnapshotFiles,
+) -> Result<Option<Inbox>, SealError> {
+    let InboxListing {
+        waiting: fresh,
+        left_behind: leftover,
+    } = list_inbox(store.as_ref(), layout, parent_files).await?;
     if !leftover.is_empty() {
         let keys: Vec<String> = leftover.iter().map(|m| m.key.clone()).collect();
         tracing::info!(
@@ -273,21 +274,11 @@ async fn seal_once(
         );
         store::delete_many(store, &keys, options.concurrency, None).await?;
     }
-    let mut files = SnapshotFiles {
-        format: MANIFEST_FORMAT,
-        table: layout.table().to_owned(),
-        snapshot_id: id.clone(),
-        segments: vec![],
-        duplicates: vec![],
-        quarantined: vec![],
-        gaps: vec![],
-        rejected: vec![],
-        compactions: vec![],
-        acknowledgments: vec![],
-        repeats: vec![],
-        kept: vec![],
+    let mut inbox = Inbox {
+        fresh: fresh.len(),
+        leftover: leftover.len(),
+        ..Inbox::default()
     };
-    let mut inbox = Inbox::default();
     let readable: Vec<String> = fresh
         .iter()
         .filter(|m| m.size <= MAX_KEPT_ENTRY_BYTES)
@@ -314,7 +305,7 @@ async fn seal_once(
             Ok(b) => b,
             // Only a seal removes entries, and only after committing: this one's parent is
             // no longer the latest.
-            Err(StoreError::NotFound { .. }) => return Ok(Attempt::Lost(id)),
+            Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let reject = |reason: String, object: Option<String>| RejectedEntry {
@@ -364,7 +355,7 @@ async fn seal_once(
                     store.as_ref(),
                     layout,
                     &record,
-                    parent.as_ref(),
+                    parent,
                     &mut compaction_files,
                 )
                 .await?
@@ -382,93 +373,242 @@ async fn seal_once(
             }
         }
     }
+    Ok(Some(inbox))
+}
 
-    // 2. The ledger, when something may change it, and the quarantined records it does not
-    //    hold yet, read for their effect on the state.
-    let needs_ledger = !(inbox.quarantines.is_empty()
-        && inbox.gaps.is_empty()
-        && inbox.acknowledgments.is_empty()
-        && files.rejected.is_empty());
-    let parent_ledger = match (&parent, needs_ledger) {
-        (Some(p), true) => Some(manifest::read_ledger(store.as_ref(), p).await?),
-        _ => None,
+/// A quarantined record as sealed: its entry, and (unless the ledger already holds it) the
+/// object read for its effect on the state.
+type QuarantineSeal = (
+    String,
+    crate::model::log::QuarantineRecord,
+    Option<SealedQuarantine>,
+);
+
+/// Step 2 of a seal: the quarantine entries of the inbox, each with the record it keeps read
+/// for its effect on the state, unless the ledger already accounts for it. A missing object
+/// is sealed with an unknown effect, which verify names.
+async fn read_quarantines(
+    store: &Arc<dyn ObjectStore>,
+    options: &SealOptions,
+    ledger: &Ledger,
+    entries: Vec<(String, crate::model::log::QuarantineRecord)>,
+) -> Result<Vec<QuarantineSeal>, SealError> {
+    let mut quarantines = Vec::with_capacity(entries.len());
+    let objects: Vec<String> = entries
+        .iter()
+        .filter(|(_, q)| !ledger.knows(Kind::Quarantined, &q.key))
+        .map(|(_, q)| q.key.clone())
+        .collect();
+    let mut bodies: HashMap<String, Result<Bytes, StoreError>> = objects
+        .iter()
+        .cloned()
+        .zip(store::get_many(store, &objects, options.concurrency).await)
+        .collect();
+    for (log_key, q) in entries {
+        let read = match bodies.remove(&q.key) {
+            None => None,
+            Some(Ok(b)) => Some((
+                b.len() as u64,
+                hex::encode(Sha256::digest(&b)),
+                crate::model::quarantine::effect_of_object(&b),
+            )),
+            Some(Err(StoreError::NotFound { .. })) => {
+                let mut effect = crate::model::quarantine::effect_of_record("");
+                effect.unknown = Some("the quarantine object is missing".into());
+                Some((0, String::new(), effect))
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let sealed = read.map(|(bytes, sha256, effect)| SealedQuarantine {
+            key: q.key.clone(),
+            log_key: log_key.clone(),
+            sequence_number: q.sequence_number.clone(),
+            reason: q.reason.clone(),
+            bytes,
+            sha256,
+            effect,
+        });
+        quarantines.push((log_key, q, sealed));
+    }
+    Ok(quarantines)
+}
+
+/// Step 5 of a seal: findings. Rejected entries, reported gaps and quarantined records become
+/// ledger entries (a finding already in the ledger is a repeat, listed but not raised again;
+/// a quarantined record whose sequence number is already `sealed` is a repeat too), and
+/// acknowledgments are applied to the ledger. Returns the findings this snapshot raises.
+fn record_findings(
+    id: &str,
+    ledger: &mut Ledger,
+    files: &mut SnapshotFiles,
+    gaps: Vec<(String, crate::model::log::GapRecord)>,
+    acknowledgments: Vec<(String, crate::model::log::AcknowledgmentRecord)>,
+    quarantines: Vec<QuarantineSeal>,
+    sealed: &mut HashSet<String>,
+) -> Vec<Finding> {
+    let mut new_findings: Vec<Finding> = vec![];
+    let mut add = |ledger: &mut Ledger,
+                   files: &mut SnapshotFiles,
+                   kind: Kind,
+                   subject: &str,
+                   log_key: &str,
+                   detail: String|
+     -> bool {
+        let fid = findings::finding_id(kind, subject);
+        if ledger.get(&fid).is_some() {
+            files.repeats.push(RepeatedEntry {
+                log_key: log_key.to_owned(),
+                finding: Some(fid),
+                sequence_number: None,
+                object: None,
+            });
+            return false;
+        }
+        new_findings.push(Finding {
+            kind,
+            object: subject.to_owned(),
+            problem: detail.clone(),
+            id: Some(fid.clone()),
+        });
+        ledger.entries.push(LedgerEntry {
+            id: fid,
+            kind,
+            subject: subject.to_owned(),
+            detail,
+            sealed_in: id.to_owned(),
+            acknowledged: None,
+        });
+        true
     };
-    let mut ledger = parent_ledger
-        .clone()
-        .unwrap_or_else(|| Ledger::new(layout.table()));
-    let mut quarantines: Vec<(
-        String,
-        crate::model::log::QuarantineRecord,
-        Option<SealedQuarantine>,
-    )> = vec![];
-    {
-        let entries = std::mem::take(&mut inbox.quarantines);
-        let objects: Vec<String> = entries
-            .iter()
-            .filter(|(_, q)| !ledger.knows(Kind::Quarantined, &q.key))
-            .map(|(_, q)| q.key.clone())
-            .collect();
-        let mut bodies: HashMap<String, Result<Bytes, StoreError>> = objects
-            .iter()
-            .cloned()
-            .zip(store::get_many(store, &objects, options.concurrency).await)
-            .collect();
-        for (log_key, q) in entries {
-            let sealed = match bodies.remove(&q.key) {
-                None => None,
-                Some(Ok(b)) => Some(SealedQuarantine {
-                    key: q.key.clone(),
-                    log_key: log_key.clone(),
-                    sequence_number: q.sequence_number.clone(),
-                    reason: q.reason.clone(),
-                    bytes: b.len() as u64,
-                    sha256: hex::encode(Sha256::digest(&b)),
-                    effect: crate::model::quarantine::effect_of_object(&b),
-                }),
-                Some(Err(StoreError::NotFound { .. })) => Some(SealedQuarantine {
-                    key: q.key.clone(),
-                    log_key: log_key.clone(),
-                    sequence_number: q.sequence_number.clone(),
-                    reason: q.reason.clone(),
-                    bytes: 0,
-                    sha256: String::new(),
-                    effect: {
-                        let mut e = crate::model::quarantine::effect_of_record("");
-                        e.unknown = Some("the quarantine object is missing".into());
-                        e
-                    },
-                }),
-                Some(Err(e)) => return Err(e.into()),
-            };
-            quarantines.push((log_key, q, sealed));
+    let rejected = std::mem::take(&mut files.rejected);
+    for r in rejected {
+        let detail = format!(
+            "log entry rejected by the seal{}: {}",
+            r.object
+                .as_deref()
+                .map(|o| format!(" (names {o})"))
+                .unwrap_or_default(),
+            r.reason
+        );
+        // An entry left in the inbox comes back every seal: rejected once, then kept.
+        if r.kept && ledger.knows(Kind::Rejected, &r.log_key) {
+            files.kept.push(r.log_key);
+            continue;
+        }
+        if add(
+            ledger,
+            files,
+            Kind::Rejected,
+            &r.log_key,
+            &r.log_key,
+            detail,
+        ) {
+            files.rejected.push(r);
         }
     }
+    for (log_key, gap) in gaps {
+        let detail = format!(
+            "known gap reported by {}: {} record(s) missing{}{}",
+            gap.source,
+            gap.records
+                .map_or("an unknown number of".into(), |n| n.to_string()),
+            gap.shard_id
+                .as_deref()
+                .map(|s| format!(" from shard {s}"))
+                .unwrap_or_default(),
+            match (&gap.start_sequence, &gap.end_sequence) {
+                (Some(a), Some(b)) => format!(", sequence numbers {a}..{b}"),
+                _ => String::new(),
+            }
+        );
+        if add(ledger, files, Kind::Gap, &log_key, &log_key, detail) {
+            files.gaps.push(SealedGap { log_key, gap });
+        }
+    }
+    for (log_key, q, sealed_q) in quarantines {
+        // A record already counted (converted by another writer, or quarantined from
+        // another delivery's text) is a repeat: its effect is in the chain once.
+        if let Some(sq) = &sealed_q
+            && let Some(seq) = sq.effect.sequence_number.as_deref()
+            && !sealed.insert(seq.to_owned())
+        {
+            files.repeats.push(RepeatedEntry {
+                log_key,
+                finding: None,
+                sequence_number: Some(seq.to_owned()),
+                object: Some(q.key.clone()),
+            });
+            continue;
+        }
+        let detail = format!(
+            "record{} kept verbatim, not in the segments: {}{}",
+            q.sequence_number
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default(),
+            q.reason,
+            match sealed_q.as_ref().and_then(|s| s.effect.keys.as_deref()) {
+                Some(k) => format!("; it changes key {k}"),
+                None => String::new(),
+            }
+        );
+        if add(ledger, files, Kind::Quarantined, &q.key, &log_key, detail)
+            && let Some(sq) = sealed_q
+        {
+            files.quarantined.push(sq);
+        }
+    }
+    for (log_key, a) in acknowledgments {
+        let outcome = match ledger.entries.iter_mut().find(|e| e.id == a.finding) {
+            None => format!("no finding {} in the ledger; nothing changed", a.finding),
+            Some(e) => match &e.acknowledged {
+                Some(done) => format!(
+                    "finding {} was already acknowledged in snapshot {}",
+                    a.finding, done.snapshot_id
+                ),
+                None => {
+                    e.acknowledged = Some(Acknowledgment {
+                        snapshot_id: id.to_owned(),
+                        reason: a.reason.clone(),
+                        by: a.by.clone(),
+                        at: a.written_at.clone(),
+                        entry: log_key.clone(),
+                    });
+                    new_findings.push(Finding {
+                        kind: Kind::Acknowledged,
+                        object: e.subject.clone(),
+                        problem: format!("{} acknowledged by {}: {}", e.id, a.by, a.reason),
+                        id: Some(e.id.clone()),
+                    });
+                    "applied".into()
+                }
+            },
+        };
+        files.acknowledgments.push(SealedAcknowledgment {
+            log_key,
+            record: a,
+            outcome,
+        });
+    }
+    new_findings
+}
 
-    // 3. Sequence numbers sealed before that new records could repeat.
-    let times: Vec<Option<i64>> = inbox
-        .candidates
-        .iter()
-        .map(|c| c.record.min_time_ms)
-        .chain(
-            quarantines
-                .iter()
-                .filter_map(|(_, _, s)| s.as_ref())
-                .filter(|s| s.effect.sequence_number.is_some())
-                .map(|s| s.effect.created_ms),
-        )
-        .collect();
-    let (sealed, lookback_snapshots) = match (&parent, &parent_files) {
-        (Some(p), Some(pf)) => lookback(store.as_ref(), layout, p, pf, &times).await?,
-        _ => (HashSet::new(), 0),
-    };
-
-    // 4. Resolve duplicates: each sequence number counts in one segment. Which copy counts
-    //    changes nothing but which segment lists skipped rows, so candidates are taken in the
-    //    order their writers stamped them (the original before its redeliveries, a whole batch
-    //    before the halves a bisection split it into: no partial reads in the usual case), and
-    //    by creation time, size and name where stamps are equal or skewed.
-    let mut sealed = sealed;
-    let mut candidates = std::mem::take(&mut inbox.candidates);
+/// Step 4 of a seal: resolve duplicates, so each sequence number counts in one segment. Which
+/// copy counts changes nothing but which segment lists skipped rows, so candidates are taken in
+/// the order their writers stamped them (the original before its redeliveries, a whole batch
+/// before the halves a bisection split it into: no partial reads in the usual case), and by
+/// creation time, size and name where stamps are equal or skewed.
+///
+/// Counted segments go into `files.segments` (their sequence numbers into `sealed`), wholly
+/// repeated ones into `files.duplicates`. Returns the stream view type of the last segment
+/// taken, or `parent_view_type` when there is none.
+async fn resolve_duplicates(
+    store: &dyn ObjectStore,
+    mut candidates: Vec<Candidate>,
+    sealed: &mut HashSet<String>,
+    files: &mut SnapshotFiles,
+    parent_view_type: Option<StreamViewType>,
+) -> Result<Option<StreamViewType>, SealError> {
     candidates.sort_by(|a, b| {
         a.record
             .written_at
@@ -480,7 +620,7 @@ async fn seal_once(
             })
             .then_with(|| a.log_key.cmp(&b.log_key))
     });
-    let mut view_type: Option<StreamViewType> = parent.as_ref().and_then(|p| p.stream_view_type);
+    let mut view_type = parent_view_type;
     for c in candidates {
         view_type = Some(c.record.stream_view_type);
         // A row counts if it is the first with its sequence number in this segment and no
@@ -511,7 +651,7 @@ async fn seal_once(
         let (digest_delta, item_count_delta) = if counted_rows == rec.rows {
             (rec.digest_delta, rec.item_count_delta)
         } else {
-            match partial_effect(store.as_ref(), &c, &counted).await? {
+            match partial_effect(store, &c, &counted).await? {
                 Ok(effect) => effect,
                 // Its new records are then in no snapshot: a finding, named, rather than a
                 // seal that can never succeed again.
@@ -550,6 +690,100 @@ async fn seal_once(
         });
         sealed.extend(local.into_iter().map(str::to_owned));
     }
+    Ok(view_type)
+}
+
+async fn seal_once(
+    store: &Arc<dyn ObjectStore>,
+    layout: &TableLayout,
+    options: &SealOptions,
+    started: Instant,
+) -> Result<Attempt, SealError> {
+    let parent = latest_parent(store.as_ref(), layout).await?;
+    let parent_files = match &parent {
+        Some(p) => Some(manifest::read_files(store.as_ref(), p).await?),
+        None => None,
+    };
+    let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
+    let id = manifest::snapshot_id(generation);
+
+    let mut files = SnapshotFiles {
+        format: MANIFEST_FORMAT,
+        table: layout.table().to_owned(),
+        snapshot_id: id.clone(),
+        segments: vec![],
+        duplicates: vec![],
+        quarantined: vec![],
+        gaps: vec![],
+        rejected: vec![],
+        compactions: vec![],
+        acknowledgments: vec![],
+        repeats: vec![],
+        kept: vec![],
+    };
+    // 1. The inbox.
+    let Some(mut inbox) = read_inbox(
+        store,
+        layout,
+        options,
+        parent.as_ref(),
+        parent_files.as_ref(),
+        &mut files,
+    )
+    .await?
+    else {
+        return Ok(Attempt::Lost(id));
+    };
+
+    // 2. The ledger, when something may change it, and the quarantined records it does not
+    //    hold yet, read for their effect on the state.
+    let needs_ledger = !(inbox.quarantines.is_empty()
+        && inbox.gaps.is_empty()
+        && inbox.acknowledgments.is_empty()
+        && files.rejected.is_empty());
+    let parent_ledger = match (&parent, needs_ledger) {
+        (Some(p), true) => Some(manifest::read_ledger(store.as_ref(), p).await?),
+        _ => None,
+    };
+    let mut ledger = parent_ledger
+        .clone()
+        .unwrap_or_else(|| Ledger::new(layout.table()));
+    let quarantines = read_quarantines(
+        store,
+        options,
+        &ledger,
+        std::mem::take(&mut inbox.quarantines),
+    )
+    .await?;
+
+    // 3. Sequence numbers sealed before that new records could repeat.
+    let times: Vec<Option<i64>> = inbox
+        .candidates
+        .iter()
+        .map(|c| c.record.min_time_ms)
+        .chain(
+            quarantines
+                .iter()
+                .filter_map(|(_, _, s)| s.as_ref())
+                .filter(|s| s.effect.sequence_number.is_some())
+                .map(|s| s.effect.created_ms),
+        )
+        .collect();
+    let (sealed, lookback_snapshots) = match (&parent, &parent_files) {
+        (Some(p), Some(pf)) => lookback(store.as_ref(), layout, p, pf, &times).await?,
+        _ => (HashSet::new(), 0),
+    };
+
+    // 4. Resolve duplicates.
+    let mut sealed = sealed;
+    let view_type = resolve_duplicates(
+        store.as_ref(),
+        std::mem::take(&mut inbox.candidates),
+        &mut sealed,
+        &mut files,
+        parent.as_ref().and_then(|p| p.stream_view_type),
+    )
+    .await?;
 
     // Lambda segments carry no shard id: attribute them by sequence range from the shard map
     // the capture keeps in the store (no stream API call, so this works during an outage).
@@ -569,163 +803,15 @@ async fn seal_once(
 
     // 5. Findings: rejected entries, gaps, quarantined records (with their effect on the
     //    state), and decisions.
-    let mut new_findings: Vec<Finding> = vec![];
-    let mut add = |ledger: &mut Ledger,
-                   files: &mut SnapshotFiles,
-                   kind: Kind,
-                   subject: &str,
-                   log_key: &str,
-                   detail: String|
-     -> bool {
-        let fid = findings::finding_id(kind, subject);
-        if ledger.get(&fid).is_some() {
-            files.repeats.push(RepeatedEntry {
-                log_key: log_key.to_owned(),
-                finding: Some(fid),
-                sequence_number: None,
-                object: None,
-            });
-            return false;
-        }
-        new_findings.push(Finding {
-            kind,
-            object: subject.to_owned(),
-            problem: detail.clone(),
-            id: Some(fid.clone()),
-        });
-        ledger.entries.push(LedgerEntry {
-            id: fid,
-            kind,
-            subject: subject.to_owned(),
-            detail,
-            sealed_in: id.clone(),
-            acknowledged: None,
-        });
-        true
-    };
-    let rejected = std::mem::take(&mut files.rejected);
-    for r in rejected {
-        let detail = format!(
-            "log entry rejected by the seal{}: {}",
-            r.object
-                .as_deref()
-                .map(|o| format!(" (names {o})"))
-                .unwrap_or_default(),
-            r.reason
-        );
-        // An entry left in the inbox comes back every seal: rejected once, then kept.
-        if r.kept && ledger.knows(Kind::Rejected, &r.log_key) {
-            files.kept.push(r.log_key);
-            continue;
-        }
-        if add(
-            &mut ledger,
-            &mut files,
-            Kind::Rejected,
-            &r.log_key,
-            &r.log_key,
-            detail,
-        ) {
-            files.rejected.push(r);
-        }
-    }
-    for (log_key, gap) in std::mem::take(&mut inbox.gaps) {
-        let detail = format!(
-            "known gap reported by {}: {} record(s) missing{}{}",
-            gap.source,
-            gap.records
-                .map_or("an unknown number of".into(), |n| n.to_string()),
-            gap.shard_id
-                .as_deref()
-                .map(|s| format!(" from shard {s}"))
-                .unwrap_or_default(),
-            match (&gap.start_sequence, &gap.end_sequence) {
-                (Some(a), Some(b)) => format!(", sequence numbers {a}..{b}"),
-                _ => String::new(),
-            }
-        );
-        if add(
-            &mut ledger,
-            &mut files,
-            Kind::Gap,
-            &log_key,
-            &log_key,
-            detail,
-        ) {
-            files.gaps.push(SealedGap { log_key, gap });
-        }
-    }
-    for (log_key, q, sealed_q) in quarantines {
-        // A record already counted (converted by another writer, or quarantined from
-        // another delivery's text) is a repeat: its effect is in the chain once.
-        if let Some(sq) = &sealed_q
-            && let Some(seq) = sq.effect.sequence_number.as_deref()
-            && !sealed.insert(seq.to_owned())
-        {
-            files.repeats.push(RepeatedEntry {
-                log_key,
-                finding: None,
-                sequence_number: Some(seq.to_owned()),
-                object: Some(q.key.clone()),
-            });
-            continue;
-        }
-        let detail = format!(
-            "record{} kept verbatim, not in the segments: {}{}",
-            q.sequence_number
-                .as_deref()
-                .map(|s| format!(" {s}"))
-                .unwrap_or_default(),
-            q.reason,
-            match sealed_q.as_ref().and_then(|s| s.effect.keys.as_deref()) {
-                Some(k) => format!("; it changes key {k}"),
-                None => String::new(),
-            }
-        );
-        if add(
-            &mut ledger,
-            &mut files,
-            Kind::Quarantined,
-            &q.key,
-            &log_key,
-            detail,
-        ) && let Some(sq) = sealed_q
-        {
-            files.quarantined.push(sq);
-        }
-    }
-    for (log_key, a) in std::mem::take(&mut inbox.acknowledgments) {
-        let outcome = match ledger.entries.iter_mut().find(|e| e.id == a.finding) {
-            None => format!("no finding {} in the ledger; nothing changed", a.finding),
-            Some(e) => match &e.acknowledged {
-                Some(done) => format!(
-                    "finding {} was already acknowledged in snapshot {}",
-                    a.finding, done.snapshot_id
-                ),
-                None => {
-                    e.acknowledged = Some(Acknowledgment {
-                        snapshot_id: id.clone(),
-                        reason: a.reason.clone(),
-                        by: a.by.clone(),
-                        at: a.written_at.clone(),
-                        entry: log_key.clone(),
-                    });
-                    new_findings.push(Finding {
-                        kind: Kind::Acknowledged,
-                        object: e.subject.clone(),
-                        problem: format!("{} acknowledged by {}: {}", e.id, a.by, a.reason),
-                        id: Some(e.id.clone()),
-                    });
-                    "applied".into()
-                }
-            },
-        };
-        files.acknowledgments.push(SealedAcknowledgment {
-            log_key,
-            record: a,
-            outcome,
-        });
-    }
+    let new_findings = record_findings(
+        &id,
+        &mut ledger,
+        &mut files,
+        std::mem::take(&mut inbox.gaps),
+        std::mem::take(&mut inbox.acknowledgments),
+        quarantines,
+        &mut sealed,
+    );
 
     // 6. The manifest.
     let files_bytes = serde_json::to_vec(&files).unwrap_or_default();
@@ -740,7 +826,7 @@ async fn seal_once(
             .map(|s| s.rows - s.counted_rows)
             .sum::<u64>();
     let sums = StateSums::of_parent(parent.as_ref()).plus(&files);
-    let watermark = next_watermark(parent.as_ref(), &files, fresh.len() as u64);
+    let watermark = next_watermark(parent.as_ref(), &files, inbox.fresh as u64);
     let parent_totals = parent.as_ref().map(|p| p.totals).unwrap_or_default();
     // A bootstrap base joins the chain at the first seal after it is written.
     let new_base = if parent.as_ref().is_none_or(|p| p.base.is_empty()) {
@@ -895,6 +981,7 @@ async fn seal_once(
     // 8. The sealed entries leave the inbox. Best effort: what stays is removed by the next
     //    seal, which finds it in this snapshot's file list.
     let sealed_keys: Vec<String> = files.entry_keys().map(str::to_owned).collect();
+    let progress = options.progress.as_deref();
     crate::progress::stage(
         progress,
         "removing sealed entries",
@@ -908,8 +995,8 @@ async fn seal_once(
     Ok(Attempt::Sealed(Box::new(SealReport {
         manifest: m,
         manifest_key,
-        new_log_entries: fresh.len(),
-        leftover_log_entries: leftover.len(),
+        new_log_entries: inbox.fresh,
+        leftover_log_entries: inbox.leftover,
         lookback_snapshots,
         findings: new_findings,
         open_findings,

@@ -248,115 +248,10 @@ impl Default for VerifyOptions {
 /// [`VerifyOptions::orphan_grace_ms`]'s default: 15 minutes.
 pub const DEFAULT_ORPHAN_GRACE_MS: i64 = 15 * 60 * 1000;
 
-/// Verifies snapshot `which` (`latest` or an id) of `table`.
-pub async fn verify(
-    store: &Arc<dyn ObjectStore>,
-    table: &str,
-    which: &str,
-    options: VerifyOptions,
-) -> Result<VerifyReport, VerifyError> {
-    let started = Instant::now();
-    let layout = TableLayout::new(table);
-    let id = manifest::resolve_snapshot(store.as_ref(), &layout, which).await?;
-    let mut report = VerifyReport {
-        table: table.to_owned(),
-        snapshot_id: id.clone(),
-        mode: options.mode,
-        scope: options.scope,
-        status: Status::Ok,
-        ok: false,
-        manifests: 0,
-        objects: 0,
-        bytes: 0,
-        rows_read: 0,
-        quarantined_records: 0,
-        waiting: None,
-        audit: None,
-        findings: vec![],
-        elapsed_ms: 0,
-    };
-    let mut findings: Vec<Finding> = vec![];
-    let mut find = |kind: Kind, object: &str, problem: String| {
-        findings.push(Finding::new(kind, object, problem));
-    };
-
-    // The snapshot and its chain of ancestors.
-    crate::progress::stage(options.progress.as_deref(), "checking manifests", 0);
-    let mut chain: Vec<(Manifest, Option<SnapshotFiles>)> = Vec::new();
-    let mut next = Some((id.clone(), None::<String>));
-    while let Some((cur, expected_sha)) = next.take() {
-        let key = layout.snapshot_key(&cur);
-        let m = match manifest::read_manifest(store.as_ref(), &layout, &cur).await {
-            Ok(m) => m,
-            Err(ManifestError::Store(StoreError::NotFound { .. })) if chain.is_empty() => {
-                return Err(ManifestError::UnknownSnapshot {
-                    table: table.to_owned(),
-                    id: cur,
-                    store: store.url(),
-                }
-                .into());
-            }
-            Err(ManifestError::Store(StoreError::NotFound { .. })) => {
-                find(Kind::Missing, &key, "manifest is missing".into());
-                break;
-            }
-            Err(ManifestError::Store(e)) => return Err(e.into()),
-            Err(e @ ManifestError::Format { .. }) if chain.is_empty() => return Err(e.into()),
-            Err(e) => {
-                find(Kind::Altered, &key, e.to_string());
-                break;
-            }
-        };
-        check_manifest(&layout, &key, &cur, &m, expected_sha.as_deref(), &mut find);
-        let files = match manifest::read_files(store.as_ref(), &m).await {
-            Ok(f) => {
-                check_files(&m, &f, &mut find);
-                Some(f)
-            }
-            Err(ManifestError::Store(StoreError::NotFound { .. })) => {
-                find(Kind::Missing, &m.files.key, "file list is missing".into());
-                None
-            }
-            Err(ManifestError::Store(e)) => return Err(e.into()),
-            Err(e) => {
-                find(Kind::Altered, &m.files.key, e.to_string());
-                None
-            }
-        };
-        if let Some(p) = &m.parent {
-            if manifest::parse_snapshot_id(&p.snapshot_id) != Some(m.generation.saturating_sub(1)) {
-                find(
-                    Kind::Altered,
-                    &key,
-                    format!(
-                        "parent {} is not generation {}",
-                        p.snapshot_id,
-                        m.generation.saturating_sub(1)
-                    ),
-                );
-                next = None;
-            } else {
-                next = Some((p.snapshot_id.clone(), Some(p.manifest_sha256.clone())));
-            }
-        } else if m.generation != 1 {
-            find(
-                Kind::Altered,
-                &key,
-                format!("generation {} has no parent", m.generation),
-            );
-        }
-        if let Some(p) = options.progress.as_deref() {
-            if chain.is_empty() {
-                p.add_total(m.generation);
-            }
-            p.add(1);
-        }
-        chain.push((m, files));
-    }
-    report.manifests = chain.len();
-
-    // Sums: each manifest's digest, count and unknown effects are its parent's plus its own
-    // segments' and quarantined records'.
+/// Each manifest's digest, item count and unknown effects must be its parent's plus its own
+/// segments' and quarantined records' (except where a bootstrap base joins the chain, whose
+/// digest the seal computed by materializing).
+fn check_sums(layout: &TableLayout, chain: &Chain, find: &mut impl FnMut(Kind, &str, String)) {
     for i in 0..chain.len() {
         let (m, files) = &chain[i];
         let Some(files) = files else { continue };
@@ -400,11 +295,20 @@ pub async fn verify(
             );
         }
     }
+}
 
-    // The ledger: open findings of the whole chain so far, and the decisions taken.
-    let mut ledger = Ledger::new(table);
+/// The newest snapshot's findings ledger: open findings of the whole chain so far, and the
+/// decisions taken. A ledger that is missing, does not match its manifest or does not continue
+/// its parent's is a finding (and an empty ledger is returned when it cannot be read).
+async fn read_ledger(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    chain: &Chain,
+    find: &mut impl FnMut(Kind, &str, String),
+) -> Result<Ledger, VerifyError> {
+    let mut ledger = Ledger::new(layout.table());
     if let Some((m, files)) = chain.first() {
-        match manifest::read_ledger(store.as_ref(), m).await {
+        match manifest::read_ledger(store, m).await {
             Ok(l) => ledger = l,
             Err(ManifestError::Store(StoreError::NotFound { .. })) => find(
                 Kind::Missing,
@@ -419,11 +323,11 @@ pub async fn verify(
             ),
         }
         if let Some(r) = &m.findings {
-            check_ledger(m, r, &ledger, files.as_ref(), &mut find);
+            check_ledger(m, r, &ledger, files.as_ref(), find);
             if let Some((p, _)) = chain.get(1)
                 && p.findings.as_ref() != Some(r)
             {
-                match manifest::read_ledger(store.as_ref(), p).await {
+                match manifest::read_ledger(store, p).await {
                     Ok(parent_ledger) => {
                         for problem in ledger.check_continues(&parent_ledger, &m.snapshot_id) {
                             find(Kind::Altered, &r.key, problem);
@@ -438,6 +342,218 @@ pub async fn verify(
             }
         }
     }
+    Ok(ledger)
+}
+
+/// Quick check of the objects in scope: each exists with the size and SHA-256 sealed (the
+/// store's checksum, no object read), and so does each quarantined record.
+async fn quick_check(
+    store: &Arc<dyn ObjectStore>,
+    options: &VerifyOptions,
+    expected: &[(String, u64, String)],
+    quarantined: &[&manifest::SealedQuarantine],
+    find: &mut impl FnMut(Kind, &str, String),
+) -> Result<(), VerifyError> {
+    let progress = options.progress.as_deref();
+    let keys: Vec<String> = expected.iter().map(|e| e.0.clone()).collect();
+    let heads = store::head_many_counted(store, &keys, options.concurrency, progress).await;
+    for ((key, bytes, sha), head) in expected.iter().zip(heads) {
+        match head? {
+            None => find(Kind::Missing, key, "object is missing".into()),
+            Some(meta) if meta.size != *bytes => find(
+                Kind::Altered,
+                key,
+                format!(
+                    "object is {} bytes, sealed as {bytes} (truncated or replaced)",
+                    meta.size
+                ),
+            ),
+            Some(meta) => match meta.sha256 {
+                Some(got) if got != *sha => find(
+                    Kind::Altered,
+                    key,
+                    format!("SHA-256 is {got}, sealed as {sha} (content altered)"),
+                ),
+                Some(_) => {}
+                None => find(
+                    Kind::Altered,
+                    key,
+                    "the store reports no SHA-256 for this object, so its content cannot be proven without reading it (it was rewritten by another tool?); run verify --deep".into(),
+                ),
+            },
+        }
+    }
+    let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
+    for (q, head) in quarantined
+        .iter()
+        .zip(store::head_many_counted(store, &qkeys, options.concurrency, progress).await)
+    {
+        match head? {
+            // Missing when sealed: its effect is counted as unknown; nothing to check.
+            None if q.sha256.is_empty() => {}
+            None => find(
+                Kind::Missing,
+                &q.key,
+                "quarantined record is missing".into(),
+            ),
+            Some(meta) if meta.size != q.bytes => find(
+                Kind::Altered,
+                &q.key,
+                format!(
+                    "quarantined record is {} bytes, sealed as {}",
+                    meta.size, q.bytes
+                ),
+            ),
+            Some(meta) => match meta.sha256 {
+                Some(got) if got != q.sha256 => find(
+                    Kind::Altered,
+                    &q.key,
+                    format!("SHA-256 is {got}, sealed as {} (content altered)", q.sha256),
+                ),
+                _ => {}
+            },
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot and its ancestors, newest first, each with its file list when it could be read.
+type Chain = Vec<(Manifest, Option<SnapshotFiles>)>;
+
+/// The snapshot `id` and its chain of ancestors, newest first, each with its file list when
+/// that can be read. A manifest or file list that is missing or does not check is a finding,
+/// and the chain stops there; only the first manifest's absence is an error.
+async fn read_chain(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    id: &str,
+    progress: Option<&crate::progress::Progress>,
+    find: &mut impl FnMut(Kind, &str, String),
+) -> Result<Chain, VerifyError> {
+    let table = layout.table();
+    crate::progress::stage(progress, "checking manifests", 0);
+    let mut chain: Chain = Vec::new();
+    let mut next = Some((id.to_owned(), None::<String>));
+    while let Some((cur, expected_sha)) = next.take() {
+        let key = layout.snapshot_key(&cur);
+        let m = match manifest::read_manifest(store, layout, &cur).await {
+            Ok(m) => m,
+            Err(ManifestError::Store(StoreError::NotFound { .. })) if chain.is_empty() => {
+                return Err(ManifestError::UnknownSnapshot {
+                    table: table.to_owned(),
+                    id: cur,
+                    store: store.url(),
+                }
+                .into());
+            }
+            Err(ManifestError::Store(StoreError::NotFound { .. })) => {
+                find(Kind::Missing, &key, "manifest is missing".into());
+                break;
+            }
+            Err(ManifestError::Store(e)) => return Err(e.into()),
+            Err(e @ ManifestError::Format { .. }) if chain.is_empty() => return Err(e.into()),
+            Err(e) => {
+                find(Kind::Altered, &key, e.to_string());
+                break;
+            }
+        };
+        check_manifest(layout, &key, &cur, &m, expected_sha.as_deref(), find);
+        let files = match manifest::read_files(store, &m).await {
+            Ok(f) => {
+                check_files(&m, &f, find);
+                Some(f)
+            }
+            Err(ManifestError::Store(StoreError::NotFound { .. })) => {
+                find(Kind::Missing, &m.files.key, "file list is missing".into());
+                None
+            }
+            Err(ManifestError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                find(Kind::Altered, &m.files.key, e.to_string());
+                None
+            }
+        };
+        if let Some(p) = &m.parent {
+            if manifest::parse_snapshot_id(&p.snapshot_id) != Some(m.generation.saturating_sub(1)) {
+                find(
+                    Kind::Altered,
+                    &key,
+                    format!(
+                        "parent {} is not generation {}",
+                        p.snapshot_id,
+                        m.generation.saturating_sub(1)
+                    ),
+                );
+                next = None;
+            } else {
+                next = Some((p.snapshot_id.clone(), Some(p.manifest_sha256.clone())));
+            }
+        } else if m.generation != 1 {
+            find(
+                Kind::Altered,
+                &key,
+                format!("generation {} has no parent", m.generation),
+            );
+        }
+        if let Some(p) = progress {
+            if chain.is_empty() {
+                p.add_total(m.generation);
+            }
+            p.add(1);
+        }
+        chain.push((m, files));
+    }
+    Ok(chain)
+}
+
+/// Verifies snapshot `which` (`latest` or an id) of `table`.
+pub async fn verify(
+    store: &Arc<dyn ObjectStore>,
+    table: &str,
+    which: &str,
+    options: VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let layout = TableLayout::new(table);
+    let id = manifest::resolve_snapshot(store.as_ref(), &layout, which).await?;
+    let mut report = VerifyReport {
+        table: table.to_owned(),
+        snapshot_id: id.clone(),
+        mode: options.mode,
+        scope: options.scope,
+        status: Status::Ok,
+        ok: false,
+        manifests: 0,
+        objects: 0,
+        bytes: 0,
+        rows_read: 0,
+        quarantined_records: 0,
+        waiting: None,
+        audit: None,
+        findings: vec![],
+        elapsed_ms: 0,
+    };
+    let mut findings: Vec<Finding> = vec![];
+    let mut find = |kind: Kind, object: &str, problem: String| {
+        findings.push(Finding::new(kind, object, problem));
+    };
+
+    // The snapshot and its chain of ancestors.
+    let chain = read_chain(
+        store.as_ref(),
+        &layout,
+        &id,
+        options.progress.as_deref(),
+        &mut find,
+    )
+    .await?;
+    report.manifests = chain.len();
+
+    // Sums along the chain.
+    check_sums(&layout, &chain, &mut find);
+
+    // The ledger: open findings of the whole chain so far, and the decisions taken.
+    let ledger = read_ledger(store.as_ref(), &layout, &chain, &mut find).await?;
     report.quarantined_records = chain.first().map_or(0, |(m, _)| m.quarantined_records);
 
     // Objects.
@@ -548,66 +664,7 @@ pub async fn verify(
         (keys.len() + quarantined.len()) as u64,
     );
     match options.mode {
-        Mode::Quick => {
-            let heads = store::head_many_counted(store, &keys, options.concurrency, progress).await;
-            for ((key, bytes, sha), head) in expected.iter().zip(heads) {
-                match head? {
-                    None => find(Kind::Missing, key, "object is missing".into()),
-                    Some(meta) if meta.size != *bytes => find(
-                        Kind::Altered,
-                        key,
-                        format!(
-                            "object is {} bytes, sealed as {bytes} (truncated or replaced)",
-                            meta.size
-                        ),
-                    ),
-                    Some(meta) => match meta.sha256 {
-                        Some(got) if got != *sha => find(
-                            Kind::Altered,
-                            key,
-                            format!("SHA-256 is {got}, sealed as {sha} (content altered)"),
-                        ),
-                        Some(_) => {}
-                        None => find(
-                            Kind::Altered,
-                            key,
-                            "the store reports no SHA-256 for this object, so its content cannot be proven without reading it (it was rewritten by another tool?); run verify --deep".into(),
-                        ),
-                    },
-                }
-            }
-            let qkeys: Vec<String> = quarantined.iter().map(|q| q.key.clone()).collect();
-            for (q, head) in quarantined
-                .iter()
-                .zip(store::head_many_counted(store, &qkeys, options.concurrency, progress).await)
-            {
-                match head? {
-                    // Missing when sealed: its effect is counted as unknown; nothing to check.
-                    None if q.sha256.is_empty() => {}
-                    None => find(
-                        Kind::Missing,
-                        &q.key,
-                        "quarantined record is missing".into(),
-                    ),
-                    Some(meta) if meta.size != q.bytes => find(
-                        Kind::Altered,
-                        &q.key,
-                        format!(
-                            "quarantined record is {} bytes, sealed as {}",
-                            meta.size, q.bytes
-                        ),
-                    ),
-                    Some(meta) => match meta.sha256 {
-                        Some(got) if got != q.sha256 => find(
-                            Kind::Altered,
-                            &q.key,
-                            format!("SHA-256 is {got}, sealed as {} (content altered)", q.sha256),
-                        ),
-                        _ => {}
-                    },
-                }
-            }
-        }
+        Mode::Quick => quick_check(store, &options, &expected, &quarantined, &mut find).await?,
         Mode::Deep => {
             for r in &compacted {
                 match store.get(&r.key).await {
@@ -734,14 +791,8 @@ pub async fn verify(
     // What waits for the next seal (never a finding about this snapshot), and with deep, the
     // audit of everything stored against the latest chain.
     if is_latest && let Some((m, Some(top))) = chain.first() {
-        let listed = store.list(&layout.inbox_prefix(), None, None).await?;
-        let sealed: HashSet<&str> = top.entry_keys().collect();
-        report.waiting = Some(
-            listed
-                .iter()
-                .filter(|e| !sealed.contains(e.key.as_str()))
-                .count() as u64,
-        );
+        let inbox = crate::ops::seal::list_inbox(store.as_ref(), &layout, Some(top)).await?;
+        report.waiting = Some(inbox.waiting.len() as u64);
         if options.mode == Mode::Deep && chain.iter().all(|(_, f)| f.is_some()) {
             crate::progress::stage(progress, "auditing the store", 0);
             let (a, audit_findings) = audit(store, &layout, m, &chain, &ledger, &options).await?;
