@@ -43,7 +43,7 @@ use crate::model::schema::{SchemaError, TableSchema};
 use crate::segment::{
     ColumnTexts, EncodeOptions, PreparedRow, SegmentBuilder, SegmentError, finish_segments,
 };
-use crate::store::{ObjectStore, PutMode, PutOutcome, StoreError};
+use crate::store::{ObjectStore, PutMode, PutOptions, PutOutcome, StoreError};
 
 use rayon::prelude::*;
 

@@ -14,11 +14,14 @@ impl Ingestor {
         // rather than a second hash of the same 2-3 MB.
         let outcome = self
             .store
-            .put_with_sha256(
+            .put_with(
                 &encoded.key,
                 encoded.bytes.clone(),
                 PutMode::IfAbsent,
-                encoded.sha256,
+                PutOptions {
+                    retention: None,
+                    sha256: Some(encoded.sha256),
+                },
             )
             .await?;
         // The entry is written in both cases: after a crash between the two writes, the retry

@@ -415,24 +415,19 @@ impl<'de, 's> Visitor<'de> for StreamSeed<'s, 'de> {
                 // usually skipped.
                 "OldImage" if self.wire.new_image.is_some() => ("OldImage", no_columns),
                 "OldImage" => ("OldImage", self.paths),
-                "ApproximateCreationDateTime" => {
-                    self.wire.approximate_creation = map.next_value::<Option<f64>>()?;
-                    continue;
-                }
-                "SequenceNumber" => {
-                    self.wire.sequence_number = Some(map.next_value::<Str>()?.0);
-                    continue;
-                }
-                "SizeBytes" => {
-                    self.wire.size_bytes = map.next_value::<Option<u64>>()?;
-                    continue;
-                }
-                "StreamViewType" => {
-                    self.wire.stream_view_type = Some(map.next_value::<Str>()?.0);
-                    continue;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                other => {
+                    let wire = &mut *self.wire;
+                    match other {
+                        "ApproximateCreationDateTime" => {
+                            wire.approximate_creation = map.next_value()?
+                        }
+                        "SequenceNumber" => wire.sequence_number = Some(map.next_value::<Str>()?.0),
+                        "SizeBytes" => wire.size_bytes = map.next_value()?,
+                        "StreamViewType" => {
+                            wire.stream_view_type = Some(map.next_value::<Str>()?.0)
+                        }
+                        _ => map.next_value::<IgnoredAny>().map(|_| ())?,
+                    }
                     continue;
                 }
             };

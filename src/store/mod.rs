@@ -50,6 +50,20 @@ pub struct Retention {
     pub until_ms: i64,
 }
 
+/// What a write may carry besides its body and mode (see [`ObjectStore::put_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Keep the object undeletable and unchanged until then, where the store enforces it
+    /// (S3 Object Lock).
+    pub retention: Option<Retention>,
+    /// The body's SHA-256 when the caller already has it (the segment encoder computes it for
+    /// the segment record): a store that sends a checksum with the body uses it instead of
+    /// hashing the body again. S3 verifies it on receipt and refuses a body that does not
+    /// match (`BadDigest`, a `Permanent` error; the moto emulator the tests use does not
+    /// check), so the SHA-256 in a segment record is one S3 checked.
+    pub sha256: Option<[u8; 32]>,
+}
+
 /// S3 Object Lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionMode {
@@ -139,33 +153,17 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// [`PutOutcome::AlreadyExists`] is returned.
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError>;
 
-    /// Writes an object under a retention period where the store can enforce one (S3 Object
-    /// Lock). Stores that cannot (local, memory) write it like [`ObjectStore::put`].
-    async fn put_retained(
+    /// [`ObjectStore::put`] with [`PutOptions`]: a retention period and the body's SHA-256
+    /// where the store can use them. Stores that cannot (local, memory) write the body like
+    /// [`ObjectStore::put`].
+    async fn put_with(
         &self,
         key: &str,
         body: Bytes,
         mode: PutMode,
-        retention: Option<Retention>,
+        options: PutOptions,
     ) -> Result<PutOutcome, StoreError> {
-        let _ = retention;
-        self.put(key, body, mode).await
-    }
-
-    /// [`ObjectStore::put`] of a body whose SHA-256 the caller already has (the segment
-    /// encoder computes it for the segment record). A store that sends a checksum with the body
-    /// uses this one instead of hashing the body again. S3 verifies it on receipt and refuses
-    /// a body that does not match (`BadDigest`, a `Permanent` error; the moto emulator the
-    /// tests use does not check), so the SHA-256 in a segment record is one S3 checked.
-    /// Stores without checksums (local, memory) write the body like [`ObjectStore::put`].
-    async fn put_with_sha256(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        sha256: [u8; 32],
-    ) -> Result<PutOutcome, StoreError> {
-        let _ = sha256;
+        let _ = options;
         self.put(key, body, mode).await
     }
 

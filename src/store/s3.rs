@@ -19,7 +19,8 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    ObjectMeta, ObjectStore, PutMode, PutOutcome, Retention, RetentionMode, StoreError, check_key,
+    ObjectMeta, ObjectStore, PutMode, PutOptions, PutOutcome, Retention, RetentionMode, StoreError,
+    check_key,
 };
 
 /// An S3 bucket, optionally under a key prefix.
@@ -182,30 +183,22 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
-        self.put_retained(key, body, mode, None).await
+        self.put_with(key, body, mode, PutOptions::default()).await
     }
 
-    async fn put_retained(
+    async fn put_with(
         &self,
         key: &str,
         body: Bytes,
         mode: PutMode,
-        retention: Option<Retention>,
+        options: PutOptions,
     ) -> Result<PutOutcome, StoreError> {
         check_key(&self.url(), key)?;
-        let sha256 = Sha256::digest(&body).into();
-        self.send_put(key, body, mode, retention, sha256).await
-    }
-
-    async fn put_with_sha256(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        sha256: [u8; 32],
-    ) -> Result<PutOutcome, StoreError> {
-        check_key(&self.url(), key)?;
-        self.send_put(key, body, mode, None, sha256).await
+        let sha256 = options
+            .sha256
+            .unwrap_or_else(|| Sha256::digest(&body).into());
+        self.send_put(key, body, mode, options.retention, sha256)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

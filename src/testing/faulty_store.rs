@@ -162,28 +162,16 @@ impl ObjectStore for FaultyStore {
         self.inner.put(key, body, mode).await
     }
 
-    async fn put_retained(
+    async fn put_with(
         &self,
         key: &str,
         body: Bytes,
         mode: PutMode,
-        retention: Option<crate::store::Retention>,
+        options: crate::store::PutOptions,
     ) -> Result<PutOutcome, StoreError> {
         self.hold(key).await;
         self.inject(key)?;
-        self.inner.put_retained(key, body, mode, retention).await
-    }
-
-    async fn put_with_sha256(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        sha256: [u8; 32],
-    ) -> Result<PutOutcome, StoreError> {
-        self.hold(key).await;
-        self.inject(key)?;
-        self.inner.put_with_sha256(key, body, mode, sha256).await
+        self.inner.put_with(key, body, mode, options).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

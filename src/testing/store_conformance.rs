@@ -264,14 +264,21 @@ pub async fn run(store: Arc<dyn ObjectStore>) -> Result<(), String> {
     // same object, and HEAD reports that checksum.
     let body = Bytes::from_static(b"segment bytes");
     let sha256: [u8; 32] = Sha256::digest(&body).into();
+    let hashed = crate::store::PutOptions {
+        retention: None,
+        sha256: Some(sha256),
+    };
     let put = s
-        .put_with_sha256("t/hashed/seg", body.clone(), PutMode::IfAbsent, sha256)
+        .put_with("t/hashed/seg", body.clone(), PutMode::IfAbsent, hashed)
         .await
         .map_err(e)?;
-    check(put == PutOutcome::Created, "put_with_sha256 creates")?;
+    check(
+        put == PutOutcome::Created,
+        "put_with (a known SHA-256) creates",
+    )?;
     check(
         s.get("t/hashed/seg").await.map_err(e)? == body,
-        "put_with_sha256 stores the bytes",
+        "put_with (a known SHA-256) stores the bytes",
     )?;
     check(
         s.head("t/hashed/seg")
@@ -279,15 +286,15 @@ pub async fn run(store: Arc<dyn ObjectStore>) -> Result<(), String> {
             .map_err(e)?
             .and_then(|m| m.sha256)
             == Some(hex::encode(sha256)),
-        "head reports the SHA-256 of a put_with_sha256 object",
+        "head reports the SHA-256 of a put_with (a known SHA-256) object",
     )?;
     let again = s
-        .put_with_sha256("t/hashed/seg", body, PutMode::IfAbsent, sha256)
+        .put_with("t/hashed/seg", body, PutMode::IfAbsent, hashed)
         .await
         .map_err(e)?;
     check(
         again == PutOutcome::AlreadyExists,
-        "put_with_sha256 IfAbsent reports AlreadyExists",
+        "put_with (a known SHA-256) IfAbsent reports AlreadyExists",
     )?;
 
     // Deletes are idempotent.

@@ -920,26 +920,30 @@ async fn seal_once(
 
     // 7. Write: the ledger and the file list (content-named, so a racing seal cannot clobber
     //    them), then the manifest, which commits. The head hint is best effort.
+    let retained = store::PutOptions {
+        retention,
+        sha256: None,
+    };
     if let (Some(r), Some(bytes)) = (&m.findings, ledger_bytes) {
         store
-            .put_retained(&r.key, Bytes::from(bytes), PutMode::IfAbsent, retention)
+            .put_with(&r.key, Bytes::from(bytes), PutMode::IfAbsent, retained)
             .await?;
     }
     store
-        .put_retained(
+        .put_with(
             &files_key,
             Bytes::from(files_bytes),
             PutMode::IfAbsent,
-            retention,
+            retained,
         )
         .await?;
     let manifest_key = layout.snapshot_key(&id);
     let outcome = store
-        .put_retained(
+        .put_with(
             &manifest_key,
             Bytes::from(m.to_bytes()),
             PutMode::IfAbsent,
-            retention,
+            retained,
         )
         .await?;
     if outcome == PutOutcome::AlreadyExists {
