@@ -112,6 +112,56 @@ fn quarantine_mode_keeps_bad_records_and_writes_the_rest() {
     assert_eq!(files_under(&dir.path().join("orders/changes")), 1);
 }
 
+/// An input large enough to be read in two halves at once (16 MiB and up) and split on two
+/// threads arrives whole: every record of every event is ingested, once.
+#[test]
+fn a_large_events_file_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let text = common::run_ok(&[
+        "sample-events",
+        "--records",
+        "9500",
+        "--batch",
+        "500",
+        "--item-bytes",
+        "1024",
+    ]);
+    assert!(text.len() > 16 << 20, "{} bytes", text.len());
+    std::fs::write(&events, &text).unwrap();
+    let target = dir.path().join("backup");
+    let args = [
+        "ingest",
+        "--threads",
+        "2",
+        "--events",
+        events.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+    ];
+    let reports = common::run_json(&args, &[]);
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 19);
+    let records: u64 = reports.iter().map(|r| r["records"].as_u64().unwrap()).sum();
+    let rows: u64 = reports
+        .iter()
+        .flat_map(|r| r["segments"].as_array().unwrap())
+        .map(|s| s["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!((records, rows), (9500, 9500));
+    // The same input again finds everything written.
+    let again = common::run_json(&args, &[]);
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["segments"].as_array().unwrap())
+            .all(|s| s["created"] == false)
+    );
+}
+
 #[test]
 fn ingest_to_s3_then_rerun_is_idempotent() {
     let env = common::moto_env();

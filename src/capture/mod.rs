@@ -24,6 +24,7 @@
 //! [`IngestReport::batch_item_failures`] lists it and every record after it, which is what
 //! Lambda's `ReportBatchItemFailures` needs to retry exactly the rest.
 
+pub mod input;
 pub mod workers;
 
 use std::collections::HashMap;

@@ -166,26 +166,49 @@ fn split_balanced(text: &str) -> Result<Vec<(usize, &str)>, String> {
 fn split_lines(text: &str) -> Option<Vec<(usize, &str)>> {
     let mut out = Vec::new();
     for (n, line) in text.split('\n').enumerate() {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
+        match json_line(line.as_bytes()) {
+            JsonLine::Blank => {}
+            JsonLine::Object(range) => out.push((n + 1, &line[range])),
+            JsonLine::Other => return None,
         }
-        let b = line.as_bytes();
-        if b[0] != b'{' || b[b.len() - 1] != b'}' {
-            return None;
-        }
-        let side_by_side = memchr::memchr_iter(b'}', b).any(|close| {
-            b[close + 1..]
-                .iter()
-                .find(|c| !c.is_ascii_whitespace())
-                .is_some_and(|c| *c == b'{')
-        });
-        if side_by_side {
-            return None;
-        }
-        out.push((n + 1, line));
     }
     Some(out)
+}
+
+/// What one line of an input is, for [`split_lines`]: blank, one whole object (the byte range
+/// without the surrounding blanks), or something that sends the input the long way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonLine {
+    /// Only blanks.
+    Blank,
+    /// One object, at this range of the line.
+    Object(std::ops::Range<usize>),
+    /// Anything else.
+    Other,
+}
+
+/// Classifies one line (without its line break) as [`split_lines`] does.
+pub fn json_line(line: &[u8]) -> JsonLine {
+    let start = line.iter().position(|c| !c.is_ascii_whitespace());
+    let end = line.iter().rposition(|c| !c.is_ascii_whitespace());
+    let (Some(start), Some(end)) = (start, end) else {
+        return JsonLine::Blank;
+    };
+    let b = &line[start..=end];
+    if b[0] != b'{' || b[b.len() - 1] != b'}' {
+        return JsonLine::Other;
+    }
+    let side_by_side = memchr::memchr_iter(b'}', b).any(|close| {
+        b[close + 1..]
+            .iter()
+            .find(|c| !c.is_ascii_whitespace())
+            .is_some_and(|c| *c == b'{')
+    });
+    if side_by_side {
+        JsonLine::Other
+    } else {
+        JsonLine::Object(start..end + 1)
+    }
 }
 
 /// Reads the records of a `{"Records":[…]}` event in the pass that finds them: each record's
