@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
+use super::{
+    Listing, ObjectMeta, ObjectStore, PutMode, PutOutcome, PutResult, StoreError, check_key,
+};
 
 const TMP_PREFIX: &str = ".tmp-";
 
@@ -216,7 +218,7 @@ impl ObjectStore for LocalStore {
         format!("file://{}", self.root.display())
     }
 
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> PutResult {
         let this = LocalStore {
             root: self.root.clone(),
         };
@@ -271,12 +273,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Listing {
         let this = LocalStore {
             root: self.root.clone(),
         };

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError, check_key};
+use super::{
+    Listing, ObjectMeta, ObjectStore, PutMode, PutOutcome, PutResult, StoreError, check_key,
+};
 
 /// Objects in a sorted map behind a mutex.
 #[derive(Debug, Default)]
@@ -44,7 +46,7 @@ impl ObjectStore for MemoryStore {
         "memory://".into()
     }
 
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> PutResult {
         check_key(&self.url(), key)?;
         let mut objects = self.objects();
         if mode == PutMode::IfAbsent && objects.contains_key(key) {
@@ -79,12 +81,7 @@ impl ObjectStore for MemoryStore {
         }))
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Listing {
         use std::ops::Bound;
         let objects = self.objects();
         let lower = match start_after {

@@ -143,6 +143,12 @@ impl StoreError {
     }
 }
 
+/// What a write returns.
+pub type PutResult = Result<PutOutcome, StoreError>;
+
+/// What a listing returns.
+pub type Listing = Result<Vec<ObjectMeta>, StoreError>;
+
 /// The operations streamseal needs from a bucket or a directory.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
@@ -151,19 +157,13 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Writes an object. With [`PutMode::IfAbsent`], an existing object is left untouched and
     /// [`PutOutcome::AlreadyExists`] is returned.
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError>;
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> PutResult;
 
     /// [`ObjectStore::put`] with [`PutOptions`]: a retention period and the body's SHA-256
     /// where the store can use them. Stores that cannot (local, memory) write the body like
     /// [`ObjectStore::put`].
-    async fn put_with(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        options: PutOptions,
-    ) -> Result<PutOutcome, StoreError> {
-        let _ = options;
+    async fn put_with(&self, key: &str, body: Bytes, mode: PutMode, opts: PutOptions) -> PutResult {
+        let _ = opts;
         self.put(key, body, mode).await
     }
 
@@ -175,12 +175,7 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Objects whose keys start with `prefix` and sort after `start_after`, in key order, at
     /// most `limit` of them (all when `None`).
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError>;
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Listing;
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    ObjectMeta, ObjectStore, PutMode, PutOptions, PutOutcome, Retention, RetentionMode, StoreError,
-    check_key,
+    Listing, ObjectMeta, ObjectStore, PutMode, PutOptions, PutOutcome, PutResult, Retention,
+    RetentionMode, StoreError, check_key,
 };
 
 /// An S3 bucket, optionally under a key prefix.
@@ -182,23 +182,14 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> PutResult {
         self.put_with(key, body, mode, PutOptions::default()).await
     }
 
-    async fn put_with(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        options: PutOptions,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn put_with(&self, key: &str, body: Bytes, mode: PutMode, opts: PutOptions) -> PutResult {
         check_key(&self.url(), key)?;
-        let sha256 = options
-            .sha256
-            .unwrap_or_else(|| Sha256::digest(&body).into());
-        self.send_put(key, body, mode, options.retention, sha256)
-            .await
+        let sha256 = opts.sha256.unwrap_or_else(|| Sha256::digest(&body).into());
+        self.send_put(key, body, mode, opts.retention, sha256).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -254,12 +245,7 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Listing {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

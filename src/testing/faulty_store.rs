@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::store::{ObjectMeta, ObjectStore, PutMode, PutOutcome, StoreError};
+use crate::store::{Listing, ObjectMeta, ObjectStore, PutMode, PutOptions, PutResult, StoreError};
 
 #[derive(Debug, Default, Clone)]
 struct Plan {
@@ -156,22 +156,16 @@ impl ObjectStore for FaultyStore {
         self.inner.url()
     }
 
-    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<PutOutcome, StoreError> {
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> PutResult {
         self.hold(key).await;
         self.inject(key)?;
         self.inner.put(key, body, mode).await
     }
 
-    async fn put_with(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-        options: crate::store::PutOptions,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn put_with(&self, key: &str, body: Bytes, mode: PutMode, opts: PutOptions) -> PutResult {
         self.hold(key).await;
         self.inject(key)?;
-        self.inner.put_with(key, body, mode, options).await
+        self.inner.put_with(key, body, mode, opts).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -182,12 +176,7 @@ impl ObjectStore for FaultyStore {
         self.inner.head(key).await
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ObjectMeta>, StoreError> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Listing {
         self.inner.list(prefix, start_after, limit).await
     }
 

@@ -290,12 +290,22 @@ impl RecordImage for SpannedItem<'_> {
     }
 }
 
-/// Which of a record's items is being read.
+/// Which of a record's items is being read, with the column paths to capture from it.
 #[derive(Clone, Copy)]
-enum Part {
+enum Part<'p> {
     Keys,
-    New,
-    Old,
+    New(&'p ColumnPaths),
+    Old(&'p ColumnPaths),
+}
+
+impl Part<'_> {
+    /// The column paths to capture (none from the keys).
+    fn paths(&self) -> &ColumnPaths {
+        match self {
+            Part::Keys => no_columns(),
+            Part::New(paths) | Part::Old(paths) => paths,
+        }
+    }
 }
 
 /// Where the fast path puts the canonical key and images of a record.
@@ -306,7 +316,6 @@ trait ImageSink<'a> {
         part: Part,
         canon: &mut Canonicalizer,
         s: &mut Scanner<'a>,
-        paths: &ColumnPaths,
     ) -> Option<Self::Item>;
 }
 
@@ -320,10 +329,9 @@ impl<'a> ImageSink<'a> for OwnTexts {
         part: Part,
         canon: &mut Canonicalizer,
         s: &mut Scanner<'a>,
-        paths: &ColumnPaths,
     ) -> Option<CanonicalItem> {
         // Keys are read for every record but the state digest needs image hashes only.
-        canon.scan_item(s, paths, !matches!(part, Part::Keys))
+        canon.scan_item(s, part.paths(), !matches!(part, Part::Keys))
     }
 }
 
@@ -334,14 +342,13 @@ impl<'a> ImageSink<'a> for TextColumns {
         part: Part,
         canon: &mut Canonicalizer,
         s: &mut Scanner<'a>,
-        paths: &ColumnPaths,
     ) -> Option<SpannedItem<'a>> {
         let (buffer, hash) = match part {
             Part::Keys => (&mut self.keys, false),
-            Part::New => (&mut self.new_image, true),
-            Part::Old => (&mut self.old_image, true),
+            Part::New(_) => (&mut self.new_image, true),
+            Part::Old(_) => (&mut self.old_image, true),
         };
-        canon.scan_item_into(s, paths, hash, buffer)
+        canon.scan_item_into(s, part.paths(), hash, buffer)
     }
 }
 
@@ -525,15 +532,16 @@ fn scan_stream<'a, K: ImageSink<'a>>(
     let mut first = true;
     while let Some(key) = s.next_key(&mut first)? {
         match key.as_ref() {
-            "Keys" => wire.keys = Some(sink.scan(Part::Keys, canon, s, no_columns())?),
-            "NewImage" => wire.new_image = Some(sink.scan(Part::New, canon, s, paths)?),
+            "Keys" => wire.keys = Some(sink.scan(Part::Keys, canon, s)?),
+            "NewImage" => wire.new_image = Some(sink.scan(Part::New(paths), canon, s)?),
             "OldImage" => {
+                // Typed columns come from the new image when there is one.
                 let paths = if wire.new_image.is_some() {
                     no_columns()
                 } else {
                     paths
                 };
-                wire.old_image = Some(sink.scan(Part::Old, canon, s, paths)?);
+                wire.old_image = Some(sink.scan(Part::Old(paths), canon, s)?);
             }
             "ApproximateCreationDateTime" => {
                 wire.approximate_creation = if s.null() {
