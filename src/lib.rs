@@ -23,7 +23,7 @@
 //!   segments back ([`segment::pages`]: page compression with one zstd context per thread).
 //! - [`capture`]: the capture path every front end shares: one batch of stream records in,
 //!   segments, quarantined records and their inbox entries out ([`capture::workers`]: the
-//!   kept thread pools).
+//!   kept thread pools; [`capture::input`]: event files split for `streamseal ingest`).
 //! - [`ops`]: what runs on a captured backup: [`ops::seal`], [`ops::verify`],
 //!   [`ops::restore`] (materialization in bounded memory, file sinks), [`ops::compact`],
 //!   [`ops::athena`] (DDL), [`ops::infer`] (schema proposals).
