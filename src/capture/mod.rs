@@ -899,6 +899,41 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_stored_with_other_changes_is_not_acknowledged() {
+        use crate::store::ObjectStore as _;
+        use crate::store::memory::MemoryStore;
+        let text = event(300, usize::MAX, "");
+        // The same records (sequence numbers and event ids, so the same segment name) with
+        // other item values.
+        let other = text.replace("Berlin", "Bremen");
+        assert_ne!(text, other);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let ingestor = orders_ingestor(store.clone(), 1, 1);
+        let first = runtime.block_on(ingestor.ingest_event(&other)).unwrap();
+        assert!(first.error.is_none());
+        let entries = |store: &MemoryStore| {
+            store
+                .keys()
+                .into_iter()
+                .filter(|k| k.contains("/inbox/"))
+                .collect::<Vec<_>>()
+        };
+        for key in entries(&store) {
+            runtime.block_on(store.delete(&key)).unwrap();
+        }
+        let report = runtime.block_on(ingestor.ingest_event(&text)).unwrap();
+        let error = report.error.expect("the batch fails");
+        assert!(error.contains("other changes"), "{error}");
+        assert!(error.contains("column new_image differs"), "{error}");
+        assert_eq!(report.failed_from, Some(0));
+        assert_eq!(report.batch_item_failures.len(), 300);
+        assert!(entries(&store).is_empty(), "nothing is published for these records");
+    }
+
+    #[test]
     fn a_record_from_another_table_is_refused_on_every_path() {
         let text = event(6, usize::MAX, "");
         let other =

@@ -31,13 +31,39 @@ impl Ingestor {
         // counted.
         let mut record = encoded.record.clone();
         if outcome == PutOutcome::AlreadyExists {
-            // Same key, so same rows (the name hashes the stream, view type, sequence numbers
-            // and event ids). But the bytes may differ: the batch may have been first written
-            // by another version of the encoder (a deploy between a failure and its retry). The
-            // log must describe the object that is actually stored.
+            // Same key, so the same sequence numbers and event ids (the name hashes them with
+            // the stream and view type). The bytes may still differ: the batch may have been
+            // first written by another version of the encoder (a deploy between a failure and
+            // its retry), and the log must then describe the object actually stored. But an
+            // object holding other changes under this name (written by something else, or
+            // damaged) must not stand for these records: they are not acknowledged.
             let stored = self.store.get(&encoded.key).await?;
             if stored != encoded.bytes {
-                tracing::warn!(key = %encoded.key, stored_bytes = stored.len(), encoded_bytes = encoded.bytes.len(), "segment already stored with other bytes (an earlier encoder); describing the stored object");
+                let refuse = |message: String| StoreError::Permanent {
+                    op: "compare",
+                    store: self.store.url(),
+                    key: encoded.key.clone(),
+                    message,
+                };
+                match crate::segment::change_difference(
+                    &encoded.key,
+                    stored.clone(),
+                    encoded.bytes.clone(),
+                ) {
+                    Ok(None) => {}
+                    Ok(Some(difference)) => {
+                        tracing::error!(key = %encoded.key, %difference, "segment already stored with other changes; not acknowledging these records");
+                        return Err(refuse(format!(
+                            "a segment with other changes is already stored under this name ({difference}); these records are not acknowledged. Inspect the object (`streamseal verify --deep` names it) before removing it"
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(refuse(format!(
+                            "a segment is already stored under this name and cannot be read back ({e}); these records are not acknowledged"
+                        )));
+                    }
+                }
+                tracing::warn!(key = %encoded.key, stored_bytes = stored.len(), encoded_bytes = encoded.bytes.len(), "segment already stored with other bytes and the same changes (an earlier encoder); describing the stored object");
                 record.bytes = stored.len() as u64;
                 record.sha256 = hex::encode(Sha256::digest(&stored));
             }

@@ -41,6 +41,48 @@ pub(crate) fn read_segment_columns(
     read(key, bytes, Some(columns)).map(|(batches, _)| batches)
 }
 
+/// The columns that hold a segment's changes losslessly. The typed columns are projections of
+/// the images, which another schema file may project differently.
+const CHANGE_COLUMNS: &[&str] = &[
+    "event_id",
+    "event_name",
+    "is_ttl_delete",
+    "sequence_number",
+    "approximate_creation_time",
+    "keys",
+    "new_image",
+    "old_image",
+];
+
+/// Where two segments stored under one key differ in the changes they hold: `None` when they
+/// hold the same changes in the same order, whatever their bytes (another encoder version,
+/// another compression level, other typed columns).
+pub(crate) fn change_difference(
+    key: &str,
+    stored: Bytes,
+    ours: Bytes,
+) -> Result<Option<String>, SegmentError> {
+    let stored = read_segment_columns(key, stored, CHANGE_COLUMNS)?;
+    let ours = read_segment_columns(key, ours, CHANGE_COLUMNS)?;
+    let rows = |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    if rows(&stored) != rows(&ours) {
+        return Ok(Some(format!(
+            "{} rows stored, {} in this batch",
+            rows(&stored),
+            rows(&ours)
+        )));
+    }
+    // Both are read in batches of the same size, so batch i holds the same rows on both sides.
+    for (a, b) in stored.iter().zip(&ours) {
+        for name in CHANGE_COLUMNS {
+            if a.column_by_name(name) != b.column_by_name(name) {
+                return Ok(Some(format!("column {name} differs")));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The named columns of a segment (all when `None`), and its recorded stream view type.
 fn read(
     key: &str,
