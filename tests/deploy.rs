@@ -1276,6 +1276,17 @@ async fn outage_events_and_the_drill_run_the_state_machine_end_to_end() {
         );
     }
 
+    // Scheduled changes and account notices from AWS Health are not outages.
+    for category in ["scheduledChange", "accountNotification"] {
+        let mut e: Value =
+            serde_json::from_str(&common::fixture("triggers/aws-health.json")).unwrap();
+        e["detail"]["eventTypeCategory"] = json!(category);
+        assert!(
+            !pattern_matches(&pattern("DynamoDbHealthEvent"), &e),
+            "{category}"
+        );
+    }
+
     // The scheduled drill: its input, the restore into a scratch table, the table deleted.
     let input: Value = serde_json::from_str(
         events["RestoreDrill"]["Properties"]["Input"]

@@ -930,7 +930,10 @@ mod tests {
         assert!(error.contains("column new_image differs"), "{error}");
         assert_eq!(report.failed_from, Some(0));
         assert_eq!(report.batch_item_failures.len(), 300);
-        assert!(entries(&store).is_empty(), "nothing is published for these records");
+        assert!(
+            entries(&store).is_empty(),
+            "nothing is published for these records"
+        );
     }
 
     #[test]
