@@ -561,7 +561,7 @@ impl Ingestor {
             }
         }
         for q in &report.quarantined {
-            tracing::error!(table, key = %q.key, record = q.index, reason = %q.reason, "record quarantined: kept verbatim, not in the Parquet segments");
+            tracing::error!(table, key = %q.key, record = q.index, reason = %crate::model::quarantine::reason_without_values(&q.reason), "record quarantined: kept verbatim (with the full reason), not in the Parquet segments");
         }
         Ok(report)
     }

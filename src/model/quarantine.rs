@@ -321,9 +321,50 @@ fn sort_sets(v: &mut serde_json::Value) {
     }
 }
 
+/// A quarantine reason fit for a log line: every quoted value (`"…"`, as item errors and
+/// serde quote them, and `` `…` ``) replaced by `"…"`, so attribute paths and what was wrong
+/// stay readable and no item value reaches the logs. The full reason is kept with the record.
+pub fn reason_without_values(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut chars = reason.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' && c != '`' {
+            out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        let mut escaped = false;
+        for d in chars.by_ref() {
+            match d {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                d if d == c => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_lose_their_values_for_the_logs() {
+        assert_eq!(
+            reason_without_values(
+                r#"dynamodb.NewImage: attribute total: "twelve" is not a decimal number"#
+            ),
+            r#"dynamodb.NewImage: attribute total: "…" is not a decimal number"#
+        );
+        assert_eq!(
+            reason_without_values(r#"invalid type: string "a \"secret\" b", expected `1`"#),
+            r#"invalid type: string "…", expected "…""#
+        );
+        assert_eq!(reason_without_values(r#"cut "off"#), r#"cut "…""#);
+        assert_eq!(reason_without_values("no values"), "no values");
+    }
 
     fn record(name: &str, keys: &str, new: Option<&str>, old: Option<&str>) -> String {
         let mut d = format!(
