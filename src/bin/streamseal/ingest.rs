@@ -42,7 +42,8 @@ pub(crate) struct Args {
     /// Keep unconvertible records under quarantine/ and carry on, instead of failing.
     #[arg(long)]
     quarantine_bad_records: bool,
-    /// Threads for preparing records and encoding Parquet.
+    /// Threads for preparing records and encoding Parquet (an input file of 16 MiB or more is
+    /// also read by two threads at once).
     #[arg(long, default_value_t = common::default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
     /// zstd compression level for segments (1-19).
