@@ -41,19 +41,6 @@ pub(crate) fn read_segment_columns(
     read(key, bytes, Some(columns)).map(|(batches, _)| batches)
 }
 
-/// The columns that hold a segment's changes losslessly. The typed columns are projections of
-/// the images, which another schema file may project differently.
-const CHANGE_COLUMNS: &[&str] = &[
-    "event_id",
-    "event_name",
-    "is_ttl_delete",
-    "sequence_number",
-    "approximate_creation_time",
-    "keys",
-    "new_image",
-    "old_image",
-];
-
 /// Where two segments stored under one key differ in the changes they hold: `None` when they
 /// hold the same changes in the same order, whatever their bytes (another encoder version,
 /// another compression level, other typed columns).
@@ -62,8 +49,11 @@ pub(crate) fn change_difference(
     stored: Bytes,
     ours: Bytes,
 ) -> Result<Option<String>, SegmentError> {
-    let stored = read_segment_columns(key, stored, CHANGE_COLUMNS)?;
-    let ours = read_segment_columns(key, ours, CHANGE_COLUMNS)?;
+    // The metadata and image columns hold the changes losslessly; the typed columns are
+    // projections of the images, which another schema file may project differently.
+    let columns = crate::model::schema::BASE_COLUMNS;
+    let stored = read_segment_columns(key, stored, columns)?;
+    let ours = read_segment_columns(key, ours, columns)?;
     let rows = |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
     if rows(&stored) != rows(&ours) {
         return Ok(Some(format!(
@@ -74,7 +64,7 @@ pub(crate) fn change_difference(
     }
     // Both are read in batches of the same size, so batch i holds the same rows on both sides.
     for (a, b) in stored.iter().zip(&ours) {
-        for name in CHANGE_COLUMNS {
+        for name in columns {
             if a.column_by_name(name) != b.column_by_name(name) {
                 return Ok(Some(format!("column {name} differs")));
             }
