@@ -38,7 +38,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor, SchemaSource};
+use streamseal::capture::{IngestOptions, Ingestor, SchemaSource};
 use streamseal::demo::workload::Workload;
 use streamseal::model::change::{ChangeRecord, EventCursor, StreamViewType, parse_event};
 use streamseal::model::item::{Canonicalizer, ColumnPaths, TextColumns};
@@ -266,14 +266,7 @@ fn bench(c: &mut Criterion) {
             let ingestor = Ingestor::new(
                 store.clone(),
                 SchemaSource::Fixed(Arc::new(schema.clone()), "orders.toml".into()),
-                IngestOptions {
-                    encode: EncodeOptions {
-                        zstd_level: 1,
-                        encode_threads: threads,
-                    },
-                    prepare_threads: threads,
-                    bad_records: BadRecordPolicy::Quarantine,
-                },
+                IngestOptions::on_threads(threads),
             );
             group.bench_with_input(BenchmarkId::from_parameter(records), &text, |b, text| {
                 b.iter(|| {
@@ -309,14 +302,7 @@ fn ingest_file(c: &mut Criterion) {
         let ingestor = Ingestor::new(
             store.clone(),
             SchemaSource::Fixed(Arc::new(schema.clone()), "orders.toml".into()),
-            IngestOptions {
-                encode: EncodeOptions {
-                    zstd_level: 1,
-                    encode_threads: threads,
-                },
-                prepare_threads: threads,
-                bad_records: BadRecordPolicy::Quarantine,
-            },
+            IngestOptions::on_threads(threads),
         );
         group.bench_function(BenchmarkId::from_parameter("40x1000"), |b| {
             b.iter(|| {

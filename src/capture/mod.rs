@@ -164,6 +164,21 @@ pub struct IngestOptions {
     pub bad_records: BadRecordPolicy,
 }
 
+impl IngestOptions {
+    /// Records read and columns encoded on `threads` threads, zstd level 1, bad records
+    /// quarantined (the Lambda's policy).
+    pub fn on_threads(threads: usize) -> IngestOptions {
+        IngestOptions {
+            encode: EncodeOptions {
+                zstd_level: 1,
+                encode_threads: threads,
+            },
+            prepare_threads: threads,
+            bad_records: BadRecordPolicy::Quarantine,
+        }
+    }
+}
+
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {

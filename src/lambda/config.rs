@@ -132,8 +132,7 @@ impl Config {
                     zstd_level,
                     encode_threads: threads,
                 },
-                prepare_threads: threads,
-                bad_records: BadRecordPolicy::Quarantine,
+                ..IngestOptions::on_threads(threads)
             },
         })
     }

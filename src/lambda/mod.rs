@@ -45,9 +45,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use serde_json::value::RawValue;
 
 use crate::aws::tail::{SdkStreams, StreamApi, save_shard_map};
-use crate::capture::{
-    BadRecordPolicy, IngestError, IngestOptions, IngestReport, Ingestor, SchemaSource,
-};
+use crate::capture::{IngestError, IngestOptions, IngestReport, Ingestor, SchemaSource};
 use crate::model::findings::{Finding, Status};
 use crate::ops::seal::{self, SealOptions};
 use crate::ops::verify::{self, Mode, Scope, VerifyOptions, VerifyReport};

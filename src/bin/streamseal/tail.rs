@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use streamseal::aws::tail::{SdkStreams, TailOptions, TailReport, stream_arn, tail};
-use streamseal::capture::{BadRecordPolicy, IngestOptions, Ingestor};
+use streamseal::capture::{IngestOptions, Ingestor};
 use streamseal::progress::Progress;
-use streamseal::segment::EncodeOptions;
 
 use crate::common::{self, TableTarget};
 use crate::output::{self, Output};
@@ -43,14 +42,7 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let ingestor = Ingestor::new(
         store.clone(),
         common::schema_source(args.schema.as_ref())?,
-        IngestOptions {
-            encode: EncodeOptions {
-                zstd_level: 1,
-                encode_threads: threads,
-            },
-            prepare_threads: threads,
-            bad_records: BadRecordPolicy::Quarantine,
-        },
+        IngestOptions::on_threads(threads),
     );
     let config = streamseal::aws::config::load().await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
