@@ -5,6 +5,16 @@ mod common;
 
 use std::path::Path;
 
+/// Every segment of an `ingest --json` report (one report per event).
+fn segments(reports: &serde_json::Value) -> Vec<&serde_json::Value> {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["segments"].as_array().unwrap())
+        .collect()
+}
+
 fn files_under(dir: &Path) -> usize {
     if !dir.exists() {
         return 0;
@@ -140,26 +150,18 @@ fn a_large_events_file_is_read_whole() {
         target.to_str().unwrap(),
         "--json",
     ];
-    let reports = common::run_json(&args, &[]);
-    let reports = reports.as_array().unwrap();
-    assert_eq!(reports.len(), 19);
-    let records: u64 = reports.iter().map(|r| r["records"].as_u64().unwrap()).sum();
-    let rows: u64 = reports
+    let report = common::run_json(&args, &[]);
+    let events = report.as_array().unwrap();
+    assert_eq!(events.len(), 19);
+    let records: u64 = events.iter().map(|r| r["records"].as_u64().unwrap()).sum();
+    let rows: u64 = segments(&report)
         .iter()
-        .flat_map(|r| r["segments"].as_array().unwrap())
         .map(|s| s["rows"].as_u64().unwrap())
         .sum();
     assert_eq!((records, rows), (9500, 9500));
     // The same input again finds everything written.
     let again = common::run_json(&args, &[]);
-    assert!(
-        again
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r["segments"].as_array().unwrap())
-            .all(|s| s["created"] == false)
-    );
+    assert!(segments(&again).iter().all(|s| s["created"] == false));
 }
 
 #[test]
@@ -185,14 +187,9 @@ fn ingest_to_s3_then_rerun_is_idempotent() {
         "--json",
     ];
     let report = common::run_json(&args, &env);
-    let segments: Vec<&serde_json::Value> = report
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["segments"].as_array().unwrap())
-        .collect();
-    assert!(!segments.is_empty());
-    assert!(segments.iter().all(|s| s["created"] == true));
+    let written = segments(&report);
+    assert!(!written.is_empty());
+    assert!(written.iter().all(|s| s["created"] == true));
     let listed = rt.block_on(async {
         common::s3_client()
             .list_objects_v2()
@@ -202,17 +199,10 @@ fn ingest_to_s3_then_rerun_is_idempotent() {
             .await
             .unwrap()
     });
-    assert_eq!(listed.contents().len(), segments.len());
+    assert_eq!(listed.contents().len(), written.len());
 
     let report = common::run_json(&args, &env);
-    assert!(
-        report
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r["segments"].as_array().unwrap())
-            .all(|s| s["created"] == false)
-    );
+    assert!(segments(&report).iter().all(|s| s["created"] == false));
 }
 
 #[test]
