@@ -205,6 +205,52 @@ async fn a_failed_restore_resumes_and_throttling_loses_nothing() {
     assert_eq!(scan_all(&healthy, "resume-dst").await, source);
 }
 
+/// A restore that fails inside its first partition leaves some items and no finished
+/// partition; the rerun still resumes (its start was recorded before anything was written)
+/// instead of refusing the target as not empty, and ends with the exact table.
+#[tokio::test]
+async fn a_restore_whose_first_partition_fails_resumes() {
+    let healthy = common::dynamodb_client(None);
+    let c = capture(&healthy, "first-src", 4).await;
+    let source = scan_all(&healthy, "first-src").await;
+    let mut req = request(
+        "first-src",
+        Point::Snapshot("latest".into()),
+        Target::Dynamo("first-dst".into()),
+    );
+    // One partition, written by one worker: the second BatchWriteItem call fails, so the
+    // first batch is in the table and no partition is finished.
+    req.materialize.min_partitions = 1;
+    req.workers = 1;
+    req.max_resubmits = 1;
+    let outage = Arc::new(DynamoFaults {
+        fail_after: Some(1),
+        ..Default::default()
+    });
+    let broken = common::dynamodb_client(Some(outage));
+    let err = run(&c.store, Some(&broken), &req, &Progress::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    let partial = scan_all(&healthy, "first-dst").await.len();
+    assert!(partial > 0 && partial < source.len(), "{partial}");
+
+    let report = run(&c.store, Some(&healthy), &req, &Progress::default())
+        .await
+        .unwrap();
+    assert!(report.resumed, "{report:?}");
+    assert!(report.complete && report.matches, "{report:?}");
+    assert_eq!(scan_all(&healthy, "first-dst").await, source);
+
+    // A different restore into that (now full) table is still refused, writing nothing.
+    let mut other = req.clone();
+    other.point = Point::AsOf(c.middle.1);
+    let err = run(&c.store, Some(&healthy), &other, &Progress::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
 /// The retry policy retries throttling (above) but never an error retrying cannot fix: a
 /// denied BatchWriteItem fails the restore after exactly one call, naming the error.
 #[tokio::test]

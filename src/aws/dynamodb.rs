@@ -305,7 +305,7 @@ pub(crate) struct WriteStats {
 pub(crate) struct Checkpoint {
     /// What is being restored (snapshot id or as-of instant) and where to.
     pub restore: String,
-    /// Total partitions.
+    /// Total partitions (0: the restore has started and finished none yet).
     pub partitions: usize,
     /// Finished partitions.
     pub done: Vec<usize>,
@@ -382,6 +382,9 @@ pub(crate) struct DynamoSink {
     done: std::collections::BTreeSet<usize>,
     /// Partition count the checkpoint was written with.
     checkpoint_partitions: Option<usize>,
+    /// A checkpoint of this restore existed when the sink was made: the target's items are
+    /// this restore's own (at least [`DynamoSink::record_start`] ran), so it resumes.
+    started: bool,
     /// Stop before starting a partition after this instant, once this run has written at
     /// least one (so every run makes progress); a rerun resumes from the checkpoint.
     pub deadline: Option<std::time::Instant>,
@@ -404,6 +407,7 @@ impl DynamoSink {
     ) -> Result<DynamoSink, AwsError> {
         let mut done = std::collections::BTreeSet::new();
         let mut checkpoint_partitions = None;
+        let mut started = false;
         if let Some(at) = &checkpoint {
             match at.store.get(&at.key).await {
                 Ok(bytes) => {
@@ -417,7 +421,8 @@ impl DynamoSink {
                         )));
                     }
                     done.extend(c.done);
-                    checkpoint_partitions = Some(c.partitions);
+                    checkpoint_partitions = (c.partitions > 0).then_some(c.partitions);
+                    started = true;
                 }
                 Err(crate::store::StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -434,15 +439,47 @@ impl DynamoSink {
             checkpoint,
             done,
             checkpoint_partitions,
+            started,
             deadline: None,
             written: 0,
             stopped_at_deadline: false,
         })
     }
 
-    /// Whether a checkpoint says some partitions are written (a resumed restore).
+    /// Whether a checkpoint of this restore exists (a resumed restore): it was started
+    /// before, so whatever the target holds was written by it.
     pub(crate) fn resuming(&self) -> bool {
-        !self.done.is_empty()
+        self.started
+    }
+
+    /// Records that this restore starts, before it writes anything: a run that fails in its
+    /// first partition leaves a non-empty target, and the rerun must know those items are its
+    /// own to resume rather than refuse the table as not empty.
+    pub(crate) async fn record_start(&mut self) -> Result<(), AwsError> {
+        if self.started {
+            return Ok(());
+        }
+        self.save(0).await?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Writes the checkpoint: `partitions` (0 when not known yet) and the finished ones.
+    async fn save(&self, partitions: usize) -> Result<(), AwsError> {
+        if let Some(at) = &self.checkpoint {
+            let c = Checkpoint {
+                restore: at.label.clone(),
+                partitions,
+                done: self.done.iter().copied().collect(),
+            };
+            // A struct of strings and numbers always serializes.
+            let body = serde_json::to_vec(&c).unwrap_or_default();
+            at.store
+                .put(&at.key, bytes::Bytes::from(body), PutMode::Overwrite)
+                .await
+                .map_err(AwsError::from)?;
+        }
+        Ok(())
     }
 
     /// Counters.
@@ -522,19 +559,7 @@ impl DynamoSink {
         }
         self.done.insert(index);
         self.written += 1;
-        if let Some(at) = &self.checkpoint {
-            let c = Checkpoint {
-                restore: at.label.clone(),
-                partitions: count,
-                done: self.done.iter().copied().collect(),
-            };
-            // A struct of strings and numbers always serializes.
-            let body = serde_json::to_vec(&c).unwrap_or_default();
-            at.store
-                .put(&at.key, bytes::Bytes::from(body), PutMode::Overwrite)
-                .await
-                .map_err(AwsError::from)?;
-        }
+        self.save(count).await?;
         Ok(())
     }
 }

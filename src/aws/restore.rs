@@ -253,6 +253,7 @@ pub async fn run(
                     "target table {target} is not empty; restore into a new or empty table (nothing was written)"
                 )));
             }
+            sink.record_start().await?;
             let materialized =
                 restore::materialize(store, &plan, &request.materialize, &mut sink, progress).await;
             let m = match materialized {
