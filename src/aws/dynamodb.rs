@@ -309,6 +309,9 @@ pub(crate) struct Checkpoint {
     pub partitions: usize,
     /// Finished partitions.
     pub done: Vec<usize>,
+    /// The self-check scan, once every partition is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanState>,
 }
 
 /// Where a restore records its progress: a key of the backup store, and what it restores.
@@ -385,6 +388,8 @@ pub(crate) struct DynamoSink {
     /// A checkpoint of this restore existed when the sink was made: the target's items are
     /// this restore's own (at least [`DynamoSink::record_start`] ran), so it resumes.
     started: bool,
+    /// The self-check scan's progress, from the checkpoint.
+    scan: Option<ScanState>,
     /// Stop before starting a partition after this instant, once this run has written at
     /// least one (so every run makes progress); a rerun resumes from the checkpoint.
     pub deadline: Option<std::time::Instant>,
@@ -408,6 +413,7 @@ impl DynamoSink {
         let mut done = std::collections::BTreeSet::new();
         let mut checkpoint_partitions = None;
         let mut started = false;
+        let mut scan = None;
         if let Some(at) = &checkpoint {
             match at.store.get(&at.key).await {
                 Ok(bytes) => {
@@ -423,6 +429,7 @@ impl DynamoSink {
                     done.extend(c.done);
                     checkpoint_partitions = (c.partitions > 0).then_some(c.partitions);
                     started = true;
+                    scan = c.scan;
                 }
                 Err(crate::store::StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -440,6 +447,7 @@ impl DynamoSink {
             done,
             checkpoint_partitions,
             started,
+            scan,
             deadline: None,
             written: 0,
             stopped_at_deadline: false,
@@ -459,18 +467,33 @@ impl DynamoSink {
         if self.started {
             return Ok(());
         }
-        self.save(0).await?;
+        self.save().await?;
         self.started = true;
         Ok(())
     }
 
-    /// Writes the checkpoint: `partitions` (0 when not known yet) and the finished ones.
-    async fn save(&self, partitions: usize) -> Result<(), AwsError> {
+    /// The self-check scan where the checkpoint left it, or a new one of `segments`.
+    pub(crate) fn scan_state(&self, segments: i32) -> ScanState {
+        self.scan
+            .clone()
+            .unwrap_or_else(|| ScanState::new(segments))
+    }
+
+    /// Records where the self-check scan stands, so the next run resumes it.
+    pub(crate) async fn save_scan(&mut self, state: Option<ScanState>) -> Result<(), AwsError> {
+        self.scan = state;
+        self.save().await
+    }
+
+    /// Writes the checkpoint: the partition count (0 when not known yet), the finished
+    /// partitions and the scan's progress.
+    async fn save(&self) -> Result<(), AwsError> {
         if let Some(at) = &self.checkpoint {
             let c = Checkpoint {
                 restore: at.label.clone(),
-                partitions,
+                partitions: self.checkpoint_partitions.unwrap_or(0),
                 done: self.done.iter().copied().collect(),
+                scan: self.scan.clone(),
             };
             // A struct of strings and numbers always serializes.
             let body = serde_json::to_vec(&c).unwrap_or_default();
@@ -559,7 +582,8 @@ impl DynamoSink {
         }
         self.done.insert(index);
         self.written += 1;
-        self.save(count).await?;
+        self.checkpoint_partitions = Some(count);
+        self.save().await?;
         Ok(())
     }
 }
@@ -643,6 +667,138 @@ pub(crate) async fn scan_digest(
     Ok((count, digest, all))
 }
 
+/// Where a self-check scan stands, kept in the restore's checkpoint so a scan that does not
+/// fit in one call's time budget resumes where it stopped (page by page, per segment).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ScanState {
+    /// Parallel scan segments (a resumed scan keeps the count it started with).
+    pub segments: i32,
+    /// One entry per segment.
+    pub parts: Vec<SegmentState>,
+}
+
+/// One segment of a [`ScanState`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SegmentState {
+    /// The key to continue after (DynamoDB JSON of `LastEvaluatedKey`); none: from the start.
+    pub start: Option<String>,
+    /// The segment is scanned to its end.
+    pub done: bool,
+    /// Items counted so far.
+    pub count: u64,
+    /// Their state digest (hex).
+    pub digest: String,
+}
+
+impl ScanState {
+    /// A scan not started, with `segments` segments.
+    pub(crate) fn new(segments: i32) -> ScanState {
+        let segments = segments.max(1);
+        ScanState {
+            segments,
+            parts: (0..segments)
+                .map(|_| SegmentState {
+                    digest: StateDigest::ZERO.to_hex(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Every segment is scanned to its end.
+    pub(crate) fn complete(&self) -> bool {
+        self.parts.iter().all(|p| p.done)
+    }
+
+    /// Items and digest of what is scanned so far.
+    pub(crate) fn totals(&self) -> Result<(u64, StateDigest), AwsError> {
+        let mut digest = StateDigest::ZERO;
+        let mut count = 0;
+        for p in &self.parts {
+            count += p.count;
+            digest.add(&StateDigest::from_hex(&p.digest).map_err(|e| {
+                AwsError::Unexpected(format!("restore checkpoint: a scan digest {e}"))
+            })?);
+        }
+        Ok((count, digest))
+    }
+}
+
+/// Scans `table` in parallel into `state`, from where it stands: each segment reads at least
+/// one page (of at most `page_items` items when set, else DynamoDB's 1 MB), then stops
+/// starting pages once `deadline` has passed. Returns with `state` complete, or with where
+/// each segment stopped (to save and resume).
+pub(crate) async fn scan_digest_until(
+    client: &Client,
+    table: &str,
+    state: &mut ScanState,
+    deadline: Option<std::time::Instant>,
+    page_items: Option<i32>,
+) -> Result<(), AwsError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (seg, part) in state.parts.iter().enumerate() {
+        if part.done {
+            continue;
+        }
+        let client = client.clone();
+        let table = table.to_owned();
+        let total = state.segments;
+        let mut part = part.clone();
+        tasks.spawn(async move {
+            let mut digest = StateDigest::from_hex(&part.digest).map_err(|e| {
+                AwsError::Unexpected(format!("restore checkpoint: a scan digest {e}"))
+            })?;
+            let mut scan = SegmentScan::new(client, &table, seg as i32, total);
+            scan.limit = page_items;
+            if let Some(start) = &part.start {
+                scan.start = Some(to_attribute_map(start, "the scan position of a checkpoint")?);
+            }
+            let mut pages = 0;
+            while pages == 0 || deadline.is_none_or(|d| std::time::Instant::now() < d) {
+                let Some(items) = scan.next_page().await? else {
+                    break;
+                };
+                pages += 1;
+                for item in &items {
+                    let text = from_attribute_map(item)?;
+                    let h = crate::model::item::item_hash(&text)
+                        .map_err(|e| AwsError::convert(format!("an item of {table}"), e))?;
+                    digest.add_item(&h);
+                    part.count += 1;
+                }
+                if scan.done {
+                    break;
+                }
+            }
+            part.done = scan.done;
+            part.start = match (&scan.start, scan.done) {
+                (Some(k), false) => Some(from_attribute_map(k)?),
+                _ => None,
+            };
+            part.digest = digest.to_hex();
+            Ok::<_, AwsError>((seg, part))
+        });
+    }
+    let mut first_error = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((seg, part))) => state.parts[seg] = part,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(AwsError::Unexpected(format!(
+                    "a scan task of {table} failed: {e}"
+                )));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// One segment of a parallel Scan, page by page, with consistent reads.
 pub(crate) struct SegmentScan {
     client: Client,
@@ -651,6 +807,8 @@ pub(crate) struct SegmentScan {
     total: i32,
     start: Option<HashMap<String, AttributeValue>>,
     done: bool,
+    /// Items per page (none: DynamoDB's 1 MB pages).
+    limit: Option<i32>,
 }
 
 impl SegmentScan {
@@ -663,6 +821,7 @@ impl SegmentScan {
             total,
             start: None,
             done: false,
+            limit: None,
         }
     }
 
@@ -680,6 +839,7 @@ impl SegmentScan {
             .segment(self.segment)
             .total_segments(self.total)
             .consistent_read(true)
+            .set_limit(self.limit)
             .set_exclusive_start_key(self.start.clone())
             .send()
             .await

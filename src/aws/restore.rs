@@ -74,6 +74,9 @@ pub struct Request {
     pub workers: usize,
     /// Parallel scan segments for the self-check.
     pub scan_segments: i32,
+    /// Items per page of the self-check scan (none: DynamoDB's 1 MB pages). Smaller pages
+    /// let a scan under a deadline stop and resume at a finer grain.
+    pub scan_page_items: Option<i32>,
     /// Resubmissions of a write batch's unprocessed items before giving up (a rerun
     /// resumes). Failed calls are retried by the SDK's policy, [`crate::aws::config`].
     pub max_resubmits: u32,
@@ -100,6 +103,7 @@ impl Request {
             materialize: MaterializeOptions::default(),
             workers: 16,
             scan_segments: 8,
+            scan_page_items: None,
             max_resubmits: 15,
             deadline: None,
             strict: false,
@@ -276,8 +280,32 @@ pub async fn run(
                 .stats()
                 .retries
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let (n, d, _) =
-                dynamodb::scan_digest(client, target, request.scan_segments, &key, false).await?;
+            // The self-check scan runs within the deadline too, resuming where the last run
+            // stopped: a large table's scan may need more than one call.
+            let mut scan = sink.scan_state(request.scan_segments);
+            let scanned =
+                dynamodb::scan_digest_until(
+                    client,
+                    target,
+                    &mut scan,
+                    request.deadline,
+                    request.scan_page_items,
+                )
+                .await;
+            let complete = scan.complete();
+            // A finished scan is not kept: a rerun after a mismatch scans afresh.
+            sink.save_scan((!complete).then(|| scan.clone())).await?;
+            scanned?;
+            if !complete {
+                report.complete = false;
+                report.items = sink
+                    .stats()
+                    .items
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+            let (n, d) = scan.totals()?;
             finish(&mut report, &m, n, d);
             if !report.matches {
                 report.differing_keys =
