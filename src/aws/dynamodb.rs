@@ -751,7 +751,10 @@ pub(crate) async fn scan_digest_until(
             let mut scan = SegmentScan::new(client, &table, seg as i32, total);
             scan.limit = page_items;
             if let Some(start) = &part.start {
-                scan.start = Some(to_attribute_map(start, "the scan position of a checkpoint")?);
+                scan.start = Some(to_attribute_map(
+                    start,
+                    "the scan position of a checkpoint",
+                )?);
             }
             let mut pages = 0;
             while pages == 0 || deadline.is_none_or(|d| std::time::Instant::now() < d) {

@@ -283,15 +283,14 @@ pub async fn run(
             // The self-check scan runs within the deadline too, resuming where the last run
             // stopped: a large table's scan may need more than one call.
             let mut scan = sink.scan_state(request.scan_segments);
-            let scanned =
-                dynamodb::scan_digest_until(
-                    client,
-                    target,
-                    &mut scan,
-                    request.deadline,
-                    request.scan_page_items,
-                )
-                .await;
+            let scanned = dynamodb::scan_digest_until(
+                client,
+                target,
+                &mut scan,
+                request.deadline,
+                request.scan_page_items,
+            )
+            .await;
             let complete = scan.complete();
             // A finished scan is not kept: a rerun after a mismatch scans afresh.
             sink.save_scan((!complete).then(|| scan.clone())).await?;

@@ -5,6 +5,8 @@ use super::*;
 /// Every environment variable [`Config`] reads (templates and docs are checked against it).
 pub const CONFIG_VARIABLES: &[&str] = &[
     "STREAMSEAL_TARGET",
+    // Read where the store is opened ([`crate::store::open`]), by the CLI too.
+    "STREAMSEAL_TARGET_REGION",
     "STREAMSEAL_SCHEMAS",
     "STREAMSEAL_ENCODE_THREADS",
     "STREAMSEAL_ZSTD_LEVEL",

@@ -6,6 +6,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `STREAMSEAL_TARGET` | where backups go: `s3://bucket/prefix` (or `file:///dir`) | required |
+//! | `STREAMSEAL_TARGET_REGION` | the bucket's region, when not the function's (a bucket in the recovery region); same as `?region=` on the URL | discovered once per container with HeadBucket |
 //! | `STREAMSEAL_SCHEMAS` | where `<table>.toml` schema files live: `s3://bucket/prefix`, `file:///dir` or a directory in the deployment package | none: key and image columns only |
 //! | `STREAMSEAL_ENCODE_THREADS` | threads for preparing records and encoding Parquet | number of CPUs Lambda gives the function |
 //! | `STREAMSEAL_ZSTD_LEVEL` | zstd level of segments | 1 |

@@ -126,6 +126,23 @@ pub enum StoreError {
         /// Underlying error.
         message: String,
     },
+    /// The bucket is in another region than the client was configured for (S3 answered with
+    /// a redirect, which the SDK does not follow). A configuration error: retrying cannot fix it.
+    #[error(
+        "{op} {key} in {store} failed: the bucket is in region {region}, not {client_region}; give the target its region (s3://bucket/prefix?region={region}, or STREAMSEAL_TARGET_REGION={region})"
+    )]
+    WrongRegion {
+        /// Operation name.
+        op: &'static str,
+        /// Store URL.
+        store: String,
+        /// Object key.
+        key: String,
+        /// The bucket's region, as S3 named it (`x-amz-bucket-region`), or `unknown`.
+        region: String,
+        /// The region the client signed for.
+        client_region: String,
+    },
     /// The store URL itself is unusable.
     #[error("invalid store URL {url:?}: {reason}")]
     BadUrl {
@@ -181,9 +198,12 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
-/// Opens a store from a URL: `s3://bucket[/prefix]`, `file:///abs/path` (or a plain path), or
-/// `memory://`. S3 settings (region, endpoint, credentials) come from the standard AWS
-/// environment; see [`s3::S3Store::from_env`].
+/// Opens a store from a URL: `s3://bucket[/prefix][?region=REGION]`, `file:///abs/path` (or a
+/// plain path), or `memory://`. S3 settings (endpoint, credentials, the client's region) come
+/// from the standard AWS environment; see [`s3::S3Store::from_env`]. The bucket's region, when
+/// it is not the client's (a bucket in the recovery region, written from the table's region),
+/// is the URL's `?region=`, else `STREAMSEAL_TARGET_REGION`, else discovered from S3 (HeadBucket's
+/// `x-amz-bucket-region`) once when the store is opened.
 pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     open_with(url, None).await
 }
@@ -195,11 +215,19 @@ pub(crate) async fn open_with(
     aws: Option<&aws_config::SdkConfig>,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if let Some(rest) = url.strip_prefix("s3://") {
+        let (rest, region) = s3_region(url, rest)?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        Ok(Arc::new(match aws {
-            Some(config) => s3::S3Store::from_config(config, bucket, prefix)?,
-            None => s3::S3Store::from_env(bucket, prefix).await?,
-        }))
+        let loaded;
+        let config = match aws {
+            Some(config) => config,
+            None => {
+                loaded = crate::aws::config::load().await;
+                &loaded
+            }
+        };
+        Ok(Arc::new(
+            s3::S3Store::from_config(config, bucket, prefix, region).await?,
+        ))
     } else if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(local::LocalStore::new(path)?))
     } else if url == "memory://" {
@@ -212,6 +240,42 @@ pub(crate) async fn open_with(
     } else {
         Ok(Arc::new(local::LocalStore::new(url)?))
     }
+}
+
+/// Splits an S3 URL's `?region=` off, or takes `STREAMSEAL_TARGET_REGION` (set and not empty).
+fn s3_region<'a>(url: &str, rest: &'a str) -> Result<(&'a str, Option<String>), StoreError> {
+    let bad = |reason: String| StoreError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let (rest, region) = match rest.split_once('?') {
+        None => (rest, None),
+        Some((rest, query)) => {
+            let Some(region) = query.strip_prefix("region=") else {
+                return Err(bad(format!(
+                    "unknown query {query:?}: the only one is ?region=REGION (the bucket's region)"
+                )));
+            };
+            (rest, Some(region.to_owned()))
+        }
+    };
+    let region = region.or_else(|| {
+        std::env::var("STREAMSEAL_TARGET_REGION")
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
+    if let Some(r) = &region {
+        let valid = !r.is_empty()
+            && r.len() <= 32
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(bad(format!(
+                "{r:?} is not an AWS region (like eu-west-1); from ?region= or STREAMSEAL_TARGET_REGION"
+            )));
+        }
+    }
+    Ok((rest, region))
 }
 
 /// Checks a key is a relative, normalised path: no empty segments, no `.`/`..`, no leading `/`.
@@ -371,4 +435,20 @@ where
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_url_carries_the_bucket_region() {
+        let url = "s3://b/p?region=eu-west-1";
+        let (rest, region) = s3_region(url, "b/p?region=eu-west-1").unwrap();
+        assert_eq!((rest, region.as_deref()), ("b/p", Some("eu-west-1")));
+        for bad in ["b/p?region=", "b/p?region=EU", "b/p?versionId=3"] {
+            let err = s3_region(url, bad).unwrap_err().to_string();
+            assert!(err.contains("region"), "{bad}: {err}");
+        }
+    }
 }

@@ -7,6 +7,12 @@
 //! (`x-amz-checksum-sha256`), so S3 rejects a body corrupted in transit, and immutable writes
 //! use `If-None-Match: *` so a second writer of the same key is refused instead of overwriting.
 //! Encryption at rest is the bucket's default encryption (SSE-KMS in `deploy/template.yaml`).
+//!
+//! The bucket may be in another region than the client's (the two-region deployment writes to
+//! the recovery region from the table's): the client then signs for the bucket's region, given
+//! or discovered once with HeadBucket (S3 names the region in `x-amz-bucket-region` even when
+//! it refuses the call). The SDK does not follow S3's `PermanentRedirect`; a redirect is a
+//! [`StoreError::WrongRegion`] naming the bucket's region, never retried.
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -40,22 +46,67 @@ fn endpoint_overridden() -> bool {
 }
 
 impl S3Store {
-    /// Builds a client from the standard AWS environment.
-    pub(crate) async fn from_env(bucket: &str, prefix: &str) -> Result<S3Store, StoreError> {
-        S3Store::from_config(&crate::aws::config::load().await, bucket, prefix)
+    /// Builds a client from the standard AWS environment, for the bucket's `region` (none:
+    /// discovered, see [`S3Store::from_config`]).
+    pub async fn from_env(
+        bucket: &str,
+        prefix: &str,
+        region: Option<String>,
+    ) -> Result<S3Store, StoreError> {
+        S3Store::from_config(&crate::aws::config::load().await, bucket, prefix, region).await
     }
 
-    /// Builds a client from a loaded AWS configuration.
-    pub(crate) fn from_config(
+    /// Builds a client from a loaded AWS configuration, signing for `region`, the bucket's.
+    /// Without one, asks S3 where the bucket is (one HeadBucket) and uses that region when S3
+    /// names one; if it does not (no such bucket, no network), keeps the configuration's
+    /// region, and the first call reports what is wrong.
+    pub async fn from_config(
         config: &aws_config::SdkConfig,
         bucket: &str,
         prefix: &str,
+        region: Option<String>,
     ) -> Result<S3Store, StoreError> {
-        let mut builder = aws_sdk_s3::config::Builder::from(config);
-        if endpoint_overridden() {
-            builder = builder.force_path_style(true);
+        let build = |region: Option<&str>| {
+            let mut builder = aws_sdk_s3::config::Builder::from(config);
+            if endpoint_overridden() || config.endpoint_url().is_some() {
+                builder = builder.force_path_style(true);
+            }
+            if let Some(r) = region {
+                builder = builder.region(aws_sdk_s3::config::Region::new(r.to_owned()));
+            }
+            Client::from_conf(builder.build())
+        };
+        if region.is_some() {
+            return S3Store::new(build(region.as_deref()), bucket, prefix);
         }
-        S3Store::new(Client::from_conf(builder.build()), bucket, prefix)
+        let store = S3Store::new(build(None), bucket, prefix)?;
+        match store.bucket_region().await {
+            Some(found) if Some(found.as_str()) != store.region().as_deref() => {
+                tracing::info!(bucket, region = %found, "the bucket is in another region than the client's; using the bucket's");
+                S3Store::new(build(Some(&found)), bucket, prefix)
+            }
+            _ => Ok(store),
+        }
+    }
+
+    /// The region S3 says the bucket is in (HeadBucket's `x-amz-bucket-region`, which S3 sends
+    /// with a success, a redirect and a refusal alike), if it says.
+    pub async fn bucket_region(&self) -> Option<String> {
+        let found = match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(out) => out.bucket_region().map(str::to_owned),
+            Err(SdkError::ServiceError(e)) => region_header(e.raw()),
+            Err(SdkError::ResponseError(e)) => region_header(e.raw()),
+            Err(e) => {
+                tracing::debug!(bucket = %self.bucket, error = %crate::aws::describe_sdk_error(&e).1, "could not ask S3 for the bucket's region");
+                None
+            }
+        };
+        found.filter(|r| !r.is_empty())
+    }
+
+    /// The region the client signs for.
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
     }
 
     /// Wraps an existing client (built once per Lambda container and shared).
@@ -137,6 +188,27 @@ impl S3Store {
             SdkError::ResponseError(e) => Some(status_of(e.raw())),
             _ => None,
         };
+        let raw = match &err {
+            SdkError::ServiceError(e) => Some(e.raw()),
+            SdkError::ResponseError(e) => Some(e.raw()),
+            _ => None,
+        };
+        let named = raw.and_then(region_header);
+        let client_region = self.region().unwrap_or_else(|| "none".into());
+        // 301 PermanentRedirect (or a 400 naming another region): the bucket is elsewhere.
+        if status == Some(301)
+            || named
+                .as_deref()
+                .is_some_and(|r| r != client_region && status.is_some_and(|s| s >= 300))
+        {
+            return StoreError::WrongRegion {
+                op,
+                store: self.url(),
+                key: key.to_owned(),
+                region: named.unwrap_or_else(|| "unknown".into()),
+                client_region,
+            };
+        }
         let (_, message) = crate::aws::describe_sdk_error(&err);
         let transient = match &err {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
@@ -170,6 +242,14 @@ impl S3Store {
             }
         }
     }
+}
+
+/// The `x-amz-bucket-region` header of a response.
+fn region_header(raw: &HttpResponse) -> Option<String> {
+    raw.headers()
+        .get("x-amz-bucket-region")
+        .map(str::to_owned)
+        .filter(|r| !r.is_empty())
 }
 
 fn status_of(raw: &HttpResponse) -> u16 {

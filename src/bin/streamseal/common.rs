@@ -15,7 +15,7 @@ pub(crate) struct TableTarget {
     /// DynamoDB table name.
     #[arg(long, value_name = "TABLE")]
     pub table: String,
-    /// The backup: s3://bucket/prefix, file:///path, or a directory path.
+    /// The backup: s3://bucket/prefix[?region=REGION], file:///path, or a directory path.
     #[arg(long, value_name = "URL")]
     pub target: String,
 }

@@ -30,7 +30,7 @@ const WRITES_AT_ONCE: usize = 8;
 /// Lambda does. Rerunning the same input is safe: segments are written only once.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Where to write: s3://bucket/prefix, file:///path, or a directory path.
+    /// Where to write: s3://bucket/prefix[?region=REGION], file:///path, or a directory path.
     #[arg(long, value_name = "URL")]
     target: String,
     /// Schema file with typed columns (see schemas/orders.toml); default: key and images only.

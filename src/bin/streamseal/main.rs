@@ -28,7 +28,9 @@ use output::Output;
 ///
 /// Captures a table's DynamoDB Stream into Parquet segments in S3 or a local directory.
 /// Targets are URLs: s3://bucket/prefix (region, credentials and endpoint from the standard
-/// AWS environment, e.g. AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) or file:///path.
+/// AWS environment, e.g. AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) or file:///path. A
+/// bucket in another region than AWS_REGION is found with one HeadBucket call; or give its
+/// region as s3://bucket/prefix?region=REGION or STREAMSEAL_TARGET_REGION.
 ///
 /// Exit status: 0 success; 1 error; 3 a verify found the backup incomplete; 4 corrupt.
 #[derive(Parser, Debug)]
