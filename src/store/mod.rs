@@ -129,7 +129,7 @@ pub enum StoreError {
     /// The bucket is in another region than the client was configured for (S3 answered with
     /// a redirect, which the SDK does not follow). A configuration error: retrying cannot fix it.
     #[error(
-        "{op} {key} in {store} failed: the bucket is in region {region}, not {client_region}; give the target its region (s3://bucket/prefix?region={region}, or STREAMSEAL_TARGET_REGION={region})"
+        "{op} {key} in {store} failed: S3 redirected the request to the bucket's region, {region}, which is not the one the client signs for; give the target its region (s3://bucket/prefix?region={region}, or STREAMSEAL_TARGET_REGION={region})"
     )]
     WrongRegion {
         /// Operation name.
@@ -140,8 +140,6 @@ pub enum StoreError {
         key: String,
         /// The bucket's region, as S3 named it (`x-amz-bucket-region`), or `unknown`.
         region: String,
-        /// The region the client signed for.
-        client_region: String,
     },
     /// The store URL itself is unusable.
     #[error("invalid store URL {url:?}: {reason}")]

@@ -206,7 +206,6 @@ impl S3Store {
                 store: self.url(),
                 key: key.to_owned(),
                 region: named.unwrap_or_else(|| "unknown".into()),
-                client_region,
             };
         }
         let (_, message) = crate::aws::describe_sdk_error(&err);
