@@ -857,7 +857,10 @@ impl Machine<'_> {
 
     async fn execute(&mut self, definition: &Value, input: Value) -> Result<Value, Failure> {
         self.visited.clear();
-        let ctx = json!({"Execution": {"StartTime": self.start_time}});
+        let ctx = json!({"Execution": {
+            "StartTime": self.start_time,
+            "Id": format!("arn:aws:states:{REGION}:{ACCOUNT}:execution:recovery:{:x}", rand_u128()),
+        }});
         self.run(
             &definition["States"],
             definition["StartAt"].as_str().unwrap(),
@@ -871,9 +874,10 @@ impl Machine<'_> {
 fn outcome_json(o: Outcome) -> Value {
     match o {
         Outcome::Stream(r, _) => serde_json::to_value(r).unwrap(),
-        Outcome::Trigger(t) => serde_json::to_value(t).unwrap(),
+        // What `streamseal::lambda::serve` returns to the runtime.
+        Outcome::Trigger(t) => t.reply(),
         Outcome::OnFailure(v, _) => v,
-        Outcome::Restore(r) => serde_json::to_value(r).unwrap(),
+        Outcome::Restore(r) => r.reply(),
     }
 }
 
@@ -1138,9 +1142,9 @@ async fn stream_and_on_failure_messages_reach_the_ingest_function() {
     let report = outcome_json(out);
     assert_eq!(report["status"], "incomplete", "{report}");
     let t = &report["tables"][0];
-    assert_eq!(t["verify"]["findings"][0]["kind"], "gap", "{report}");
+    assert_eq!(t["first_findings"][0]["kind"], "gap", "{report}");
     assert!(
-        t["verify"]["findings"][0]["problem"]
+        t["first_findings"][0]["problem"]
             .as_str()
             .unwrap()
             .contains("known gap reported by lambda-on-failure: 3 record(s) missing"),

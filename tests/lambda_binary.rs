@@ -266,7 +266,7 @@ fn a_quarantined_record_through_the_binary_restores_everything_else() {
     let report: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(report["status"], "incomplete", "{report}");
     assert_eq!(
-        report["tables"][0]["sealed_findings"][0]["kind"], "quarantined",
+        report["tables"][0]["first_findings"][0]["kind"], "quarantined",
         "{report}"
     );
     let metrics = emf

@@ -46,6 +46,13 @@ async fn captured(seal_tables: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>
     (dir, store, handler)
 }
 
+/// The full report a reply names by `report_key` (the reply itself carries only scalars).
+async fn full_report(store: &Arc<dyn ObjectStore>, reply: &serde_json::Value) -> serde_json::Value {
+    let key = reply["report_key"].as_str().unwrap();
+    assert!(key.starts_with("orders/reports/"), "{reply}");
+    serde_json::from_slice(&store.get(key).await.unwrap()).unwrap()
+}
+
 async fn independently_verified(store: &Arc<dyn ObjectStore>, id: &str) {
     let r = verify(
         store,
@@ -83,8 +90,17 @@ async fn every_outage_event_seals_and_verifies() {
         assert_eq!(t["table"], "orders");
         assert_eq!(t["snapshot_id"], "0000000001");
         assert_eq!(t["new_rows"], 100);
-        assert_eq!(t["verify"]["ok"], true);
-        assert_eq!(t["verify"]["mode"], if deep { "deep" } else { "quick" });
+        assert_eq!(t["status"], "ok");
+        // The reply stays small: what grows with history is in the report it names.
+        assert!(
+            t.get("verify").is_none() && t.get("shards").is_none(),
+            "{t}"
+        );
+        assert_eq!(response["report_key"], t["report_key"]);
+        let full = full_report(&store, t).await;
+        assert_eq!(full["verify"]["ok"], true);
+        assert_eq!(full["verify"]["mode"], if deep { "deep" } else { "quick" });
+        assert_eq!(full["snapshot_id"], "0000000001");
         assert!(t["newest_change"].is_string() && t["lag_ms"].is_i64());
         assert!(
             t["manifest_key"]
@@ -113,8 +129,9 @@ async fn step_functions_verify_checks_the_latest_snapshot() {
     .unwrap();
     assert_eq!(response["action"], "verify");
     assert_eq!(response["ok"], true, "{response}");
-    assert_eq!(response["tables"][0]["verify"]["mode"], "deep");
-    assert_eq!(response["tables"][0]["verify"]["scope"], "chain");
+    let full = full_report(&store, &response["tables"][0]).await;
+    assert_eq!(full["verify"]["mode"], "deep");
+    assert_eq!(full["verify"]["scope"], "chain");
 
     // A damaged segment makes the verify task fail, with the finding in the error.
     let seg = store
@@ -132,6 +149,59 @@ async fn step_functions_verify_checks_the_latest_snapshot() {
     .unwrap_err()
     .to_string();
     assert!(err.contains(&seg), "{err}");
+}
+
+/// Several alarms and an AWS Health event, or the two stacks' drills, start recoveries of one
+/// table at once: the first of each kind in the hour takes a write-once lock and runs; the
+/// others answer `ignore`, sealing nothing. A retried call of the same run (the same event id
+/// or execution) goes on; a seal asked for by hand always runs.
+#[tokio::test]
+async fn concurrent_recovery_runs_of_a_table_are_de_duplicated() {
+    let (_dir, store, handler) = captured("orders").await;
+    let alarm = common::fixture("triggers/cloudwatch-alarm.json");
+    let first = serve(&handler, event(&alarm)).await.unwrap();
+    assert_eq!(first["action"], "seal", "{first}");
+    // The same event again (Step Functions retrying the task): the lock is its own.
+    let retry = serve(&handler, event(&alarm)).await.unwrap();
+    assert_eq!(retry["action"], "seal", "{retry}");
+    // Another alarm, and an AWS Health event: duplicates.
+    let other = alarm.replace("c4c1c1c9-6542", "d5d2d2d0-7653");
+    for dup in [other, common::fixture("triggers/aws-health.json")] {
+        let r = serve(&handler, event(&dup)).await.unwrap();
+        assert_eq!(r["action"], "ignore", "{r}");
+        assert!(r["reason"].as_str().unwrap().contains("duplicate"), "{r}");
+        assert_eq!(r["ok"], true);
+    }
+    let sealed = store.list("orders/snapshots/", None, None).await.unwrap();
+    let manifests = sealed
+        .iter()
+        .filter(|o| !o.key.ends_with("head.json"))
+        .count();
+    assert_eq!(
+        manifests, 2,
+        "the first alarm and its retry sealed; nothing else"
+    );
+    let locks = store.list("orders/locks/", None, None).await.unwrap();
+    assert_eq!(locks.len(), 1, "{locks:?}");
+
+    // Drills: one per hour whichever stack starts it; an outage's lock does not stop them.
+    let drill = |execution: &str| {
+        serde_json::json!({"action": "seal", "reason": "scheduled restore drill", "drill": true,
+                           "table": "orders", "execution": execution})
+        .to_string()
+    };
+    let a = serve(&handler, event(&drill("arn:exec:a"))).await.unwrap();
+    assert_eq!(a["action"], "seal", "{a}");
+    let b = serve(&handler, event(&drill("arn:exec:b"))).await.unwrap();
+    assert_eq!(b["action"], "ignore", "{b}");
+    // By hand: always.
+    let manual = serve(
+        &handler,
+        event(&common::fixture("triggers/seal-requested.json")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(manual["action"], "seal", "{manual}");
 }
 
 #[tokio::test]

@@ -146,7 +146,14 @@ pub async fn run_demo(dir: &Path, changes: usize, batch: usize) -> Result<DemoRe
     let response = serve(&handler, event(&alarm.to_string())?)
         .await
         .map_err(|e| format!("seal/verify failed: {e}"))?;
-    let t = &response["tables"][0];
+    // The reply is a summary; the full report is in the backup, where the reply names it.
+    let report_key = response["report_key"].as_str().unwrap_or_default();
+    let full: serde_json::Value = store
+        .get(report_key)
+        .await
+        .map_err(|e| format!("reading the seal's report: {e}"))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("the seal's report: {e}")))?;
+    let t = &full;
     let snapshot_id = t["snapshot_id"].as_str().unwrap_or_default().to_owned();
     let seal_ms = t["seal_ms"].as_u64().unwrap_or(0);
     let verify_ok = t["verify"]["ok"].as_bool().unwrap_or(false);

@@ -298,6 +298,7 @@ impl Handler {
                         status: Status::Ok,
                         ok: true,
                         tables: vec![],
+                        report_key: String::new(),
                     })),
                     Parsed::Run(request) => self.run_trigger(request).await,
                     // Boxed: the restore future is deep, and the runtime's own future nests it further.
@@ -348,7 +349,7 @@ pub async fn serve(
                     "outage event handled"
                 );
             }
-            serde_json::to_value(report).map_err(|e| LambdaError::Response(e.to_string()))
+            Ok(report.reply())
         }
         Outcome::OnFailure(response, report) => {
             tracing::info!(
@@ -368,7 +369,7 @@ pub async fn serve(
                 items = outcome.items,
                 "restore task handled"
             );
-            serde_json::to_value(outcome).map_err(|e| LambdaError::Response(e.to_string()))
+            Ok(outcome.reply())
         }
     }
 }

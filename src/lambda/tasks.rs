@@ -31,6 +31,31 @@ pub struct RestoreOutcome {
     pub rpo_ms: Option<i64>,
     /// A drill.
     pub drill: bool,
+    /// Where this outcome is kept in full (key in the backup store; empty if it could not be
+    /// written).
+    pub report_key: String,
+}
+
+impl RestoreOutcome {
+    /// The reply to Step Functions: scalars only, whatever the restore's size, so the state
+    /// machine's payload stays far below its 256 KiB limit.
+    pub fn reply(&self) -> serde_json::Value {
+        serde_json::json!({
+            "table": self.table,
+            "snapshot_id": self.snapshot_id,
+            "target_table": self.target_table,
+            "region": self.region,
+            "complete": self.complete,
+            "matches": self.matches,
+            "items": self.items,
+            "quarantined_keys": self.quarantined.len(),
+            "elapsed_ms": self.elapsed_ms,
+            "rto_ms": self.rto_ms,
+            "rpo_ms": self.rpo_ms,
+            "drill": self.drill,
+            "report_key": self.report_key,
+        })
+    }
 }
 
 /// The answer to an outage event.
@@ -50,6 +75,65 @@ pub struct TriggerReport {
     pub ok: bool,
     /// One entry per table.
     pub tables: Vec<TableOutcome>,
+    /// The first table's full report (key in the backup store), or empty.
+    pub report_key: String,
+}
+
+/// Longest error text a reply carries (the full text is in the report).
+const REPLY_ERROR_CHARS: usize = 1000;
+
+/// Findings a reply names per table (all of them are in the report).
+const REPLY_FINDINGS: usize = 5;
+
+impl TriggerReport {
+    /// The reply to Step Functions: per table, scalars only (no shard map, no findings, no
+    /// verify report: those grow with the table's history and are in the reports named by
+    /// `report_key`), so the state machine's payload stays small and bounded.
+    pub fn reply(&self) -> serde_json::Value {
+        let tables: Vec<serde_json::Value> = self
+            .tables
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "table": t.table,
+                    "snapshot_id": t.snapshot_id,
+                    "manifest_key": t.manifest_key,
+                    "newest_change": t.newest_change,
+                    "consistent_through": t.consistent_through,
+                    "new_rows": t.new_rows,
+                    "item_count": t.item_count,
+                    "lag_ms": t.lag_ms,
+                    "status": t.status,
+                    "open_findings": t.open_findings,
+                    "findings": t.verify.as_ref().map_or(0, |v| v.findings.len()),
+                    // The first few, named (object and problem, cut short): enough to say what
+                    // is missing without the report; all of them are in the report.
+                    "first_findings": t.verify.as_ref().map_or(vec![], |v| v
+                        .findings
+                        .iter()
+                        .take(REPLY_FINDINGS)
+                        .map(|f| serde_json::json!({
+                            "kind": f.kind,
+                            "object": super::trigger::truncate(&f.object, 300),
+                            "problem": super::trigger::truncate(&f.problem, 300),
+                        }))
+                        .collect()),
+                    "ignored": t.ignored,
+                    "error": t.error.as_deref().map(|e| super::trigger::truncate(e, REPLY_ERROR_CHARS)),
+                    "report_key": t.report_key,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "action": self.action,
+            "trigger": self.trigger,
+            "reason": super::trigger::truncate(&self.reason, REPLY_ERROR_CHARS),
+            "status": self.status,
+            "ok": self.ok,
+            "report_key": self.report_key,
+            "tables": tables,
+        })
+    }
 }
 
 /// What happened to one table.
@@ -91,6 +175,10 @@ pub struct TableOutcome {
     pub verify: Option<VerifyReport>,
     /// The error, if the seal or verify could not run.
     pub error: Option<String>,
+    /// Why nothing was done for this table (another run of the same kind holds its lock).
+    pub ignored: Option<String>,
+    /// Where this outcome is kept in full (key in the backup store), if it was written.
+    pub report_key: Option<String>,
 }
 
 impl Handler {
@@ -161,7 +249,13 @@ impl Handler {
             rto_ms,
             rpo_ms: task.rpo_ms,
             drill: task.drill,
+            report_key: String::new(),
         };
+        let mut outcome = outcome;
+        outcome.report_key = self
+            .write_report(&task.table, "restore", &task.target_table, &outcome)
+            .await
+            .unwrap_or_default();
         if report.complete && !report.matches {
             return Err(LambdaError::RestoreFailed(format!(
                 "{} snapshot {} into {}: the table does not match the snapshot ({} items, expected {}; differing keys: {})",
@@ -192,13 +286,31 @@ impl Handler {
             status: Status::Ok,
             ok: true,
             tables: vec![],
+            report_key: String::new(),
         };
         for table in tables {
-            let outcome = self.seal_and_verify(&request, &table).await;
-            let status = match (&outcome.error, outcome.status) {
-                (None, Some(s)) => s,
+            let mut outcome = match self.lock(&request, &table).await {
+                Some(why) => TableOutcome {
+                    table: table.clone(),
+                    ignored: Some(why),
+                    ..Default::default()
+                },
+                None => self.seal_and_verify(&request, &table).await,
+            };
+            let status = match (&outcome.error, outcome.status, &outcome.ignored) {
+                (None, Some(s), _) => s,
+                (None, None, Some(_)) => Status::Ok,
                 _ => Status::Corrupt,
             };
+            if outcome.ignored.is_none() {
+                let what = match request.action {
+                    Action::Seal => "seal",
+                    Action::Verify => "verify",
+                };
+                outcome.report_key = self
+                    .write_report(&table, what, &request.reason, &outcome)
+                    .await;
+            }
             if self.metrics
                 && let Some(v) = &outcome.verify
             {
@@ -211,12 +323,118 @@ impl Handler {
             report.ok &= status != Status::Corrupt;
             report.tables.push(outcome);
         }
+        report.report_key = report
+            .tables
+            .iter()
+            .find_map(|t| t.report_key.clone())
+            .unwrap_or_default();
+        if !report.tables.is_empty() && report.tables.iter().all(|t| t.ignored.is_some()) {
+            report.action = "ignore".into();
+            report.reason = report.tables[0].ignored.clone().unwrap_or_default();
+        }
         if report.ok {
             Ok(Outcome::Trigger(report))
         } else {
-            Err(LambdaError::TriggerFailed(
-                serde_json::to_string(&report).unwrap_or_default(),
-            ))
+            // The summary, not the report: an error's text reaches Step Functions too.
+            Err(LambdaError::TriggerFailed(report.reply().to_string()))
+        }
+    }
+
+    /// Takes the recovery lock of `table` for this request's kind and time window (see
+    /// [`super::trigger::Dedupe`]): `None` to go on (no de-duplication asked, the lock is
+    /// taken, or it is this run's own from a retried call), or why this run is a duplicate.
+    /// A lock that cannot be written or read does not stop a recovery: it is logged.
+    async fn lock(&self, request: &Request, table: &str) -> Option<String> {
+        let d = request.dedupe.as_ref()?;
+        let now = chrono::Utc::now();
+        let window = now.format("%Y-%m-%dT%H").to_string();
+        let key = crate::model::layout::TableLayout::new(table).lock_key(d.kind, &window);
+        let body = serde_json::json!({
+            "owner": d.owner,
+            "kind": d.kind,
+            "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "reason": request.reason,
+        });
+        let put = self
+            .store
+            .put(
+                &key,
+                bytes::Bytes::from(body.to_string()),
+                store::PutMode::IfAbsent,
+            )
+            .await;
+        match put {
+            Ok(store::PutOutcome::Created) => None,
+            Ok(store::PutOutcome::AlreadyExists) => {
+                let held = match self.store.get(&key).await {
+                    Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).ok(),
+                    Err(e) => {
+                        tracing::warn!(table, lock = %key, error = %e, "could not read the recovery lock; going on");
+                        return None;
+                    }
+                };
+                let owner = held.as_ref().and_then(|h| h["owner"].as_str());
+                if owner == Some(d.owner.as_str()) {
+                    return None;
+                }
+                let at = held
+                    .as_ref()
+                    .and_then(|h| h["at"].as_str())
+                    .unwrap_or("?")
+                    .to_owned();
+                let why = format!(
+                    "another {} run of {table} started at {at} holds this hour's lock {key}; this one is a duplicate",
+                    d.kind
+                );
+                tracing::info!(table, lock = %key, "duplicate recovery run ignored");
+                Some(why)
+            }
+            Err(e) => {
+                tracing::warn!(table, lock = %key, error = %e, "could not take the recovery lock; going on");
+                None
+            }
+        }
+    }
+
+    /// Writes a task's full report under the table's `reports/` (write-once, a fresh key per
+    /// call) and returns its key, or `None` (logged) when it could not be written: the
+    /// reply still carries the summary.
+    async fn write_report(
+        &self,
+        table: &str,
+        what: &str,
+        seed: &str,
+        report: &impl Serialize,
+    ) -> Option<String> {
+        use sha2::Digest as _;
+        let now = chrono::Utc::now();
+        let body = match serde_json::to_vec_pretty(report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(table, error = %e, "could not encode the task's report");
+                return None;
+            }
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(seed.as_bytes());
+        h.update(now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+        h.update(&body);
+        let id = &hex::encode(h.finalize())[..12];
+        let key = crate::model::layout::TableLayout::new(table).report_key(
+            now.timestamp_millis(),
+            what,
+            id,
+        );
+        match self
+            .store
+            .put(&key, bytes::Bytes::from(body), store::PutMode::IfAbsent)
+            .await
+        {
+            Ok(_) => Some(key),
+            Err(e) => {
+                tracing::warn!(table, report = %key, error = %e, "could not write the task's report");
+                None
+            }
         }
     }
 

@@ -32,6 +32,20 @@ pub(crate) struct Request {
     pub snapshot: Option<String>,
     /// Deep verify instead of quick.
     pub deep: bool,
+    /// Runs of the same kind in the same window are de-duplicated: see [`Dedupe`].
+    pub dedupe: Option<Dedupe>,
+}
+
+/// Who runs a recovery, for de-duplication: several alarms, an AWS Health event and the two
+/// stacks' drills may all start executions for one table at once; the first of a kind in a
+/// time window takes a write-once lock object and the others answer `ignore`. A retry of the
+/// same run (the same owner) goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Dedupe {
+    /// `outage` (alarms, AWS Health) or `drill`.
+    pub kind: &'static str,
+    /// The run's identity: the Step Functions execution, or the EventBridge event's `id`.
+    pub owner: String,
 }
 
 /// Seal or verify.
@@ -157,6 +171,8 @@ struct Envelope<'a> {
     region: Option<String>,
     #[serde(default)]
     action: Option<serde_json::Value>,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +187,12 @@ struct Targets {
     deep: Option<bool>,
     #[serde(default)]
     snapshot: Option<String>,
+    /// A drill's seal (de-duplicated with other drills of the table).
+    #[serde(default)]
+    drill: Option<bool>,
+    /// The Step Functions execution that asks (`$$.Execution.Id`), for de-duplication.
+    #[serde(default)]
+    execution: Option<String>,
 }
 
 impl Targets {
@@ -232,6 +254,7 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
                     ),
                     snapshot: None,
                     deep: false,
+                    dedupe: outage(&env),
                 }),
             }
         }
@@ -268,6 +291,7 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
                 ),
                 snapshot: None,
                 deep: false,
+                dedupe: outage(&env),
             })
         }
         (Some("streamseal"), Some("Seal Requested")) => {
@@ -290,6 +314,8 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
                     .unwrap_or_else(|| "Seal Requested event".into()),
                 snapshot: None,
                 deep: t.deep.unwrap_or(false),
+                // Asked for by hand: always run.
+                dedupe: None,
             })
         }
         _ => match env.action {
@@ -333,10 +359,29 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
                         .unwrap_or_else(|| "Step Functions task".into()),
                     snapshot: t.snapshot.clone(),
                     deep: t.deep.unwrap_or(false),
+                    // Drills are de-duplicated among themselves; a seal asked for by hand runs.
+                    dedupe: match (t.drill, &t.execution) {
+                        (Some(true), Some(execution)) if action == Action::Seal => Some(Dedupe {
+                            kind: "drill",
+                            owner: execution.clone(),
+                        }),
+                        _ => None,
+                    },
                 })
             }
         },
     }
+}
+
+/// An outage event's de-duplication: by its EventBridge `id`, when it has one.
+fn outage(env: &Envelope) -> Option<Dedupe> {
+    env.id
+        .as_ref()
+        .filter(|id| !id.is_empty())
+        .map(|id| Dedupe {
+            kind: "outage",
+            owner: id.clone(),
+        })
 }
 
 /// The tables a request applies to, given `STREAMSEAL_SEAL_TABLES`.
@@ -365,7 +410,7 @@ pub(crate) fn resolve_tables(
     Ok(request.tables.clone())
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -199,6 +199,21 @@ impl TableLayout {
         format!("{}/checkpoints/{shard_id}.json", self.table)
     }
 
+    /// The write-once lock of a recovery run of `kind` in the time `window` (see
+    /// `lambda::trigger::Dedupe`).
+    pub(crate) fn lock_key(&self, kind: &str, window: &str) -> String {
+        format!("{}/locks/{kind}-{window}.json", self.table)
+    }
+
+    /// The full report of a recovery task (seal, verify, restore), written once; the task's
+    /// reply to Step Functions carries only its key and a summary.
+    pub(crate) fn report_key(&self, at_ms: i64, what: &str, id: &str) -> String {
+        let at = chrono::DateTime::from_timestamp_millis(at_ms)
+            .unwrap_or_default()
+            .format("%Y%m%dT%H%M%S%.3fZ");
+        format!("{}/reports/{at}-{what}-{id}.json", self.table)
+    }
+
     /// Key of a DynamoDB restore's checkpoint, named by a hash of what is restored where.
     pub(crate) fn restore_checkpoint_key(&self, id: &str) -> String {
         format!("{}/restores/{id}.json", self.table)
