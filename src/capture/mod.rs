@@ -309,6 +309,17 @@ impl Ingestor {
                         );
                         Arc::new(TableSchema::default())
                     }
+                    // S3 answers 403, not 404, for a missing object when the role may not
+                    // list the bucket. Capture must not stall on it: the images keep every
+                    // attribute, so falling back loses nothing but the typed columns.
+                    Err(e @ StoreError::Denied { .. }) => {
+                        tracing::warn!(
+                            table,
+                            error = %e,
+                            "schema file missing or unreadable; writing key and image columns only (grant s3:GetObject and s3:ListBucket on the schema location to tell the two apart)"
+                        );
+                        Arc::new(TableSchema::default())
+                    }
                     Err(source) => {
                         return Err(IngestError::SchemaStore {
                             table: table.to_owned(),

@@ -177,9 +177,27 @@ impl BaseWriter {
         w.close().map_err(|e| encode_err(e.to_string()))?;
         let sha256 = hex::encode(Sha256::digest(&out));
         let bytes = out.len() as u64;
-        self.store
-            .put(&key, Bytes::from(out), PutMode::Overwrite)
+        // Write-once like every data object (the bucket policy refuses overwrites). A rerun
+        // from the same export writes the same key: the same bytes are that same part.
+        let created = self
+            .store
+            .put(&key, Bytes::from(out), PutMode::IfAbsent)
             .await?;
+        if created == crate::store::PutOutcome::AlreadyExists {
+            let stored = self.store.head(&key).await?.and_then(|m| m.sha256);
+            if stored.as_deref() != Some(sha256.as_str()) {
+                return Err(StoreError::Permanent {
+                    op: "put",
+                    store: self.store.url(),
+                    key: key.clone(),
+                    message: format!(
+                        "a base part with other content is already there (SHA-256 {}, this one {sha256}): an earlier bootstrap wrote it; delete {}* and rerun",
+                        stored.as_deref().unwrap_or("unknown"),
+                        self.prefix
+                    ),
+                });
+            }
+        }
         self.files.push(BaseFile {
             key,
             bytes,

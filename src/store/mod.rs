@@ -126,6 +126,19 @@ pub enum StoreError {
         /// Underlying error.
         message: String,
     },
+    /// The store refused the operation (S3's 403): no permission, or, for a read by a role
+    /// without `s3:ListBucket`, no such object (S3 does not say which).
+    #[error("{op} {key} in {store} was refused (access denied, or the object does not exist and the caller may not list the bucket): {message}")]
+    Denied {
+        /// Operation name.
+        op: &'static str,
+        /// Store URL.
+        store: String,
+        /// Object key.
+        key: String,
+        /// Underlying error.
+        message: String,
+    },
     /// The bucket is in another region than the client was configured for (S3 answered with
     /// a redirect, which the SDK does not follow). A configuration error: retrying cannot fix it.
     #[error(

@@ -225,6 +225,14 @@ impl S3Store {
                 key: key.to_owned(),
             };
         }
+        if status == Some(403) {
+            return StoreError::Denied {
+                op,
+                store: self.url(),
+                key: key.to_owned(),
+                message,
+            };
+        }
         if transient {
             StoreError::Transient {
                 op,
