@@ -962,6 +962,57 @@ mod tests {
         );
     }
 
+    /// Schemas in an S3 location the role may read but not list: S3 answers a missing
+    /// `<table>.toml` with 403. Capture falls back to key and image columns (every attribute
+    /// is in the images) instead of failing every batch until the records expire.
+    #[test]
+    fn an_unreadable_schema_file_falls_back_instead_of_stalling() {
+        use crate::store::{Listing, ObjectMeta, PutMode, PutResult};
+        #[derive(Debug)]
+        struct Refusing;
+        #[async_trait::async_trait]
+        impl ObjectStore for Refusing {
+            fn url(&self) -> String {
+                "s3://schemas/".into()
+            }
+            async fn put(&self, key: &str, _: bytes::Bytes, _: PutMode) -> PutResult {
+                unreachable!("{key}")
+            }
+            async fn get(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
+                Err(StoreError::Denied {
+                    op: "get",
+                    store: self.url(),
+                    key: key.into(),
+                    message: "AccessDenied".into(),
+                })
+            }
+            async fn head(&self, _: &str) -> Result<Option<ObjectMeta>, StoreError> {
+                Ok(None)
+            }
+            async fn list(&self, _: &str, _: Option<&str>, _: Option<usize>) -> Listing {
+                Ok(vec![])
+            }
+            async fn delete(&self, _: &str) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = Arc::new(crate::store::memory::MemoryStore::new());
+        let ingestor = Ingestor::new(
+            store.clone(),
+            SchemaSource::Store(Arc::new(Refusing)),
+            IngestOptions::default(),
+        );
+        let report = runtime
+            .block_on(ingestor.ingest_event(&event(20, usize::MAX, "")))
+            .unwrap();
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert!(report.batch_item_failures.is_empty());
+        assert_eq!(report.segments.len(), 1);
+    }
+
     #[test]
     fn a_record_from_another_table_is_refused_on_every_path() {
         let text = event(6, usize::MAX, "");
