@@ -138,6 +138,30 @@ fn the_translated_template_passes_its_security_and_workflow_checks() {
     assert!(text.contains("checks passed"), "{text}");
 }
 
+/// Every alarm on the function's own metrics (namespace `streamseal`, from its Embedded Metric
+/// Format lines) names a metric the function prints, with the `Table` dimension it prints.
+#[test]
+fn alarms_on_the_functions_metrics_name_metrics_they_print() {
+    let source = std::fs::read_to_string(common::root().join("src/lambda/metrics.rs")).unwrap();
+    let mut alarms = 0;
+    for (name, r) in template()["Resources"].as_object().unwrap() {
+        let p = &r["Properties"];
+        if r["Type"] != "AWS::CloudWatch::Alarm" || p["Namespace"] != "streamseal" {
+            continue;
+        }
+        alarms += 1;
+        let metric = p["MetricName"].as_str().unwrap();
+        let printed = source.contains(&format!("\"{metric}\""))
+            || (metric.starts_with("Findings") && source.contains("kind.metric()"));
+        assert!(
+            printed,
+            "{name}: metric {metric} is not printed by the function"
+        );
+        assert_eq!(p["Dimensions"][0]["Name"], "Table", "{name}");
+    }
+    assert!(alarms >= 1);
+}
+
 // ------------------------------------------------------------------ CloudFormation values
 
 /// Evaluates the intrinsic functions the template uses, with parameter values and made-up
@@ -647,7 +671,10 @@ fn expression(root: &Value, ctx: &Value, e: &str) -> Result<Value, Failure> {
         "States.JsonMerge" => {
             assert_eq!(values[2], json!(false), "deep merge is not modelled");
             let mut out = values[0].as_object().cloned().ok_or_else(|| {
-                ("States.Runtime".to_string(), format!("JsonMerge of {}", values[0]))
+                (
+                    "States.Runtime".to_string(),
+                    format!("JsonMerge of {}", values[0]),
+                )
             })?;
             for (k, v) in values[1].as_object().into_iter().flatten() {
                 out.insert(k.clone(), v.clone());
@@ -1305,8 +1332,7 @@ async fn outage_events_and_the_drill_run_the_state_machine_end_to_end() {
 
     // An AWS Health event in the same hour as the alarm: the same outage, already being
     // recovered; the execution is a duplicate and ends without sealing or restoring.
-    let health: Value =
-        serde_json::from_str(&common::fixture("triggers/aws-health.json")).unwrap();
+    let health: Value = serde_json::from_str(&common::fixture("triggers/aws-health.json")).unwrap();
     assert!(pattern_matches(&pattern("DynamoDbHealthEvent"), &health));
     machine.execute(&definition, health).await.unwrap();
     assert_eq!(

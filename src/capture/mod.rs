@@ -151,6 +151,10 @@ pub struct IngestReport {
     /// True if a record that must be retried has no readable sequence number, so only a retry
     /// of the whole batch is safe.
     pub retry_whole_batch: bool,
+    /// Segments found already stored under their name with other changes (the batch stops
+    /// there, unacknowledged): something else wrote the backup's prefix, or an object is
+    /// damaged. Alarmed on (`SegmentConflicts`).
+    pub segment_conflicts: usize,
 }
 
 /// Tuning and policy for [`Ingestor`].
@@ -575,6 +579,15 @@ impl Ingestor {
                 .unwrap_or(0);
             tracing::warn!(table, error = %error, first_unwritten_record = from, "stopping: store write failed; reporting the rest for retry");
             report.failed_from = Some(from);
+            if matches!(
+                error,
+                StoreError::Permanent {
+                    op: publish::CONFLICT_OP,
+                    ..
+                }
+            ) {
+                report.segment_conflicts += 1;
+            }
             report.error = Some(error.to_string());
             for raw in raws.get(from..).unwrap_or_default() {
                 match change::raw_sequence_number(raw) {
@@ -955,6 +968,7 @@ mod tests {
         assert!(error.contains("other changes"), "{error}");
         assert!(error.contains("column new_image differs"), "{error}");
         assert_eq!(report.failed_from, Some(0));
+        assert_eq!(report.segment_conflicts, 1, "counted for the alarm");
         assert_eq!(report.batch_item_failures.len(), 300);
         assert!(
             entries(&store).is_empty(),

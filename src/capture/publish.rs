@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The operation of the error for a segment already stored, under its name, with other
+/// changes than the batch's (never acknowledged; the `SegmentConflicts` metric counts it).
+pub(crate) const CONFLICT_OP: &str = "compare";
+
 impl Ingestor {
     pub(super) async fn write_segment(
         &self,
@@ -40,7 +44,7 @@ impl Ingestor {
             let stored = self.store.get(&encoded.key).await?;
             if stored != encoded.bytes {
                 let refuse = |message: String| StoreError::Permanent {
-                    op: "compare",
+                    op: CONFLICT_OP,
                     store: self.store.url(),
                     key: encoded.key.clone(),
                     message,

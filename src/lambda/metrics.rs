@@ -110,6 +110,11 @@ pub(crate) fn metrics_line(report: &IngestReport, now_ms: i64) -> String {
                 "Count",
                 json!(report.batch_item_failures.len()),
             ),
+            (
+                "SegmentConflicts".into(),
+                "Count",
+                json!(report.segment_conflicts),
+            ),
         ],
         vec![],
     )

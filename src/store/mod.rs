@@ -128,7 +128,9 @@ pub enum StoreError {
     },
     /// The store refused the operation (S3's 403): no permission, or, for a read by a role
     /// without `s3:ListBucket`, no such object (S3 does not say which).
-    #[error("{op} {key} in {store} was refused (access denied, or the object does not exist and the caller may not list the bucket): {message}")]
+    #[error(
+        "{op} {key} in {store} was refused (access denied, or the object does not exist and the caller may not list the bucket): {message}"
+    )]
     Denied {
         /// Operation name.
         op: &'static str,
