@@ -485,3 +485,80 @@ async fn non_stream_events_are_refused_clearly() {
     .unwrap_err();
     assert!(err.to_string().contains("stream ARN"), "{err}");
 }
+
+/// A segment name already taken, on S3, by an object holding other changes (planted: another
+/// writer under the prefix, or damage): the batch is not acknowledged (every record comes back
+/// for retry), nothing is published to the inbox, and the report counts the conflict for the
+/// `SegmentConflicts` metric and its alarm. A true redelivery (same bytes) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_segment_with_other_changes_is_refused_and_counted() {
+    let mut w = Workload::new(
+        14,
+        "orders",
+        streamseal::model::change::StreamViewType::NewAndOldImages,
+        300,
+    );
+    let text = w.next_event(40);
+    // The same records (so the same segment name) with another new image in one of them.
+    let other = text.replacen(
+        "\"NewImage\":{",
+        "\"NewImage\":{\"zz\":{\"S\":\"planted\"},",
+        1,
+    );
+    assert_ne!(text, other);
+    let scratch = Arc::new(MemoryStore::new());
+    let response = serve(&handler(scratch.clone()).await, event(&other))
+        .await
+        .unwrap();
+    assert!(failures(&response).is_empty());
+    let planted_key = scratch
+        .keys()
+        .into_iter()
+        .find(|k| k.contains("/changes/"))
+        .unwrap();
+
+    let store = common::fresh_s3_store("planted-segment", "backups/").await;
+    store
+        .put(
+            &planted_key,
+            scratch.get(&planted_key).await.unwrap(),
+            streamseal::store::PutMode::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let h = handler(store.clone()).await;
+    let payload = RawValue::from_string(text.clone()).unwrap();
+    let streamseal::lambda::Outcome::Stream(response, report) = h.handle(&payload).await.unwrap()
+    else {
+        panic!("not a stream outcome")
+    };
+    let response = serde_json::to_value(response).unwrap();
+    assert_eq!(
+        failures(&response),
+        sequences(&text),
+        "nothing acknowledged"
+    );
+    assert_eq!(report.segment_conflicts, 1);
+    assert!(
+        report.error.as_deref().unwrap().contains("other changes"),
+        "{:?}",
+        report.error
+    );
+    let inbox = store.list("orders/inbox/", None, None).await.unwrap();
+    assert!(inbox.is_empty(), "{inbox:?}");
+
+    // The planted object removed, the retried batch writes; a redelivery of it (same bytes
+    // under the same name) is accepted as what it is.
+    store.delete(&planted_key).await.unwrap();
+    for _ in 0..2 {
+        let response = serve(&h, event(&text)).await.unwrap();
+        assert!(failures(&response).is_empty());
+    }
+    assert!(
+        !store
+            .list("orders/inbox/", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
