@@ -316,3 +316,221 @@ fn a_quarantined_record_through_the_binary_restores_everything_else() {
         String::from_utf8_lossy(&strict.stderr)
     );
 }
+
+/// A backup made as the default template makes it, with no schema file, recreates its table
+/// as it was: the `streamseal-lambda` binary captures a table with a composite key, a global
+/// and a local secondary index and a TTL attribute (records read from the emulator's stream,
+/// as the event source mapping delivers them), seals it, and `restore --create-table` makes a
+/// new table whose keys, attribute types, indexes, TTL, billing mode and stream match the
+/// source's, holding the same items.
+#[test]
+fn a_table_captured_without_a_schema_file_is_recreated_as_it_was() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+        KeyType, LocalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType,
+        StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    };
+    use streamseal::aws::tail::{SdkStreams, StreamApi, lambda_event};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    create_bucket(&rt, "lambda-definition");
+    let ddb = common::dynamodb_client(None);
+    let table = "definition-orders";
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let attr = |name: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let events: Vec<String> = rt.block_on(async {
+        ddb.create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("customer", KeyType::Hash))
+            .key_schema(key("order_no", KeyType::Range))
+            .attribute_definitions(attr("customer", ScalarAttributeType::S))
+            .attribute_definitions(attr("order_no", ScalarAttributeType::N))
+            .attribute_definitions(attr("status", ScalarAttributeType::S))
+            .attribute_definitions(attr("placed", ScalarAttributeType::N))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name("by_status")
+                    .key_schema(key("status", KeyType::Hash))
+                    .key_schema(key("placed", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("total")
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .local_secondary_indexes(
+                LocalSecondaryIndex::builder()
+                    .index_name("by_placed")
+                    .key_schema(key("customer", KeyType::Hash))
+                    .key_schema(key("placed", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ddb.update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name("expires")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        for i in 0..24u32 {
+            ddb.put_item()
+                .table_name(table)
+                .item("customer", AttributeValue::S(format!("c{}", i % 5)))
+                .item("order_no", AttributeValue::N(i.to_string()))
+                .item(
+                    "status",
+                    AttributeValue::S(["open", "paid", "sent"][i as usize % 3].into()),
+                )
+                .item("placed", AttributeValue::N((1_700_000_000 + i).to_string()))
+                .item("total", AttributeValue::N(format!("{}.{:02}", i * 3, i)))
+                .item("expires", AttributeValue::N("4102444800".into()))
+                .send()
+                .await
+                .unwrap();
+        }
+        // Read the stream as the event source mapping does, in Lambda's event shape.
+        let arn = streamseal::aws::tail::stream_arn(&ddb, table)
+            .await
+            .unwrap();
+        let streams = SdkStreams(aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::Config::builder()
+                .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
+                .endpoint_url(&common::moto().endpoint)
+                .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+                    "testing", "testing", None, None, "tests",
+                ))
+                .build(),
+        ));
+        let mut events = vec![];
+        for shard in streams.shards(&arn).await.unwrap() {
+            let Some(mut it) = streams.iterator(&arn, &shard.shard_id, None).await.unwrap() else {
+                continue;
+            };
+            loop {
+                let page = streams.records(&it, 10).await.unwrap();
+                if page.records.is_empty() {
+                    break;
+                }
+                events.push(lambda_event(&page.records, &arn, "us-east-1").unwrap());
+                match page.next {
+                    Some(n) => it = n,
+                    None => break,
+                }
+            }
+        }
+        events
+    });
+    assert!(events.len() >= 3, "{} events", events.len());
+    let mut invocations = events.clone();
+    invocations.push(
+        serde_json::json!({"action": "seal", "table": table, "reason": "definition test"})
+            .to_string(),
+    );
+    let served = serve(
+        &invocations,
+        &[
+            ("STREAMSEAL_TARGET", "s3://lambda-definition/backups".into()),
+            ("STREAMSEAL_SEAL_TABLES", table.into()),
+        ],
+    );
+    assert_eq!(
+        served.responses.len(),
+        invocations.len(),
+        "stderr:\n{}",
+        served.stderr
+    );
+    let sealed: serde_json::Value =
+        serde_json::from_str(&served.responses.last().unwrap().1).unwrap();
+    assert_eq!(sealed["status"], "ok", "{sealed}");
+
+    let restored = "definition-orders-restored";
+    common::run_ok_env(
+        &[
+            "restore",
+            "--table",
+            table,
+            "--target",
+            "s3://lambda-definition/backups",
+            "--to",
+            &format!("dynamodb://{restored}"),
+            "--create-table",
+        ],
+        &common::moto_env(),
+    );
+    let described = |name: &str| {
+        rt.block_on(async {
+            streamseal::aws::dynamodb::describe_definition(&ddb, name)
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    let (mut source, mut copy) = (described(table), described(restored));
+    source.described_at.clear();
+    copy.described_at.clear();
+    source.attributes.sort_by(|a, b| a.name.cmp(&b.name));
+    copy.attributes.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(source.global_indexes.len(), 1);
+    assert_eq!(source.global_indexes[0].non_key_attributes, vec!["total"]);
+    assert_eq!(source.local_indexes.len(), 1);
+    assert_eq!(source.ttl_attribute.as_deref(), Some("expires"));
+    assert_eq!(copy, source, "the recreated table is defined as the source");
+    let items = |name: &str| {
+        rt.block_on(async {
+            let page = ddb.scan().table_name(name).send().await.unwrap();
+            assert!(page.last_evaluated_key().is_none(), "one page");
+            let mut all: Vec<String> = page
+                .items()
+                .iter()
+                .map(|i| {
+                    streamseal::model::item::canonicalize(
+                        &streamseal::aws::dynamodb::from_attribute_map(i).unwrap(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            all.sort();
+            all
+        })
+    };
+    let source_items = items(table);
+    assert_eq!(source_items.len(), 24);
+    assert_eq!(items(restored), source_items);
+}

@@ -263,6 +263,278 @@ pub(crate) async fn create_table(
     req.send()
         .await
         .map_err(|e| AwsError::call("CreateTable", table, e))?;
+    wait_active(client, table).await
+}
+
+/// The table's definition (DescribeTable, then DescribeTimeToLive), as a restore needs it to
+/// recreate the table. `None` when the table does not exist.
+pub async fn describe_definition(
+    client: &Client,
+    table: &str,
+) -> Result<Option<crate::model::definition::TableDefinition>, AwsError> {
+    use crate::model::definition::{
+        AttributeDefinition as Attr, Index, TableDefinition, Throughput,
+    };
+    let Some(key) = describe_key_schema(client, table).await? else {
+        return Ok(None);
+    };
+    let out = describe(client, table).await?;
+    let Some(t) = out.table() else {
+        return Ok(None);
+    };
+    let scalar = |s: &ScalarAttributeType| match s {
+        ScalarAttributeType::N => Some(KeyType::N),
+        ScalarAttributeType::B => Some(KeyType::B),
+        ScalarAttributeType::S => Some(KeyType::S),
+        _ => None,
+    };
+    let mut attributes = vec![];
+    for d in t.attribute_definitions() {
+        let Some(ty) = scalar(d.attribute_type()) else {
+            return Err(AwsError::Unexpected(format!(
+                "table {table}: attribute {} has type {:?}",
+                d.attribute_name(),
+                d.attribute_type()
+            )));
+        };
+        attributes.push(Attr {
+            name: d.attribute_name().to_owned(),
+            attribute_type: ty,
+        });
+    }
+    let role = |schema: &[KeySchemaElement], want: DdbKeyType| {
+        schema
+            .iter()
+            .find(|e| *e.key_type() == want)
+            .map(|e| e.attribute_name().to_owned())
+    };
+    let throughput = |read: Option<i64>, write: Option<i64>| match (read, write) {
+        (Some(read), Some(write)) if read > 0 && write > 0 => Some(Throughput { read, write }),
+        _ => None,
+    };
+    let billing_mode = t
+        .billing_mode_summary()
+        .and_then(|b| b.billing_mode())
+        .map_or("PROVISIONED", |m| m.as_str())
+        .to_owned();
+    let provisioned = billing_mode == "PROVISIONED";
+    let index = |name: &str,
+                 schema: &[KeySchemaElement],
+                 projection: Option<&aws_sdk_dynamodb::types::Projection>,
+                 tp: Option<Throughput>|
+     -> Result<Index, AwsError> {
+        Ok(Index {
+            name: name.to_owned(),
+            partition: role(schema, DdbKeyType::Hash).ok_or_else(|| {
+                AwsError::Unexpected(format!("table {table}: index {name} has no HASH key"))
+            })?,
+            sort: role(schema, DdbKeyType::Range),
+            projection: projection
+                .and_then(|p| p.projection_type())
+                .map_or("ALL", |p| p.as_str())
+                .to_owned(),
+            non_key_attributes: projection
+                .map(|p| p.non_key_attributes().to_vec())
+                .unwrap_or_default(),
+            throughput: tp,
+        })
+    };
+    let mut global_indexes = vec![];
+    for g in t.global_secondary_indexes() {
+        let tp = g
+            .provisioned_throughput()
+            .and_then(|p| throughput(p.read_capacity_units(), p.write_capacity_units()));
+        global_indexes.push(index(
+            g.index_name().unwrap_or_default(),
+            g.key_schema(),
+            g.projection(),
+            if provisioned { tp } else { None },
+        )?);
+    }
+    let mut local_indexes = vec![];
+    for l in t.local_secondary_indexes() {
+        local_indexes.push(index(
+            l.index_name().unwrap_or_default(),
+            l.key_schema(),
+            l.projection(),
+            None,
+        )?);
+    }
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DescribeTimeToLive", table, e))?;
+    let ttl_attribute = ttl.time_to_live_description().and_then(|d| {
+        use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+        match d.time_to_live_status() {
+            Some(S::Enabled | S::Enabling) => d.attribute_name().map(str::to_owned),
+            _ => None,
+        }
+    });
+    let stream_view_type = t
+        .stream_specification()
+        .filter(|s| s.stream_enabled())
+        .and_then(|s| s.stream_view_type())
+        .map(|v| v.as_str().to_owned());
+    let definition = TableDefinition {
+        key,
+        attributes,
+        throughput: if provisioned {
+            t.provisioned_throughput()
+                .and_then(|p| throughput(p.read_capacity_units(), p.write_capacity_units()))
+        } else {
+            None
+        },
+        billing_mode,
+        global_indexes,
+        local_indexes,
+        ttl_attribute,
+        stream_view_type,
+        described_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    definition
+        .check()
+        .map_err(|e| AwsError::Unexpected(format!("table {table}'s description: {e}")))?;
+    Ok(Some(definition))
+}
+
+/// Creates `table` as `def` describes the original (key, attribute definitions, billing mode
+/// and capacity, secondary indexes, stream), waits until it is ACTIVE, then turns its
+/// time-to-live on if the original had it.
+pub(crate) async fn create_table_from(
+    client: &Client,
+    table: &str,
+    def: &crate::model::definition::TableDefinition,
+) -> Result<(), AwsError> {
+    use aws_sdk_dynamodb::types::{
+        GlobalSecondaryIndex, LocalSecondaryIndex, Projection, ProjectionType,
+        ProvisionedThroughput, StreamSpecification, StreamViewType,
+    };
+    def.check()
+        .map_err(|e| AwsError::Unexpected(format!("the recorded definition of {table}: {e}")))?;
+    let built = |what: &str, e: aws_sdk_dynamodb::error::BuildError| {
+        AwsError::convert(format!("table {table}'s {what}"), e)
+    };
+    let key_schema =
+        |partition: &str, sort: Option<&str>| -> Result<Vec<KeySchemaElement>, AwsError> {
+            let mut out = vec![
+                KeySchemaElement::builder()
+                    .attribute_name(partition)
+                    .key_type(DdbKeyType::Hash)
+                    .build()
+                    .map_err(|e| built("key", e))?,
+            ];
+            if let Some(s) = sort {
+                out.push(
+                    KeySchemaElement::builder()
+                        .attribute_name(s)
+                        .key_type(DdbKeyType::Range)
+                        .build()
+                        .map_err(|e| built("key", e))?,
+                );
+            }
+            Ok(out)
+        };
+    let throughput = |t: &crate::model::definition::Throughput| {
+        ProvisionedThroughput::builder()
+            .read_capacity_units(t.read)
+            .write_capacity_units(t.write)
+            .build()
+            .map_err(|e| built("capacity", e))
+    };
+    let projection = |i: &crate::model::definition::Index| {
+        let mut p =
+            Projection::builder().projection_type(ProjectionType::from(i.projection.as_str()));
+        for a in &i.non_key_attributes {
+            p = p.non_key_attributes(a);
+        }
+        p.build()
+    };
+    let provisioned = def.billing_mode == "PROVISIONED";
+    let mut req = client
+        .create_table()
+        .table_name(table)
+        .set_key_schema(Some(key_schema(
+            &def.key.partition.name,
+            def.key.sort.as_ref().map(|s| s.name.as_str()),
+        )?));
+    for a in &def.attributes {
+        let ty = match a.attribute_type {
+            KeyType::S => ScalarAttributeType::S,
+            KeyType::N => ScalarAttributeType::N,
+            KeyType::B => ScalarAttributeType::B,
+        };
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(&a.name)
+                .attribute_type(ty)
+                .build()
+                .map_err(|e| built("attributes", e))?,
+        );
+    }
+    match (provisioned, &def.throughput) {
+        (true, Some(t)) => {
+            req = req
+                .billing_mode(BillingMode::Provisioned)
+                .provisioned_throughput(throughput(t)?)
+        }
+        _ => req = req.billing_mode(BillingMode::PayPerRequest),
+    }
+    for i in &def.global_indexes {
+        let mut g = GlobalSecondaryIndex::builder()
+            .index_name(&i.name)
+            .set_key_schema(Some(key_schema(&i.partition, i.sort.as_deref())?))
+            .projection(projection(i));
+        if provisioned && let Some(t) = &i.throughput {
+            g = g.provisioned_throughput(throughput(t)?);
+        }
+        req = req.global_secondary_indexes(g.build().map_err(|e| built("global index", e))?);
+    }
+    for i in &def.local_indexes {
+        req = req.local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name(&i.name)
+                .set_key_schema(Some(key_schema(&i.partition, i.sort.as_deref())?))
+                .projection(projection(i))
+                .build()
+                .map_err(|e| built("local index", e))?,
+        );
+    }
+    if let Some(v) = &def.stream_view_type {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(v.as_str()))
+                .build()
+                .map_err(|e| built("stream", e))?,
+        );
+    }
+    req.send()
+        .await
+        .map_err(|e| AwsError::call("CreateTable", table, e))?;
+    wait_active(client, table).await?;
+    if let Some(attribute) = &def.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(attribute)
+                    .build()
+                    .map_err(|e| built("time to live", e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::call("UpdateTimeToLive", table, e))?;
+    }
+    Ok(())
+}
+
+/// Waits (up to 5 minutes) until `table` is ACTIVE.
+async fn wait_active(client: &Client, table: &str) -> Result<(), AwsError> {
     for _ in 0..600 {
         let out = describe(client, table).await?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {

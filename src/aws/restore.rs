@@ -66,7 +66,8 @@ pub struct Request {
     pub point: Point,
     /// Destination.
     pub to: Target,
-    /// Create the DynamoDB table (key schema from the manifest, on-demand billing).
+    /// Create the DynamoDB table: as the manifest's table definition says (indexes, billing,
+    /// TTL, stream), else from its key schema, on demand.
     pub create_table: bool,
     /// Materialization tuning.
     pub materialize: MaterializeOptions,
@@ -358,6 +359,14 @@ async fn prepare_table(
             Ok(existing)
         }
         None if create => {
+            // As the capture described the table (indexes, billing, TTL, stream), when it
+            // could; else from the key schema alone, on demand.
+            if let Some(def) = &plan.manifest.definition
+                && recorded.as_ref().is_none_or(|k| *k == def.key)
+            {
+                dynamodb::create_table_from(client, target, def).await?;
+                return Ok(def.key.clone());
+            }
             let key = recorded.ok_or_else(|| {
                 RestoreError::Target(format!(
                     "the snapshot records no key schema, so {target} cannot be created; create the table yourself, or seal with a schema file naming [key]"

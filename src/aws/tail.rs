@@ -211,6 +211,9 @@ pub struct TailOptions {
     pub shard_map_every: Duration,
     /// Counts records captured, for a caller showing progress.
     pub progress: Option<Arc<Progress>>,
+    /// The table's definition, kept with the shard map (see
+    /// [`crate::model::shards::ShardMap::definition`]).
+    pub definition: Option<crate::model::definition::TableDefinition>,
 }
 
 impl Default for TailOptions {
@@ -221,6 +224,7 @@ impl Default for TailOptions {
             limit: 1000,
             shard_map_every: Duration::from_secs(300),
             progress: None,
+            definition: None,
         }
     }
 }
@@ -304,7 +308,15 @@ pub async fn tail(
         let (described, key) = streams.describe(&arn).await?;
         let shards = parents_first(&described);
         if last_map.is_none_or(|t| t.elapsed() >= options.shard_map_every) {
-            save_shard_map(store.as_ref(), table, &arn, &shards, key.as_ref()).await?;
+            save_shard_map(
+                store.as_ref(),
+                table,
+                &arn,
+                &shards,
+                key.as_ref(),
+                options.definition.as_ref(),
+            )
+            .await?;
             last_map = Some(Instant::now());
         }
         report.shards = shards.len();

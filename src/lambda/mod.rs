@@ -181,9 +181,17 @@ impl Handler {
                 .await
             {
                 Ok(Ok((shards, key))) => {
-                    save_shard_map(self.store.as_ref(), table, arn, &shards, key.as_ref())
-                        .await
-                        .map_err(|e| e.to_string())
+                    let definition = self.describe_table(table).await;
+                    save_shard_map(
+                        self.store.as_ref(),
+                        table,
+                        arn,
+                        &shards,
+                        key.as_ref(),
+                        definition.as_ref(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
                 }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("DescribeStream took longer than 2 s".to_owned()),
@@ -192,6 +200,34 @@ impl Handler {
             // Not retried before the interval passes: a missing permission or an unreachable
             // API must not add latency to every batch.
             tracing::warn!(table, stream = arn, error = %e, "could not refresh the shard map; will retry after the refresh interval");
+        }
+    }
+
+    /// The table's definition, for the shard map. Best effort and bounded, like the map: a
+    /// missing permission or a slow API leaves the key roles alone in the map.
+    async fn describe_table(
+        &self,
+        table: &str,
+    ) -> Option<crate::model::definition::TableDefinition> {
+        let client = self.dynamodb.as_ref()?;
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            crate::aws::dynamodb::describe_definition(client, table),
+        )
+        .await
+        {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(table, error = %e, "could not describe the table; the backup keeps its key roles only");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    table,
+                    "DescribeTable took longer than 2 s; the backup keeps its key roles only"
+                );
+                None
+            }
         }
     }
 

@@ -54,6 +54,10 @@ pub struct Manifest {
     pub parent: Option<ParentRef>,
     /// The table's key schema, when a schema file gave it.
     pub key_schema: Option<KeySchema>,
+    /// The table's definition as the capture recorded it (keys, indexes, billing, TTL,
+    /// stream), for `restore --create-table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<crate::model::definition::TableDefinition>,
     /// Full-state files the chain starts from (bootstrap or compaction), inherited by children.
     pub base: Vec<BaseFile>,
     /// The file list of the segments sealed by this snapshot.
@@ -428,6 +432,7 @@ mod tests {
             reason: "test".into(),
             parent: None,
             key_schema: None,
+            definition: None,
             base: vec![],
             files: FilesRef {
                 key: "orders/snapshot-files/0000000001-ab.json".into(),

@@ -6,6 +6,8 @@
 //!   fast path; serde_json remains the authority and the fallback).
 //! - [`change`]: change records parsed from Lambda DynamoDB stream events; sequence numbers.
 //! - [`schema`]: optional `schemas/<table>.toml` files: key schema and typed columns.
+//! - [`definition`]: the source table's definition as DynamoDB describes it (keys, indexes,
+//!   billing, TTL, stream), so a restore can recreate the table without a schema file.
 //! - [`layout`]: every object key in one place.
 //! - [`log`]: log entries (segments, quarantined records, gaps, compactions,
 //!   acknowledgments), which wait in the inbox until a seal commits them.
@@ -20,6 +22,7 @@
 pub mod base;
 pub mod change;
 pub mod clock;
+pub mod definition;
 pub mod findings;
 pub mod item;
 pub mod layout;

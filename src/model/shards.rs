@@ -46,6 +46,19 @@ pub struct ShardMap {
     /// restore can create the table).
     #[serde(default)]
     pub key: Option<KeyRoles>,
+    /// The table's definition (DescribeTable and DescribeTimeToLive, when the writer may call
+    /// them): a seal carries it into the manifest, so a restore can recreate the table as it
+    /// was, indexes included, without a schema file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<crate::model::definition::TableDefinition>,
+}
+
+/// The newest definition the shard maps record (by when each map was read), if any.
+pub fn newest_definition(maps: &[ShardMap]) -> Option<crate::model::definition::TableDefinition> {
+    maps.iter()
+        .filter_map(|m| m.definition.as_ref())
+        .max_by(|a, b| a.described_at.cmp(&b.described_at))
+        .cloned()
 }
 
 /// Orders shards so that every parent comes before its children (a parent missing from the
@@ -100,12 +113,14 @@ pub async fn save_shard_map(
     arn: &str,
     shards: &[ShardInfo],
     key: Option<&KeyRoles>,
+    definition: Option<&crate::model::definition::TableDefinition>,
 ) -> Result<(), StoreError> {
     let map = ShardMap {
         stream_arn: arn.to_owned(),
         read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         shards: shards.to_vec(),
         key: key.cloned(),
+        definition: definition.cloned(),
     };
     let label = arn
         .rsplit('/')

@@ -33,7 +33,10 @@ pub(crate) struct Args {
     /// dynamodb://TABLE, or file://DIR for gzip DynamoDB JSON lines (DynamoDB import format).
     #[arg(long, value_name = "URI")]
     to: String,
-    /// Create the DynamoDB table with the key schema recorded in the manifest (on-demand).
+    /// Create the DynamoDB table as the backup recorded the original: keys, attribute types,
+    /// billing mode and capacity, secondary indexes, TTL and stream settings (recorded by the
+    /// Lambda and `tail`). A backup with only a key schema (a schema file's [key]) gets an
+    /// on-demand table with that key.
     #[arg(long)]
     create_table: bool,
     /// Memory budget for rebuilding the state; beyond it, changes are spilled to disk.

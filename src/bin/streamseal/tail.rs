@@ -49,13 +49,25 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let streams = aws_sdk_dynamodbstreams::Client::new(&config);
     let progress = Arc::new(Progress::default());
     progress.stage("records captured", 0);
+    let arn = stream_arn(&ddb, &args.at.table).await?;
+    // Kept with the shard map so a restore can recreate the table as it is; without
+    // permission to describe it, the backup records the key schema only.
+    let definition = match streamseal::aws::dynamodb::describe_definition(&ddb, &args.at.table)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(table = %args.at.table, error = %e, "could not describe the table; a restore will need --create-table's key schema from the stream or a schema file");
+            None
+        }
+    };
     let options = TailOptions {
         until_idle: args.until_idle,
         limit: args.batch,
         progress: Some(progress.clone()),
+        definition,
         ..Default::default()
     };
-    let arn = stream_arn(&ddb, &args.at.table).await?;
     let mut report = TailReport::default();
     let shown = out.progress("tail", progress);
     tail(

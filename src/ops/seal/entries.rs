@@ -57,6 +57,21 @@ pub(super) fn check_quarantine_entry(
     Ok(())
 }
 
+/// The newest table definition the capture kept with the shard maps. Best effort: `None`
+/// (logged) never fails the seal.
+pub(super) async fn definition_from_capture(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+) -> Option<crate::model::definition::TableDefinition> {
+    match crate::model::shards::load_shard_maps(store, layout.table()).await {
+        Ok(maps) => crate::model::shards::newest_definition(&maps),
+        Err(e) => {
+            tracing::warn!(table = layout.table(), error = %e, "cannot read the shard maps; no table definition recorded");
+            None
+        }
+    }
+}
+
 /// Without a schema file, the key schema from what the capture kept: the roles from the shard
 /// map (DescribeStream's `KeySchema`) and the types from the first new segment's first key.
 /// Best effort: `None` leaves the manifest without one (a restore then needs an existing

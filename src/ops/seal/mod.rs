@@ -848,6 +848,11 @@ async fn seal_once(
     } else {
         (parent.as_ref().and_then(|p| p.findings.clone()), None)
     };
+    // The table's definition: the newest the capture recorded, else the parent's.
+    let definition = match definition_from_capture(store.as_ref(), layout).await {
+        Some(d) => Some(d),
+        None => parent.as_ref().and_then(|p| p.definition.clone()),
+    };
     let mut m = Manifest {
         format: MANIFEST_FORMAT,
         table: layout.table().to_owned(),
@@ -863,10 +868,12 @@ async fn seal_once(
             .key_schema
             .clone()
             .or_else(|| parent.as_ref().and_then(|p| p.key_schema.clone()))
+            .or_else(|| definition.as_ref().map(|d| d.key.clone()))
         {
             Some(k) => Some(k),
             None => key_schema_from_capture(store.as_ref(), layout, &files).await,
         },
+        definition,
         base: match &new_base {
             Some(b) => b.files.clone(),
             None => parent.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
