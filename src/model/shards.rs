@@ -239,6 +239,7 @@ mod tests {
             read_at: String::new(),
             shards: vec![ranged("a", "100", Some("199")), ranged("b", "200", None)],
             key: None,
+            definition: None,
         }];
         assert_eq!(
             attribute(&maps, Some("arn:s"), "120", "150"),
@@ -274,6 +275,7 @@ mod tests {
             read_at: String::new(),
             shards: vec![],
             key: None,
+            definition: None,
         };
         let key = r#"{"sk":{"N":"7"},"pk":{"S":"a"}}"#;
         assert_eq!(key_schema_of(std::slice::from_ref(&map), key), None);
