@@ -440,6 +440,116 @@ async fn object_lock_protects_manifests() {
     assert!(r.ok, "{}", r.render());
 }
 
+/// The template's Object Lock: the bucket's default retention (COMPLIANCE, as
+/// `ObjectLockRetentionDays` sets it; GOVERNANCE here so the emulator's bucket is disposable)
+/// locks every object version the capture and the seal write, segments, inbox entries and
+/// manifests alike, and also each rewrite of `head.json`: no version can be deleted before
+/// its period ends. The backup stays readable and verifies.
+#[tokio::test]
+async fn default_retention_locks_segments_manifests_and_every_rewrite() {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    let client = common::s3_client();
+    let bucket = "seal-default-locked";
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    client
+        .put_object_lock_configuration()
+        .bucket(bucket)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(
+                    ObjectLockRule::builder()
+                        .default_retention(
+                            DefaultRetention::builder()
+                                .mode(ObjectLockRetentionMode::Governance)
+                                .days(1)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(streamseal::store::s3::S3Store::new(client.clone(), bucket, "b").unwrap());
+    let ing = ingestor(&store);
+    let mut w = Workload::new(6, TABLE, StreamViewType::NewAndOldImages, 200);
+    ingest(
+        &ing,
+        &(0..10).map(|_| w.next_change().record).collect::<Vec<_>>(),
+    )
+    .await;
+    let inbox = store
+        .list(&TableLayout::new(TABLE).inbox_prefix(), None, None)
+        .await
+        .unwrap();
+    let report = seal(&store, TABLE, &SealOptions::default()).await.unwrap();
+    let layout = TableLayout::new(TABLE);
+    let segment = store
+        .list(&format!("{TABLE}/changes/"), None, None)
+        .await
+        .unwrap()
+        .remove(0)
+        .key;
+    for key in [
+        segment,
+        inbox[0].key.clone(),
+        layout.snapshot_key(&report.manifest.snapshot_id),
+        layout.snapshot_head_key(),
+    ] {
+        let full = format!("b/{key}");
+        let versions = client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .unwrap();
+        let version = versions
+            .versions()
+            .iter()
+            .find(|v| v.key() == Some(full.as_str()))
+            .and_then(|v| v.version_id())
+            .unwrap_or_else(|| panic!("no version of {full}"))
+            .to_owned();
+        let head = client
+            .head_object()
+            .bucket(bucket)
+            .key(&full)
+            .version_id(&version)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            head.object_lock_retain_until_date().is_some(),
+            "{full} is not locked"
+        );
+        let deleted = client
+            .delete_object()
+            .bucket(bucket)
+            .key(&full)
+            .version_id(&version)
+            .send()
+            .await;
+        assert!(deleted.is_err(), "a locked version of {full} was deleted");
+    }
+    // The seal removed the inbox entries it committed: a delete marker, the locked version
+    // stays. Everything verifies.
+    let r = check(&store, Mode::Deep).await;
+    assert!(r.ok, "{}", r.render());
+}
+
 /// Quarantined records and known gaps are counted in the manifest and are open findings: verify
 /// says incomplete and names them, in every later snapshot too.
 #[tokio::test]
