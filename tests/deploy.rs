@@ -114,6 +114,33 @@ fn cfn_lint_and_checkov_pass_and_every_skip_is_justified() {
     assert!(skips > 0);
 }
 
+/// `sam validate --lint` (the SAM CLI pinned in tests/requirements-sam.txt, installed into
+/// .venv-sam by scripts/test; offline, telemetry off).
+#[test]
+fn sam_validate_lint_passes() {
+    let sam = common::root().join(".venv-sam/bin/sam");
+    assert!(
+        sam.exists(),
+        "{} not found: run the suite with scripts/test",
+        sam.display()
+    );
+    let out = Command::new(sam)
+        .args(["validate", "--lint", "--region", "us-east-1", "--template"])
+        .arg(common::root().join("deploy/template.yaml"))
+        .env("SAM_CLI_TELEMETRY", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("is a valid SAM Template"),
+        "sam validate --lint:\n{text}"
+    );
+}
+
 /// The template as CloudFormation will see it: translated by `samtranslator` (pinned) for
 /// several parameter sets, then checked by tests/support/check_template.py. IAM (no managed
 /// policy with `Resource: "*"` on the functions; the ingest role cannot write snapshots,
