@@ -114,6 +114,17 @@ fn cfn_lint_and_checkov_pass_and_every_skip_is_justified() {
     assert!(skips > 0);
 }
 
+/// Runs a checking tool: whether it succeeded, and its stdout and stderr.
+fn run_tool(command: &mut Command) -> (bool, String) {
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// `sam validate --lint` (the SAM CLI pinned in tests/requirements-sam.txt, installed into
 /// .venv-sam by scripts/test; offline, telemetry off).
 #[test]
@@ -124,19 +135,14 @@ fn sam_validate_lint_passes() {
         "{} not found: run the suite with scripts/test",
         sam.display()
     );
-    let out = Command::new(sam)
-        .args(["validate", "--lint", "--region", "us-east-1", "--template"])
-        .arg(common::root().join("deploy/template.yaml"))
-        .env("SAM_CLI_TELEMETRY", "0")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (success, text) = run_tool(
+        Command::new(sam)
+            .args(["validate", "--lint", "--region", "us-east-1", "--template"])
+            .arg(common::root().join("deploy/template.yaml"))
+            .env("SAM_CLI_TELEMETRY", "0"),
     );
     assert!(
-        out.status.success() && text.contains("is a valid SAM Template"),
+        success && text.contains("is a valid SAM Template"),
         "sam validate --lint:\n{text}"
     );
 }
@@ -151,17 +157,12 @@ fn sam_validate_lint_passes() {
 /// `asl-validator` (npm, when scripts/test could install it) accepts the definition.
 #[test]
 fn the_translated_template_passes_its_security_and_workflow_checks() {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tests/support/check_template.py"))
-        .arg(common::root().join("deploy/template.yaml"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (success, text) = run_tool(
+        Command::new(common::python())
+            .arg(common::root().join("tests/support/check_template.py"))
+            .arg(common::root().join("deploy/template.yaml")),
     );
-    assert!(out.status.success(), "check_template.py:\n{text}");
+    assert!(success, "check_template.py:\n{text}");
     assert!(text.contains("checks passed"), "{text}");
 }
 

@@ -428,16 +428,7 @@ fn a_table_captured_without_a_schema_file_is_recreated_as_it_was() {
         let arn = streamseal::aws::tail::stream_arn(&ddb, table)
             .await
             .unwrap();
-        let streams = SdkStreams(aws_sdk_dynamodbstreams::Client::from_conf(
-            aws_sdk_dynamodbstreams::Config::builder()
-                .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-                .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
-                .endpoint_url(&common::moto().endpoint)
-                .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
-                    "testing", "testing", None, None, "tests",
-                ))
-                .build(),
-        ));
+        let streams = SdkStreams(common::streams_client());
         let mut events = vec![];
         for shard in streams.shards(&arn).await.unwrap() {
             let Some(mut it) = streams.iterator(&arn, &shard.shard_id, None).await.unwrap() else {

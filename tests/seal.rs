@@ -374,12 +374,9 @@ async fn manifests_are_written_once() {
     assert_eq!(r.manifests, 3);
 }
 
-/// With Object Lock on the bucket, the manifest is written with a retention period and the
-/// emulator refuses to delete its version before the period ends.
-#[tokio::test]
-async fn object_lock_protects_manifests() {
+/// A bucket with Object Lock enabled on the emulator, as a store under `prefix`.
+async fn locked_bucket(bucket: &str, prefix: &str) -> (aws_sdk_s3::Client, Arc<dyn ObjectStore>) {
     let client = common::s3_client();
-    let bucket = "seal-locked";
     client
         .create_bucket()
         .bucket(bucket)
@@ -388,14 +385,24 @@ async fn object_lock_protects_manifests() {
         .await
         .unwrap();
     let store: Arc<dyn ObjectStore> =
-        Arc::new(streamseal::store::s3::S3Store::new(client.clone(), bucket, "locked").unwrap());
-    let ing = ingestor(&store);
-    let mut w = Workload::new(5, TABLE, StreamViewType::NewAndOldImages, 200);
-    ingest(
-        &ing,
-        &(0..10).map(|_| w.next_change().record).collect::<Vec<_>>(),
-    )
-    .await;
+        Arc::new(streamseal::store::s3::S3Store::new(client.clone(), bucket, prefix).unwrap());
+    (client, store)
+}
+
+/// Captures ten changes of `seed`'s workload (not sealed).
+async fn ten_changes(store: &Arc<dyn ObjectStore>, seed: u64) {
+    let mut w = Workload::new(seed, TABLE, StreamViewType::NewAndOldImages, 200);
+    let records: Vec<String> = (0..10).map(|_| w.next_change().record).collect();
+    ingest(&ingestor(store), &records).await;
+}
+
+/// With Object Lock on the bucket, the manifest is written with a retention period and the
+/// emulator refuses to delete its version before the period ends.
+#[tokio::test]
+async fn object_lock_protects_manifests() {
+    let bucket = "seal-locked";
+    let (client, store) = locked_bucket(bucket, "locked").await;
+    ten_changes(&store, 5).await;
     let report = seal(
         &store,
         TABLE,
@@ -451,15 +458,8 @@ async fn default_retention_locks_segments_manifests_and_every_rewrite() {
         DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
         ObjectLockRule,
     };
-    let client = common::s3_client();
     let bucket = "seal-default-locked";
-    client
-        .create_bucket()
-        .bucket(bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    let (client, store) = locked_bucket(bucket, "b").await;
     client
         .put_object_lock_configuration()
         .bucket(bucket)
@@ -481,15 +481,7 @@ async fn default_retention_locks_segments_manifests_and_every_rewrite() {
         .send()
         .await
         .unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(streamseal::store::s3::S3Store::new(client.clone(), bucket, "b").unwrap());
-    let ing = ingestor(&store);
-    let mut w = Workload::new(6, TABLE, StreamViewType::NewAndOldImages, 200);
-    ingest(
-        &ing,
-        &(0..10).map(|_| w.next_change().record).collect::<Vec<_>>(),
-    )
-    .await;
+    ten_changes(&store, 6).await;
     let inbox = store
         .list(&TableLayout::new(TABLE).inbox_prefix(), None, None)
         .await

@@ -291,16 +291,7 @@ async fn the_lambda_keeps_the_shard_map_and_seal_uses_it() {
     let arn = streamseal::aws::tail::stream_arn(&ddb, table)
         .await
         .unwrap();
-    let streams = aws_sdk_dynamodbstreams::Client::from_conf(
-        aws_sdk_dynamodbstreams::Config::builder()
-            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
-            .endpoint_url(&common::moto().endpoint)
-            .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .build(),
-    );
+    let streams = common::streams_client();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
     let handler = Handler::with_store(store.clone(), &config(table))

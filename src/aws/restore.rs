@@ -261,20 +261,17 @@ pub async fn run(
             sink.record_start().await?;
             let materialized =
                 restore::materialize(store, &plan, &request.materialize, &mut sink, progress).await;
+            // Handing back at the deadline: what this run did, to call again.
+            let unfinished = |mut report: Report, sink: &DynamoSink| {
+                use std::sync::atomic::Ordering::Relaxed;
+                report.complete = false;
+                report.items = sink.stats().items.load(Relaxed);
+                report.retries = sink.stats().retries.load(Relaxed);
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                Ok(report)
+            };
             let m = match materialized {
-                Err(_) if sink.stopped_at_deadline => {
-                    report.complete = false;
-                    report.items = sink
-                        .stats()
-                        .items
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    report.retries = sink
-                        .stats()
-                        .retries
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    report.elapsed_ms = started.elapsed().as_millis() as u64;
-                    return Ok(report);
-                }
+                Err(_) if sink.stopped_at_deadline => return unfinished(report, &sink),
                 other => other?,
             };
             report.retries = sink
@@ -297,13 +294,7 @@ pub async fn run(
             sink.save_scan((!complete).then(|| scan.clone())).await?;
             scanned?;
             if !complete {
-                report.complete = false;
-                report.items = sink
-                    .stats()
-                    .items
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                report.elapsed_ms = started.elapsed().as_millis() as u64;
-                return Ok(report);
+                return unfinished(report, &sink);
             }
             let (n, d) = scan.totals()?;
             finish(&mut report, &m, n, d);

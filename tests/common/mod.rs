@@ -147,6 +147,20 @@ pub fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// A DynamoDB Streams client for the emulator.
+pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
+    aws_sdk_dynamodbstreams::Client::from_conf(
+        aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
+            .endpoint_url(&moto().endpoint)
+            .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    )
+}
+
 /// A fresh bucket on the emulator, as a store under `prefix`.
 pub async fn fresh_s3_store(bucket: &str, prefix: &str) -> Arc<dyn ObjectStore> {
     let client = s3_client();
