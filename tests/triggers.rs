@@ -204,6 +204,48 @@ async fn concurrent_recovery_runs_of_a_table_are_de_duplicated() {
     assert_eq!(manual["action"], "seal", "{manual}");
 }
 
+/// A recovery run that fails gives its lock back: the next alarm of the hour tries again
+/// instead of being ignored as a duplicate of a failure.
+#[tokio::test]
+async fn a_failed_recovery_run_releases_its_lock() {
+    let (_dir, store, handler) = captured("orders").await;
+    // A segment lost before the seal: the seal cannot account for it, verify says corrupt.
+    let seg = store
+        .list("orders/changes/", None, Some(1))
+        .await
+        .unwrap()
+        .remove(0)
+        .key;
+    store.delete(&seg).await.unwrap();
+    let alarm = common::fixture("triggers/cloudwatch-alarm.json");
+    let err = serve(&handler, event(&alarm))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(
+        store
+            .list("orders/locks/", None, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the lock is released"
+    );
+    // The next alarm of the hour runs (it seals what is new; the Step Functions verify task
+    // checks the whole chain and finds the lost segment again).
+    let other = alarm.replace("c4c1c1c9-6542", "d5d2d2d0-7653");
+    let again = serve(&handler, event(&other)).await.unwrap();
+    assert_eq!(again["action"], "seal", "it ran again: {again}");
+    let chain = serve(
+        &handler,
+        event(&serde_json::json!({"action": "verify", "table": "orders"}).to_string()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(chain.contains("corrupt") && chain.contains(&seg), "{chain}");
+}
+
 #[tokio::test]
 async fn alarms_leaving_alarm_state_are_ignored() {
     let (_dir, store, handler) = captured("orders").await;

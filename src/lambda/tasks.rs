@@ -79,6 +79,14 @@ pub struct TriggerReport {
     pub report_key: String,
 }
 
+/// What [`Handler::lock`] decided.
+enum Lock {
+    /// Run; with the key of the lock this run holds, if any.
+    Go(Option<String>),
+    /// Another run of the kind holds this hour's lock: why this one does nothing.
+    Duplicate(String),
+}
+
 /// Longest error text a reply carries (the full text is in the report).
 const REPLY_ERROR_CHARS: usize = 1000;
 
@@ -289,19 +297,30 @@ impl Handler {
             report_key: String::new(),
         };
         for table in tables {
-            let mut outcome = match self.lock(&request, &table).await {
-                Some(why) => TableOutcome {
-                    table: table.clone(),
-                    ignored: Some(why),
-                    ..Default::default()
-                },
-                None => self.seal_and_verify(&request, &table).await,
+            let (mut outcome, lock) = match self.lock(&request, &table).await {
+                Lock::Duplicate(why) => (
+                    TableOutcome {
+                        table: table.clone(),
+                        ignored: Some(why),
+                        ..Default::default()
+                    },
+                    None,
+                ),
+                Lock::Go(key) => (self.seal_and_verify(&request, &table).await, key),
             };
             let status = match (&outcome.error, outcome.status, &outcome.ignored) {
                 (None, Some(s), _) => s,
                 (None, None, Some(_)) => Status::Ok,
                 _ => Status::Corrupt,
             };
+            // A run that failed gives its lock back: the next alarm or event of the hour
+            // must be able to try again, not be ignored as a duplicate of a failure.
+            if status == Status::Corrupt
+                && let Some(key) = lock
+                && let Err(e) = self.store.delete(&key).await
+            {
+                tracing::warn!(table, lock = %key, error = %e, "could not release the recovery lock of a failed run; later events of this hour are ignored (start the state machine by hand)");
+            }
             if outcome.ignored.is_none() {
                 let what = match request.action {
                     Action::Seal => "seal",
@@ -341,11 +360,13 @@ impl Handler {
     }
 
     /// Takes the recovery lock of `table` for this request's kind and time window (see
-    /// [`super::trigger::Dedupe`]): `None` to go on (no de-duplication asked, the lock is
-    /// taken, or it is this run's own from a retried call), or why this run is a duplicate.
-    /// A lock that cannot be written or read does not stop a recovery: it is logged.
-    async fn lock(&self, request: &Request, table: &str) -> Option<String> {
-        let d = request.dedupe.as_ref()?;
+    /// [`super::trigger::Dedupe`]): go on (no de-duplication asked, the lock is taken, or it
+    /// is this run's own from a retried call), or why this run is a duplicate. A lock that
+    /// cannot be written or read does not stop a recovery: it is logged.
+    async fn lock(&self, request: &Request, table: &str) -> Lock {
+        let Some(d) = request.dedupe.as_ref() else {
+            return Lock::Go(None);
+        };
         let now = chrono::Utc::now();
         let window = now.format("%Y-%m-%dT%H").to_string();
         let key = crate::model::layout::TableLayout::new(table).lock_key(d.kind, &window);
@@ -364,18 +385,18 @@ impl Handler {
             )
             .await;
         match put {
-            Ok(store::PutOutcome::Created) => None,
+            Ok(store::PutOutcome::Created) => Lock::Go(Some(key)),
             Ok(store::PutOutcome::AlreadyExists) => {
                 let held = match self.store.get(&key).await {
                     Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).ok(),
                     Err(e) => {
                         tracing::warn!(table, lock = %key, error = %e, "could not read the recovery lock; going on");
-                        return None;
+                        return Lock::Go(None);
                     }
                 };
                 let owner = held.as_ref().and_then(|h| h["owner"].as_str());
                 if owner == Some(d.owner.as_str()) {
-                    return None;
+                    return Lock::Go(Some(key));
                 }
                 let at = held
                     .as_ref()
@@ -387,11 +408,11 @@ impl Handler {
                     d.kind
                 );
                 tracing::info!(table, lock = %key, "duplicate recovery run ignored");
-                Some(why)
+                Lock::Duplicate(why)
             }
             Err(e) => {
                 tracing::warn!(table, lock = %key, error = %e, "could not take the recovery lock; going on");
-                None
+                Lock::Go(None)
             }
         }
     }

@@ -402,7 +402,7 @@ INGEST_NEVER = ["snapshots/<generation>.json", "snapshots/head.json", "snapshot-
 SEAL_WRITES = ["snapshots/<generation>.json", "snapshots/head.json", "snapshot-files/", "findings/",
                "athena/ (snapshot list)", "athena/ (base list)", "restores/", "reports/", "locks/"]
 SEAL_NEVER = ["changes/", "inbox/", "quarantine/", "shards/", "base/", "checkpoints/", "compaction/"]
-SEAL_DELETES = ["inbox/", "restores/"]
+SEAL_DELETES = ["inbox/", "restores/", "locks/"]
 ALL_KEYS = {**WRITE_ONCE, **REWRITTEN}
 
 
