@@ -1262,6 +1262,7 @@ async fn stream_and_on_failure_messages_reach_the_ingest_function() {
 
 #[tokio::test]
 async fn outage_events_and_the_drill_run_the_state_machine_end_to_end() {
+    common::clear_of_the_hour_end(120);
     let d = deployed(
         "deploy-orders",
         "deploy-orders",

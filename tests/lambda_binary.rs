@@ -502,6 +502,11 @@ fn a_table_captured_without_a_schema_file_is_recreated_as_it_was() {
     assert_eq!(source.global_indexes[0].non_key_attributes, vec!["total"]);
     assert_eq!(source.local_indexes.len(), 1);
     assert_eq!(source.ttl_attribute.as_deref(), Some("expires"));
+    assert_eq!(source.billing_mode, "PAY_PER_REQUEST");
+    assert_eq!(
+        source.stream_view_type.as_deref(),
+        Some("NEW_AND_OLD_IMAGES")
+    );
     assert_eq!(copy, source, "the recreated table is defined as the source");
     let items = |name: &str| {
         rt.block_on(async {

@@ -157,6 +157,7 @@ async fn step_functions_verify_checks_the_latest_snapshot() {
 /// or execution) goes on; a seal asked for by hand always runs.
 #[tokio::test]
 async fn concurrent_recovery_runs_of_a_table_are_de_duplicated() {
+    common::clear_of_the_hour_end(30);
     let (_dir, store, handler) = captured("orders").await;
     let alarm = common::fixture("triggers/cloudwatch-alarm.json");
     let first = serve(&handler, event(&alarm)).await.unwrap();
@@ -202,6 +203,27 @@ async fn concurrent_recovery_runs_of_a_table_are_de_duplicated() {
     .await
     .unwrap();
     assert_eq!(manual["action"], "seal", "{manual}");
+}
+
+/// One EventBridge event delivered twice starts two executions: the state machine passes its
+/// execution id along, and only the first execution seals; its own retried call goes on.
+#[tokio::test]
+async fn an_event_delivered_twice_seals_once() {
+    common::clear_of_the_hour_end(30);
+    let (_dir, _store, handler) = captured("orders").await;
+    let alarm: serde_json::Value =
+        serde_json::from_str(&common::fixture("triggers/cloudwatch-alarm.json")).unwrap();
+    let run = |execution: &str| {
+        let mut e = alarm.clone();
+        e["execution"] = serde_json::json!(execution);
+        e.to_string()
+    };
+    let first = serve(&handler, event(&run("arn:exec:1"))).await.unwrap();
+    assert_eq!(first["action"], "seal", "{first}");
+    let second = serve(&handler, event(&run("arn:exec:2"))).await.unwrap();
+    assert_eq!(second["action"], "ignore", "{second}");
+    let retried = serve(&handler, event(&run("arn:exec:1"))).await.unwrap();
+    assert_eq!(retried["action"], "seal", "{retried}");
 }
 
 /// A recovery run that fails gives its lock back: the next alarm of the hour tries again

@@ -401,8 +401,10 @@ pub async fn describe_definition(
 }
 
 /// Creates `table` as `def` describes the original (key, attribute definitions, billing mode
-/// and capacity, secondary indexes, stream), waits until it is ACTIVE, then turns its
-/// time-to-live on if the original had it.
+/// and capacity, secondary indexes, stream) and waits until it is ACTIVE. Time to live is
+/// not turned on here: DynamoDB would delete expired items while the restore writes them,
+/// and the restored table would not match the snapshot. [`enable_ttl`] does it once the
+/// restore is checked.
 pub(crate) async fn create_table_from(
     client: &Client,
     table: &str,
@@ -514,22 +516,50 @@ pub(crate) async fn create_table_from(
     req.send()
         .await
         .map_err(|e| AwsError::call("CreateTable", table, e))?;
-    wait_active(client, table).await?;
-    if let Some(attribute) = &def.ttl_attribute {
-        client
-            .update_time_to_live()
-            .table_name(table)
-            .time_to_live_specification(
-                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name(attribute)
-                    .build()
-                    .map_err(|e| built("time to live", e))?,
-            )
-            .send()
-            .await
-            .map_err(|e| AwsError::call("UpdateTimeToLive", table, e))?;
+    wait_active(client, table).await
+}
+
+/// Turns time to live on for `attribute`, unless it already is (so a rerun is harmless). A
+/// table whose TTL is already on for another attribute (someone set it) is left as it is,
+/// with a warning.
+pub(crate) async fn enable_ttl(
+    client: &Client,
+    table: &str,
+    attribute: &str,
+) -> Result<(), AwsError> {
+    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+    let now = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DescribeTimeToLive", table, e))?;
+    if let Some(d) = now.time_to_live_description()
+        && matches!(d.time_to_live_status(), Some(S::Enabled | S::Enabling))
+    {
+        if d.attribute_name() != Some(attribute) {
+            tracing::warn!(
+                table,
+                ttl_attribute = d.attribute_name().unwrap_or(""),
+                recorded = attribute,
+                "the table's time to live is on for another attribute than the backup's table had; left as it is"
+            );
+        }
+        return Ok(());
     }
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()
+                .map_err(|e| AwsError::convert(format!("table {table}'s time to live"), e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| AwsError::call("UpdateTimeToLive", table, e))?;
     Ok(())
 }
 
@@ -545,6 +575,19 @@ async fn wait_active(client: &Client, table: &str) -> Result<(), AwsError> {
     Err(AwsError::Unexpected(format!(
         "table {table} did not become ACTIVE within 5 minutes"
     )))
+}
+
+/// Which table `table` is: its ARN and creation time (`arn@ms`).
+pub(crate) async fn table_identity(client: &Client, table: &str) -> Result<String, AwsError> {
+    let out = describe(client, table).await?;
+    let t = out.table();
+    Ok(format!(
+        "{}@{}",
+        t.and_then(|t| t.table_arn()).unwrap_or(table),
+        t.and_then(|t| t.creation_date_time())
+            .and_then(|d| d.to_millis().ok())
+            .unwrap_or_default()
+    ))
 }
 
 /// Whether the table holds at least one item.

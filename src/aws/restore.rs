@@ -237,6 +237,13 @@ pub async fn run(
                 RestoreError::Target("a DynamoDB target needs a DynamoDB client".into())
             })?;
             let key = prepare_table(client, target, &plan, request.create_table).await?;
+            // The target table itself (its ARN, so its account and region, and when it was
+            // created): a restore resumes only into the very table it started writing, never
+            // into a same-named one elsewhere or recreated since.
+            let label = format!(
+                "{label} ({})",
+                dynamodb::table_identity(client, target).await?
+            );
             let checkpoint_key = crate::model::layout::TableLayout::new(&request.table)
                 .restore_checkpoint_key(&hex::encode(Sha256::digest(label.as_bytes()))[..16]);
             let mut sink = DynamoSink::new(
@@ -298,6 +305,18 @@ pub async fn run(
             }
             let (n, d) = scan.totals()?;
             finish(&mut report, &m, n, d);
+            // Only now, with every item checked: turned on earlier, TTL could delete
+            // expired items the snapshot holds while they are written.
+            if report.matches
+                && request.create_table
+                && let Some(attribute) = plan
+                    .manifest
+                    .definition
+                    .as_ref()
+                    .and_then(|d| d.ttl_attribute.as_deref())
+            {
+                dynamodb::enable_ttl(client, target, attribute).await?;
+            }
             if !report.matches {
                 report.differing_keys =
                     differing_keys(store, client, target, &plan, &key, request).await?;
@@ -352,9 +371,16 @@ async fn prepare_table(
         None if create => {
             // As the capture described the table (indexes, billing, TTL, stream), when it
             // could; else from the key schema alone, on demand.
-            if let Some(def) = &plan.manifest.definition
-                && recorded.as_ref().is_none_or(|k| *k == def.key)
-            {
+            if let Some(def) = &plan.manifest.definition {
+                if let Some(k) = &recorded
+                    && *k != def.key
+                {
+                    return Err(RestoreError::Target(format!(
+                        "the snapshot's key schema ({}, from a schema file) is not the table's as DynamoDB described it ({}); fix the schema file's [key], seal again, and rerun (nothing was written)",
+                        describe_key(k),
+                        describe_key(&def.key)
+                    )));
+                }
                 dynamodb::create_table_from(client, target, def).await?;
                 return Ok(def.key.clone());
             }

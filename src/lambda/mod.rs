@@ -6,7 +6,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `STREAMSEAL_TARGET` | where backups go: `s3://bucket/prefix` (or `file:///dir`) | required |
-//! | `STREAMSEAL_TARGET_REGION` | the bucket's region, when not the function's (a bucket in the recovery region); same as `?region=` on the URL | discovered once per container with HeadBucket |
+//! | `STREAMSEAL_TARGET_REGION` | the backup bucket's region, when not the function's (a bucket in the recovery region); same as `?region=` on the target URL. Schema files never take it (`?region=` on their URL, or discovered) | discovered once per container with HeadBucket |
 //! | `STREAMSEAL_SCHEMAS` | where `<table>.toml` schema files live: `s3://bucket/prefix`, `file:///dir` or a directory in the deployment package | none: key and image columns only |
 //! | `STREAMSEAL_ENCODE_THREADS` | threads for preparing records and encoding Parquet | number of CPUs Lambda gives the function |
 //! | `STREAMSEAL_ZSTD_LEVEL` | zstd level of segments | 1 |
@@ -135,7 +135,7 @@ impl Handler {
     pub async fn new(config: &Config) -> Result<Handler, LambdaError> {
         // One AWS configuration (credentials chain, region) for every client of the container.
         let aws = crate::aws::config::load().await;
-        let target = store::open_with(&config.target, Some(&aws)).await?;
+        let target = store::open_with(&config.target, Some(&aws), store::Role::Target).await?;
         let mut handler = Handler::assemble(target, config, Some(&aws)).await?;
         handler.dynamodb = Some(aws_sdk_dynamodb::Client::new(&aws));
         handler.aws = Some(aws.clone());
@@ -245,7 +245,9 @@ impl Handler {
         aws: Option<&aws_config::SdkConfig>,
     ) -> Result<Handler, LambdaError> {
         let schemas = match &config.schemas {
-            Some(url) => SchemaSource::Store(store::open_with(url, aws).await?),
+            // Schema files may live in another region than the backup: never the target's
+            // region, their own (`?region=`, or discovered).
+            Some(url) => SchemaSource::Store(store::open_with(url, aws, store::Role::Other).await?),
             None => SchemaSource::None,
         };
         Ok(Handler {

@@ -173,6 +173,9 @@ struct Envelope<'a> {
     action: Option<serde_json::Value>,
     #[serde(default)]
     id: Option<String>,
+    /// The Step Functions execution passing the event on (`$$.Execution.Id`).
+    #[serde(default)]
+    execution: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -373,10 +376,12 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
     }
 }
 
-/// An outage event's de-duplication: by its EventBridge `id`, when it has one.
+/// An outage event's de-duplication: by the execution passing it on, else by its EventBridge
+/// `id` (an event delivered twice to the state machine starts two executions: one runs).
 fn outage(env: &Envelope) -> Option<Dedupe> {
-    env.id
+    env.execution
         .as_ref()
+        .or(env.id.as_ref())
         .filter(|id| !id.is_empty())
         .map(|id| Dedupe {
             kind: "outage",

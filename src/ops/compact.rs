@@ -206,12 +206,14 @@ pub(crate) async fn check_entry(
     files: &mut HashMap<String, SnapshotFiles>,
 ) -> Result<Result<(), String>, StoreError> {
     let transient = |e: &ManifestError| match e {
-        ManifestError::Store(s) if s.is_transient() => Some(StoreError::Transient {
-            op: "read",
-            store: store.url(),
-            key: String::new(),
-            message: s.to_string(),
-        }),
+        ManifestError::Store(s) if s.says_nothing_about_the_object() => {
+            Some(StoreError::Transient {
+                op: "read",
+                store: store.url(),
+                key: String::new(),
+                message: s.to_string(),
+            })
+        }
         _ => None,
     };
     if !files.contains_key(&record.snapshot_id)
@@ -235,7 +237,7 @@ pub(crate) async fn check_entry(
         }
     }
     match store.head(&record.key).await {
-        Err(e) if e.is_transient() => Err(e),
+        Err(e) if e.says_nothing_about_the_object() => Err(e),
         head => Ok(check_entry_against(layout, record, parent, files, head)),
     }
 }

@@ -167,9 +167,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the operation later may succeed.
-    pub(crate) fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient { .. })
+    /// Whether the failure says nothing about the object: it may pass later (transient), or
+    /// once the configuration is fixed (access denied, another region). A check that would
+    /// otherwise condemn an entry for good must fail instead.
+    pub(crate) fn says_nothing_about_the_object(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Transient { .. }
+                | StoreError::Denied { .. }
+                | StoreError::WrongRegion { .. }
+        )
     }
 }
 
@@ -214,11 +221,28 @@ pub trait ObjectStore: Send + Sync + Debug {
 /// Opens a store from a URL: `s3://bucket[/prefix][?region=REGION]`, `file:///abs/path` (or a
 /// plain path), or `memory://`. S3 settings (endpoint, credentials, the client's region) come
 /// from the standard AWS environment; see [`s3::S3Store::from_env`]. The bucket's region, when
-/// it is not the client's (a bucket in the recovery region, written from the table's region),
-/// is the URL's `?region=`, else `STREAMSEAL_TARGET_REGION`, else discovered from S3 (HeadBucket's
-/// `x-amz-bucket-region`) once when the store is opened.
+/// it is not the client's, is the URL's `?region=`, else discovered from S3 (HeadBucket's
+/// `x-amz-bucket-region`) once when the store is opened. For the backup itself use
+/// [`open_target`], which also reads `STREAMSEAL_TARGET_REGION`.
 pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    open_with(url, None).await
+    open_with(url, None, Role::Other).await
+}
+
+/// Opens the backup (`--target`, `STREAMSEAL_TARGET`): as [`open`], and an S3 bucket's region,
+/// when the URL gives none, may also come from `STREAMSEAL_TARGET_REGION` (the two-region
+/// deployment sets it). Other stores (schema files, exports) never take it: they may be in
+/// another region than the backup.
+pub async fn open_target(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    open_with(url, None, Role::Target).await
+}
+
+/// Which store is opened: the backup, or another (schemas, an export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The backup: `STREAMSEAL_TARGET_REGION` applies.
+    Target,
+    /// Anything else.
+    Other,
 }
 
 /// [`open`] with an already loaded AWS configuration (the Lambda loads it once per container
@@ -226,9 +250,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
 pub(crate) async fn open_with(
     url: &str,
     aws: Option<&aws_config::SdkConfig>,
+    role: Role,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if let Some(rest) = url.strip_prefix("s3://") {
-        let (rest, region) = s3_region(url, rest)?;
+        let (rest, region) = s3_region(url, rest, role)?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let loaded;
         let config = match aws {
@@ -255,8 +280,13 @@ pub(crate) async fn open_with(
     }
 }
 
-/// Splits an S3 URL's `?region=` off, or takes `STREAMSEAL_TARGET_REGION` (set and not empty).
-fn s3_region<'a>(url: &str, rest: &'a str) -> Result<(&'a str, Option<String>), StoreError> {
+/// Splits an S3 URL's `?region=` off, or, for the backup, takes `STREAMSEAL_TARGET_REGION`
+/// (set and not empty).
+fn s3_region<'a>(
+    url: &str,
+    rest: &'a str,
+    role: Role,
+) -> Result<(&'a str, Option<String>), StoreError> {
     let bad = |reason: String| StoreError::BadUrl {
         url: url.to_owned(),
         reason,
@@ -273,8 +303,9 @@ fn s3_region<'a>(url: &str, rest: &'a str) -> Result<(&'a str, Option<String>), 
         }
     };
     let region = region.or_else(|| {
-        std::env::var("STREAMSEAL_TARGET_REGION")
-            .ok()
+        (role == Role::Target)
+            .then(|| std::env::var("STREAMSEAL_TARGET_REGION").ok())
+            .flatten()
             .filter(|r| !r.is_empty())
     });
     if let Some(r) = &region {
@@ -457,10 +488,10 @@ mod tests {
     #[test]
     fn an_s3_url_carries_the_bucket_region() {
         let url = "s3://b/p?region=eu-west-1";
-        let (rest, region) = s3_region(url, "b/p?region=eu-west-1").unwrap();
+        let (rest, region) = s3_region(url, "b/p?region=eu-west-1", Role::Other).unwrap();
         assert_eq!((rest, region.as_deref()), ("b/p", Some("eu-west-1")));
         for bad in ["b/p?region=", "b/p?region=EU", "b/p?versionId=3"] {
-            let err = s3_region(url, bad).unwrap_err().to_string();
+            let err = s3_region(url, bad, Role::Target).unwrap_err().to_string();
             assert!(err.contains("region"), "{bad}: {err}");
         }
     }

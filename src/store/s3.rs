@@ -195,12 +195,11 @@ impl S3Store {
         };
         let named = raw.and_then(region_header);
         let client_region = self.region().unwrap_or_else(|| "none".into());
-        // 301 PermanentRedirect (or a 400 naming another region): the bucket is elsewhere.
-        if status == Some(301)
-            || named
-                .as_deref()
-                .is_some_and(|r| r != client_region && status.is_some_and(|s| s >= 300))
-        {
+        // 301 PermanentRedirect (or a 400 naming another region, as an
+        // AuthorizationHeaderMalformed does): the bucket is elsewhere. Any other status
+        // (404 included) keeps its meaning, whatever region header comes with it.
+        let elsewhere = named.as_deref().is_some_and(|r| r != client_region);
+        if status == Some(301) || (status == Some(400) && elsewhere) {
             return StoreError::WrongRegion {
                 op,
                 store: self.url(),

@@ -147,6 +147,20 @@ pub fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// Waits, if need be, until at least `margin_secs` remain in the current UTC hour: recovery
+/// runs are de-duplicated per hour, and a test that sends two events expecting the second to
+/// be a duplicate must not straddle the hour.
+pub fn clear_of_the_hour_end(margin_secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 3600 - now % 3600;
+    if left < margin_secs {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
+}
+
 /// A DynamoDB Streams client for the emulator.
 pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
     aws_sdk_dynamodbstreams::Client::from_conf(

@@ -600,9 +600,13 @@ def check_state_machine(stack, label):
         "detail": {"alarmName": "orders-system-errors", "state": {"value": "ALARM"}},
     }
     cases = [
-        ("a CloudWatch alarm event", alarm, {"drill": False, "restore": restore_on_outage, "event": alarm}),
+        # Outage inputs reach the function as they are, with the execution's id added (outage
+        # runs of a table are de-duplicated by it).
+        ("a CloudWatch alarm event", alarm, {"drill": False, "restore": restore_on_outage,
+         "event": {**alarm, "execution": EXECUTION["Execution"]["Id"]}}),
         ('{"action": "seal", "table": "orders"}', {"action": "seal", "table": TABLE},
-         {"drill": False, "restore": restore_on_outage, "event": {"action": "seal", "table": TABLE}}),
+         {"drill": False, "restore": restore_on_outage,
+          "event": {"action": "seal", "table": TABLE, "execution": EXECUTION["Execution"]["Id"]}}),
         ('{"drill": false}', {"action": "seal", "drill": False},
          {"drill": False, "restore": restore_on_outage}),
         ('{"drill": true} (the schedule input)', json.loads(stack.props(
@@ -631,7 +635,7 @@ def check_state_machine(stack, label):
         check(data.get("drill") is want["drill"], f"{label}: input {what} runs with drill={want['drill']} (got {data.get('drill')})")
         check(data.get("restore") == want["restore"], f"{label}: input {what} restores={want['restore']!r} (got {data.get('restore')!r})")
         if "event" in want:
-            check(event == want["event"], f"{label}: input {what} reaches the function as it is")
+            check(event == want["event"], f"{label}: input {what} reaches the function as it is, with the execution id")
         if want["drill"]:
             check(event.get("drill") is True, f"{label}: input {what} tells the seal it is a drill (de-duplicated among drills)")
         for k in ("action", "table", "reason", "execution"):

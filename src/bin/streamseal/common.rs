@@ -25,7 +25,7 @@ impl TableTarget {
     pub(crate) async fn open(&self) -> Result<Arc<dyn ObjectStore>> {
         streamseal::model::change::validate_table_name(&self.table)
             .map_err(|e| anyhow::anyhow!("--table {:?}: {e}", self.table))?;
-        streamseal::store::open(&self.target)
+        streamseal::store::open_target(&self.target)
             .await
             .with_context(|| format!("--target {:?}", self.target))
     }

@@ -109,7 +109,7 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
         );
     }
     let schemas = common::schema_source(args.schema.as_ref())?;
-    let store = streamseal::store::open(&args.target)
+    let store = streamseal::store::open_target(&args.target)
         .await
         .with_context(|| format!("--target {:?}", args.target))?;
     let options = IngestOptions {

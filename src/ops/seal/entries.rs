@@ -269,7 +269,7 @@ pub(super) async fn partial_effect(
 ) -> Result<Result<(Option<StateDigest>, i64), String>, SealError> {
     let bytes = match store.get(&c.record.key).await {
         Ok(b) => b,
-        Err(e) if e.is_transient() => {
+        Err(e) if e.says_nothing_about_the_object() => {
             return Err(SealError::Overlap {
                 key: c.record.key.clone(),
                 log_key: c.log_key.clone(),
