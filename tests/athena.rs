@@ -17,13 +17,12 @@ use streamseal::store::local::LocalStore;
 
 /// The capture path with the typed columns of `schemas/orders.toml`.
 fn orders_ingestor(store: &Arc<dyn ObjectStore>) -> (Arc<TableSchema>, Ingestor) {
-    let schema = Arc::new(
-        TableSchema::parse(
-            include_str!("../schemas/orders.toml"),
-            "schemas/orders.toml",
-        )
-        .unwrap(),
-    );
+    ingestor_with(store, include_str!("../schemas/orders.toml"))
+}
+
+/// The capture path with the typed columns of the schema `text`.
+fn ingestor_with(store: &Arc<dyn ObjectStore>, text: &str) -> (Arc<TableSchema>, Ingestor) {
+    let schema = Arc::new(TableSchema::parse(text, "schemas/orders.toml").unwrap());
     let ing = Ingestor::new(
         store.clone(),
         SchemaSource::Fixed(schema.clone(), "schemas/orders.toml".into()),
@@ -279,4 +278,131 @@ async fn latest_view_with_a_base_equals_the_ground_truth() {
         without < truth.len(),
         "the base holds items no change mentions"
     );
+}
+
+/// Typed columns may be named like the helper columns the views rank and de-duplicate with
+/// (`rn`, `once`): the views use names no schema column can have, so the latest image per key
+/// and each change once are still right, and the typed columns come through.
+#[tokio::test]
+async fn typed_columns_named_like_the_views_own_columns_do_not_break_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let text = include_str!("../schemas/orders.toml")
+        .replace("name = \"status\"", "name = \"rn\"")
+        .replace("name = \"city\"", "name = \"once\"");
+    let (schema, ing) = ingestor_with(&store, &text);
+    let mut w = Workload::new(13, "orders", StreamViewType::NewAndOldImages, 200);
+    for _ in 0..4 {
+        ing.ingest_event(&w.next_event(50)).await.unwrap();
+    }
+    let changes = format!(
+        "read_parquet('{}/orders/changes/*/*/*.parquet', hive_partitioning = true)",
+        dir.path().display()
+    );
+    let rows = common::duckdb_rows(&format!(
+        "SELECT \"item\", \"rn\" FROM ({}) AS latest",
+        streamseal::ops::athena::latest_select(&changes, &schema)
+    ));
+    let got: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
+    let truth: BTreeSet<String> = w.items().map(|i| canonicalize(i).unwrap()).collect();
+    assert_eq!(got, truth);
+    // The typed `rn` column is the item's status.
+    let mut typed = 0;
+    for r in &rows {
+        let item: serde_json::Value = serde_json::from_str(&r[0]).unwrap();
+        if let Some(status) = item["status"]["S"].as_str() {
+            assert_eq!(r[1], status, "{}", r[0]);
+            typed += 1;
+        }
+    }
+    assert!(typed > 0);
+    let rows = common::duckdb_rows(&format!(
+        "SELECT count(*), count(\"once\") FROM ({}) AS c",
+        streamseal::ops::athena::changes_select(&changes, &schema)
+    ));
+    assert_eq!(rows[0][0], "200");
+}
+
+/// `athena-ddl` against a backup in S3 (the emulator) that was copied from elsewhere: one
+/// snapshot's file list is missing (seal writes it best effort) and another names the bucket
+/// it was copied from. Both are rewritten for this location (a view over them would silently
+/// miss rows), the snapshot table's generation projection is bounded by the newest snapshot,
+/// and a schema column named like a view's own column is refused with a clear error.
+#[tokio::test]
+async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
+    use streamseal::model::layout::TableLayout;
+    use streamseal::ops::seal::{SealOptions, seal};
+    let store = common::fresh_s3_store("athena-copied", "backups").await;
+    let ing = common::ingestor(&store);
+    let mut w = Workload::new(6, "orders", StreamViewType::NewAndOldImages, 100);
+    for _ in 0..2 {
+        ing.ingest_event(&w.next_event(30)).await.unwrap();
+        seal(&store, "orders", &SealOptions::default())
+            .await
+            .unwrap();
+    }
+    let layout = TableLayout::new("orders");
+    let (first, second) = (
+        layout.athena_snapshot_files_key("0000000001"),
+        layout.athena_snapshot_files_key("0000000002"),
+    );
+    let copied = String::from_utf8(store.get(&second).await.unwrap().to_vec())
+        .unwrap()
+        .replace("s3://athena-copied/backups/", "s3://old-bucket/old/");
+    store.delete(&first).await.unwrap();
+    store
+        .put(
+            &second,
+            bytes::Bytes::from(copied),
+            streamseal::store::PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+
+    let schema = TableSchema::default();
+    let ddl = streamseal::ops::athena::ddl(store.as_ref(), "orders", &schema, "backups")
+        .await
+        .unwrap();
+    assert_eq!(
+        ddl.snapshot_lists_written,
+        vec![first.clone(), second.clone()]
+    );
+    for key in [&first, &second] {
+        let text = String::from_utf8(store.get(key).await.unwrap().to_vec()).unwrap();
+        assert!(!text.is_empty());
+        for line in text.lines() {
+            assert!(
+                line.starts_with("s3://athena-copied/backups/orders/changes/"),
+                "{line}"
+            );
+            let segment = line.strip_prefix("s3://athena-copied/backups/").unwrap();
+            assert!(store.head(segment).await.unwrap().is_some(), "{line}");
+        }
+    }
+    // Nothing to repair on a second run.
+    let again = streamseal::ops::athena::ddl(store.as_ref(), "orders", &schema, "backups")
+        .await
+        .unwrap();
+    assert!(again.snapshot_lists_written.is_empty());
+    let all = ddl.statements.join("\n");
+    assert!(
+        all.contains("'projection.generation.range' = '1,2'"),
+        "{all}"
+    );
+    assert!(!all.contains("9999999999"), "{all}");
+    assert!(
+        all.contains("ALTER TABLE `backups`.`orders_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '1,2');"),
+        "{all}"
+    );
+
+    let item = TableSchema::parse(
+        "table = \"orders\"\n[[column]]\nname = \"item\"\npath = \"item\"\ntype = \"string\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let err = streamseal::ops::athena::ddl(store.as_ref(), "orders", &item, "backups")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"item\"") && err.contains("rename"), "{err}");
 }

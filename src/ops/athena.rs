@@ -8,6 +8,11 @@
 use crate::model::layout::TableLayout;
 use crate::model::schema::{ColumnType, TableSchema};
 
+/// Names the views give their own helper columns: with a `$`, which no schema column name can
+/// hold, so a typed column named `once` or `rn` never collides with them.
+const ONCE: &str = "streamseal$once";
+const RANK: &str = "streamseal$rank";
+
 /// Athena identifier for a DynamoDB table name: lower case, `-` and `.` become `_`.
 pub fn athena_name(table: &str) -> String {
     table
@@ -140,10 +145,10 @@ pub fn changes_select(raw: &str, schema: &TableSchema) -> String {
 FROM (\n\
   SELECT *, row_number() OVER (\n\
     PARTITION BY `dt`, `hr`, `event_id`, `sequence_number` ORDER BY `sequence_number`\n\
-  ) AS `once`\n\
+  ) AS `{ONCE}`\n\
   FROM {raw}\n\
 )\n\
-WHERE `once` = 1",
+WHERE `{ONCE}` = 1",
         columns.join(", ")
     )
     .replace('`', "\"")
@@ -182,10 +187,10 @@ pub fn latest_select_with_base(changes: &str, base: Option<&str>, schema: &Table
 FROM (\n\
   SELECT *, row_number() OVER (\n\
     PARTITION BY `keys` ORDER BY lpad(`sequence_number`, 40, '0') DESC\n\
-  ) AS `rn`\n\
+  ) AS `{RANK}`\n\
   FROM {source}\n\
 )\n\
-WHERE `rn` = 1 AND `event_name` <> 'REMOVE'"
+WHERE `{RANK}` = 1 AND `event_name` <> 'REMOVE'"
     )
     .replace('`', "\"")
 }
@@ -212,13 +217,16 @@ STORED AS INPUTFORMAT 'org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat'\n\
 OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'";
 
 /// `CREATE EXTERNAL TABLE <table>_snapshot_changes`: the segments of every sealed snapshot,
-/// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal), with
-/// the generation as a projected partition. Snapshot N is `generation <= N`.
+/// through Hive `SymlinkTextInputFormat` manifests (one per generation, written by seal and
+/// rewritten by `athena-ddl`), with the generation as a projected partition bounded by the
+/// newest sealed generation (an unfiltered query projects only generations that exist).
+/// Snapshot N is `generation <= N`.
 pub(crate) fn snapshot_table(
     table: &str,
     location: &str,
     schema: &TableSchema,
     database: &str,
+    newest: u64,
 ) -> String {
     let location = under(
         location,
@@ -234,7 +242,10 @@ pub(crate) fn snapshot_table(
         &[
             ("projection.enabled", "true"),
             ("projection.generation.type", "integer"),
-            ("projection.generation.range", "1,9999999999"),
+            (
+                "projection.generation.range",
+                &format!("1,{}", newest.max(1)),
+            ),
             ("projection.generation.digits", "10"),
             (
                 "storage.location.template",
@@ -253,7 +264,7 @@ pub fn snapshot_state_select(
     schema: &TableSchema,
 ) -> String {
     let once = format!(
-        "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `once`\n  FROM {snapshot_changes}\n  WHERE `generation` <= {generation}\n) WHERE `once` = 1)"
+        "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `{ONCE}`\n  FROM {snapshot_changes}\n  WHERE `generation` <= {generation}\n) WHERE `{ONCE}` = 1)"
     )
     .replace('`', "\"");
     latest_select_with_base(&once, base, schema)
@@ -272,7 +283,8 @@ pub(crate) fn statements_with_snapshots(
 ) -> Vec<String> {
     let name = athena_name(table);
     let base = snapshots.last().is_some_and(|(_, b)| *b);
-    let mut out = statements(table, location, schema, database, first_day, base);
+    let newest = snapshots.last().map_or(1, |(g, _)| *g);
+    let mut out = statements(table, location, schema, database, first_day, base, newest);
     let base_rel = format!("\"{database}\".\"{name}_base\"");
     for (g, with_base) in snapshots {
         out.push(format!(
@@ -297,6 +309,7 @@ pub(crate) fn statements(
     database: &str,
     first_day: &str,
     base: bool,
+    newest: u64,
 ) -> Vec<String> {
     let name = athena_name(table);
     let base_rel = format!("\"{database}\".\"{name}_base\"");
@@ -320,7 +333,13 @@ pub(crate) fn statements(
             schema
         )
     ));
-    out.push(snapshot_table(table, location, schema, database));
+    out.push(snapshot_table(table, location, schema, database, newest));
+    // An existing table keeps its properties (IF NOT EXISTS): move its bound to the newest
+    // generation on every run.
+    out.push(format!(
+        "ALTER TABLE `{database}`.`{name}_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '1,{}');",
+        newest.max(1)
+    ));
     out
 }
 
@@ -339,6 +358,16 @@ pub enum AthenaError {
         /// The name given.
         database: String,
     },
+    /// A typed column has a name the tables and views use themselves.
+    #[error(
+        "schema column {column:?} has the name of {what}: the statements would have two columns of that name; rename the column in the schema file (capture is not affected)"
+    )]
+    ReservedColumn {
+        /// The schema's column.
+        column: String,
+        /// What else has that name.
+        what: &'static str,
+    },
     /// A manifest could not be read.
     #[error(transparent)]
     Manifest(#[from] crate::model::manifest::ManifestError),
@@ -354,6 +383,9 @@ pub struct Ddl {
     pub statements: Vec<String>,
     /// The base's Athena file list, when the chain adopted a base: its key and file count.
     pub base_files: Option<(String, usize)>,
+    /// Snapshot file lists (re)written because they were missing or named other locations
+    /// (a backup copied or replicated to another bucket or prefix).
+    pub snapshot_lists_written: Vec<String>,
 }
 
 /// The DDL for `table`'s backup in `store` (whose URL Athena reads): the first captured day
@@ -378,7 +410,19 @@ pub async fn ddl(
             database: database.to_owned(),
         });
     }
+    for c in &schema.columns {
+        let what = match c.name.as_str() {
+            "item" => "the views' item column (the latest image)",
+            "generation" => "the snapshot table's generation partition",
+            _ => continue,
+        };
+        return Err(AthenaError::ReservedColumn {
+            column: c.name.clone(),
+            what,
+        });
+    }
     let layout = TableLayout::new(table);
+    let root = format!("{}/", location.trim_end_matches('/'));
     // The earliest partition bounds the projection (keys sort by date): one small listing.
     let first = store
         .list(&layout.changes_prefix(), None, Some(1))
@@ -395,17 +439,56 @@ pub async fn ddl(
     // Each snapshot, with whether its chain includes a bootstrap base (its view reads it).
     let mut snapshots: Vec<(u64, bool)> = vec![];
     let mut base = vec![];
+    let mut snapshot_lists_written = vec![];
+    let mut chain = vec![];
     for id in crate::model::manifest::list_snapshot_ids(store, &layout, None).await? {
-        let Some(g) = crate::model::manifest::parse_snapshot_id(&id) else {
+        if crate::model::manifest::parse_snapshot_id(&id).is_none() {
+            continue;
+        }
+        let m = crate::model::manifest::read_manifest(store, &layout, &id).await?;
+        let files = crate::model::manifest::read_files(store, &m).await?;
+        chain.push((m, files));
+    }
+    // Segments a sealed compaction replaced are named by their compacted object (as compact
+    // writes the lists): the parts are deleted after the grace period.
+    let replaced = crate::ops::compact::replacements_of(chain.iter().map(|(m, f)| (m, f)));
+    for (m, files) in &chain {
+        let id = &m.snapshot_id;
+        let Some(g) = crate::model::manifest::parse_snapshot_id(id) else {
             continue;
         };
-        let m = crate::model::manifest::read_manifest(store, &layout, &id).await?;
+        // The snapshot's file list for Athena, for this location: seal writes it best effort
+        // and with the URL it wrote to, so a list may be missing, or name a bucket the backup
+        // was copied from. A view over a wrong list would silently miss rows.
+        let mut seen = std::collections::HashSet::new();
+        let list: String = files
+            .segments
+            .iter()
+            .map(|s| replaced.get(&s.key).map_or(&s.key, |r| &r.key))
+            .filter(|k| seen.insert(k.as_str()))
+            .map(|k| format!("{root}{k}\n"))
+            .collect();
+        let key = layout.athena_snapshot_files_key(id);
+        let current = match store.get(&key).await {
+            Ok(b) => Some(b),
+            Err(crate::store::StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if current.as_deref() != Some(list.as_bytes()) {
+            store
+                .put(
+                    &key,
+                    bytes::Bytes::from(list),
+                    crate::store::PutMode::Overwrite,
+                )
+                .await?;
+            snapshot_lists_written.push(key);
+        }
         snapshots.push((g, !m.base.is_empty()));
-        base = m.base;
+        base = m.base.clone();
     }
     let mut base_files = None;
     if !base.is_empty() {
-        let root = format!("{}/", location.trim_end_matches('/'));
         let list: String = base.iter().map(|b| format!("{root}{}\n", b.key)).collect();
         let key = layout.athena_base_files_key();
         store
@@ -422,6 +505,7 @@ pub async fn ddl(
             table, &location, schema, database, &first, &snapshots,
         ),
         base_files,
+        snapshot_lists_written,
     })
 }
 

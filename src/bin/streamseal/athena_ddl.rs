@@ -11,8 +11,10 @@ use crate::output::Output;
 /// columns from --schema) and a <table>_latest view (latest image per key, deletes
 /// excluded). Paste the statements into the Athena console or run them with the CLI.
 ///
-/// When the chain adopted a bootstrap base, also writes the base's file list (the
-/// <table>_base table reads it).
+/// Also (re)writes, for this --target, each snapshot's file list the snapshot views read
+/// (a list seal could not write, or one naming the bucket a backup was copied from), and,
+/// when the chain adopted a bootstrap base, the base's file list (the <table>_base table
+/// reads it).
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -48,6 +50,13 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
         eprintln!(
             "wrote {key}: the {files} base file(s) the chain adopted, for the {}_base table",
             streamseal::ops::athena::athena_name(&args.at.table)
+        );
+    }
+    if !ddl.snapshot_lists_written.is_empty() && !out.json() {
+        eprintln!(
+            "wrote {} snapshot file list(s) for {} (missing, or naming another location)",
+            ddl.snapshot_lists_written.len(),
+            store.url()
         );
     }
     out.result(&ddl, || {
