@@ -323,6 +323,27 @@ async fn typed_columns_named_like_the_views_own_columns_do_not_break_them() {
     assert_eq!(rows[0][0], "200");
 }
 
+/// Every statement parses as Athena SQL (sqlglot's dialect, pinned in tests/requirements.txt)
+/// into a real statement, and every view's columns are uniquely named.
+fn parses_as_athena_sql(statements: &[String]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::python())
+        .arg(common::root().join("tests/support/check_sql.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(statements).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check_sql.py:\n{text}");
+}
+
 /// `athena-ddl` against a backup in S3 (the emulator) that was copied from elsewhere: one
 /// snapshot's file list is missing (seal writes it best effort) and another names the bucket
 /// it was copied from. Both are rewritten for this location (a view over them would silently
@@ -385,6 +406,15 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
         .unwrap();
     assert!(again.snapshot_lists_written.is_empty());
     let all = ddl.statements.join("\n");
+    parses_as_athena_sql(&ddl.statements);
+    // With typed columns, one named like a view's helper column.
+    let text =
+        include_str!("../schemas/orders.toml").replace("name = \"status\"", "name = \"rn\"");
+    let typed = TableSchema::parse(&text, "orders.toml").unwrap();
+    let with_columns = streamseal::ops::athena::ddl(store.as_ref(), "orders", &typed, "backups")
+        .await
+        .unwrap();
+    parses_as_athena_sql(&with_columns.statements);
     assert!(
         all.contains("'projection.generation.range' = '1,2'"),
         "{all}"
