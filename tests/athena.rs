@@ -352,6 +352,7 @@ fn parses_as_athena_sql(statements: &[String]) {
 #[tokio::test]
 async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
     use streamseal::model::layout::TableLayout;
+    use streamseal::ops::athena::SnapshotViews;
     use streamseal::ops::seal::{SealOptions, seal};
     let store = common::fresh_s3_store("athena-copied", "backups").await;
     let ing = common::ingestor(&store);
@@ -381,9 +382,15 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
         .unwrap();
 
     let schema = TableSchema::default();
-    let ddl = streamseal::ops::athena::ddl(store.as_ref(), "orders", &schema, "backups")
-        .await
-        .unwrap();
+    let ddl = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        "orders",
+        &schema,
+        "backups",
+        &SnapshotViews::All,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         ddl.snapshot_lists_written,
         vec![first.clone(), second.clone()]
@@ -401,19 +408,30 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
         }
     }
     // Nothing to repair on a second run.
-    let again = streamseal::ops::athena::ddl(store.as_ref(), "orders", &schema, "backups")
-        .await
-        .unwrap();
+    let again = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        "orders",
+        &schema,
+        "backups",
+        &SnapshotViews::All,
+    )
+    .await
+    .unwrap();
     assert!(again.snapshot_lists_written.is_empty());
     let all = ddl.statements.join("\n");
     parses_as_athena_sql(&ddl.statements);
     // With typed columns, one named like a view's helper column.
-    let text =
-        include_str!("../schemas/orders.toml").replace("name = \"status\"", "name = \"rn\"");
+    let text = include_str!("../schemas/orders.toml").replace("name = \"status\"", "name = \"rn\"");
     let typed = TableSchema::parse(&text, "orders.toml").unwrap();
-    let with_columns = streamseal::ops::athena::ddl(store.as_ref(), "orders", &typed, "backups")
-        .await
-        .unwrap();
+    let with_columns = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        "orders",
+        &typed,
+        "backups",
+        &SnapshotViews::All,
+    )
+    .await
+    .unwrap();
     parses_as_athena_sql(&with_columns.statements);
     assert!(
         all.contains("'projection.generation.range' = '1,2'"),
@@ -430,9 +448,101 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
         "t.toml",
     )
     .unwrap();
-    let err = streamseal::ops::athena::ddl(store.as_ref(), "orders", &item, "backups")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        "orders",
+        &item,
+        "backups",
+        &SnapshotViews::All,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("\"item\"") && err.contains("rename"), "{err}");
+}
+
+/// One view per seal is thousands of statements after a year: `athena-ddl` emits the latest
+/// snapshot's view by default, all of them, none, or the ones named (an unknown id is an
+/// error); `--recreate-tables` drops each external table before creating it again, so a
+/// schema change reaches the catalog (the statements still parse as Athena SQL).
+#[tokio::test]
+async fn snapshot_views_are_chosen_and_tables_can_be_recreated() {
+    use streamseal::ops::athena::{SnapshotViews, ddl, with_tables_recreated};
+    use streamseal::ops::seal::{SealOptions, seal};
+    let store = common::fresh_s3_store("athena-views", "b").await;
+    let ing = common::ingestor(&store);
+    let mut w = Workload::new(8, "orders", StreamViewType::NewAndOldImages, 100);
+    for _ in 0..3 {
+        ing.ingest_event(&w.next_event(20)).await.unwrap();
+        seal(&store, "orders", &SealOptions::default())
+            .await
+            .unwrap();
+    }
+    let schema = TableSchema::default();
+    let views = |statements: &[String]| -> Vec<String> {
+        statements
+            .iter()
+            .filter_map(|s| s.split("\"orders_snapshot_").nth(1))
+            .map(|rest| rest[..10].to_owned())
+            .collect()
+    };
+    let cases = [
+        (SnapshotViews::Latest, vec!["0000000003"]),
+        (SnapshotViews::None, vec![]),
+        (
+            SnapshotViews::All,
+            vec!["0000000001", "0000000002", "0000000003"],
+        ),
+        (
+            SnapshotViews::Only(vec!["0000000001".into()]),
+            vec!["0000000001"],
+        ),
+    ];
+    for (which, want) in cases {
+        let d = ddl(store.as_ref(), "orders", &schema, "db", &which)
+            .await
+            .unwrap();
+        assert_eq!(views(&d.statements), want, "{which:?}");
+        // The projection is bounded by the newest snapshot whichever views are emitted.
+        assert!(
+            d.statements.iter().any(|s| s.contains("'1,3'")),
+            "{which:?}"
+        );
+    }
+    let err = ddl(
+        store.as_ref(),
+        "orders",
+        &schema,
+        "db",
+        &SnapshotViews::Only(vec!["0000000009".into()]),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("0000000009"), "{err}");
+
+    let d = ddl(
+        store.as_ref(),
+        "orders",
+        &schema,
+        "db",
+        &SnapshotViews::Latest,
+    )
+    .await
+    .unwrap();
+    let recreated = with_tables_recreated(d.statements.clone());
+    for (i, s) in recreated.iter().enumerate() {
+        if let Some(rest) = s.strip_prefix("CREATE EXTERNAL TABLE IF NOT EXISTS ") {
+            let name = rest.split(' ').next().unwrap();
+            assert_eq!(recreated[i - 1], format!("DROP TABLE IF EXISTS {name};"));
+        }
+    }
+    assert_eq!(
+        recreated
+            .iter()
+            .filter(|s| s.starts_with("DROP TABLE"))
+            .count(),
+        2,
+        "the changes table and the snapshot table"
+    );
+    parses_as_athena_sql(&recreated);
 }

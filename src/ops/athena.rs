@@ -270,9 +270,11 @@ pub fn snapshot_state_select(
     latest_select_with_base(&once, base, schema)
 }
 
-/// Every statement `streamseal athena-ddl` prints. `snapshots` are the sealed generations,
-/// each with whether its chain includes a bootstrap base; `base` says the latest does (then
+/// Every statement `streamseal athena-ddl` prints. `snapshots` are the generations to make
+/// views of, each with whether its chain includes a bootstrap base; `newest` is the newest
+/// sealed generation (the projection's bound); `base` says the latest chain has a base (then
 /// the `<table>_base` table is created and the views read it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn statements_with_snapshots(
     table: &str,
     location: &str,
@@ -280,10 +282,10 @@ pub(crate) fn statements_with_snapshots(
     database: &str,
     first_day: &str,
     snapshots: &[(u64, bool)],
+    newest: u64,
+    base: bool,
 ) -> Vec<String> {
     let name = athena_name(table);
-    let base = snapshots.last().is_some_and(|(_, b)| *b);
-    let newest = snapshots.last().map_or(1, |(g, _)| *g);
     let mut out = statements(table, location, schema, database, first_day, base, newest);
     let base_rel = format!("\"{database}\".\"{name}_base\"");
     for (g, with_base) in snapshots {
@@ -343,6 +345,39 @@ pub(crate) fn statements(
     out
 }
 
+/// `statements` with each external table dropped before it is created again: `CREATE EXTERNAL
+/// TABLE IF NOT EXISTS` keeps a table as it was, so after a schema change the tables keep
+/// their old columns and the views over them fail. Dropping an external table removes only
+/// its definition from the catalog, never the backup's objects.
+pub fn with_tables_recreated(statements: Vec<String>) -> Vec<String> {
+    const CREATE: &str = "CREATE EXTERNAL TABLE IF NOT EXISTS ";
+    let mut out = Vec::with_capacity(statements.len() + 4);
+    for s in statements {
+        if let Some(name) = s
+            .strip_prefix(CREATE)
+            .and_then(|rest| rest.split([' ', '(', '\n']).next())
+        {
+            out.push(format!("DROP TABLE IF EXISTS {name};"));
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Which per-snapshot views to emit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SnapshotViews {
+    /// One per sealed snapshot (a statement each: thousands after a year of hourly seals).
+    All,
+    /// Only the latest snapshot's.
+    #[default]
+    Latest,
+    /// None (query `<table>_snapshot_changes` with `generation <= N` yourself).
+    None,
+    /// These snapshot ids.
+    Only(Vec<String>),
+}
+
 /// Why the DDL of a backup cannot be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum AthenaError {
@@ -357,6 +392,12 @@ pub enum AthenaError {
     BadDatabase {
         /// The name given.
         database: String,
+    },
+    /// A snapshot view was asked for a snapshot that is not sealed.
+    #[error("no sealed snapshot {id} to make a view of; `streamseal snapshots` lists them")]
+    NoSnapshot {
+        /// The id asked for.
+        id: String,
     },
     /// A typed column has a name the tables and views use themselves.
     #[error(
@@ -396,6 +437,7 @@ pub async fn ddl(
     table: &str,
     schema: &TableSchema,
     database: &str,
+    views: &SnapshotViews,
 ) -> Result<Ddl, AthenaError> {
     let location = store.url();
     if !location.starts_with("s3://") {
@@ -500,9 +542,34 @@ pub async fn ddl(
             .await?;
         base_files = Some((key, base.len()));
     }
+    let newest = snapshots.last().map_or(1, |(g, _)| *g);
+    let chosen: Vec<(u64, bool)> = match views {
+        SnapshotViews::All => snapshots.clone(),
+        SnapshotViews::Latest => snapshots.last().copied().into_iter().collect(),
+        SnapshotViews::None => vec![],
+        SnapshotViews::Only(ids) => {
+            let mut out = vec![];
+            for id in ids {
+                let found = crate::model::manifest::parse_snapshot_id(id)
+                    .and_then(|g| snapshots.iter().find(|(s, _)| *s == g));
+                match found {
+                    Some(s) => out.push(*s),
+                    None => return Err(AthenaError::NoSnapshot { id: id.clone() }),
+                }
+            }
+            out
+        }
+    };
     Ok(Ddl {
         statements: statements_with_snapshots(
-            table, &location, schema, database, &first, &snapshots,
+            table,
+            &location,
+            schema,
+            database,
+            &first,
+            &chosen,
+            newest,
+            snapshots.last().is_some_and(|(_, b)| *b),
         ),
         base_files,
         snapshot_lists_written,

@@ -25,6 +25,16 @@ pub(crate) struct Args {
     /// Glue database for the tables.
     #[arg(long, default_value = "streamseal")]
     database: String,
+    /// Per-snapshot views to emit: `latest`, `all` (one statement per sealed snapshot),
+    /// `none`, or snapshot ids separated by commas. Any snapshot's state is also
+    /// `<table>_snapshot_changes` filtered by `generation <= N` (docs/athena.md).
+    #[arg(long, value_name = "WHICH", default_value = "latest")]
+    snapshot_views: String,
+    /// Drop each external table before creating it again (`CREATE EXTERNAL TABLE IF NOT
+    /// EXISTS` keeps an old definition): after a schema change. Dropping an external table
+    /// removes its catalog entry only, never the backup's objects.
+    #[arg(long)]
+    recreate_tables: bool,
 }
 
 pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
@@ -36,14 +46,35 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     }
     let store = args.at.open().await?;
     let schema = common::load_schema(args.schema.as_ref())?.unwrap_or_default();
-    let ddl = streamseal::ops::athena::ddl(store.as_ref(), &args.at.table, &schema, &args.database)
-        .await
-        .map_err(|e| match e {
-            streamseal::ops::athena::AthenaError::BadDatabase { .. } => {
-                anyhow::anyhow!("--database: {e}")
-            }
-            e => e.into(),
-        })?;
+    use streamseal::ops::athena::SnapshotViews;
+    let views = match args.snapshot_views.as_str() {
+        "latest" => SnapshotViews::Latest,
+        "all" => SnapshotViews::All,
+        "none" => SnapshotViews::None,
+        ids => SnapshotViews::Only(
+            ids.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+    };
+    let mut ddl = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        &args.at.table,
+        &schema,
+        &args.database,
+        &views,
+    )
+    .await
+    .map_err(|e| match e {
+        streamseal::ops::athena::AthenaError::BadDatabase { .. } => {
+            anyhow::anyhow!("--database: {e}")
+        }
+        e => e.into(),
+    })?;
+    if args.recreate_tables {
+        ddl.statements = streamseal::ops::athena::with_tables_recreated(ddl.statements);
+    }
     if let Some((key, files)) = &ddl.base_files
         && !out.json()
     {
