@@ -381,6 +381,20 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
         .await
         .unwrap();
 
+    // Verify says which lists are missing (a note: the backup itself is whole).
+    let lists_missing = || async {
+        let options = streamseal::ops::verify::VerifyOptions {
+            scope: streamseal::ops::verify::Scope::Chain,
+            ..Default::default()
+        };
+        let r = streamseal::ops::verify::verify(&store, "orders", "latest", options)
+            .await
+            .unwrap();
+        assert!(r.ok, "{}", r.render());
+        r.athena_lists_missing
+    };
+    assert_eq!(lists_missing().await, vec!["0000000001"]);
+
     let schema = TableSchema::default();
     let ddl = streamseal::ops::athena::ddl(
         store.as_ref(),
@@ -407,6 +421,7 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
             assert!(store.head(segment).await.unwrap().is_some(), "{line}");
         }
     }
+    assert!(lists_missing().await.is_empty());
     // Nothing to repair on a second run.
     let again = streamseal::ops::athena::ddl(
         store.as_ref(),
