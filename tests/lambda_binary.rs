@@ -529,4 +529,29 @@ fn a_table_captured_without_a_schema_file_is_recreated_as_it_was() {
     let source_items = items(table);
     assert_eq!(source_items.len(), 24);
     assert_eq!(items(restored), source_items);
+
+    // The managed bulk path gets the same definition: the import request creates the global
+    // index (ImportTable takes no local index, TTL or stream: set after the import).
+    let report = common::run_json(
+        &[
+            "restore",
+            "--table",
+            table,
+            "--target",
+            "s3://lambda-definition/backups",
+            "--to",
+            "s3://lambda-definition/import",
+            "--json",
+        ],
+        &common::moto_env(),
+    );
+    assert_eq!(report["matches"], true, "{report}");
+    let t = &report["import_request"]["TableCreationParameters"];
+    assert_eq!(t["GlobalSecondaryIndexes"][0]["IndexName"], "by_status");
+    assert_eq!(
+        t["GlobalSecondaryIndexes"][0]["Projection"],
+        serde_json::json!({"ProjectionType": "INCLUDE", "NonKeyAttributes": ["total"]})
+    );
+    assert_eq!(t["AttributeDefinitions"].as_array().unwrap().len(), 4);
+    assert!(t.get("LocalSecondaryIndexes").is_none());
 }

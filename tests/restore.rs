@@ -560,3 +560,97 @@ async fn bootstrap_refuses_a_table_without_a_stream() {
         "nothing written"
     );
 }
+
+/// The managed bulk path: a restore to `s3://bucket/prefix` writes the DynamoDB import format
+/// (gzip DynamoDB JSON lines under `prefix/data/`), checks what it wrote by reading it back,
+/// and returns the `ImportTable` request that loads it into a new table, with the key schema
+/// the manifest records. (The emulator cannot run ImportTable: the objects and the request
+/// are what is checked.) A second restore to the same place is refused.
+#[tokio::test]
+async fn a_restore_to_s3_writes_the_import_format_and_the_import_request() {
+    use std::io::Read;
+    let client = common::dynamodb_client(None);
+    let c = capture(&client, "import-src", 3).await;
+    let source = scan_all(&client, "import-src").await;
+    let s3 = common::s3_client();
+    s3.create_bucket()
+        .bucket("restore-import")
+        .send()
+        .await
+        .unwrap();
+    // Through the CLI, as a user runs it (the backup in a directory, the output in S3).
+    let backup = c._dir.path().display().to_string();
+    let args = [
+        "restore",
+        "--table",
+        "import-src",
+        "--target",
+        backup.as_str(),
+        "--to",
+        "s3://restore-import/out/",
+        "--json",
+    ];
+    let report = common::run_json(&args, &common::moto_env());
+    assert_eq!(report["matches"], true, "{report}");
+    assert_eq!(report["items"], source.len() as u64);
+
+    // The objects hold exactly the source's items.
+    let mut items = BTreeMap::new();
+    for url in report["files"].as_array().unwrap() {
+        let key = url
+            .as_str()
+            .unwrap()
+            .strip_prefix("s3://restore-import/")
+            .unwrap();
+        assert!(
+            key.starts_with("out/data/part-") && key.ends_with(".json.gz"),
+            "{key}"
+        );
+        let body = s3
+            .get_object()
+            .bucket("restore-import")
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let item = streamseal::model::item::canonicalize(&v["Item"].to_string()).unwrap();
+            let k = format!(
+                "{}\u{0}{}",
+                v["Item"]["pk"]["S"].as_str().unwrap(),
+                v["Item"]["sk"]["S"].as_str().unwrap()
+            );
+            items.insert(k, item);
+        }
+    }
+    assert_eq!(items, source);
+
+    let import = &report["import_request"];
+    assert_eq!(import["S3BucketSource"]["S3Bucket"], "restore-import");
+    assert_eq!(import["S3BucketSource"]["S3KeyPrefix"], "out/data/");
+    assert_eq!(import["InputFormat"], "DYNAMODB_JSON");
+    assert_eq!(import["InputCompressionType"], "GZIP");
+    let t = &import["TableCreationParameters"];
+    assert_eq!(t["TableName"], "import-src-imported");
+    assert_eq!(
+        t["KeySchema"],
+        serde_json::json!([
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"}
+        ])
+    );
+    assert_eq!(t["BillingMode"], "PAY_PER_REQUEST");
+
+    let (_, err) = common::run_err(&args, &common::moto_env());
+    assert!(err.contains("already holds restore output"), "{err}");
+}

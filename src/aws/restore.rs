@@ -26,11 +26,22 @@ pub enum Target {
     Dynamo(String),
     /// `file://DIR`: gzip DynamoDB JSON lines.
     Files(PathBuf),
+    /// `s3://bucket/prefix`: the same files as objects under `prefix/data/`, which DynamoDB's
+    /// import from S3 loads into a new table (the report gives the request).
+    Objects(String),
 }
 
 impl Target {
-    /// Parses `dynamodb://TABLE` or `file://DIR` (or a plain directory path).
+    /// Parses `dynamodb://TABLE`, `s3://bucket/prefix` or `file://DIR` (or a plain directory
+    /// path).
     pub fn parse(uri: &str) -> Result<Target, RestoreError> {
+        if uri.starts_with("s3://") {
+            let (bucket, _) = s3_location(uri)?;
+            if bucket.is_empty() {
+                return Err(RestoreError::Target(format!("{uri:?}: no bucket")));
+            }
+            return Ok(Target::Objects(uri.trim_end_matches('/').to_owned()));
+        }
         if let Some(t) = uri.strip_prefix("dynamodb://") {
             crate::model::change::validate_table_name(t)
                 .map_err(|e| RestoreError::Target(format!("{uri:?}: table name: {e}")))?;
@@ -42,7 +53,7 @@ impl Target {
             Ok(Target::Files(PathBuf::from(p)))
         } else if uri.contains("://") {
             Err(RestoreError::Target(format!(
-                "{uri:?}: expected dynamodb://TABLE or file://DIR"
+                "{uri:?}: expected dynamodb://TABLE, s3://bucket/prefix or file://DIR"
             )))
         } else {
             Ok(Target::Files(PathBuf::from(uri)))
@@ -53,8 +64,110 @@ impl Target {
         match self {
             Target::Dynamo(t) => format!("dynamodb://{t}"),
             Target::Files(p) => format!("file://{}", p.display()),
+            Target::Objects(u) => u.clone(),
         }
     }
+}
+
+/// The bucket and key prefix (empty, or ending in `/`) of an `s3://bucket/prefix` URL.
+fn s3_location(uri: &str) -> Result<(String, String), RestoreError> {
+    let rest = uri
+        .strip_prefix("s3://")
+        .ok_or_else(|| RestoreError::Target(format!("{uri:?}: not an s3:// URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    Ok((
+        bucket.to_owned(),
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        },
+    ))
+}
+
+/// The `ImportTable` request (the DynamoDB API's JSON, as `aws dynamodb import-table
+/// --cli-input-json` takes it) that loads a restore written to `uri` into a new table named
+/// `table`, defined as the snapshot records the original (or from its key schema alone, on
+/// demand). Import cannot create local secondary indexes or turn on TTL or a stream: those
+/// are left out, to set after the import.
+pub fn import_request(
+    uri: &str,
+    table: &str,
+    manifest: &crate::model::manifest::Manifest,
+) -> Result<serde_json::Value, RestoreError> {
+    use serde_json::json;
+    let (bucket, prefix) = s3_location(uri)?;
+    let key = |partition: &str, sort: Option<&str>| {
+        let mut k = vec![json!({"AttributeName": partition, "KeyType": "HASH"})];
+        if let Some(s) = sort {
+            k.push(json!({"AttributeName": s, "KeyType": "RANGE"}));
+        }
+        k
+    };
+    let scalar = |t: crate::model::schema::KeyType| format!("{t:?}");
+    let mut params = match (&manifest.definition, &manifest.key_schema) {
+        (Some(d), _) => {
+            let mut p = json!({
+                "TableName": table,
+                "AttributeDefinitions": d.attributes.iter().map(|a| json!({
+                    "AttributeName": a.name, "AttributeType": scalar(a.attribute_type)
+                })).collect::<Vec<_>>(),
+                "KeySchema": key(&d.key.partition.name, d.key.sort.as_ref().map(|s| s.name.as_str())),
+                "BillingMode": d.billing_mode,
+            });
+            if let Some(t) = &d.throughput {
+                p["ProvisionedThroughput"] =
+                    json!({"ReadCapacityUnits": t.read, "WriteCapacityUnits": t.write});
+            }
+            if !d.global_indexes.is_empty() {
+                p["GlobalSecondaryIndexes"] = d
+                    .global_indexes
+                    .iter()
+                    .map(|i| {
+                        let mut g = json!({
+                            "IndexName": i.name,
+                            "KeySchema": key(&i.partition, i.sort.as_deref()),
+                            "Projection": {"ProjectionType": i.projection},
+                        });
+                        if !i.non_key_attributes.is_empty() {
+                            g["Projection"]["NonKeyAttributes"] = json!(i.non_key_attributes);
+                        }
+                        if let Some(t) = &i.throughput {
+                            g["ProvisionedThroughput"] =
+                                json!({"ReadCapacityUnits": t.read, "WriteCapacityUnits": t.write});
+                        }
+                        g
+                    })
+                    .collect();
+            }
+            p
+        }
+        (None, Some(k)) => json!({
+            "TableName": table,
+            "AttributeDefinitions": std::iter::once(&k.partition).chain(k.sort.as_ref()).map(|a| json!({
+                "AttributeName": a.name, "AttributeType": scalar(a.key_type)
+            })).collect::<Vec<_>>(),
+            "KeySchema": key(&k.partition.name, k.sort.as_ref().map(|s| s.name.as_str())),
+            "BillingMode": "PAY_PER_REQUEST",
+        }),
+        (None, None) => {
+            return Err(RestoreError::Target(
+                "the snapshot records no key schema: an import request cannot be written (seal with a schema file naming [key], or capture with the Lambda or tail, which record the table's definition)".into(),
+            ));
+        }
+    };
+    if params["BillingMode"] != "PROVISIONED" {
+        params
+            .as_object_mut()
+            .map(|o| o.remove("ProvisionedThroughput"));
+    }
+    Ok(json!({
+        "S3BucketSource": {"S3Bucket": bucket, "S3KeyPrefix": format!("{prefix}data/")},
+        "InputFormat": "DYNAMODB_JSON",
+        "InputCompressionType": "GZIP",
+        "TableCreationParameters": params,
+    }))
 }
 
 /// A restore request.
@@ -143,8 +256,12 @@ pub struct Report {
     pub resumed: bool,
     /// BatchWriteItem retries (throttling, unprocessed items).
     pub retries: u64,
-    /// Files written (file target).
+    /// Files written (file target), or objects (S3 target).
     pub files: Vec<String>,
+    /// For an S3 target: the `ImportTable` request that loads the objects into a new table
+    /// (`aws dynamodb import-table --cli-input-json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_request: Option<serde_json::Value>,
     /// Keys left out because their latest change is a quarantined record (kept verbatim at
     /// the named object): the one part of the table the backup cannot write.
     pub quarantined: Vec<restore::QuarantinedKey>,
@@ -191,6 +308,7 @@ pub async fn run(
         resumed: false,
         retries: 0,
         files: vec![],
+        import_request: None,
         quarantined: vec![],
         unproven: None,
         elapsed_ms: 0,
@@ -230,6 +348,21 @@ pub async fn run(
                 .await?;
             let (n, d) = restore::read_item_files(&sink.files)?;
             report.files = sink.files.iter().map(|p| p.display().to_string()).collect();
+            finish(&mut report, &m, n, d);
+        }
+        Target::Objects(uri) => {
+            let request_body =
+                import_request(uri, &format!("{}-imported", request.table), &plan.manifest)?;
+            let out = crate::store::open(uri)
+                .await
+                .map_err(|e| RestoreError::Target(format!("{uri}: {e}")))?;
+            let mut sink = restore::StoreSink::new(out.clone()).await?;
+            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
+                .await?;
+            let (n, d) = restore::read_item_objects(out.as_ref(), &sink.keys).await?;
+            let root = out.url();
+            report.files = sink.keys.iter().map(|k| format!("{root}{k}")).collect();
+            report.import_request = Some(request_body);
             finish(&mut report, &m, n, d);
         }
         Target::Dynamo(target) => {

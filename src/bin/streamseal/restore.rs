@@ -30,7 +30,9 @@ pub(crate) struct Args {
     /// snapshot; it must be within what the latest snapshot covers.
     #[arg(long, value_name = "RFC3339")]
     as_of: Option<String>,
-    /// dynamodb://TABLE, or file://DIR for gzip DynamoDB JSON lines (DynamoDB import format).
+    /// dynamodb://TABLE; file://DIR for gzip DynamoDB JSON lines (DynamoDB's import format);
+    /// or s3://bucket/prefix for the same files in S3, with the `aws dynamodb import-table`
+    /// request that loads them into a new table (no write capacity used; new tables only).
     #[arg(long, value_name = "URI")]
     to: String,
     /// Create the DynamoDB table as the backup recorded the original: keys, attribute types,
@@ -68,7 +70,7 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     let store = args.at.open().await?;
     let client = match &to {
         Target::Dynamo(_) => Some(streamseal::aws::dynamodb::client_from_env().await),
-        Target::Files(_) => None,
+        Target::Files(_) | Target::Objects(_) => None,
     };
     let mut request = Request::new(&args.at.table, point, to);
     request.create_table = args.create_table;
@@ -129,6 +131,15 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
         }
         if let Some(why) = &report.unproven {
             println!("  note: not proven against the snapshot: {why}");
+        }
+        if let Some(req) = &report.import_request {
+            println!(
+                "  load them into a new table (rename TableName as you like; LSIs, TTL and the stream are set afterwards):"
+            );
+            println!(
+                "  aws dynamodb import-table --cli-input-json '{}'",
+                serde_json::to_string(req).unwrap_or_default()
+            );
         }
     })?;
     if !report.matches {

@@ -1,5 +1,6 @@
-//! Where materialized partitions go: the DynamoDB import format in files ([`FileSink`]) and
-//! its reader.
+//! Where materialized partitions go: the DynamoDB import format in files ([`FileSink`]) or
+//! objects of a store such as S3 ([`StoreSink`], which DynamoDB's import from S3 reads), and
+//! their readers.
 
 use super::*;
 
@@ -78,20 +79,12 @@ impl Sink for FileSink {
         _count: usize,
         items: Vec<Item>,
     ) -> Result<(), SinkError> {
-        let path = self.dir.join(format!("part-{index:05}.json.gz"));
-        let tmp = self.dir.join(format!(".part-{index:05}.json.gz.tmp"));
+        let path = self.dir.join(part_name(index));
+        let tmp = self.dir.join(format!(".{}.tmp", part_name(index)));
         let write = || -> std::io::Result<()> {
             let f = std::fs::File::create(&tmp)?;
-            let mut gz = flate2::write::GzEncoder::new(
-                BufWriter::with_capacity(256 * 1024, f),
-                flate2::Compression::fast(),
-            );
-            for it in &items {
-                gz.write_all(b"{\"Item\":")?;
-                gz.write_all(it.item.as_bytes())?;
-                gz.write_all(b"}\n")?;
-            }
-            let mut w = gz.finish()?;
+            let mut w = BufWriter::with_capacity(256 * 1024, f);
+            w.write_all(&encode_items(&items)?)?;
             w.flush()?;
             w.get_ref().sync_all()?;
             std::fs::rename(&tmp, &path)
@@ -100,6 +93,105 @@ impl Sink for FileSink {
         self.files.push(path);
         Ok(())
     }
+}
+
+/// A partition's file name: `part-NNNNN.json.gz`.
+fn part_name(index: usize) -> String {
+    format!("part-{index:05}.json.gz")
+}
+
+/// Items as gzip DynamoDB JSON lines, `{"Item": {...}}` per line.
+fn encode_items(items: &[Item]) -> std::io::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for it in items {
+        gz.write_all(b"{\"Item\":")?;
+        gz.write_all(it.item.as_bytes())?;
+        gz.write_all(b"}\n")?;
+    }
+    gz.finish()
+}
+
+/// A sink that writes the same gzip DynamoDB JSON lines as [`FileSink`] as objects
+/// `data/part-NNNNN.json.gz` of a store (an S3 prefix DynamoDB's import from S3 can read).
+/// Each object is written once; a location that already holds restore output is refused.
+#[derive(Debug)]
+pub(crate) struct StoreSink {
+    store: Arc<dyn ObjectStore>,
+    /// Keys written.
+    pub keys: Vec<String>,
+}
+
+impl StoreSink {
+    /// Writes under the store's `data/`. Refuses a location that already holds restore output.
+    pub(crate) async fn new(store: Arc<dyn ObjectStore>) -> Result<StoreSink, SinkError> {
+        let here = PathBuf::from(format!("{}data/", store.url()));
+        let listed = store
+            .list("data/", None, Some(1))
+            .await
+            .map_err(|e| SinkError::file(&here, e))?;
+        if !listed.is_empty() {
+            return Err(SinkError::NotEmpty { path: here });
+        }
+        Ok(StoreSink {
+            store,
+            keys: vec![],
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for StoreSink {
+    async fn partition(
+        &mut self,
+        index: usize,
+        _count: usize,
+        items: Vec<Item>,
+    ) -> Result<(), SinkError> {
+        let key = format!("data/{}", part_name(index));
+        let here = PathBuf::from(format!("{}{key}", self.store.url()));
+        let body = encode_items(&items).map_err(|e| SinkError::file(&here, e))?;
+        match self
+            .store
+            .put(
+                &key,
+                bytes::Bytes::from(body),
+                crate::store::PutMode::IfAbsent,
+            )
+            .await
+        {
+            Ok(crate::store::PutOutcome::Created) => {}
+            Ok(crate::store::PutOutcome::AlreadyExists) => {
+                return Err(SinkError::file(
+                    &here,
+                    "written meanwhile by something else (another restore to this location?)",
+                ));
+            }
+            Err(e) => return Err(SinkError::file(&here, e)),
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+}
+
+/// Reads [`StoreSink`]'s objects back: items and their digest.
+pub(crate) async fn read_item_objects(
+    store: &dyn ObjectStore,
+    keys: &[String],
+) -> Result<(u64, StateDigest), SinkError> {
+    let mut digest = StateDigest::ZERO;
+    let mut count = 0;
+    for key in keys {
+        let here = PathBuf::from(format!("{}{key}", store.url()));
+        let bytes = store
+            .get(key)
+            .await
+            .map_err(|e| SinkError::file(&here, e))?;
+        let reader = BufReader::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let (n, d) = read_items(&here, reader)?;
+        count += n;
+        digest.add(&d);
+    }
+    Ok((count, digest))
 }
 
 /// Reads DynamoDB JSON lines files (gzip or plain) back: items and their digest. Used to check
@@ -114,6 +206,18 @@ pub(crate) fn read_item_files(paths: &[PathBuf]) -> Result<(u64, StateDigest), S
         } else {
             Box::new(BufReader::new(f))
         };
+        let (n, d) = read_items(path, reader)?;
+        count += n;
+        digest.add(&d);
+    }
+    Ok((count, digest))
+}
+
+/// Items and digest of DynamoDB JSON lines read from `reader` (`path` names it in errors).
+fn read_items(path: &Path, reader: impl BufRead) -> Result<(u64, StateDigest), SinkError> {
+    let mut digest = StateDigest::ZERO;
+    let mut count = 0;
+    {
         for (n, line) in reader.lines().enumerate() {
             let line = line.map_err(|e| SinkError::file(path, e))?;
             if line.trim().is_empty() {
