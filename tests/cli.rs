@@ -449,7 +449,7 @@ fn restore_and_bootstrap_from_the_command_line() {
             vec![
                 "restore", "--table", "orders", "--target", &target, "--to", "ftp://x",
             ],
-            "expected dynamodb://TABLE or file://DIR",
+            "expected dynamodb://TABLE, s3://bucket/prefix or file://DIR",
         ),
         (
             vec![
