@@ -107,6 +107,11 @@ async fn tail_seal_verify_restore_equals_the_source_despite_sigkill() {
         dir.path().join(source).join("shards").exists(),
         "shard map kept"
     );
+    // `tail` described the table: the manifest records its definition, matching its key.
+    let d = &m["definition"];
+    assert_eq!(d["key"], m["key_schema"], "{m}");
+    assert_eq!(d["stream_view_type"], "NEW_AND_OLD_IMAGES", "{m}");
+    assert!(d["billing_mode"].is_string(), "{m}");
 
     streamseal(&["verify", "--table", source, "--target", &target, "--deep"]);
 
