@@ -323,6 +323,21 @@ async fn typed_columns_named_like_the_views_own_columns_do_not_break_them() {
     assert_eq!(rows[0][0], "200");
 }
 
+/// A backup of `orders` in a fresh emulator bucket, sealed `seals` times (a batch each).
+async fn sealed_in_s3(bucket: &str, prefix: &str, seals: usize) -> Arc<dyn ObjectStore> {
+    use streamseal::ops::seal::{SealOptions, seal};
+    let store = common::fresh_s3_store(bucket, prefix).await;
+    let ing = common::ingestor(&store);
+    let mut w = Workload::new(6, "orders", StreamViewType::NewAndOldImages, 100);
+    for _ in 0..seals {
+        ing.ingest_event(&w.next_event(25)).await.unwrap();
+        seal(&store, "orders", &SealOptions::default())
+            .await
+            .unwrap();
+    }
+    store
+}
+
 /// Every statement parses as Athena SQL (sqlglot's dialect, pinned in tests/requirements.txt)
 /// into a real statement, and every view's columns are uniquely named.
 fn parses_as_athena_sql(statements: &[String]) {
@@ -353,16 +368,7 @@ fn parses_as_athena_sql(statements: &[String]) {
 async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
     use streamseal::model::layout::TableLayout;
     use streamseal::ops::athena::SnapshotViews;
-    use streamseal::ops::seal::{SealOptions, seal};
-    let store = common::fresh_s3_store("athena-copied", "backups").await;
-    let ing = common::ingestor(&store);
-    let mut w = Workload::new(6, "orders", StreamViewType::NewAndOldImages, 100);
-    for _ in 0..2 {
-        ing.ingest_event(&w.next_event(30)).await.unwrap();
-        seal(&store, "orders", &SealOptions::default())
-            .await
-            .unwrap();
-    }
+    let store = sealed_in_s3("athena-copied", "backups", 2).await;
     let layout = TableLayout::new("orders");
     let (first, second) = (
         layout.athena_snapshot_files_key("0000000001"),
@@ -483,16 +489,7 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
 #[tokio::test]
 async fn snapshot_views_are_chosen_and_tables_can_be_recreated() {
     use streamseal::ops::athena::{SnapshotViews, ddl, with_tables_recreated};
-    use streamseal::ops::seal::{SealOptions, seal};
-    let store = common::fresh_s3_store("athena-views", "b").await;
-    let ing = common::ingestor(&store);
-    let mut w = Workload::new(8, "orders", StreamViewType::NewAndOldImages, 100);
-    for _ in 0..3 {
-        ing.ingest_event(&w.next_event(20)).await.unwrap();
-        seal(&store, "orders", &SealOptions::default())
-            .await
-            .unwrap();
-    }
+    let store = sealed_in_s3("athena-views", "b", 3).await;
     let schema = TableSchema::default();
     let views = |statements: &[String]| -> Vec<String> {
         statements

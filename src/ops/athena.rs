@@ -511,19 +511,7 @@ pub async fn ddl(
             .map(|k| format!("{root}{k}\n"))
             .collect();
         let key = layout.athena_snapshot_files_key(id);
-        let current = match store.get(&key).await {
-            Ok(b) => Some(b),
-            Err(crate::store::StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if current.as_deref() != Some(list.as_bytes()) {
-            store
-                .put(
-                    &key,
-                    bytes::Bytes::from(list),
-                    crate::store::PutMode::Overwrite,
-                )
-                .await?;
+        if write_if_changed(store, &key, list).await? {
             snapshot_lists_written.push(key);
         }
         snapshots.push((g, !m.base.is_empty()));
@@ -533,13 +521,7 @@ pub async fn ddl(
     if !base.is_empty() {
         let list: String = base.iter().map(|b| format!("{root}{}\n", b.key)).collect();
         let key = layout.athena_base_files_key();
-        store
-            .put(
-                &key,
-                bytes::Bytes::from(list),
-                crate::store::PutMode::Overwrite,
-            )
-            .await?;
+        write_if_changed(store, &key, list).await?;
         base_files = Some((key, base.len()));
     }
     let newest = snapshots.last().map_or(1, |(g, _)| *g);
@@ -574,6 +556,30 @@ pub async fn ddl(
         base_files,
         snapshot_lists_written,
     })
+}
+
+/// Writes a file list unless the store already holds exactly it; whether it wrote.
+async fn write_if_changed(
+    store: &dyn crate::store::ObjectStore,
+    key: &str,
+    list: String,
+) -> Result<bool, AthenaError> {
+    let current = match store.get(key).await {
+        Ok(b) => Some(b),
+        Err(crate::store::StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if current.as_deref() == Some(list.as_bytes()) {
+        return Ok(false);
+    }
+    store
+        .put(
+            key,
+            bytes::Bytes::from(list),
+            crate::store::PutMode::Overwrite,
+        )
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]
