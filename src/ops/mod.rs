@@ -9,9 +9,11 @@
 //!   inbox.
 //! - [`athena`]: Athena DDL for the changes table and its views.
 //! - [`infer`]: a schema file proposed from captured images.
+//! - [`diff`]: the keys that differ between two points of a backup, in bounded memory.
 
 pub mod athena;
 pub mod compact;
+pub mod diff;
 pub mod infer;
 pub mod restore;
 pub mod seal;

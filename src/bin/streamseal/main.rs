@@ -12,6 +12,7 @@ mod bootstrap;
 mod common;
 mod compact;
 mod demo;
+mod diff;
 mod ingest;
 mod output;
 mod restore;
@@ -65,6 +66,7 @@ enum Command {
     AthenaDdl(athena_ddl::Args),
     Bootstrap(bootstrap::Args),
     Restore(restore::Args),
+    Diff(diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             Command::AthenaDdl(args) => athena_ddl::run(args, &out).await,
             Command::Bootstrap(args) => bootstrap::run(args, &out).await,
             Command::Restore(args) => restore::run(args, &out).await,
+            Command::Diff(args) => diff::run(args, &out).await,
         }
     });
     output::exit(result)
