@@ -455,12 +455,12 @@ async fn athena_ddl_repairs_snapshot_lists_and_bounds_the_projection() {
     .unwrap();
     parses_as_athena_sql(&with_columns.statements);
     assert!(
-        all.contains("'projection.generation.range' = '1,2'"),
+        all.contains("'projection.generation.range' = '1,1002'"),
         "{all}"
     );
     assert!(!all.contains("9999999999"), "{all}");
     assert!(
-        all.contains("ALTER TABLE `backups`.`orders_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '1,2');"),
+        all.contains("ALTER TABLE `backups`.`orders_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '1,1002');"),
         "{all}"
     );
 
@@ -517,7 +517,7 @@ async fn snapshot_views_are_chosen_and_tables_can_be_recreated() {
         assert_eq!(views(&d.statements), want, "{which:?}");
         // The projection is bounded by the newest snapshot whichever views are emitted.
         assert!(
-            d.statements.iter().any(|s| s.contains("'1,3'")),
+            d.statements.iter().any(|s| s.contains("'1,1003'")),
             "{which:?}"
         );
     }

@@ -103,6 +103,7 @@ async fn diff_between_two_snapshots_equals_the_difference_of_two_restores() {
     }
     assert!(expected.values().any(|c| *c == Change::Removed));
     assert!(expected.values().any(|c| *c == Change::Changed));
+    assert!(expected.values().any(|c| *c == Change::Inserted));
 
     let mut options = DiffOptions {
         buckets: 16,
@@ -144,6 +145,7 @@ async fn diff_between_two_snapshots_equals_the_difference_of_two_restores() {
         expected.len() as u64
     );
     assert!(report.unknown.is_empty());
+    assert!(report.unproven.is_empty(), "{report:?}");
 
     // Between an instant and itself: nothing. A point the backup does not cover: refused.
     let at = Point::AsOf(w.now_ms() - 60_000);
@@ -159,6 +161,7 @@ async fn diff_between_two_snapshots_equals_the_difference_of_two_restores() {
     .await
     .unwrap();
     assert_eq!(none.inserted + none.removed + none.changed, 0);
+    assert!(none.from_items > 9_000, "{none:?}");
     let err = diff(
         &store,
         "orders",
@@ -202,10 +205,16 @@ fn diff_from_the_command_line() {
         "--from",
         "0000000001",
     ]);
+    let summary = text.lines().last().unwrap();
     assert!(
-        text.contains("inserted") && text.contains("changed"),
+        summary.contains("inserted") && summary.contains("changed"),
         "{text}"
     );
+    let listed = text
+        .lines()
+        .filter(|l| l.starts_with(['+', '-', '~']))
+        .count();
+    assert!(listed > 0, "{text}");
     let json = common::run_ok(&[
         "diff",
         "--table",

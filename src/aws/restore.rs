@@ -74,6 +74,8 @@ fn s3_location(uri: &str) -> Result<(String, String), RestoreError> {
     let rest = uri
         .strip_prefix("s3://")
         .ok_or_else(|| RestoreError::Target(format!("{uri:?}: not an s3:// URL")))?;
+    // `?region=` names the bucket's region; it is not part of the location.
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let prefix = prefix.trim_matches('/');
     Ok((
@@ -89,8 +91,9 @@ fn s3_location(uri: &str) -> Result<(String, String), RestoreError> {
 /// The `ImportTable` request (the DynamoDB API's JSON, as `aws dynamodb import-table
 /// --cli-input-json` takes it) that loads a restore written to `uri` into a new table named
 /// `table`, defined as the snapshot records the original (or from its key schema alone, on
-/// demand). Import cannot create local secondary indexes or turn on TTL or a stream: those
-/// are left out, to set after the import.
+/// demand). Import cannot create local secondary indexes (nor can they be added to a table
+/// afterwards: restore with `--create-table` when they matter), nor turn on TTL or a stream
+/// (set those after the import).
 pub fn import_request(
     uri: &str,
     table: &str,
@@ -108,9 +111,18 @@ pub fn import_request(
     let scalar = |t: crate::model::schema::KeyType| format!("{t:?}");
     let mut params = match (&manifest.definition, &manifest.key_schema) {
         (Some(d), _) => {
+            // Only the attributes a key of the import uses: ImportTable refuses a definition
+            // no key uses (those of local indexes, which import cannot create).
+            let used: std::collections::HashSet<&str> =
+                std::iter::once(d.key.partition.name.as_str())
+                    .chain(d.key.sort.as_ref().map(|s| s.name.as_str()))
+                    .chain(d.global_indexes.iter().flat_map(|i| {
+                        std::iter::once(i.partition.as_str()).chain(i.sort.as_deref())
+                    }))
+                    .collect();
             let mut p = json!({
                 "TableName": table,
-                "AttributeDefinitions": d.attributes.iter().map(|a| json!({
+                "AttributeDefinitions": d.attributes.iter().filter(|a| used.contains(a.name.as_str())).map(|a| json!({
                     "AttributeName": a.name, "AttributeType": scalar(a.attribute_type)
                 })).collect::<Vec<_>>(),
                 "KeySchema": key(&d.key.partition.name, d.key.sort.as_ref().map(|s| s.name.as_str())),
@@ -598,4 +610,23 @@ async fn differing_keys(
     found.sort();
     found.truncate(5);
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_target_is_a_bucket_and_prefix_without_its_region() {
+        for (uri, bucket, prefix) in [
+            ("s3://b", "b", ""),
+            ("s3://b/", "b", ""),
+            ("s3://b/imports/t/", "b", "imports/t/"),
+            ("s3://b/imports/t?region=eu-west-1", "b", "imports/t/"),
+            ("s3://b?region=eu-west-1", "b", ""),
+        ] {
+            let (b, p) = s3_location(uri).unwrap();
+            assert_eq!((b.as_str(), p.as_str()), (bucket, prefix), "{uri}");
+        }
+    }
 }

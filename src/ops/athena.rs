@@ -242,10 +242,7 @@ pub(crate) fn snapshot_table(
         &[
             ("projection.enabled", "true"),
             ("projection.generation.type", "integer"),
-            (
-                "projection.generation.range",
-                &format!("1,{}", newest.max(1)),
-            ),
+            ("projection.generation.range", &projection_range(newest)),
             ("projection.generation.digits", "10"),
             (
                 "storage.location.template",
@@ -339,8 +336,8 @@ pub(crate) fn statements(
     // An existing table keeps its properties (IF NOT EXISTS): move its bound to the newest
     // generation on every run.
     out.push(format!(
-        "ALTER TABLE `{database}`.`{name}_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '1,{}');",
-        newest.max(1)
+        "ALTER TABLE `{database}`.`{name}_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '{}');",
+        projection_range(newest)
     ));
     out
 }
@@ -493,7 +490,9 @@ pub async fn ddl(
     }
     // Segments a sealed compaction replaced are named by their compacted object (as compact
     // writes the lists): the parts are deleted after the grace period.
-    let replaced = crate::ops::compact::replacements_of(chain.iter().map(|(m, f)| (m, f)));
+    // `replacements_of` takes the chain newest first (the oldest compaction of a part wins,
+    // as in compact and restore); `chain` here is oldest first.
+    let replaced = crate::ops::compact::replacements_of(chain.iter().rev().map(|(m, f)| (m, f)));
     for (m, files) in &chain {
         let id = &m.snapshot_id;
         let Some(g) = crate::model::manifest::parse_snapshot_id(id) else {
@@ -557,6 +556,16 @@ pub async fn ddl(
         snapshot_lists_written,
     })
 }
+
+/// Generations a snapshot table projects: the sealed ones and headroom for the seals made
+/// before `athena-ddl` runs again (a generation past the bound reads nothing; an unfiltered
+/// query projects the whole range, which stays small).
+fn projection_range(newest: u64) -> String {
+    format!("1,{}", newest.max(1) + PROJECTION_HEADROOM)
+}
+
+/// Seals a snapshot table keeps projecting past the newest when the DDL was made.
+const PROJECTION_HEADROOM: u64 = 1000;
 
 /// Writes a file list unless the store already holds exactly it; whether it wrote.
 async fn write_if_changed(

@@ -3,8 +3,8 @@
 //!
 //! Each point's state is materialized as a restore would (the same plan, the same checks)
 //! into bucket files by a hash of the key, on disk; the buckets are then compared pairwise,
-//! one bucket of the first state in memory at a time, so memory stays bounded by the state
-//! divided by the bucket count whatever the table's size. A key whose latest change at either
+//! one bucket of each state in memory at a time. The bucket count follows the states' size
+//! and the memory budget, so memory stays within the budget whatever the table's size. A key whose latest change at either
 //! point is a quarantined record cannot be judged: it is reported as such, never as removed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,7 +25,8 @@ use crate::store::ObjectStore;
 pub struct DiffOptions {
     /// How each state is materialized (memory budget, spill directory).
     pub materialize: MaterializeOptions,
-    /// Buckets the states are split into on disk (memory: one bucket of a state).
+    /// At least this many buckets the states are split into on disk (more when the states'
+    /// size and `materialize.memory_mb` call for it: memory holds one bucket of each state).
     pub buckets: usize,
     /// Report both images of each differing key, not only their hashes.
     pub images: bool,
@@ -91,6 +92,10 @@ pub struct DiffReport {
     /// Keys that cannot be judged: their latest change at one of the points is a quarantined
     /// record (kept verbatim, named by a restore).
     pub unknown: Vec<String>,
+    /// Why a state could not be proven against its manifest (a point given as an instant is
+    /// never checked against one; a chain with changes of unknown effect), per side: the diff
+    /// is then between what the backup holds, which may lack what the findings name.
+    pub unproven: Vec<String>,
     /// Wall time, ms.
     pub elapsed_ms: u64,
 }
@@ -219,15 +224,25 @@ pub async fn diff(
             problem: format!("cannot make a work directory: {e}"),
         })
     })?;
-    let buckets = options.buckets.clamp(1, 65_536);
+    // One bucket of each state in memory at a time, each within a quarter of the budget
+    // (stored bytes expand up to 8x in memory, as the materializer assumes).
+    let budget = ((options.materialize.memory_mb.max(16) as u64) << 20) / 4;
+    let largest = plan_from.bytes().max(plan_to.bytes()).saturating_mul(8);
+    let buckets = (largest.div_ceil(budget.max(1)) as usize)
+        .max(options.buckets)
+        .clamp(1, 65_536);
     let mut sides = vec![];
     let mut unknown: HashSet<String> = HashSet::new();
     let mut counts = vec![];
+    let mut unproven = vec![];
     for (name, plan) in [("from", &plan_from), ("to", &plan_to)] {
         let mut sink = BucketSink::new(work.path(), name, buckets, options.images)?;
         let m =
             restore::materialize(store, plan, &options.materialize, &mut sink, progress).await?;
         unknown.extend(m.quarantined.iter().map(|q| q.key.clone()));
+        if let Some(why) = &m.unproven {
+            unproven.push(format!("{name}: {why}"));
+        }
         counts.push(m.items);
         sides.push(sink.finish()?);
     }
@@ -241,6 +256,7 @@ pub async fn diff(
         removed: 0,
         changed: 0,
         unknown: vec![],
+        unproven,
         elapsed_ms: 0,
     };
     for (before_path, after_path) in sides[0].iter().zip(&sides[1]) {

@@ -112,6 +112,9 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
             report.changed,
             output::millis(report.elapsed_ms)
         );
+        for why in &report.unproven {
+            println!("  note: not proven against the snapshot ({why})");
+        }
         for k in &report.unknown {
             println!("  unknown: {k} (its latest change at one point is a quarantined record)");
         }

@@ -134,7 +134,7 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
         }
         if let Some(req) = &report.import_request {
             println!(
-                "  load them into a new table (rename TableName as you like; LSIs, TTL and the stream are set afterwards):"
+                "  load them into a new table (rename TableName as you like; TTL and the stream are set afterwards; local indexes cannot be: use --create-table for a table that has them):"
             );
             println!(
                 "  aws dynamodb import-table --cli-input-json '{}'",
