@@ -150,35 +150,57 @@ pub(crate) async fn describe_key_schema(
     client: &Client,
     table: &str,
 ) -> Result<Option<KeySchema>, AwsError> {
-    let out = match client.describe_table().table_name(table).send().await {
-        Ok(o) => o,
+    match describe_if_exists(client, table).await? {
+        Some(t) => key_schema_of(table, &t),
+        None => Ok(None),
+    }
+}
+
+/// `DescribeTable`'s description of `table`, or `None` if the table does not exist.
+async fn describe_if_exists(
+    client: &Client,
+    table: &str,
+) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, AwsError> {
+    match client.describe_table().table_name(table).send().await {
+        Ok(o) => Ok(o.table().cloned()),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_not_found_exception()) =>
         {
-            return Ok(None);
+            Ok(None)
         }
-        Err(e) => return Err(AwsError::call("DescribeTable", table, e)),
-    };
-    let Some(t) = out.table() else {
-        return Ok(None);
-    };
+        Err(e) => Err(AwsError::call("DescribeTable", table, e)),
+    }
+}
+
+/// A DynamoDB scalar attribute type as a key type (`None` for a type this version does not
+/// know).
+fn key_type_of(t: &ScalarAttributeType) -> Option<KeyType> {
+    match t {
+        ScalarAttributeType::S => Some(KeyType::S),
+        ScalarAttributeType::N => Some(KeyType::N),
+        ScalarAttributeType::B => Some(KeyType::B),
+        _ => None,
+    }
+}
+
+/// The key schema a table description gives, with the key attributes' types.
+fn key_schema_of(
+    table: &str,
+    t: &aws_sdk_dynamodb::types::TableDescription,
+) -> Result<Option<KeySchema>, AwsError> {
     let types: HashMap<&str, &ScalarAttributeType> = t
         .attribute_definitions()
         .iter()
         .map(|d| (d.attribute_name(), d.attribute_type()))
         .collect();
     let attr = |e: &KeySchemaElement| -> Result<KeyAttribute, AwsError> {
-        let ty = match types.get(e.attribute_name()) {
-            Some(ScalarAttributeType::S) => KeyType::S,
-            Some(ScalarAttributeType::N) => KeyType::N,
-            Some(ScalarAttributeType::B) => KeyType::B,
-            other => {
-                return Err(AwsError::Unexpected(format!(
-                    "table {table}: key attribute {} has type {other:?}",
-                    e.attribute_name()
-                )));
-            }
+        let found = types.get(e.attribute_name());
+        let Some(ty) = found.and_then(|t| key_type_of(t)) else {
+            return Err(AwsError::Unexpected(format!(
+                "table {table}: key attribute {} has type {found:?}",
+                e.attribute_name()
+            )));
         };
         Ok(KeyAttribute {
             name: e.attribute_name().to_owned(),
@@ -275,22 +297,16 @@ pub async fn describe_definition(
     use crate::model::definition::{
         AttributeDefinition as Attr, Index, TableDefinition, Throughput,
     };
-    let Some(key) = describe_key_schema(client, table).await? else {
+    // One DescribeTable for the key and the rest.
+    let Some(t) = describe_if_exists(client, table).await? else {
         return Ok(None);
     };
-    let out = describe(client, table).await?;
-    let Some(t) = out.table() else {
+    let Some(key) = key_schema_of(table, &t)? else {
         return Ok(None);
-    };
-    let scalar = |s: &ScalarAttributeType| match s {
-        ScalarAttributeType::N => Some(KeyType::N),
-        ScalarAttributeType::B => Some(KeyType::B),
-        ScalarAttributeType::S => Some(KeyType::S),
-        _ => None,
     };
     let mut attributes = vec![];
     for d in t.attribute_definitions() {
-        let Some(ty) = scalar(d.attribute_type()) else {
+        let Some(ty) = key_type_of(d.attribute_type()) else {
             return Err(AwsError::Unexpected(format!(
                 "table {table}: attribute {} has type {:?}",
                 d.attribute_name(),
@@ -360,19 +376,7 @@ pub async fn describe_definition(
             None,
         )?);
     }
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeTimeToLive", table, e))?;
-    let ttl_attribute = ttl.time_to_live_description().and_then(|d| {
-        use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
-        match d.time_to_live_status() {
-            Some(S::Enabled | S::Enabling) => d.attribute_name().map(str::to_owned),
-            _ => None,
-        }
-    });
+    let ttl_attribute = ttl_attribute(client, table).await?;
     let stream_view_type = t
         .stream_specification()
         .filter(|s| s.stream_enabled())
@@ -519,6 +523,23 @@ pub(crate) async fn create_table_from(
     wait_active(client, table).await
 }
 
+/// The attribute time to live is on (or turning on) for, if any (`DescribeTimeToLive`).
+async fn ttl_attribute(client: &Client, table: &str) -> Result<Option<String>, AwsError> {
+    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+    let out = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("DescribeTimeToLive", table, e))?;
+    Ok(out
+        .time_to_live_description()
+        .and_then(|d| match d.time_to_live_status() {
+            Some(S::Enabled | S::Enabling) => d.attribute_name().map(str::to_owned),
+            _ => None,
+        }))
+}
+
 /// Turns time to live on for `attribute`, unless it already is (so a rerun is harmless). A
 /// table whose TTL is already on for another attribute (someone set it) is left as it is,
 /// with a warning.
@@ -527,20 +548,11 @@ pub(crate) async fn enable_ttl(
     table: &str,
     attribute: &str,
 ) -> Result<(), AwsError> {
-    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
-    let now = client
-        .describe_time_to_live()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeTimeToLive", table, e))?;
-    if let Some(d) = now.time_to_live_description()
-        && matches!(d.time_to_live_status(), Some(S::Enabled | S::Enabling))
-    {
-        if d.attribute_name() != Some(attribute) {
+    if let Some(on) = ttl_attribute(client, table).await? {
+        if on != attribute {
             tracing::warn!(
                 table,
-                ttl_attribute = d.attribute_name().unwrap_or(""),
+                ttl_attribute = %on,
                 recorded = attribute,
                 "the table's time to live is on for another attribute than the backup's table had; left as it is"
             );
