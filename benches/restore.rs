@@ -21,12 +21,13 @@ use streamseal::progress::Progress;
 use streamseal::store::ObjectStore;
 use streamseal::store::memory::MemoryStore;
 
-struct Count(u64);
+struct Count(std::sync::atomic::AtomicU64);
 
 #[async_trait::async_trait]
 impl Sink for Count {
-    async fn partition(&mut self, _: usize, _: usize, items: Vec<Item>) -> Result<(), SinkError> {
-        self.0 += items.len() as u64;
+    async fn partition(&self, _: usize, _: usize, items: Vec<Item>) -> Result<(), SinkError> {
+        self.0
+            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -81,12 +82,11 @@ fn bench(c: &mut Criterion) {
             |b, options| {
                 b.iter(|| {
                     runtime.block_on(async {
-                        let mut sink = Count(0);
-                        let m =
-                            materialize(&store, &plan, options, &mut sink, &Progress::default())
-                                .await
-                                .expect("materialize");
-                        assert_eq!(m.items, sink.0);
+                        let sink = Count(Default::default());
+                        let m = materialize(&store, &plan, options, &sink, &Progress::default())
+                            .await
+                            .expect("materialize");
+                        assert_eq!(m.items, sink.0.into_inner());
                     })
                 })
             },

@@ -625,6 +625,12 @@ pub(crate) struct WriteStats {
     pub retries: AtomicU64,
     /// Partitions skipped because a checkpoint says they were written.
     pub partitions_skipped: AtomicU64,
+    /// Partitions this run wrote.
+    pub partitions_done: AtomicU64,
+    /// Partitions being written now.
+    pub partitions_in_flight: AtomicU64,
+    /// The most partitions written at once.
+    pub max_partitions_in_flight: AtomicU64,
 }
 
 /// The checkpoint of a restore: which partitions are fully written.
@@ -709,21 +715,28 @@ pub(crate) struct DynamoSink {
     writer: Arc<Writer>,
     workers: usize,
     checkpoint: Option<CheckpointAt>,
-    done: std::collections::BTreeSet<usize>,
-    /// Partition count the checkpoint was written with.
-    checkpoint_partitions: Option<usize>,
+    /// What the checkpoint records; partitions written at once update it under this lock.
+    state: tokio::sync::Mutex<SinkState>,
     /// A checkpoint of this restore existed when the sink was made: the target's items are
     /// this restore's own (at least [`DynamoSink::record_start`] ran), so it resumes.
     started: bool,
-    /// The self-check scan's progress, from the checkpoint.
-    scan: Option<ScanState>,
     /// Stop before starting a partition after this instant, once this run has written at
     /// least one (so every run makes progress); a rerun resumes from the checkpoint.
     pub deadline: Option<std::time::Instant>,
     /// Partitions this run wrote.
-    written: usize,
+    written: std::sync::atomic::AtomicUsize,
     /// True when the run stopped at the deadline with partitions left.
-    pub stopped_at_deadline: bool,
+    stopped_at_deadline: std::sync::atomic::AtomicBool,
+}
+
+/// The restore's progress as its checkpoint records it.
+#[derive(Debug, Default)]
+struct SinkState {
+    done: std::collections::BTreeSet<usize>,
+    /// Partition count the checkpoint was written with.
+    partitions: Option<usize>,
+    /// The self-check scan's progress.
+    scan: Option<ScanState>,
 }
 
 impl DynamoSink {
@@ -737,10 +750,8 @@ impl DynamoSink {
         max_resubmits: u32,
         checkpoint: Option<CheckpointAt>,
     ) -> Result<DynamoSink, AwsError> {
-        let mut done = std::collections::BTreeSet::new();
-        let mut checkpoint_partitions = None;
+        let mut state = SinkState::default();
         let mut started = false;
-        let mut scan = None;
         if let Some(at) = &checkpoint {
             match at.store.get(&at.key).await {
                 Ok(bytes) => {
@@ -753,10 +764,10 @@ impl DynamoSink {
                             at.key, c.restore, at.label
                         )));
                     }
-                    done.extend(c.done);
-                    checkpoint_partitions = (c.partitions > 0).then_some(c.partitions);
+                    state.done.extend(c.done);
+                    state.partitions = (c.partitions > 0).then_some(c.partitions);
+                    state.scan = c.scan;
                     started = true;
-                    scan = c.scan;
                 }
                 Err(crate::store::StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -771,13 +782,11 @@ impl DynamoSink {
             }),
             workers: workers.max(1),
             checkpoint,
-            done,
-            checkpoint_partitions,
+            state: tokio::sync::Mutex::new(state),
             started,
-            scan,
             deadline: None,
-            written: 0,
-            stopped_at_deadline: false,
+            written: Default::default(),
+            stopped_at_deadline: Default::default(),
         })
     }
 
@@ -787,6 +796,11 @@ impl DynamoSink {
         self.started
     }
 
+    /// Whether the run stopped at the deadline with partitions left.
+    pub(crate) fn stopped_at_deadline(&self) -> bool {
+        self.stopped_at_deadline.load(Ordering::Relaxed)
+    }
+
     /// Records that this restore starts, before it writes anything: a run that fails in its
     /// first partition leaves a non-empty target, and the rerun must know those items are its
     /// own to resume rather than refuse the table as not empty.
@@ -794,33 +808,37 @@ impl DynamoSink {
         if self.started {
             return Ok(());
         }
-        self.save().await?;
+        self.save(&*self.state.lock().await).await?;
         self.started = true;
         Ok(())
     }
 
     /// The self-check scan where the checkpoint left it, or a new one of `segments`.
-    pub(crate) fn scan_state(&self, segments: i32) -> ScanState {
-        self.scan
+    pub(crate) async fn scan_state(&self, segments: i32) -> ScanState {
+        self.state
+            .lock()
+            .await
+            .scan
             .clone()
             .unwrap_or_else(|| ScanState::new(segments))
     }
 
     /// Records where the self-check scan stands, so the next run resumes it.
-    pub(crate) async fn save_scan(&mut self, state: Option<ScanState>) -> Result<(), AwsError> {
-        self.scan = state;
-        self.save().await
+    pub(crate) async fn save_scan(&self, scan: Option<ScanState>) -> Result<(), AwsError> {
+        let mut state = self.state.lock().await;
+        state.scan = scan;
+        self.save(&state).await
     }
 
     /// Writes the checkpoint: the partition count (0 when not known yet), the finished
     /// partitions and the scan's progress.
-    async fn save(&self) -> Result<(), AwsError> {
+    async fn save(&self, state: &SinkState) -> Result<(), AwsError> {
         if let Some(at) = &self.checkpoint {
             let c = Checkpoint {
                 restore: at.label.clone(),
-                partitions: self.checkpoint_partitions.unwrap_or(0),
-                done: self.done.iter().copied().collect(),
-                scan: self.scan.clone(),
+                partitions: state.partitions.unwrap_or(0),
+                done: state.done.iter().copied().collect(),
+                scan: state.scan.clone(),
             };
             // A struct of strings and numbers always serializes.
             let body = serde_json::to_vec(&c).unwrap_or_default();
@@ -838,39 +856,58 @@ impl DynamoSink {
     }
 
     async fn write_partition(
-        &mut self,
+        &self,
         index: usize,
         count: usize,
         items: Vec<Item>,
     ) -> Result<(), SinkError> {
-        if let Some(p) = self.checkpoint_partitions
-            && p != count
-        {
-            return Err(SinkError::Target(Box::new(AwsError::Unexpected(format!(
-                "the checkpoint of this restore was written with {p} partitions, this run has {count}; rerun with the same memory budget to resume"
-            )))));
-        }
         let stats = &self.writer.stats;
-        if self.done.contains(&index) {
-            stats.partitions_skipped.fetch_add(1, Ordering::Relaxed);
-            stats.items.fetch_add(items.len() as u64, Ordering::Relaxed);
-            return Ok(());
+        {
+            let state = self.state.lock().await;
+            if let Some(p) = state.partitions
+                && p != count
+            {
+                return Err(SinkError::Target(Box::new(AwsError::Unexpected(format!(
+                    "the checkpoint of this restore was written with {p} partitions, this run has {count}; rerun with the same memory budget and parallelism to resume"
+                )))));
+            }
+            if state.done.contains(&index) {
+                stats.partitions_skipped.fetch_add(1, Ordering::Relaxed);
+                stats.items.fetch_add(items.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
         }
+        let written = self.written.load(Ordering::Relaxed);
         if let Some(deadline) = self.deadline
-            && self.written > 0
+            && written > 0
             && std::time::Instant::now() >= deadline
         {
-            self.stopped_at_deadline = true;
-            return Err(SinkError::Deadline {
-                written: self.written,
-                count,
-            });
+            self.stopped_at_deadline.store(true, Ordering::Relaxed);
+            return Err(SinkError::Deadline { written, count });
         }
+        let now = stats.partitions_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats
+            .max_partitions_in_flight
+            .fetch_max(now, Ordering::Relaxed);
+        let result = self.write_items(&items).await;
+        stats.partitions_in_flight.fetch_sub(1, Ordering::Relaxed);
+        result?;
+        self.written.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock().await;
+        state.done.insert(index);
+        state.partitions = Some(count);
+        self.save(&state).await?;
+        stats.partitions_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes items with up to `workers` BatchWriteItem calls in flight.
+    async fn write_items(&self, items: &[Item]) -> Result<(), SinkError> {
         // Batches of at most 25 items and 16 MB (DynamoDB's BatchWriteItem limits).
         let mut batches: Vec<Vec<WriteRequest>> = vec![];
         let mut current = vec![];
         let mut bytes = 0usize;
-        for it in &items {
+        for it in items {
             let map = to_attribute_map(&it.item, &format!("item {}", it.key))?;
             let put = PutRequest::builder()
                 .set_item(Some(map))
@@ -904,14 +941,10 @@ impl DynamoSink {
         while let Some(r) = tasks.join_next().await {
             keep_first(&mut first_error, r);
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        self.done.insert(index);
-        self.written += 1;
-        self.checkpoint_partitions = Some(count);
-        self.save().await?;
-        Ok(())
     }
 }
 
@@ -931,7 +964,7 @@ fn keep_first(
 #[async_trait::async_trait]
 impl Sink for DynamoSink {
     async fn partition(
-        &mut self,
+        &self,
         index: usize,
         count: usize,
         items: Vec<Item>,

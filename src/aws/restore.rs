@@ -214,6 +214,8 @@ pub struct Request {
     /// than REMOVEs) that could be a key's latest change: without it such keys are left out
     /// and named, and everything else is restored and checked.
     pub strict: bool,
+    /// Read the whole history even when a state checkpoint could start the restore.
+    pub from_history: bool,
 }
 
 impl Request {
@@ -233,6 +235,7 @@ impl Request {
             max_resubmits: 15,
             deadline: None,
             strict: false,
+            from_history: false,
         }
     }
 }
@@ -244,6 +247,8 @@ pub struct Report {
     pub table: String,
     /// Snapshot whose chain was read.
     pub snapshot_id: String,
+    /// The state checkpoint the restore started from (a snapshot id), if any.
+    pub checkpoint: Option<String>,
     /// Instant, for `--as-of`.
     pub as_of: Option<String>,
     /// Destination.
@@ -294,7 +299,13 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<Report, RestoreError> {
     let started = Instant::now();
-    let plan = restore::plan(store.as_ref(), &request.table, &request.point).await?;
+    let plan = restore::plan_with(
+        store.as_ref(),
+        &request.table,
+        &request.point,
+        !request.from_history,
+    )
+    .await?;
     let label = format!(
         "{} of {} -> {}",
         match &request.point {
@@ -307,6 +318,7 @@ pub async fn run(
     let mut report = Report {
         table: request.table.clone(),
         snapshot_id: plan.manifest.snapshot_id.clone(),
+        checkpoint: plan.checkpoint.as_ref().map(|c| c.snapshot_id.clone()),
         as_of: plan.as_of_ms.map(crate::model::clock::rfc3339),
         to: request.to.describe(),
         items: 0,
@@ -355,11 +367,12 @@ pub async fn run(
     }
     match &request.to {
         Target::Files(dir) => {
-            let mut sink = FileSink::new(dir)?;
-            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
-                .await?;
-            let (n, d) = restore::read_item_files(&sink.files)?;
-            report.files = sink.files.iter().map(|p| p.display().to_string()).collect();
+            let sink = FileSink::new(dir)?;
+            let m =
+                restore::materialize(store, &plan, &request.materialize, &sink, progress).await?;
+            let files = sink.files();
+            let (n, d) = restore::read_item_files(&files)?;
+            report.files = files.iter().map(|p| p.display().to_string()).collect();
             finish(&mut report, &m, n, d);
         }
         Target::Objects(uri) => {
@@ -368,12 +381,13 @@ pub async fn run(
             let out = crate::store::open(uri)
                 .await
                 .map_err(|e| RestoreError::Target(format!("{uri}: {e}")))?;
-            let mut sink = restore::StoreSink::new(out.clone()).await?;
-            let m = restore::materialize(store, &plan, &request.materialize, &mut sink, progress)
-                .await?;
-            let (n, d) = restore::read_item_objects(out.as_ref(), &sink.keys).await?;
+            let sink = restore::StoreSink::new(out.clone()).await?;
+            let m =
+                restore::materialize(store, &plan, &request.materialize, &sink, progress).await?;
+            let keys = sink.keys();
+            let (n, d) = restore::read_item_objects(out.as_ref(), &keys).await?;
             let root = out.url();
-            report.files = sink.keys.iter().map(|k| format!("{root}{k}")).collect();
+            report.files = keys.iter().map(|k| format!("{root}{k}")).collect();
             report.import_request = Some(request_body);
             finish(&mut report, &m, n, d);
         }
@@ -412,7 +426,7 @@ pub async fn run(
             }
             sink.record_start().await?;
             let materialized =
-                restore::materialize(store, &plan, &request.materialize, &mut sink, progress).await;
+                restore::materialize(store, &plan, &request.materialize, &sink, progress).await;
             // Handing back at the deadline: what this run did, to call again.
             let unfinished = |mut report: Report, sink: &DynamoSink| {
                 use std::sync::atomic::Ordering::Relaxed;
@@ -423,7 +437,7 @@ pub async fn run(
                 Ok(report)
             };
             let m = match materialized {
-                Err(_) if sink.stopped_at_deadline => return unfinished(report, &sink),
+                Err(_) if sink.stopped_at_deadline() => return unfinished(report, &sink),
                 other => other?,
             };
             report.retries = sink
@@ -432,7 +446,7 @@ pub async fn run(
                 .load(std::sync::atomic::Ordering::Relaxed);
             // The self-check scan runs within the deadline too, resuming where the last run
             // stopped: a large table's scan may need more than one call.
-            let mut scan = sink.scan_state(request.scan_segments);
+            let mut scan = sink.scan_state(request.scan_segments).await;
             let scanned = dynamodb::scan_digest_until(
                 client,
                 target,
@@ -560,50 +574,58 @@ async fn differing_keys(
     key: &KeySchema,
     request: &Request,
 ) -> Result<Vec<String>, RestoreError> {
-    let (_, _, mut in_table) =
+    let (_, _, in_table) =
         dynamodb::scan_digest(client, target, request.scan_segments, key, true).await?;
-    struct Diff<'a> {
-        table: &'a mut std::collections::HashMap<String, crate::model::item::ItemHash>,
+    struct Diff {
+        table: std::collections::HashMap<String, crate::model::item::ItemHash>,
         found: Vec<String>,
     }
+    struct Shared(std::sync::Mutex<Diff>);
     #[async_trait::async_trait]
-    impl Sink for Diff<'_> {
+    impl Sink for Shared {
         async fn partition(
-            &mut self,
+            &self,
             _: usize,
             _: usize,
             items: Vec<Item>,
         ) -> Result<(), restore::SinkError> {
+            let mut guard = self
+                .0
+                .lock()
+                .map_err(|_| restore::SinkError::Target("a comparison task panicked".into()))?;
+            let d = &mut *guard;
             for it in items {
                 let h = crate::model::item::ItemHash(Sha256::digest(it.item.as_bytes()).into());
-                match self.table.remove(&it.key) {
+                match d.table.remove(&it.key) {
                     Some(t) if t == h => {}
-                    Some(_) => self.found.push(format!("{} (differs)", it.key)),
-                    None => self
-                        .found
-                        .push(format!("{} (missing from the table)", it.key)),
+                    Some(_) => d.found.push(format!("{} (differs)", it.key)),
+                    None => d.found.push(format!("{} (missing from the table)", it.key)),
                 }
             }
             Ok(())
         }
     }
-    let mut diff = Diff {
-        table: &mut in_table,
+    let diff = Shared(std::sync::Mutex::new(Diff {
+        table: in_table,
         found: vec![],
-    };
+    }));
     let mut plan = plan.clone();
     plan.expected = None;
     restore::materialize(
         store,
         &plan,
         &request.materialize,
-        &mut diff,
+        &diff,
         &Progress::default(),
     )
     .await?;
-    let mut found = diff.found;
+    let d = diff
+        .0
+        .into_inner()
+        .map_err(|_| RestoreError::Unrestorable("a comparison task panicked".into()))?;
+    let mut found = d.found;
     found.extend(
-        in_table
+        d.table
             .into_keys()
             .map(|k| format!("{k} (not in the backup)")),
     );

@@ -16,11 +16,13 @@
 //!   rejected entries and quarantined records until a person acknowledges them.
 //! - [`quarantine`]: what a quarantined record does to the state.
 //! - [`base`]: bootstrap base state files and their manifest.
+//! - [`checkpoint`]: state checkpoints (the full state at a snapshot) and expire records.
 //! - [`shards`]: the stream's shard map kept in the store.
 //! - [`clock`]: injectable time (nothing about completeness depends on it).
 
 pub mod base;
 pub mod change;
+pub mod checkpoint;
 pub mod clock;
 pub mod definition;
 pub mod findings;

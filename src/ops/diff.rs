@@ -110,7 +110,7 @@ fn bucket_of(key: &str, buckets: usize) -> usize {
 
 /// A sink writing `key \t value` lines into bucket files (value: the image, or its hash).
 struct BucketSink {
-    files: Vec<BufWriter<std::fs::File>>,
+    files: Vec<std::sync::Mutex<BufWriter<std::fs::File>>>,
     paths: Vec<PathBuf>,
     images: bool,
 }
@@ -125,7 +125,7 @@ impl BucketSink {
                 path: path.clone(),
                 problem: e.to_string(),
             })?;
-            files.push(BufWriter::new(f));
+            files.push(std::sync::Mutex::new(BufWriter::new(f)));
             paths.push(path);
         }
         Ok(BucketSink {
@@ -135,8 +135,12 @@ impl BucketSink {
         })
     }
 
-    fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
-        for (f, path) in self.files.iter_mut().zip(&self.paths) {
+    fn finish(self) -> Result<Vec<PathBuf>, SinkError> {
+        for (f, path) in self.files.into_iter().zip(&self.paths) {
+            let mut f = f.into_inner().map_err(|_| SinkError::File {
+                path: path.clone(),
+                problem: "a writer panicked".into(),
+            })?;
             f.flush().map_err(|e| SinkError::File {
                 path: path.clone(),
                 problem: e.to_string(),
@@ -149,7 +153,7 @@ impl BucketSink {
 #[async_trait::async_trait]
 impl Sink for BucketSink {
     async fn partition(
-        &mut self,
+        &self,
         _index: usize,
         _count: usize,
         items: Vec<Item>,
@@ -157,13 +161,17 @@ impl Sink for BucketSink {
         let buckets = self.files.len();
         for it in items {
             let b = bucket_of(&it.key, buckets);
+            let mut file = self.files[b].lock().map_err(|_| SinkError::File {
+                path: self.paths[b].clone(),
+                problem: "a writer panicked".into(),
+            })?;
             let value = if self.images {
                 it.item
             } else {
                 hex::encode(Sha256::digest(it.item.as_bytes()))
             };
             // Canonical JSON escapes control characters: no raw tab or newline in either.
-            writeln!(self.files[b], "{}\t{}", it.key, value).map_err(|e| SinkError::File {
+            writeln!(file, "{}\t{}", it.key, value).map_err(|e| SinkError::File {
                 path: self.paths[b].clone(),
                 problem: e.to_string(),
             })?;
@@ -236,9 +244,8 @@ pub async fn diff(
     let mut counts = vec![];
     let mut unproven = vec![];
     for (name, plan) in [("from", &plan_from), ("to", &plan_to)] {
-        let mut sink = BucketSink::new(work.path(), name, buckets, options.images)?;
-        let m =
-            restore::materialize(store, plan, &options.materialize, &mut sink, progress).await?;
+        let sink = BucketSink::new(work.path(), name, buckets, options.images)?;
+        let m = restore::materialize(store, plan, &options.materialize, &sink, progress).await?;
         unknown.extend(m.quarantined.iter().map(|q| q.key.clone()));
         if let Some(why) = &m.unproven {
             unproven.push(format!("{name}: {why}"));

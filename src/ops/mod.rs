@@ -5,6 +5,8 @@
 //!   audit of the whole store.
 //! - [`restore`]: the table state at a snapshot or an instant, in bounded memory, handed to a
 //!   sink (DynamoDB-JSON files here; DynamoDB in `crate::aws::restore`).
+//! - [`checkpoint`]: state checkpoints (the full state at a snapshot) and `expire`, which
+//!   deletes changes a checkpoint covers once they are older than the retention.
 //! - [`compact`]: small sealed segments rewritten as large objects, published through the
 //!   inbox.
 //! - [`athena`]: Athena DDL for the changes table and its views.
@@ -12,6 +14,7 @@
 //! - [`diff`]: the keys that differ between two points of a backup, in bounded memory.
 
 pub mod athena;
+pub mod checkpoint;
 pub mod compact;
 pub mod diff;
 pub mod infer;

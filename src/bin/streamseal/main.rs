@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod acknowledge;
 mod athena_ddl;
 mod bootstrap;
+mod checkpoint;
 mod common;
 mod compact;
 mod demo;
@@ -67,6 +68,8 @@ enum Command {
     Bootstrap(bootstrap::Args),
     Restore(restore::Args),
     Diff(diff::Args),
+    Checkpoint(checkpoint::Args),
+    Expire(checkpoint::ExpireArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,8 @@ fn main() -> ExitCode {
             Command::Bootstrap(args) => bootstrap::run(args, &out).await,
             Command::Restore(args) => restore::run(args, &out).await,
             Command::Diff(args) => diff::run(args, &out).await,
+            Command::Checkpoint(args) => checkpoint::run(args, &out).await,
+            Command::Expire(args) => checkpoint::run_expire(args, &out).await,
         }
     });
     output::exit(result)

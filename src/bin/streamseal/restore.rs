@@ -55,6 +55,14 @@ pub(crate) struct Args {
     /// is restored and checked.
     #[arg(long)]
     strict: bool,
+    /// Partitions rebuilt and written at once (each holds one partition in memory, so more
+    /// partitions are used to stay within --memory-mb).
+    #[arg(long, value_name = "N", default_value_t = crate::common::default_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// Rebuild from the whole history even when a state checkpoint could start the restore
+    /// (a cross-check of the checkpoint; slower).
+    #[arg(long)]
+    from_history: bool,
 }
 
 pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
@@ -78,6 +86,8 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
     request.materialize.spill_dir = args.spill_dir.clone();
     request.workers = usize::from(args.workers);
     request.strict = args.strict;
+    request.from_history = args.from_history;
+    request.materialize.parallel = usize::from(args.parallel);
     let progress = Arc::new(Progress::default());
     let shown = out.progress("restore", progress.clone());
     let result = restore(&store, client.as_ref(), &request, &progress).await;
@@ -108,6 +118,9 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
             report.items as f64 / (report.elapsed_ms.max(1) as f64 / 1000.0),
             if report.resumed { ", resumed" } else { "" }
         );
+        if let Some(c) = &report.checkpoint {
+            println!("  started from the state checkpoint of snapshot {c}");
+        }
         println!(
             "  self-check: target holds {} items, digest {} -> {}",
             report.target_items,

@@ -43,26 +43,175 @@ pub(super) fn fold(state: &mut HashMap<String, Latest>, key: &str, seq: &str, im
     }
 }
 
+/// Where counted changes go: one in-memory state, or spill files by partition; only the keys
+/// of one partition when a distributed restore materializes just that one.
+struct Collector {
+    memory: HashMap<String, Latest>,
+    spill: Option<Spill>,
+    only: Option<(usize, usize)>,
+}
+
+impl Collector {
+    fn push(&mut self, key: &str, seq: &str, image: Option<&str>) -> Result<(), RestoreError> {
+        if let Some((i, p)) = self.only
+            && partition_of(key, p) != i
+        {
+            return Ok(());
+        }
+        match &mut self.spill {
+            Some(s) => s.push(key, seq, image),
+            None => {
+                fold(&mut self.memory, key, seq, image);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One partition ready for the sink.
+struct Emitted {
+    items: u64,
+    digest: StateDigest,
+    quarantined: Vec<QuarantinedKey>,
+    quarantined_digest: Option<StateDigest>,
+}
+
+/// A partition's final state: the items sorted by key with their digest, and the keys held by
+/// quarantined records (resolved afterwards: that needs the store).
+fn prepare(state: HashMap<String, Latest>) -> (Vec<Item>, StateDigest, Vec<(String, Latest)>) {
+    let mut items: Vec<Item> = Vec::with_capacity(state.len());
+    let mut held = vec![];
+    for (key, l) in state {
+        let Some(item) = l.image else { continue };
+        if item.starts_with(QUARANTINED) {
+            held.push((
+                key,
+                Latest {
+                    seq: l.seq,
+                    image: Some(item),
+                },
+            ));
+        } else {
+            items.push(Item {
+                key,
+                item,
+                sequence_number: l.seq,
+            });
+        }
+    }
+    items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let mut digest = StateDigest::ZERO;
+    for it in &items {
+        // Stored images are canonical, so the hash is SHA-256 of the text as stored.
+        digest.add_item(&ItemHash(Sha256::digest(it.item.as_bytes()).into()));
+    }
+    (items, digest, held)
+}
+
+/// Resolves a partition's quarantined keys and hands it to the sink.
+async fn emit(
+    store: &Arc<dyn ObjectStore>,
+    sink: &dyn Sink,
+    index: usize,
+    count: usize,
+    state: HashMap<String, Latest>,
+) -> Result<Emitted, RestoreError> {
+    let (mut items, mut digest, held) =
+        tokio::task::spawn_blocking(move || prepare(state))
+            .await
+            .map_err(|e| RestoreError::Unrestorable(format!("a restore task failed: {e}")))?;
+    let mut quarantined = vec![];
+    let mut quarantined_digest = Some(StateDigest::ZERO);
+    let mut resorted = false;
+    for (key, l) in held {
+        let marker = l.image.unwrap_or_default();
+        let rest = &marker[QUARANTINED.len_utf8()..];
+        let (kind_sha, object) = rest.split_once(' ').unwrap_or(("", rest));
+        let (valid, sha) = match kind_sha.split_at_checked(1) {
+            Some(("v", sha)) => (true, sha),
+            Some((_, sha)) => (false, sha),
+            None => (false, ""),
+        };
+        // A record quarantined for something else than its new image (an old image of an
+        // unknown type, say) still writes a valid item: restore it.
+        if valid && let Some(item) = writable_image(store.as_ref(), object, sha).await? {
+            digest.add_item(&ItemHash(Sha256::digest(item.as_bytes()).into()));
+            items.push(Item {
+                key,
+                item,
+                sequence_number: l.seq,
+            });
+            resorted = true;
+            continue;
+        }
+        let mut h = [0u8; 32];
+        quarantined_digest = match hex::decode_to_slice(sha, &mut h) {
+            Ok(()) => quarantined_digest.map(|mut d| {
+                d.add_item(&ItemHash(h));
+                d
+            }),
+            Err(_) => None,
+        };
+        quarantined.push(QuarantinedKey {
+            key,
+            sequence_number: l.seq,
+            object: object.to_owned(),
+            state: marker.clone(),
+        });
+    }
+    if resorted {
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    }
+    let n = items.len() as u64;
+    sink.partition(index, count, items)
+        .await
+        .map_err(RestoreError::Sink)?;
+    Ok(Emitted {
+        items: n,
+        digest,
+        quarantined,
+        quarantined_digest,
+    })
+}
+
 /// Reads the plan's objects and hands the final state to `sink`, partition by partition.
 pub async fn materialize(
     store: &Arc<dyn ObjectStore>,
     plan: &Plan,
     options: &MaterializeOptions,
-    sink: &mut dyn Sink,
+    sink: &dyn Sink,
     progress: &Progress,
 ) -> Result<Materialized, RestoreError> {
-    // Partitions: enough that one partition's changes fit in half the budget, assuming the
-    // stored (zstd) bytes expand up to 8x in memory.
+    // Partitions: enough that the partitions in memory at once (`parallel` of them) fit in
+    // half the budget, assuming the stored (zstd) bytes expand up to 8x in memory.
     let budget = (options.memory_mb.max(16) as u64) << 19;
-    let estimate = plan.bytes().saturating_mul(8);
-    let partitions = (estimate.div_ceil(budget.max(1)) as usize)
-        .max(options.min_partitions)
-        .clamp(1, 4096);
-    let mut memory: HashMap<String, Latest> = HashMap::new();
-    let mut spill = if partitions > 1 {
-        Some(Spill::new(options.spill_dir.as_deref(), partitions)?)
-    } else {
-        None
+    let parallel = options.parallel.max(1);
+    let estimate = plan
+        .bytes()
+        .saturating_mul(8)
+        .saturating_mul(parallel as u64);
+    let partitions = match options.partitions {
+        Some(p) => p.clamp(1, 65_536),
+        None => (estimate.div_ceil(budget.max(1)) as usize)
+            .max(options.min_partitions)
+            .clamp(1, 4096),
+    };
+    if let Some(i) = options.only_partition
+        && i >= partitions
+    {
+        return Err(RestoreError::Target(format!(
+            "partition {i} does not exist: the restore has {partitions} partitions (0..{})",
+            partitions - 1
+        )));
+    }
+    let mut acc = Collector {
+        memory: HashMap::new(),
+        spill: if partitions > 1 && options.only_partition.is_none() {
+            Some(Spill::new(options.spill_dir.as_deref(), partitions)?)
+        } else {
+            None
+        },
+        only: options.only_partition.map(|i| (i, partitions)),
     };
     let mut changes = 0u64;
     progress.stage("reading changes", plan.changes());
@@ -83,13 +232,42 @@ pub async fn materialize(
                 let keys = string_col(&batch, "keys", &b.key)?;
                 let items = string_col(&batch, "item", &b.key)?;
                 for i in 0..batch.num_rows() {
-                    let (k, v) = (keys.value(i), items.value(i));
-                    match &mut spill {
-                        Some(s) => s.push(k, "0", Some(v))?,
-                        None => fold(&mut memory, k, "0", Some(v)),
+                    acc.push(keys.value(i), "0", Some(items.value(i)))?;
+                }
+            }
+        }
+    }
+
+    // A checkpoint: every item at the sequence number of the change that wrote it, and the
+    // keys quarantined records held. With the same partitioning, one partition reads one file.
+    if let Some(c) = &plan.checkpoint {
+        let files: Vec<&crate::model::checkpoint::CheckpointFile> = c
+            .files
+            .iter()
+            .filter(|f| match acc.only {
+                Some((i, p)) if p == c.partitions => f.partition == i,
+                _ => true,
+            })
+            .collect();
+        for chunk in files.chunks(options.concurrency.max(1)) {
+            let keys: Vec<String> = chunk.iter().map(|f| f.key.clone()).collect();
+            let bodies = store::get_many(store, &keys, options.concurrency).await;
+            for (f, body) in chunk.iter().zip(bodies) {
+                let bytes = checked(&f.key, f.bytes, &f.sha256, body?)?;
+                progress.add_bytes(bytes.len() as u64);
+                for batch in read_batches(&f.key, bytes, &["keys", "item", "sequence_number"])? {
+                    let keys = string_col(&batch, "keys", &f.key)?;
+                    let items = string_col(&batch, "item", &f.key)?;
+                    let seqs = string_col(&batch, "sequence_number", &f.key)?;
+                    for i in 0..batch.num_rows() {
+                        let seq = if seqs.is_null(i) { "0" } else { seqs.value(i) };
+                        acc.push(keys.value(i), seq, Some(items.value(i)))?;
                     }
                 }
             }
+        }
+        for q in &c.quarantined {
+            acc.push(&q.key, &q.sequence_number, Some(&q.state))?;
         }
     }
 
@@ -121,10 +299,7 @@ pub async fn materialize(
         } else {
             Some(marker.as_str())
         };
-        match &mut spill {
-            Some(s) => s.push(key, seq, image)?,
-            None => fold(&mut memory, key, seq, image),
-        }
+        acc.push(key, seq, image)?;
     }
 
     // Then every segment of the chain, read from its own object or, once compacted, from
@@ -245,10 +420,7 @@ pub async fn materialize(
                             _ => Some(new.value(i)),
                         };
                         rows += 1;
-                        match &mut spill {
-                            Some(sp) => sp.push(key.value(i), q, image)?,
-                            None => fold(&mut memory, key.value(i), q, image),
-                        }
+                        acc.push(key.value(i), q, image)?;
                     }
                 }
                 changes += rows;
@@ -257,7 +429,7 @@ pub async fn materialize(
         }
     }
 
-    // Emit: partition by partition, latest change per key, sorted by key.
+    // Emit: partition by partition (`parallel` at once), latest change per key, sorted by key.
     progress.stage(
         "writing items",
         plan.expected.map_or(0, |(_, n)| n.max(0) as u64),
@@ -266,68 +438,56 @@ pub async fn materialize(
     let mut count = 0u64;
     let mut quarantined: Vec<QuarantinedKey> = vec![];
     let mut quarantined_digest = Some(StateDigest::ZERO);
-    let mut emit = async |index: usize, state: HashMap<String, Latest>| {
-        let mut items: Vec<Item> = Vec::with_capacity(state.len());
-        for (key, l) in state {
-            let Some(item) = l.image else { continue };
-            match item.strip_prefix(QUARANTINED) {
-                None => items.push(Item { key, item }),
-                Some(rest) => {
-                    let (kind_sha, object) = rest.split_once(' ').unwrap_or(("", rest));
-                    let (valid, sha) = match kind_sha.split_at_checked(1) {
-                        Some(("v", sha)) => (true, sha),
-                        Some((_, sha)) => (false, sha),
-                        None => (false, ""),
-                    };
-                    // A record quarantined for something else than its new image (an old
-                    // image of an unknown type, say) still writes a valid item: restore it.
-                    if valid && let Some(item) = writable_image(store.as_ref(), object, sha).await?
-                    {
-                        items.push(Item { key, item });
-                        continue;
-                    }
-                    let mut h = [0u8; 32];
-                    quarantined_digest = match hex::decode_to_slice(sha, &mut h) {
-                        Ok(()) => quarantined_digest.map(|mut d| {
-                            d.add_item(&ItemHash(h));
-                            d
-                        }),
-                        Err(_) => None,
-                    };
-                    quarantined.push(QuarantinedKey {
-                        key,
-                        sequence_number: l.seq,
-                        object: object.to_owned(),
-                    });
-                }
+    let mut add = |e: Emitted| {
+        digest.add(&e.digest);
+        count += e.items;
+        quarantined.extend(e.quarantined);
+        quarantined_digest = match (quarantined_digest, e.quarantined_digest) {
+            (Some(mut a), Some(b)) => {
+                a.add(&b);
+                Some(a)
             }
-        }
-        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        for it in &items {
-            // Stored images are canonical, so the hash is SHA-256 of the text as stored.
-            digest.add_item(&ItemHash(Sha256::digest(it.item.as_bytes()).into()));
-        }
-        count += items.len() as u64;
-        let n = items.len() as u64;
-        sink.partition(index, partitions, items)
-            .await
-            .map_err(RestoreError::Sink)?;
-        progress.add(n);
-        Ok::<(), RestoreError>(())
+            _ => None,
+        };
+        progress.add(e.items);
     };
-    match &mut spill {
-        None => emit(0, std::mem::take(&mut memory)).await?,
-        Some(s) => {
+    match acc.spill.take() {
+        None => {
+            let index = options.only_partition.unwrap_or(0);
+            add(emit(
+                store,
+                sink,
+                index,
+                partitions,
+                std::mem::take(&mut acc.memory),
+            )
+            .await?);
+        }
+        Some(mut s) => {
             s.finish()?;
-            for i in 0..partitions {
-                let state = s.read(i)?;
-                emit(i, state).await?;
+            let s = Arc::new(s);
+            use futures_util::StreamExt as _;
+            let mut done = futures_util::stream::iter(0..partitions)
+                .map(|i| {
+                    let s = s.clone();
+                    async move {
+                        let state = tokio::task::spawn_blocking(move || s.read(i))
+                            .await
+                            .map_err(|e| {
+                                RestoreError::Unrestorable(format!("a restore task failed: {e}"))
+                            })??;
+                        emit(store, sink, i, partitions, state).await
+                    }
+                })
+                .buffer_unordered(parallel);
+            while let Some(e) = done.next().await {
+                add(e?);
             }
         }
     }
     quarantined.sort_by(|a, b| a.key.cmp(&b.key));
     let mut unproven = None;
-    if let Some((d, n)) = plan.expected {
+    if let Some((d, n)) = plan.expected.filter(|_| options.only_partition.is_none()) {
         if plan.unknown_effects > 0 {
             unproven = Some(format!(
                 "the chain holds {} entr{} whose changes it lacks or cannot read (gaps, rejected entries, unreadable quarantined records; `streamseal verify` names each), so the restored state cannot be compared with the snapshot's digest and count; everything captured was restored",

@@ -36,6 +36,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::model::change::SequenceNumber;
+use crate::model::checkpoint::CheckpointManifest;
 use crate::model::item::{ItemHash, StateDigest};
 use crate::model::layout::TableLayout;
 use crate::model::manifest::{self, BaseFile, Manifest, ManifestError, SealedSegment};
@@ -47,6 +48,7 @@ mod sink;
 mod spill;
 pub use materialize::*;
 pub use sink::*;
+pub(crate) use spill::partition_of;
 use spill::*;
 
 /// What to restore.
@@ -138,6 +140,9 @@ pub struct Plan {
     pub manifest: Manifest,
     /// Base files, then segments in chain order (oldest snapshot first, log order within).
     pub base: Vec<BaseFile>,
+    /// The state checkpoint the restore starts from (then `base` is empty and `segments`
+    /// holds only what was sealed after it).
+    pub checkpoint: Option<CheckpointManifest>,
     /// Segments.
     pub segments: Vec<SealedSegment>,
     /// Only changes created at or before this instant (ms).
@@ -159,6 +164,7 @@ impl Plan {
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum::<u64>()
             + self.base.iter().map(|b| b.bytes).sum::<u64>()
+            + self.checkpoint.as_ref().map_or(0, |c| c.bytes())
     }
 
     /// Changes to read.
@@ -167,11 +173,27 @@ impl Plan {
     }
 }
 
-/// Plans a restore of `table` at `point`.
+/// Plans a restore of `table` at `point`, from the newest checkpoint that can start it.
 pub async fn plan(
     store: &dyn ObjectStore,
     table: &str,
     point: &Point,
+) -> Result<Plan, RestoreError> {
+    plan_with(store, table, point, true).await
+}
+
+/// Plans a restore of `table` at `point`; `checkpoints`: whether a state checkpoint may start
+/// it (else the whole history is read, as a cross-check or when no checkpoint is wanted).
+///
+/// A checkpoint at snapshot N starts a restore of snapshot M ≥ N when its manifest equals the
+/// chain's (same `manifest_sha256`) and the chain has not adopted another base since; for
+/// `--as-of T`, also when every change it holds was created at or before T. Only the segments
+/// sealed after N are then read.
+pub async fn plan_with(
+    store: &dyn ObjectStore,
+    table: &str,
+    point: &Point,
+    checkpoints: bool,
 ) -> Result<Plan, RestoreError> {
     let layout = TableLayout::new(table);
     let which = match point {
@@ -190,7 +212,28 @@ pub async fn plan(
         }
         other => other?,
     };
-    // The chain, newest first, each manifest checked against its digest and its child's link.
+    // The newest checkpoint that can start this restore.
+    let mut checkpoint: Option<CheckpointManifest> = None;
+    if checkpoints {
+        let ids = crate::model::checkpoint::list_checkpoints(store, &layout).await?;
+        for cid in ids
+            .iter()
+            .rev()
+            .filter(|c| c.as_str() <= top.snapshot_id.as_str())
+        {
+            let c = crate::model::checkpoint::read_checkpoint(store, &layout, cid).await?;
+            let usable = match point {
+                Point::AsOf(t) => c.newest_change_ms.is_none_or(|n| n <= *t),
+                Point::Snapshot(_) => true,
+            };
+            if usable {
+                checkpoint = Some(c);
+                break;
+            }
+        }
+    }
+    // The chain, newest first, each manifest checked against its digest and its child's link,
+    // down to the checkpoint's snapshot (whose own segments the checkpoint holds).
     let mut chain = vec![];
     let mut cur = Some((top.clone(), None::<String>));
     while let Some((m, expected_sha)) = cur.take() {
@@ -205,6 +248,24 @@ pub async fn plan(
                 what: "manifest does not match its digest or its child's link".into(),
             }
             .into());
+        }
+        if let Some(c) = &checkpoint
+            && c.snapshot_id == m.snapshot_id
+        {
+            if c.snapshot_sha256 != m.manifest_sha256 {
+                return Err(RestoreError::Corrupt {
+                    key: layout.checkpoint_manifest_key(&c.snapshot_id),
+                    problem: format!(
+                        "the checkpoint was built from a snapshot {} whose manifest SHA-256 is {}, the chain's is {}",
+                        c.snapshot_id, c.snapshot_sha256, m.manifest_sha256
+                    ),
+                });
+            }
+            if m.base == top.base {
+                break;
+            }
+            // The chain adopted a new base after this checkpoint: it cannot start the restore.
+            checkpoint = None;
         }
         let mut files = manifest::read_files(store, &m).await?;
         // A restore never needs the rows' sequence lists (the largest part of a file list):
@@ -243,6 +304,36 @@ pub async fn plan(
             view.as_str()
         )));
     }
+    // Expired segments: a restore that needs one is outside what the retention keeps.
+    let expired = crate::model::checkpoint::list_expired(store, &layout).await?;
+    if !expired.is_empty() {
+        let gone: HashMap<&str, &str> = expired
+            .iter()
+            .flat_map(|(k, r)| r.objects.iter().map(move |o| (o.key.as_str(), k.as_str())))
+            .collect();
+        let needed = segments.iter().find_map(|s| {
+            let stored = replaced
+                .get(&s.key)
+                .map_or(s.key.as_str(), |r| r.key.as_str());
+            gone.get(stored).map(|record| (stored, *record))
+        });
+        if let Some((object, record)) = needed {
+            let newest = crate::model::checkpoint::list_checkpoints(store, &layout)
+                .await?
+                .pop()
+                .unwrap_or_default();
+            let what = match point {
+                Point::AsOf(t) => format!("instant {}", crate::model::clock::rfc3339(*t)),
+                Point::Snapshot(_) => format!("snapshot {}", top.snapshot_id),
+            };
+            return Err(RestoreError::OutOfRange {
+                at: what,
+                why: format!(
+                    "it needs {object}, expired by policy ({record}); restore a checkpointed snapshot (the newest is {newest}), a later snapshot, or an instant after that checkpoint's newest change",
+                ),
+            });
+        }
+    }
     let as_of_ms = match point {
         Point::AsOf(t) => {
             let at = crate::model::clock::rfc3339(*t);
@@ -255,7 +346,7 @@ pub async fn plan(
                         why: "the backup holds no changes yet".into(),
                     });
                 }
-                (Some(f), _) if *t < f && top.base.is_empty() => {
+                (Some(f), _) if *t < f && top.base.is_empty() && checkpoint.is_none() => {
                     return Err(RestoreError::OutOfRange {
                         at,
                         why: format!("the backup begins at {}", crate::model::clock::rfc3339(f)),
@@ -282,7 +373,12 @@ pub async fn plan(
     };
     Ok(Plan {
         table: table.to_owned(),
-        base: top.base.clone(),
+        base: if checkpoint.is_some() {
+            vec![]
+        } else {
+            top.base.clone()
+        },
+        checkpoint,
         unknown_effects: top.unknown_effects,
         manifest: top,
         segments,
@@ -300,15 +396,18 @@ pub struct Item {
     pub key: String,
     /// Canonical DynamoDB JSON of the item.
     pub item: String,
+    /// Sequence number of the change that wrote it (`0` for a base item no captured change
+    /// touched).
+    pub sequence_number: String,
 }
 
 /// Where materialized partitions go.
 #[async_trait::async_trait]
-pub trait Sink: Send {
-    /// Receives partition `index` of `count`, its items sorted by key. Partitions arrive in
-    /// index order.
+pub trait Sink: Send + Sync {
+    /// Receives partition `index` of `count`, its items sorted by key. Up to
+    /// [`MaterializeOptions::parallel`] partitions arrive at once, in no particular order.
     async fn partition(
-        &mut self,
+        &self,
         index: usize,
         count: usize,
         items: Vec<Item>,
@@ -327,6 +426,15 @@ pub struct MaterializeOptions {
     pub concurrency: usize,
     /// At least this many partitions (more partitions: finer restore checkpoints).
     pub min_partitions: usize,
+    /// Exactly this many partitions, whatever the budget (a checkpoint's, or a distributed
+    /// restore's, partition count).
+    pub partitions: Option<usize>,
+    /// Only this partition is materialized (one iteration of a distributed restore); the
+    /// result is then proven by the caller, which combines every partition's digest.
+    pub only_partition: Option<usize>,
+    /// Partitions folded and handed to the sink at once (each holds one partition's state
+    /// in memory, so the partition count grows with it to stay within `memory_mb`).
+    pub parallel: usize,
 }
 
 impl Default for MaterializeOptions {
@@ -336,6 +444,9 @@ impl Default for MaterializeOptions {
             spill_dir: None,
             concurrency: 4,
             min_partitions: 1,
+            partitions: None,
+            only_partition: None,
+            parallel: 1,
         }
     }
 }
@@ -372,6 +483,9 @@ pub struct QuarantinedKey {
     pub sequence_number: String,
     /// Where the record is kept verbatim.
     pub object: String,
+    /// The restore's state marker for it (kept by a checkpoint).
+    #[serde(skip)]
+    pub state: String,
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    fn file(path: &Path, problem: impl std::fmt::Display) -> SinkError {
+    pub(crate) fn file(path: &Path, problem: impl std::fmt::Display) -> SinkError {
         SinkError::File {
             path: path.to_owned(),
             problem: problem.to_string(),
@@ -48,8 +48,7 @@ impl SinkError {
 #[derive(Debug)]
 pub(crate) struct FileSink {
     pub(super) dir: PathBuf,
-    /// Files written.
-    pub files: Vec<PathBuf>,
+    files: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl FileSink {
@@ -66,31 +65,46 @@ impl FileSink {
         std::fs::create_dir_all(&data).map_err(|e| SinkError::file(&data, e))?;
         Ok(FileSink {
             dir: data,
-            files: vec![],
+            files: Default::default(),
         })
+    }
+
+    /// Files written, in partition order.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        let mut f = self.files.lock().map(|f| f.clone()).unwrap_or_default();
+        f.sort();
+        f
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for FileSink {
     async fn partition(
-        &mut self,
+        &self,
         index: usize,
         _count: usize,
         items: Vec<Item>,
     ) -> Result<(), SinkError> {
         let path = self.dir.join(part_name(index));
         let tmp = self.dir.join(format!(".{}.tmp", part_name(index)));
-        let write = || -> std::io::Result<()> {
-            let f = std::fs::File::create(&tmp)?;
+        // Compressing is the bulk of the work: off the async threads, so partitions written
+        // at once use every core.
+        let (tmp_path, final_path) = (tmp, path.clone());
+        let write = move || -> std::io::Result<()> {
+            let f = std::fs::File::create(&tmp_path)?;
             let mut w = BufWriter::with_capacity(256 * 1024, f);
             w.write_all(&encode_items(&items)?)?;
             w.flush()?;
             w.get_ref().sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp_path, &final_path)
         };
-        write().map_err(|e| SinkError::file(&path, e))?;
-        self.files.push(path);
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| SinkError::file(&path, e))?
+            .map_err(|e| SinkError::file(&path, e))?;
+        if let Ok(mut f) = self.files.lock() {
+            f.push(path);
+        }
         Ok(())
     }
 }
@@ -117,8 +131,7 @@ fn encode_items(items: &[Item]) -> std::io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub(crate) struct StoreSink {
     store: Arc<dyn ObjectStore>,
-    /// Keys written.
-    pub keys: Vec<String>,
+    keys: std::sync::Mutex<Vec<String>>,
 }
 
 impl StoreSink {
@@ -134,15 +147,22 @@ impl StoreSink {
         }
         Ok(StoreSink {
             store,
-            keys: vec![],
+            keys: Default::default(),
         })
+    }
+
+    /// Keys written, in partition order.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut k = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+        k.sort();
+        k
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for StoreSink {
     async fn partition(
-        &mut self,
+        &self,
         index: usize,
         _count: usize,
         items: Vec<Item>,
@@ -168,7 +188,9 @@ impl Sink for StoreSink {
             }
             Err(e) => return Err(SinkError::file(&here, e)),
         }
-        self.keys.push(key);
+        if let Ok(mut k) = self.keys.lock() {
+            k.push(key);
+        }
         Ok(())
     }
 }

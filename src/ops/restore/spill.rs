@@ -11,7 +11,7 @@ pub(super) struct Spill {
 
 /// FNV-1a: a fixed hash, so a key lands in the same partition in every run (a resumed restore
 /// relies on it: its checkpoint names partitions).
-pub(super) fn partition_of(key: &str, partitions: usize) -> usize {
+pub(crate) fn partition_of(key: &str, partitions: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.as_bytes() {
         h ^= u64::from(*b);

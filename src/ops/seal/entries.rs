@@ -140,6 +140,7 @@ pub(super) async fn state_with_base(
         table: layout.table().to_owned(),
         manifest: m.clone(),
         base: m.base.clone(),
+        checkpoint: None,
         segments,
         as_of_ms: None,
         expected: None,
@@ -149,7 +150,7 @@ pub(super) async fn state_with_base(
     #[async_trait::async_trait]
     impl crate::ops::restore::Sink for Discard {
         async fn partition(
-            &mut self,
+            &self,
             _: usize,
             _: usize,
             _: Vec<crate::ops::restore::Item>,
@@ -161,7 +162,7 @@ pub(super) async fn state_with_base(
         store,
         &plan,
         &Default::default(),
-        &mut Discard,
+        &Discard,
         &Default::default(),
     )
     .await

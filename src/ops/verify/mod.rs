@@ -129,6 +129,13 @@ pub struct VerifyReport {
     /// finding, the backup is whole, but their Athena views would return too few rows until
     /// `athena-ddl` writes the lists.
     pub athena_lists_missing: Vec<String>,
+    /// Sealed objects in scope that an expire deleted by policy (each named in an expire
+    /// record and covered by a checkpoint that checks): not findings.
+    pub expired_objects: u64,
+    /// State checkpoints checked (the newest one a restore would start from, and every one
+    /// an expire relies on): quick, their files' size and SHA-256; deep, read back and their
+    /// digest recomputed and compared with their snapshot's.
+    pub checkpoints: Vec<String>,
     /// Wall time.
     pub elapsed_ms: u64,
 }
@@ -173,6 +180,17 @@ impl VerifyReport {
             out.push_str(&format!(
                 "  note: {n} log entr{} waiting in the inbox for the next seal\n",
                 if n == 1 { "y is" } else { "ies are" }
+            ));
+        }
+        if !self.checkpoints.is_empty() || self.expired_objects > 0 {
+            out.push_str(&format!(
+                "  checkpoints checked: {}; {} object(s) expired by policy (covered by a checkpoint)\n",
+                if self.checkpoints.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.checkpoints.join(", ")
+                },
+                self.expired_objects
             ));
         }
         if !self.athena_lists_missing.is_empty() {
@@ -428,6 +446,173 @@ async fn quick_check(
     Ok(())
 }
 
+/// What [`check_expired`] found.
+struct Expired {
+    /// Keys of objects expired by policy under a checkpoint that checks.
+    objects: HashSet<String>,
+    /// Checkpoints checked.
+    checkpoints: Vec<String>,
+}
+
+/// Reads the expire records and checks every checkpoint they rely on, and the newest one a
+/// restore of this snapshot would start from: its manifest, its link to the chain's manifest
+/// of that snapshot, its digest against that snapshot's, its files (deep: read back, digest
+/// recomputed). An object named by a record is expired by policy only when its checkpoint
+/// checks and covers it (sealed at or before the checkpoint's snapshot); otherwise it is
+/// checked like any other, so a missing one stays a finding.
+async fn check_expired(
+    store: &Arc<dyn ObjectStore>,
+    layout: &TableLayout,
+    chain: &Chain,
+    replaced: &HashMap<String, crate::ops::compact::Replacement>,
+    options: &VerifyOptions,
+    find: &mut impl FnMut(Kind, &str, String),
+) -> Result<Expired, VerifyError> {
+    let mut out = Expired {
+        objects: HashSet::new(),
+        checkpoints: vec![],
+    };
+    let Some((top, _)) = chain.first() else {
+        return Ok(out);
+    };
+    let records = match crate::model::checkpoint::list_expired(store.as_ref(), layout).await {
+        Ok(r) => r,
+        Err(e @ StoreError::Permanent { .. }) => {
+            find(Kind::Altered, &layout.expired_prefix(), e.to_string());
+            vec![]
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut ids: Vec<String> = records.iter().map(|(_, r)| r.checkpoint.clone()).collect();
+    if let Some(newest) = crate::model::checkpoint::list_checkpoints(store.as_ref(), layout)
+        .await?
+        .into_iter()
+        .rfind(|c| *c <= top.snapshot_id)
+    {
+        ids.push(newest);
+    }
+    ids.sort();
+    ids.dedup();
+    let manifests: HashMap<&str, &Manifest> = chain
+        .iter()
+        .map(|(m, _)| (m.snapshot_id.as_str(), m))
+        .collect();
+    let mut sound: HashMap<String, String> = HashMap::new();
+    for id in ids {
+        // A checkpoint of a later snapshot than the one verified: outside this chain.
+        let Some(m) = manifests.get(id.as_str()) else {
+            continue;
+        };
+        let key = layout.checkpoint_manifest_key(&id);
+        let checked = crate::ops::checkpoint::check_checkpoint(
+            store,
+            layout,
+            &id,
+            Some(&m.manifest_sha256),
+            options.concurrency,
+        )
+        .await?;
+        let c = match checked {
+            Ok(c) => c,
+            Err(why) => {
+                find(
+                    Kind::Missing,
+                    &key,
+                    format!("state checkpoint does not check: {why}"),
+                );
+                continue;
+            }
+        };
+        let mut total = c.digest;
+        let mut held = true;
+        for q in &c.quarantined {
+            let sha = q
+                .state
+                .get(2..)
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or("");
+            let mut h = [0u8; 32];
+            match hex::decode_to_slice(sha, &mut h) {
+                Ok(()) => total.add_item(&crate::model::item::ItemHash(h)),
+                Err(_) => held = false,
+            }
+        }
+        if m.state_digest.is_none_or(|d| !held || d != total)
+            || c.items as i64 + c.quarantined.len() as i64 != m.item_count
+        {
+            find(
+                Kind::Altered,
+                &key,
+                format!(
+                    "state checkpoint holds {} items (and {} quarantined keys) whose digest is not snapshot {id}'s",
+                    c.items,
+                    c.quarantined.len()
+                ),
+            );
+            continue;
+        }
+        if options.mode == Mode::Deep {
+            match crate::ops::checkpoint::read_back(store, &id, &c.files, options.concurrency).await
+            {
+                Ok((n, d)) if n == c.items && d == c.digest => {}
+                Ok((n, _)) => {
+                    find(
+                        Kind::Altered,
+                        &key,
+                        format!(
+                            "state checkpoint files hold {n} items whose digest is not the one recorded ({} items)",
+                            c.items
+                        ),
+                    );
+                    continue;
+                }
+                Err(crate::ops::checkpoint::CheckpointError::Store(e)) => {
+                    if e.says_nothing_about_the_object() {
+                        return Err(e.into());
+                    }
+                    find(Kind::Missing, &key, format!("state checkpoint: {e}"));
+                    continue;
+                }
+                Err(e) => {
+                    find(Kind::Altered, &key, e.to_string());
+                    continue;
+                }
+            }
+        }
+        sound.insert(id.clone(), c.checkpoint_sha256.clone());
+        out.checkpoints.push(id);
+    }
+    // Where each stored object was sealed (the latest snapshot holding one of its segments).
+    let mut sealed_by: HashMap<&str, &str> = HashMap::new();
+    for (m, files) in chain {
+        for s in files.iter().flat_map(|f| f.segments.iter()) {
+            let stored = replaced
+                .get(&s.key)
+                .map_or(s.key.as_str(), |r| r.key.as_str());
+            let e = sealed_by.entry(stored).or_insert(m.snapshot_id.as_str());
+            if m.snapshot_id.as_str() > *e {
+                *e = m.snapshot_id.as_str();
+            }
+        }
+    }
+    for (_, r) in &records {
+        let covered = sound
+            .get(&r.checkpoint)
+            .is_some_and(|sha| *sha == r.checkpoint_sha256);
+        for o in &r.objects {
+            let Some(by) = sealed_by.get(o.key.as_str()) else {
+                continue;
+            };
+            // Otherwise the object is checked like any other: a missing one is a finding,
+            // and the checkpoint's own finding says why it does not cover it.
+            if covered && *by <= r.checkpoint.as_str() {
+                out.objects.insert(o.key.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A snapshot and its ancestors, newest first, each with its file list when it could be read.
 type Chain = Vec<(Manifest, Option<SnapshotFiles>)>;
 
@@ -543,6 +728,8 @@ pub async fn verify(
         audit: None,
         findings: vec![],
         athena_lists_missing: vec![],
+        expired_objects: 0,
+        checkpoints: vec![],
         elapsed_ms: 0,
     };
     let mut findings: Vec<Finding> = vec![];
@@ -657,6 +844,17 @@ pub async fn verify(
     if options.scope == Scope::Chain {
         expected.extend(base);
     }
+    // Objects an expire deleted by policy: checked through the checkpoint that covers them.
+    let expired = check_expired(store, &layout, &chain, &replaced, &options, &mut find).await?;
+    report.checkpoints = expired.checkpoints;
+    let before = expected.len();
+    expected.retain(|(k, _, _)| !expired.objects.contains(k));
+    report.expired_objects = (before - expected.len()) as u64;
+    let plain: Vec<&SealedSegment> = plain
+        .into_iter()
+        .filter(|s| !expired.objects.contains(&s.key))
+        .collect();
+    compacted.retain(|r| !expired.objects.contains(&r.key));
     report.objects = expected.len();
     report.bytes = expected.iter().map(|e| e.1).sum();
     let keys: Vec<String> = expected.iter().map(|e| e.0.clone()).collect();
