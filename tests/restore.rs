@@ -654,3 +654,49 @@ async fn a_restore_to_s3_writes_the_import_format_and_the_import_request() {
     let (_, err) = common::run_err(&args, &common::moto_env());
     assert!(err.contains("already holds restore output"), "{err}");
 }
+
+/// Partitions are written concurrently (`parallel`), each checkpointed when finished: a restore
+/// that dies midway (the target becomes unreachable after a few calls, with several partitions
+/// in flight) resumes on rerun, rewrites only the unfinished partitions, at least 4 at once,
+/// and ends with the exact table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_restore_killed_midway_resumes_exactly() {
+    let healthy = common::dynamodb_client(None);
+    let c = capture(&healthy, "parallel-src", 16).await;
+    let source = scan_all(&healthy, "parallel-src").await;
+    let mut req = request(
+        "parallel-src",
+        Point::Snapshot("latest".into()),
+        Target::Dynamo("parallel-dst".into()),
+    );
+    req.materialize.min_partitions = 12;
+    req.materialize.parallel = 4;
+    req.workers = 2;
+    req.max_resubmits = 1;
+    let outage = Arc::new(DynamoFaults {
+        fail_after: Some(9),
+        ..Default::default()
+    });
+    let broken = common::dynamodb_client(Some(outage));
+    let err = run(&c.store, Some(&broken), &req, &Progress::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    let partial = scan_all(&healthy, "parallel-dst").await.len();
+    assert!(partial > 0 && partial < source.len(), "{partial}");
+    // The restore's checkpoint: some partitions finished, not all.
+    let listed = c.store.list("parallel-src/restores/", None, None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&c.store.get(&listed[0].key).await.unwrap()).unwrap();
+    let done = checkpoint["done"].as_array().unwrap().len();
+    assert!((1..12).contains(&done), "{checkpoint}");
+
+    let report = run(&c.store, Some(&healthy), &req, &Progress::default())
+        .await
+        .unwrap();
+    assert!(report.resumed && report.complete && report.matches, "{report:?}");
+    assert_eq!(report.partitions, 12);
+    assert!(report.parallel_partitions >= 4, "{report:?}");
+    assert_eq!(scan_all(&healthy, "parallel-dst").await, source);
+}

@@ -259,6 +259,8 @@ pub struct Report {
     pub changes: u64,
     /// Partitions (1: everything fitted the memory budget).
     pub partitions: usize,
+    /// The most partitions written at once (DynamoDB targets).
+    pub parallel_partitions: u64,
     /// Digest of the restored state.
     pub digest: StateDigest,
     /// Items the self-check found in the target.
@@ -324,6 +326,7 @@ pub async fn run(
         items: 0,
         changes: 0,
         partitions: 0,
+        parallel_partitions: 0,
         digest: StateDigest::ZERO,
         target_items: 0,
         target_digest: StateDigest::ZERO,
@@ -443,6 +446,10 @@ pub async fn run(
             report.retries = sink
                 .stats()
                 .retries
+                .load(std::sync::atomic::Ordering::Relaxed);
+            report.parallel_partitions = sink
+                .stats()
+                .max_partitions_in_flight
                 .load(std::sync::atomic::Ordering::Relaxed);
             // The self-check scan runs within the deadline too, resuming where the last run
             // stopped: a large table's scan may need more than one call.
