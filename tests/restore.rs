@@ -685,7 +685,11 @@ async fn a_parallel_restore_killed_midway_resumes_exactly() {
     let partial = scan_all(&healthy, "parallel-dst").await.len();
     assert!(partial > 0 && partial < source.len(), "{partial}");
     // The restore's checkpoint: some partitions finished, not all.
-    let listed = c.store.list("parallel-src/restores/", None, None).await.unwrap();
+    let listed = c
+        .store
+        .list("parallel-src/restores/", None, None)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     let checkpoint: serde_json::Value =
         serde_json::from_slice(&c.store.get(&listed[0].key).await.unwrap()).unwrap();
@@ -695,8 +699,144 @@ async fn a_parallel_restore_killed_midway_resumes_exactly() {
     let report = run(&c.store, Some(&healthy), &req, &Progress::default())
         .await
         .unwrap();
-    assert!(report.resumed && report.complete && report.matches, "{report:?}");
+    assert!(
+        report.resumed && report.complete && report.matches,
+        "{report:?}"
+    );
     assert_eq!(report.partitions, 12);
     assert!(report.parallel_partitions >= 4, "{report:?}");
     assert_eq!(scan_all(&healthy, "parallel-dst").await, source);
+}
+
+/// The distributed path, driven through the Lambda handler as the state machine drives it: a
+/// checkpoint with 4 partitions plus changes sealed after it; `restore-plan` answers one
+/// iteration per partition; the 4 `restore-partition` calls run at once, one of them on a
+/// client whose target becomes unreachable midway; rerunning every iteration skips the
+/// finished partitions and writes the failed one; `restore-check` combines the digests and
+/// scans: the table equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_restore_runs_partitions_at_once_and_resumes_one_that_died() {
+    use streamseal::lambda::{Config, Handler, serve};
+    let healthy = common::dynamodb_client(None);
+    let c = capture(&healthy, "dist-src", 12).await;
+    let mut options = streamseal::ops::checkpoint::CheckpointOptions {
+        partitions: Some(4),
+        ..Default::default()
+    };
+    options.materialize.memory_mb = 16;
+    streamseal::ops::checkpoint::checkpoint(
+        &c.store,
+        "dist-src",
+        "latest",
+        &options,
+        &streamseal::model::clock::SystemClock,
+        &Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    // Changes after the checkpoint.
+    let ing = common::ingestor(&c.store);
+    let mut w = Workload::new(100, "dist-src", StreamViewType::NewAndOldImages, 600);
+    let mut records = vec![];
+    for _ in 0..60 {
+        records.push(
+            common::apply_change(&healthy, "dist-src", &mut w)
+                .await
+                .record,
+        );
+    }
+    ing.ingest_event(&format!("{{\"Records\":[{}]}}", records.join(",")))
+        .await
+        .unwrap();
+    seal(&c.store, "dist-src", &SealOptions::default())
+        .await
+        .unwrap();
+    let source = scan_all(&healthy, "dist-src").await;
+
+    let config =
+        Config::from_lookup(|k| (k == "STREAMSEAL_TARGET").then(|| "memory://".into())).unwrap();
+    let handler = |client: Client| {
+        let store = c.store.clone();
+        let config = config.clone();
+        async move {
+            Handler::with_store(store, &config)
+                .await
+                .unwrap()
+                .with_dynamodb(client)
+        }
+    };
+    let call = async |h: &Handler, input: serde_json::Value| {
+        serve(
+            h,
+            lambda_runtime::LambdaEvent::new(
+                serde_json::value::RawValue::from_string(input.to_string()).unwrap(),
+                lambda_runtime::Context::default(),
+            ),
+        )
+        .await
+    };
+    let good = handler(healthy.clone()).await;
+    let plan = call(
+        &good,
+        serde_json::json!({"action": "restore-plan", "table": "dist-src", "target_table": "dist-dst"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan["partitions"], 4, "{plan}");
+    assert_eq!(plan["checkpoint"], "0000000001", "{plan}");
+    let iterations = plan["iterations"].as_array().unwrap().clone();
+    assert_eq!(iterations.len(), 4);
+
+    // All four at once; the last one's target fails after its first write.
+    let dying = handler(common::dynamodb_client(Some(Arc::new(DynamoFaults {
+        fail_after: Some(1),
+        ..Default::default()
+    }))))
+    .await;
+    let first = futures_util::future::join_all(iterations.iter().enumerate().map(|(i, it)| {
+        let h = if i == 3 { &dying } else { &good };
+        call(h, it.clone())
+    }))
+    .await;
+    assert!(first[..3].iter().all(|r| r.is_ok()), "{first:?}");
+    let err = first[3].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("unreachable") && err.contains("rerun resumes"),
+        "{err}"
+    );
+    let partial = scan_all(&healthy, "dist-dst").await.len();
+    assert!(partial > 0 && partial < source.len(), "{partial}");
+
+    // The state machine retries the iterations: finished ones are skipped, not rewritten.
+    let second =
+        futures_util::future::join_all(iterations.iter().map(|it| call(&good, it.clone()))).await;
+    let results: Vec<serde_json::Value> = second.into_iter().map(|r| r.unwrap()).collect();
+    let skipped: Vec<bool> = results
+        .iter()
+        .map(|r| r["skipped"].as_bool().unwrap())
+        .collect();
+    assert_eq!(skipped, vec![true, true, true, false]);
+    // A check missing a partition's result is refused.
+    let err = call(
+        &good,
+        serde_json::json!({"action": "restore-check", "table": "dist-src", "snapshot": plan["snapshot"],
+            "target_table": "dist-dst", "results": results[..3]}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("partition 3 has no result"),
+        "{err}"
+    );
+    let check = call(
+        &good,
+        serde_json::json!({"action": "restore-check", "table": "dist-src", "snapshot": plan["snapshot"],
+            "target_table": "dist-dst", "results": results}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(check["complete"], true, "{check}");
+    assert_eq!(check["matches"], true, "{check}");
+    assert_eq!(check["items"], source.len() as u64);
+    assert_eq!(scan_all(&healthy, "dist-dst").await, source);
 }

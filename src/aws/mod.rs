@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod distributed;
 pub mod dynamodb;
 mod error;
 pub mod restore;

@@ -514,7 +514,7 @@ fn finish(report: &mut Report, m: &restore::Materialized, n: u64, d: StateDigest
 }
 
 /// Checks or creates the target table; returns its key schema. Writes nothing on a mismatch.
-async fn prepare_table(
+pub(crate) async fn prepare_table(
     client: &aws_sdk_dynamodb::Client,
     target: &str,
     plan: &Plan,

@@ -14,6 +14,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "STREAMSEAL_RETENTION_DAYS",
     "STREAMSEAL_RETENTION_MODE",
     "STREAMSEAL_SHARD_MAP_MINUTES",
+    "STREAMSEAL_KEEP_CHANGES_DAYS",
 ];
 
 /// Settings read from the environment once per container.
@@ -31,6 +32,9 @@ pub struct Config {
     pub retention: Option<(RetentionMode, u32)>,
     /// `STREAMSEAL_SHARD_MAP_MINUTES` (0 turns the shard map off).
     pub shard_map_every: Option<std::time::Duration>,
+    /// `STREAMSEAL_KEEP_CHANGES_DAYS`: a scheduled checkpoint task then expires changes older
+    /// than this that the checkpoint covers (unset: changes are kept for ever).
+    pub keep_changes_days: Option<u32>,
 }
 
 impl Config {
@@ -123,7 +127,21 @@ impl Config {
                 }
             },
         };
+        let keep_changes_days = match get("STREAMSEAL_KEEP_CHANGES_DAYS")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => None,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(d) if (1..=36_500).contains(&d) => Some(d),
+                _ => {
+                    return Err(LambdaError::Config(format!(
+                        "STREAMSEAL_KEEP_CHANGES_DAYS={v:?} is not a number of days from 1 to 36500"
+                    )));
+                }
+            },
+        };
         Ok(Config {
+            keep_changes_days,
             shard_map_every,
             seal_tables,
             retention,

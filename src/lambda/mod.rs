@@ -53,7 +53,7 @@ use crate::ops::verify::{self, Mode, Scope, VerifyOptions, VerifyReport};
 use crate::segment::EncodeOptions;
 use crate::store::{self, ObjectStore, RetentionMode, StoreError};
 use serde::Serialize;
-use trigger::{Action, Parsed, Request, RestoreTask};
+use trigger::{Action, Parsed, Request, RestoreTask, Task};
 
 mod classify;
 mod config;
@@ -104,6 +104,7 @@ pub struct Handler {
     metrics: bool,
     streams: Option<Arc<dyn StreamApi>>,
     shard_map_every: Option<std::time::Duration>,
+    keep_changes_days: Option<u32>,
     refreshed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The container's AWS configuration (None in tests and the CLI).
     aws: Option<aws_config::SdkConfig>,
@@ -128,6 +129,8 @@ pub enum Outcome {
     OnFailure(serde_json::Value, crate::lambda::onfailure::OnFailureReport),
     /// A restore task's progress or result.
     Restore(RestoreOutcome),
+    /// A distributed restore step's or a checkpoint task's answer.
+    Task(serde_json::Value),
 }
 
 impl Handler {
@@ -258,6 +261,7 @@ impl Handler {
             metrics: true,
             streams: None,
             shard_map_every: config.shard_map_every,
+            keep_changes_days: config.keep_changes_days,
             refreshed: Default::default(),
             aws: None,
             dynamodb: None,
@@ -343,6 +347,7 @@ impl Handler {
                     Parsed::Restore(task) => {
                         Box::pin(self.run_restore(task)).await.map(Outcome::Restore)
                     }
+                    Parsed::Task(task) => Box::pin(self.run_task(task)).await.map(Outcome::Task),
                 }
             }
         }
@@ -397,6 +402,10 @@ pub async fn serve(
                 "on-failure messages handled"
             );
             Ok(response)
+        }
+        Outcome::Task(answer) => {
+            tracing::info!(request_id = %event.context.request_id, "task handled");
+            Ok(answer)
         }
         Outcome::Restore(outcome) => {
             tracing::info!(

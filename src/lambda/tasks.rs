@@ -190,11 +190,12 @@ pub struct TableOutcome {
 }
 
 impl Handler {
-    pub(super) async fn run_restore(
+    /// The DynamoDB client of `region` (default: the function's own).
+    fn dynamodb_in(
         &self,
-        task: RestoreTask,
-    ) -> Result<RestoreOutcome, LambdaError> {
-        let client = match (&task.region, &self.aws) {
+        region: Option<&String>,
+    ) -> Result<aws_sdk_dynamodb::Client, LambdaError> {
+        Ok(match (region, &self.aws) {
             (Some(region), Some(aws)) => {
                 let conf = aws_sdk_dynamodb::config::Builder::from(aws)
                     .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
@@ -204,7 +205,172 @@ impl Handler {
             _ => self.dynamodb.clone().ok_or_else(|| {
                 LambdaError::Config("restore tasks need a DynamoDB client".into())
             })?,
+        })
+    }
+
+    /// A distributed restore step, or a scheduled checkpoint (then expire).
+    pub(super) async fn run_task(&self, task: Task) -> Result<serde_json::Value, LambdaError> {
+        use crate::aws::distributed;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            LambdaError::RestoreFailed(format!("{what}: {e} (a rerun resumes)"))
         };
+        fn json(v: &impl Serialize) -> serde_json::Value {
+            serde_json::to_value(v).unwrap_or_default()
+        }
+        match task {
+            Task::RestorePlan {
+                table,
+                snapshot,
+                target_table,
+                region,
+                partitions,
+            } => {
+                let client = self.dynamodb_in(region.as_ref())?;
+                let plan = distributed::plan_distributed(
+                    &self.store,
+                    &client,
+                    &table,
+                    &snapshot,
+                    &target_table,
+                    partitions,
+                    true,
+                )
+                .await
+                .map_err(|e| failed(&format!("planning {table} into {target_table}"), &e))?;
+                tracing::info!(table = %table, snapshot = %plan.snapshot_id, target = %target_table, partitions = plan.partitions, "distributed restore planned");
+                let iterations: Vec<serde_json::Value> = (0..plan.partitions)
+                    .map(|p| {
+                        serde_json::json!({
+                            "action": "restore-partition",
+                            "table": table,
+                            "snapshot": plan.snapshot_id,
+                            "target_table": target_table,
+                            "region": region,
+                            "partition": p,
+                            "partitions": plan.partitions,
+                        })
+                    })
+                    .collect();
+                Ok(serde_json::json!({
+                    "table": table,
+                    "snapshot": plan.snapshot_id,
+                    "target_table": target_table,
+                    "region": region,
+                    "partitions": plan.partitions,
+                    "checkpoint": plan.checkpoint,
+                    "iterations": iterations,
+                }))
+            }
+            Task::RestorePartition {
+                table,
+                snapshot,
+                target_table,
+                region,
+                partition,
+                partitions,
+            } => {
+                let client = self.dynamodb_in(region.as_ref())?;
+                let out = distributed::run_partition(
+                    &self.store,
+                    &client,
+                    &table,
+                    &snapshot,
+                    &target_table,
+                    partition,
+                    partitions,
+                    &crate::ops::restore::MaterializeOptions::default(),
+                    8,
+                )
+                .await
+                .map_err(|e| {
+                    failed(
+                        &format!("{table} partition {partition}/{partitions} into {target_table}"),
+                        &e,
+                    )
+                })?;
+                Ok(json(&out))
+            }
+            Task::RestoreCheck {
+                table,
+                snapshot,
+                target_table,
+                region,
+                results,
+                budget_seconds,
+            } => {
+                let client = self.dynamodb_in(region.as_ref())?;
+                let out = distributed::check_distributed(
+                    &self.store,
+                    &client,
+                    &table,
+                    &snapshot,
+                    &target_table,
+                    &results,
+                    Some(
+                        std::time::Instant::now() + std::time::Duration::from_secs(budget_seconds),
+                    ),
+                    8,
+                )
+                .await
+                .map_err(|e| failed(&format!("checking {table} in {target_table}"), &e))?;
+                if out.complete && !out.matches {
+                    return Err(LambdaError::RestoreFailed(format!(
+                        "{table} snapshot {snapshot} into {target_table}: the table holds {} items, the partitions wrote {}; it does not match",
+                        out.target_items, out.items
+                    )));
+                }
+                Ok(json(&out))
+            }
+            Task::Checkpoint { table } => {
+                if !self.seal_tables.is_empty() && !self.seal_tables.contains(&table) {
+                    return Err(LambdaError::Config(format!(
+                        "checkpoint task: table {table} is not in STREAMSEAL_SEAL_TABLES"
+                    )));
+                }
+                let clock = crate::model::clock::SystemClock;
+                let progress = Arc::new(crate::progress::Progress::default());
+                let made = crate::ops::checkpoint::checkpoint(
+                    &self.store,
+                    &table,
+                    "latest",
+                    &Default::default(),
+                    &clock,
+                    &progress,
+                )
+                .await
+                .map_err(|e| failed(&format!("checkpoint of {table}"), &e))?;
+                let expired = match self.keep_changes_days {
+                    Some(days) => Some(
+                        crate::ops::checkpoint::expire(
+                            &self.store,
+                            &table,
+                            i64::from(days) * 86_400_000,
+                            false,
+                            &clock,
+                        )
+                        .await
+                        .map_err(|e| failed(&format!("expire of {table}"), &e))?,
+                    ),
+                    None => None,
+                };
+                Ok(serde_json::json!({
+                    "table": table,
+                    "checkpoint": made.snapshot_id,
+                    "existing": made.existing,
+                    "items": made.items,
+                    "partitions": made.partitions,
+                    "expired_objects": expired.as_ref().map(|e| e.objects),
+                    "expire_record": expired.and_then(|e| e.record),
+                }))
+            }
+        }
+    }
+
+    pub(super) async fn run_restore(
+        &self,
+        task: RestoreTask,
+    ) -> Result<RestoreOutcome, LambdaError> {
+        let client = self.dynamodb_in(task.region.as_ref())?;
         let point = crate::ops::restore::Point::Snapshot(task.snapshot.clone());
         let request = crate::aws::restore::Request {
             create_table: true,

@@ -9,6 +9,8 @@
 //! | manual request via EventBridge | `source` `streamseal`, `detail-type` `Seal Requested`, optional `detail.table` / `detail.tables`, `detail.reason`, `detail.deep` | seal |
 //! | Step Functions task input | `{"action": "seal" \| "verify", "table": ..., "tables": [...], "reason": ..., "snapshot": ..., "deep": ...}` | seal, or verify only |
 //! | Step Functions restore task | `{"action": "restore", "table": ..., "snapshot": ..., "target_table": ..., "region": ..., "budget_seconds": ..., "drill": ..., "started_at": ..., "rpo_ms": ...}` | restore a snapshot into a DynamoDB table, resumably (see [`RestoreTask`]) |
+//! | distributed restore steps | `{"action": "restore-plan" \| "restore-partition" \| "restore-check", ...}` | plan, restore one partition, check (see [`Task`]) |
+//! | scheduled checkpoint | `{"action": "checkpoint", "table": ...}` | checkpoint the latest snapshot, then expire changes older than `STREAMSEAL_KEEP_CHANGES_DAYS` |
 //!
 //! Which tables an event seals: the ones it names, else every table in
 //! `STREAMSEAL_SEAL_TABLES`. When that list is set, an event naming a table outside it is
@@ -59,7 +61,7 @@ pub(crate) enum Action {
 }
 
 /// How an event was understood.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Parsed {
     /// Not an outage event (let the caller try other shapes).
     NotATrigger,
@@ -74,6 +76,8 @@ pub(crate) enum Parsed {
     Run(Request),
     /// Restore a snapshot into a DynamoDB table (a Step Functions task).
     Restore(RestoreTask),
+    /// A distributed restore step, or a checkpoint.
+    Task(Task),
     /// Recognised, but malformed.
     Invalid(String),
 }
@@ -115,6 +119,133 @@ pub(crate) struct RestoreTask {
     /// Why (recorded in logs).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// The steps of a distributed restore (a Step Functions Distributed Map runs one
+/// `restore-partition` per partition between the plan and the check), and the scheduled
+/// checkpoint (then expire, when `STREAMSEAL_KEEP_CHANGES_DAYS` is set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub(crate) enum Task {
+    /// Check or create the target, fix the partitions; answers the iterations.
+    RestorePlan {
+        /// Source table.
+        table: String,
+        /// Snapshot id, or `latest`.
+        #[serde(default = "latest")]
+        snapshot: String,
+        /// Target table.
+        target_table: String,
+        /// Target region (default: the function's).
+        #[serde(default)]
+        region: Option<String>,
+        /// Partitions (default: the checkpoint's).
+        #[serde(default)]
+        partitions: Option<usize>,
+    },
+    /// Restore one partition.
+    RestorePartition {
+        /// Source table.
+        table: String,
+        /// Snapshot id (as the plan resolved it).
+        snapshot: String,
+        /// Target table.
+        target_table: String,
+        /// Target region.
+        #[serde(default)]
+        region: Option<String>,
+        /// Which partition.
+        partition: usize,
+        /// Of how many.
+        partitions: usize,
+    },
+    /// Combine the partitions' results and scan the table.
+    RestoreCheck {
+        /// Source table.
+        table: String,
+        /// Snapshot id.
+        snapshot: String,
+        /// Target table.
+        target_table: String,
+        /// Target region.
+        #[serde(default)]
+        region: Option<String>,
+        /// Every partition's answer.
+        results: Vec<crate::aws::distributed::PartitionOutcome>,
+        /// Seconds of scanning per call.
+        #[serde(default = "default_budget")]
+        budget_seconds: u64,
+    },
+    /// Checkpoint the latest snapshot, then expire what the retention allows.
+    Checkpoint {
+        /// Table.
+        table: String,
+    },
+}
+
+impl Task {
+    fn check(&self) -> Result<(), String> {
+        let (table, target, region) = match self {
+            Task::RestorePlan {
+                table,
+                target_table,
+                region,
+                ..
+            }
+            | Task::RestorePartition {
+                table,
+                target_table,
+                region,
+                ..
+            }
+            | Task::RestoreCheck {
+                table,
+                target_table,
+                region,
+                ..
+            } => (table, Some(target_table), region.as_ref()),
+            Task::Checkpoint { table } => (table, None, None),
+        };
+        crate::model::change::validate_table_name(table)
+            .map_err(|e| format!("task: table {table:?}: {e}"))?;
+        if let Some(t) = target {
+            crate::model::change::validate_table_name(t)
+                .map_err(|e| format!("task: target_table {t:?}: {e}"))?;
+            if t == table {
+                return Err(format!(
+                    "task: target_table {t:?} is the source table's name; restore into a new table"
+                ));
+            }
+        }
+        if let Some(r) = region
+            && (r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(format!("task: region {r:?} is not a region name"));
+        }
+        match self {
+            Task::RestorePartition {
+                partition,
+                partitions,
+                ..
+            } if *partition >= *partitions
+                || *partitions > crate::aws::distributed::MAX_PARTITIONS =>
+            {
+                Err(format!(
+                    "task: partition {partition} of {partitions} does not exist (at most {} partitions)",
+                    crate::aws::distributed::MAX_PARTITIONS
+                ))
+            }
+            Task::RestoreCheck { budget_seconds, .. } if !(10..=890).contains(budget_seconds) => {
+                Err(format!(
+                    "task: budget_seconds {budget_seconds} is not from 10 to 890"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn latest() -> String {
@@ -338,9 +469,18 @@ pub(crate) fn parse(payload: &RawValue) -> Parsed {
                             },
                         };
                     }
+                    Some("restore-plan" | "restore-partition" | "restore-check" | "checkpoint") => {
+                        return match serde_json::from_str::<Task>(payload.get()) {
+                            Err(e) => Parsed::Invalid(format!("task input {action}: {e}")),
+                            Ok(task) => match task.check() {
+                                Ok(()) => Parsed::Task(task),
+                                Err(why) => Parsed::Invalid(why),
+                            },
+                        };
+                    }
                     _ => {
                         return Parsed::Invalid(format!(
-                            "task input action {action} is not \"seal\", \"verify\" or \"restore\""
+                            "task input action {action} is not \"seal\", \"verify\", \"restore\", \"restore-plan\", \"restore-partition\", \"restore-check\" or \"checkpoint\""
                         ));
                     }
                 };
