@@ -246,6 +246,7 @@ pub async fn run_partition(
 /// Combines the partitions' results, compares them with the snapshot, and scans the table
 /// (until `deadline`, resumably) to prove it holds exactly them. Removes the restore's
 /// checkpoints when it matches.
+#[allow(clippy::too_many_arguments)]
 pub async fn check_distributed(
     store: &Arc<dyn ObjectStore>,
     client: &aws_sdk_dynamodb::Client,
