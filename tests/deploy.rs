@@ -983,6 +983,7 @@ fn outcome_json(o: Outcome) -> Value {
         Outcome::Trigger(t) => t.reply(),
         Outcome::OnFailure(v, _) => v,
         Outcome::Restore(r) => r.reply(),
+        Outcome::Task(v) => v,
     }
 }
 
