@@ -558,3 +558,220 @@ async fn snapshot_views_are_chosen_and_tables_can_be_recreated() {
     );
     parses_as_athena_sql(&recreated);
 }
+
+/// The views over a state checkpoint (emulated in DuckDB: the checkpoint's files, each
+/// generation's listed segments, the raw changes): the latest view (checkpoint ∪ segments
+/// sealed after it ∪ unsealed changes from the window's hour on) equals the ground truth on a
+/// history of several days, where the window leaves most hour partitions out, with changes
+/// sealed after the checkpoint and changes not sealed at all; the snapshot views from the
+/// checkpoint equal the state at their seal. The typed columns come through for changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_a_checkpoint_equal_the_ground_truth() {
+    use streamseal::ops::athena::{
+        Start, changes_after_checkpoint, latest_select_from, snapshot_state_from_checkpoint,
+        unsealed_window,
+    };
+    use streamseal::ops::seal::{SealOptions, seal};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let (schema, ing) = orders_ingestor(&store);
+    let mut w = Workload::new(12, "orders", StreamViewType::NewAndOldImages, 200);
+    // One change every 3 minutes: 3,000 changes span 150 hours, the unsealed window 25+.
+    w.step_ms = 180_000;
+    let mut truths = vec![];
+    for s in 1..=3 {
+        for _ in 0..9 {
+            ing.ingest_event(&w.next_event(100)).await.unwrap();
+        }
+        seal(&store, "orders", &SealOptions::default())
+            .await
+            .unwrap();
+        truths.push(
+            w.items()
+                .map(|i| canonicalize(i).unwrap())
+                .collect::<BTreeSet<_>>(),
+        );
+        if s == 2 {
+            let options = streamseal::ops::checkpoint::CheckpointOptions {
+                partitions: Some(3),
+                ..Default::default()
+            };
+            streamseal::ops::checkpoint::checkpoint(
+                &store,
+                "orders",
+                "latest",
+                &options,
+                &streamseal::model::clock::SystemClock,
+                &Arc::new(streamseal::progress::Progress::default()),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let latest_manifest = streamseal::model::manifest::read_manifest(
+        store.as_ref(),
+        &streamseal::model::layout::TableLayout::new("orders"),
+        "0000000003",
+    )
+    .await
+    .unwrap();
+    // Not sealed: captured after the last seal.
+    for _ in 0..3 {
+        ing.ingest_event(&w.next_event(100)).await.unwrap();
+    }
+    let truth: BTreeSet<String> = w.items().map(|i| canonicalize(i).unwrap()).collect();
+
+    let root = dir.path().display().to_string();
+    let checkpoint = format!("read_parquet('{root}/orders/checkpoint-files/0000000002/*.parquet')");
+    let mut parts = vec![];
+    for g in 1..=3 {
+        let key = streamseal::model::layout::TableLayout::new("orders")
+            .athena_snapshot_files_key(&format!("{g:010}"));
+        let text = std::fs::read_to_string(dir.path().join(&key)).unwrap();
+        let files: Vec<String> = text
+            .lines()
+            .map(|l| format!("'{}'", l.strip_prefix("file://").unwrap()))
+            .collect();
+        parts.push(format!(
+            "SELECT *, {g} AS generation FROM read_parquet([{}], hive_partitioning = true)",
+            files.join(", ")
+        ));
+    }
+    let snapshot_changes = format!("({})", parts.join(" UNION ALL "));
+    let raw =
+        format!("read_parquet('{root}/orders/changes/*/*/*.parquet', hive_partitioning = true)");
+    let (dt, hr) = unsealed_window(latest_manifest.watermark.newest_change_ms);
+    // The window leaves most of the history out.
+    let all_hours = std::fs::read_dir(dir.path().join("orders/changes"))
+        .unwrap()
+        .count();
+    assert!(all_hours >= 3, "{all_hours} days");
+    let changes = changes_after_checkpoint(&snapshot_changes, 2, &raw, (&dt, &hr), &schema);
+    let sql = format!(
+        "SELECT \"item\", coalesce(\"customer_id\", '') FROM ({}) AS latest",
+        latest_select_from(&changes, Start::Checkpoint(&checkpoint), &schema)
+    );
+    let rows = common::duckdb_rows(&sql);
+    let got: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(got, truth);
+    assert!(
+        rows.iter().any(|r| r[1] != "None" && !r[1].is_empty()),
+        "typed columns of changes"
+    );
+    // The test has teeth: the window alone leaves out most of the history, and the
+    // checkpoint with the sealed changes alone misses the unsealed ones.
+    let only = |source: String, start: Start<'_>| -> BTreeSet<String> {
+        let sql = format!(
+            "SELECT \"item\" FROM ({}) AS latest",
+            latest_select_from(&source, start, &schema)
+        );
+        common::duckdb_rows(&sql)
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect()
+    };
+    let window_only = only(raw_window(&raw, &dt, &hr), Start::Nothing);
+    assert!(
+        window_only.len() < truth.len(),
+        "{} of {}",
+        window_only.len(),
+        truth.len()
+    );
+    let sealed_only = only(
+        format!("(SELECT * FROM {snapshot_changes} WHERE \"generation\" > 2)"),
+        Start::Checkpoint(&checkpoint),
+    );
+    assert_ne!(sealed_only, truth);
+    for g in [2u64, 3] {
+        let sql = format!(
+            "SELECT \"item\" FROM ({}) AS s",
+            snapshot_state_from_checkpoint(&snapshot_changes, 2, g, &checkpoint, &schema)
+        );
+        let got: BTreeSet<String> = common::duckdb_rows(&sql)
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        assert_eq!(got, truths[g as usize - 1], "snapshot {g}");
+    }
+}
+
+/// `raw` restricted to hour partitions from (`dt`, `hr`), with the columns the views read.
+fn raw_window(raw: &str, dt: &str, hr: &str) -> String {
+    format!("(SELECT * FROM {raw} WHERE \"dt\" > '{dt}' OR (\"dt\" = '{dt}' AND \"hr\" >= '{hr}'))")
+}
+
+/// `athena-ddl` on a checkpointed backup in S3: a `<table>_checkpoint` table over the
+/// checkpoint's file list (written for this location), the latest and snapshot views read
+/// it, and every statement parses as Athena SQL.
+#[tokio::test]
+async fn athena_ddl_starts_the_views_from_the_newest_checkpoint() {
+    use streamseal::ops::athena::SnapshotViews;
+    let store = sealed_in_s3("athena-checkpoint", "backups", 3).await;
+    streamseal::ops::checkpoint::checkpoint(
+        &store,
+        "orders",
+        "0000000002",
+        &Default::default(),
+        &streamseal::model::clock::SystemClock,
+        &Arc::new(streamseal::progress::Progress::default()),
+    )
+    .await
+    .unwrap();
+    let ddl = streamseal::ops::athena::ddl(
+        store.as_ref(),
+        "orders",
+        &TableSchema::default(),
+        "backups",
+        &SnapshotViews::All,
+    )
+    .await
+    .unwrap();
+    let (key, files) = ddl.checkpoint_files.clone().unwrap();
+    assert_eq!(key, "orders/athena/checkpoint-files/symlink.txt");
+    let list = String::from_utf8(store.get(&key).await.unwrap().to_vec()).unwrap();
+    assert_eq!(list.lines().count(), files);
+    assert!(
+        list.lines()
+            .all(|l| l
+                .starts_with("s3://athena-checkpoint/backups/orders/checkpoint-files/0000000002/")),
+        "{list}"
+    );
+    let all = ddl.statements.join("\n");
+    assert!(all.contains("`orders_checkpoint`"), "{all}");
+    let latest = ddl
+        .statements
+        .iter()
+        .find(|s| s.contains("\"orders_latest\""))
+        .unwrap();
+    assert!(
+        latest.contains("\"orders_checkpoint\"") && latest.contains("\"generation\" > 2"),
+        "{latest}"
+    );
+    let s1 = ddl
+        .statements
+        .iter()
+        .find(|s| s.contains("\"orders_snapshot_0000000001\""))
+        .unwrap();
+    assert!(
+        !s1.contains("orders_checkpoint"),
+        "snapshot 1 is before the checkpoint: {s1}"
+    );
+    let s3 = ddl
+        .statements
+        .iter()
+        .find(|s| s.contains("\"orders_snapshot_0000000003\""))
+        .unwrap();
+    assert!(s3.contains("\"orders_checkpoint\""), "{s3}");
+    // The tables a view reads are created before it.
+    let pos = |needle: &str| {
+        ddl.statements
+            .iter()
+            .position(|s| s.contains(needle))
+            .unwrap()
+    };
+    assert!(
+        pos("EXTERNAL TABLE IF NOT EXISTS `backups`.`orders_snapshot_changes`")
+            < pos("VIEW \"backups\".\"orders_latest\"")
+    );
+    parses_as_athena_sql(&ddl.statements);
+}

@@ -165,6 +165,26 @@ pub fn latest_select(changes: &str, schema: &TableSchema) -> String {
 /// changes older than any captured one (sequence number "0"), exactly as a restore applies
 /// them. Typed columns are NULL for an item known only from the base.
 pub fn latest_select_with_base(changes: &str, base: Option<&str>, schema: &TableSchema) -> String {
+    latest_select_from(changes, base.map_or(Start::Nothing, Start::Base), schema)
+}
+
+/// What a state view starts from, under the changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// Nothing: the changes are the whole history.
+    Nothing,
+    /// A bootstrap base (`keys`, `item`): every item older than any change.
+    Base(&'a str),
+    /// A state checkpoint (`keys`, `item`, `sequence_number`): each item at the sequence number
+    /// of the change that wrote it (none: a base item), so a change sealed after the
+    /// checkpoint replaces it exactly when a restore would.
+    Checkpoint(&'a str),
+}
+
+/// The latest image per key over `start` plus `changes`; keys whose latest change is a REMOVE
+/// are left out. Typed columns are NULL for an item taken from the start state (its `item`
+/// has every attribute).
+pub fn latest_select_from(changes: &str, start: Start<'_>, schema: &TableSchema) -> String {
     let mut typed = String::new();
     let mut typed_null = String::new();
     for c in &schema.columns {
@@ -176,11 +196,15 @@ pub fn latest_select_with_base(changes: &str, base: Option<&str>, schema: &Table
         };
         typed_null.push_str(&format!(", CAST(NULL AS {sql_type}) AS `{}`", c.name));
     }
-    let source = match base {
-        None => changes.to_owned(),
-        Some(base) => format!(
-            "(\n    SELECT `keys`, `new_image`, `event_name`, `sequence_number`, `approximate_creation_time`{typed} FROM {changes}\n    UNION ALL\n    SELECT `keys`, `item` AS `new_image`, 'INSERT' AS `event_name`, '0' AS `sequence_number`, CAST(NULL AS timestamp) AS `approximate_creation_time`{typed_null} FROM {base}\n  )"
-        ),
+    let state = |rel: &str, sequence: &str| {
+        format!(
+            "(\n    SELECT `keys`, `new_image`, `event_name`, `sequence_number`, `approximate_creation_time`{typed} FROM {changes}\n    UNION ALL\n    SELECT `keys`, `item` AS `new_image`, 'INSERT' AS `event_name`, {sequence} AS `sequence_number`, CAST(NULL AS timestamp) AS `approximate_creation_time`{typed_null} FROM {rel}\n  )"
+        )
+    };
+    let source = match start {
+        Start::Nothing => changes.to_owned(),
+        Start::Base(base) => state(base, "'0'"),
+        Start::Checkpoint(c) => state(c, "coalesce(`sequence_number`, '0')"),
     };
     format!(
         "SELECT `keys`, `new_image` AS `item`, `sequence_number`, `approximate_creation_time`{typed}\n\
@@ -193,6 +217,61 @@ FROM (\n\
 WHERE `{RANK}` = 1 AND `event_name` <> 'REMOVE'"
     )
     .replace('`', "\"")
+}
+
+/// The changes a state checkpoint at generation `checkpoint` lacks, for the latest state: the
+/// segments sealed after it (`snapshot_changes` with a later generation: exact whatever their
+/// times) and what is captured but not sealed yet (`raw` in hour partitions from `since`, see
+/// [`unsealed_window`]; Athena prunes the rest). A change in both is the same row twice; the
+/// latest-per-key rule takes either.
+pub fn changes_after_checkpoint(
+    snapshot_changes: &str,
+    checkpoint: u64,
+    raw: &str,
+    since: (&str, &str),
+    schema: &TableSchema,
+) -> String {
+    let mut cols = String::from(
+        "\"keys\", \"new_image\", \"event_name\", \"sequence_number\", \"approximate_creation_time\"",
+    );
+    for c in &schema.columns {
+        cols.push_str(&format!(", \"{}\"", c.name));
+    }
+    let (dt, hr) = since;
+    format!(
+        "(\n    SELECT {cols} FROM {snapshot_changes} WHERE \"generation\" > {checkpoint}\n    UNION ALL\n    SELECT {cols} FROM {raw} WHERE \"dt\" > '{dt}' OR (\"dt\" = '{dt}' AND \"hr\" >= '{hr}')\n  )"
+    )
+}
+
+/// The first hour partition that can hold a captured change the latest seal has not sealed:
+/// 25 hours before the latest snapshot's newest change. Such a change's log entry was written
+/// after that seal listed the inbox, so after its newest change was captured, and DynamoDB
+/// Streams keeps a record 24 hours, so it was created at most 24 hours (and a Lambda
+/// invocation) before (an hour more for clocks). Older changes in the window are harmless:
+/// each key's later changes are in it too, and the latest one wins. (A change ingested from an
+/// old file after that seal shows once the next seal takes it.)
+pub fn unsealed_window(newest_change_ms: Option<i64>) -> (String, String) {
+    let from = newest_change_ms.unwrap_or(0).saturating_sub(25 * 3_600_000);
+    let path = crate::model::layout::HourPartition::of_millis(from).path();
+    // `dt=YYYY-MM-DD/hr=HH`
+    let dt = path.get(3..13).unwrap_or("1970-01-01").to_owned();
+    let hr = path.get(17..19).unwrap_or("00").to_owned();
+    (dt, hr)
+}
+
+/// `CREATE EXTERNAL TABLE <table>_checkpoint`: the newest state checkpoint (`keys`, `item`,
+/// `sequence_number`), through the symlink list `athena-ddl` writes.
+pub(crate) fn checkpoint_table(table: &str, location: &str, database: &str) -> String {
+    let name = athena_name(table);
+    let location = under(
+        location,
+        &TableLayout::new(table).athena_checkpoint_files_prefix(),
+    );
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_checkpoint` (\n  `keys` string,\n  `item` string,\n  `sequence_number` string\n)\n\
+{SYMLINK_PARQUET}\n\
+LOCATION '{location}';"
+    )
 }
 
 /// `CREATE EXTERNAL TABLE <table>_base`: the bootstrap base the chain adopted (`keys`,
@@ -267,6 +346,31 @@ pub fn snapshot_state_select(
     latest_select_with_base(&once, base, schema)
 }
 
+/// The state as of snapshot `generation` from the state checkpoint at `checkpoint` (a
+/// generation at or before it): the checkpoint, then each sequence number sealed after it
+/// once, then the latest change per key, as a restore from the checkpoint computes it.
+pub fn snapshot_state_from_checkpoint(
+    snapshot_changes: &str,
+    checkpoint: u64,
+    generation: u64,
+    checkpoint_rel: &str,
+    schema: &TableSchema,
+) -> String {
+    let once = format!(
+        "(SELECT * FROM (\n  SELECT *, row_number() OVER (PARTITION BY `sequence_number` ORDER BY `generation`) AS `{ONCE}`\n  FROM {snapshot_changes}\n  WHERE `generation` > {checkpoint} AND `generation` <= {generation}\n) WHERE `{ONCE}` = 1)"
+    )
+    .replace('`', "\"");
+    latest_select_from(&once, Start::Checkpoint(checkpoint_rel), schema)
+}
+
+/// The state checkpoint the views start from: its generation, and the first hour partition
+/// that may hold a change no seal has taken yet ([`unsealed_window`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckpointView {
+    pub(crate) generation: u64,
+    pub(crate) since: (String, String),
+}
+
 /// Every statement `streamseal athena-ddl` prints. `snapshots` are the generations to make
 /// views of, each with whether its chain includes a bootstrap base; `newest` is the newest
 /// sealed generation (the projection's bound); `base` says the latest chain has a base (then
@@ -281,26 +385,41 @@ pub(crate) fn statements_with_snapshots(
     snapshots: &[(u64, bool)],
     newest: u64,
     base: bool,
+    checkpoint: Option<&CheckpointView>,
 ) -> Vec<String> {
     let name = athena_name(table);
-    let mut out = statements(table, location, schema, database, first_day, base, newest);
+    let mut out = statements(
+        table, location, schema, database, first_day, base, newest, checkpoint,
+    );
     let base_rel = format!("\"{database}\".\"{name}_base\"");
+    let checkpoint_rel = format!("\"{database}\".\"{name}_checkpoint\"");
+    let snapshot_rel = format!("\"{database}\".\"{name}_snapshot_changes\"");
     for (g, with_base) in snapshots {
-        out.push(format!(
-            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_snapshot_{g:010}\" AS\n{};",
-            snapshot_state_select(
-                &format!("\"{database}\".\"{name}_snapshot_changes\""),
+        let body = match checkpoint {
+            Some(c) if *g >= c.generation => snapshot_state_from_checkpoint(
+                &snapshot_rel,
+                c.generation,
+                *g,
+                &checkpoint_rel,
+                schema,
+            ),
+            _ => snapshot_state_select(
+                &snapshot_rel,
                 *g,
                 with_base.then_some(base_rel.as_str()),
-                schema
-            )
+                schema,
+            ),
+        };
+        out.push(format!(
+            "CREATE OR REPLACE VIEW \"{database}\".\"{name}_snapshot_{g:010}\" AS\n{body};"
         ));
     }
     out
 }
 
 /// The fixed statements (database, changes table and view, base table when the chain has a
-/// base, latest view, snapshot table).
+/// base, checkpoint table when there is one, snapshot table, latest view).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn statements(
     table: &str,
     location: &str,
@@ -309,6 +428,7 @@ pub(crate) fn statements(
     first_day: &str,
     base: bool,
     newest: u64,
+    checkpoint: Option<&CheckpointView>,
 ) -> Vec<String> {
     let name = athena_name(table);
     let base_rel = format!("\"{database}\".\"{name}_base\"");
@@ -323,21 +443,35 @@ pub(crate) fn statements(
     if base {
         out.push(base_table(table, location, database));
     }
-    // Duplicates are identical rows, so the latest image per key reads the raw table.
-    out.push(format!(
-        "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{};",
-        latest_select_with_base(
-            &format!("\"{database}\".\"{name}_changes_raw\""),
-            base.then_some(base_rel.as_str()),
-            schema
-        )
-    ));
+    if checkpoint.is_some() {
+        out.push(checkpoint_table(table, location, database));
+    }
     out.push(snapshot_table(table, location, schema, database, newest));
     // An existing table keeps its properties (IF NOT EXISTS): move its bound to the newest
     // generation on every run.
     out.push(format!(
         "ALTER TABLE `{database}`.`{name}_snapshot_changes` SET TBLPROPERTIES ('projection.generation.range' = '{}');",
         projection_range(newest)
+    ));
+    let raw = format!("\"{database}\".\"{name}_changes_raw\"");
+    // Duplicates are identical rows, so the latest image per key reads the raw table; from a
+    // checkpoint, only what it lacks: the segments sealed after it and the unsealed ones.
+    let latest = match checkpoint {
+        Some(c) => latest_select_from(
+            &changes_after_checkpoint(
+                &format!("\"{database}\".\"{name}_snapshot_changes\""),
+                c.generation,
+                &raw,
+                (&c.since.0, &c.since.1),
+                schema,
+            ),
+            Start::Checkpoint(&format!("\"{database}\".\"{name}_checkpoint\"")),
+            schema,
+        ),
+        None => latest_select_with_base(&raw, base.then_some(base_rel.as_str()), schema),
+    };
+    out.push(format!(
+        "CREATE OR REPLACE VIEW \"{database}\".\"{name}_latest\" AS\n{latest};"
     ));
     out
 }
@@ -421,6 +555,9 @@ pub struct Ddl {
     pub statements: Vec<String>,
     /// The base's Athena file list, when the chain adopted a base: its key and file count.
     pub base_files: Option<(String, usize)>,
+    /// The newest state checkpoint's Athena file list, when the views start from one: its key
+    /// and file count.
+    pub checkpoint_files: Option<(String, usize)>,
     /// Snapshot file lists (re)written because they were missing or named other locations
     /// (a backup copied or replicated to another bucket or prefix).
     pub snapshot_lists_written: Vec<String>,
@@ -523,6 +660,38 @@ pub async fn ddl(
         write_if_changed(store, &key, list).await?;
         base_files = Some((key, base.len()));
     }
+    // The newest state checkpoint of this chain (built from a snapshot whose manifest is the
+    // chain's and with the latest base): the views start from it.
+    let mut checkpoint = None;
+    let mut checkpoint_files = None;
+    if let Some((latest, _)) = chain.last() {
+        for id in crate::model::checkpoint::list_checkpoints(store, &layout)
+            .await?
+            .iter()
+            .rev()
+        {
+            let Some((m, _)) = chain.iter().find(|(m, _)| m.snapshot_id == *id) else {
+                continue;
+            };
+            let c = crate::model::checkpoint::read_checkpoint(store, &layout, id).await?;
+            if c.snapshot_sha256 != m.manifest_sha256 || m.base != latest.base {
+                continue;
+            }
+            let list: String = c
+                .files
+                .iter()
+                .map(|f| format!("{root}{}\n", f.key))
+                .collect();
+            let key = layout.athena_checkpoint_files_key();
+            write_if_changed(store, &key, list).await?;
+            checkpoint_files = Some((key, c.files.len()));
+            checkpoint = crate::model::manifest::parse_snapshot_id(id).map(|g| CheckpointView {
+                generation: g,
+                since: unsealed_window(latest.watermark.newest_change_ms),
+            });
+            break;
+        }
+    }
     let newest = snapshots.last().map_or(1, |(g, _)| *g);
     let chosen: Vec<(u64, bool)> = match views {
         SnapshotViews::All => snapshots.clone(),
@@ -551,8 +720,10 @@ pub async fn ddl(
             &chosen,
             newest,
             snapshots.last().is_some_and(|(_, b)| *b),
+            checkpoint.as_ref(),
         ),
         base_files,
+        checkpoint_files,
         snapshot_lists_written,
     })
 }

@@ -83,6 +83,14 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
             streamseal::ops::athena::athena_name(&args.at.table)
         );
     }
+    if let Some((key, files)) = &ddl.checkpoint_files
+        && !out.json()
+    {
+        eprintln!(
+            "wrote {key}: the {files} file(s) of the newest state checkpoint, for the {}_checkpoint table (the latest view and later snapshot views start from it)",
+            streamseal::ops::athena::athena_name(&args.at.table)
+        );
+    }
     if !ddl.snapshot_lists_written.is_empty() && !out.json() {
         eprintln!(
             "wrote {} snapshot file list(s) for {} (missing, or naming another location)",
