@@ -158,6 +158,22 @@ async fn checkpointed_restores_equal_the_truth_and_expire_keeps_what_it_promises
         }
     }
     let truth_at = |snapshot: usize| instants[snapshot * 2 - 1].1.clone();
+    // The seal after a checkpoint records it in the chain.
+    let layout = streamseal::model::layout::TableLayout::new("orders");
+    for (snapshot, recorded) in [(2, None), (3, Some("0000000002")), (4, Some("0000000003"))] {
+        let m = streamseal::model::manifest::read_manifest(
+            store.as_ref(),
+            &layout,
+            &format!("{snapshot:010}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            m.checkpoint.map(|c| c.snapshot_id).as_deref(),
+            recorded,
+            "snapshot {snapshot}"
+        );
+    }
     let deletes = w.len();
     assert!(deletes > 1_000, "{deletes}");
 

@@ -11,6 +11,8 @@
 //!   schedule input, which run the state machine definition itself (a small interpreter of
 //!   the ASL subset the template uses) against the emulator: seal, deep verify, restore into a
 //!   new table that equals the source, notify; and the drill, which deletes its scratch table.
+//!   The checkpoint schedule's input, then the distributed restore state machine: plan from
+//!   the checkpoint, one partition per Map iteration, the check; the table equals the source.
 //! - The functions' environment, as the template sets it, is a configuration the handler
 //!   accepts.
 
@@ -424,9 +426,14 @@ impl Stack {
         env
     }
 
-    /// The state machine definition with its `${...}` substitutions applied.
+    /// The recovery state machine's definition with its `${...}` substitutions applied.
     fn definition(&self) -> Value {
-        let sm = &self.resource("RecoveryStateMachine")["Properties"];
+        self.definition_of("RecoveryStateMachine")
+    }
+
+    /// A state machine's definition with its `${...}` substitutions applied.
+    fn definition_of(&self, machine: &str) -> Value {
+        let sm = &self.resource(machine)["Properties"];
         let subs = self.eval(&sm["DefinitionSubstitutions"]);
         let text = sm["Definition"].to_string();
         let mut out = text.clone();
@@ -695,6 +702,8 @@ fn expression(root: &Value, ctx: &Value, e: &str) -> Result<Value, Failure> {
     Ok(match name {
         "States.UUID" => json!(format!("{:032x}", rand_u128())),
         "States.JsonToString" => json!(values[0].to_string()),
+        "States.StringToJson" => serde_json::from_str(values[0].as_str().unwrap_or(""))
+            .map_err(|e| ("States.Runtime".to_string(), format!("StringToJson: {e}")))?,
         // Shallow merge (the template passes `false`): the second object's keys win.
         "States.JsonMerge" => {
             assert_eq!(values[2], json!(false), "deep merge is not modelled");
@@ -772,7 +781,26 @@ fn choose(rule: &Value, input: &Value, ctx: &Value) -> Result<bool, Failure> {
     if let Some(b) = rule.get("BooleanEquals") {
         return Ok(&v == b);
     }
+    if let Some(p) = rule["StringMatches"].as_str() {
+        return Ok(v.as_str().is_some_and(|v| string_matches(p, v)));
+    }
     panic!("choice rule {rule} is not modelled");
+}
+
+/// `StringMatches`: `*` is any run of characters; a backslash makes the next one literal.
+fn string_matches(pattern: &str, value: &str) -> bool {
+    fn go(p: &[char], v: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('*', rest)) => (0..=v.len()).any(|i| go(rest, &v[i..])),
+            Some(('\\', rest)) if !rest.is_empty() => {
+                v.first() == Some(&rest[0]) && go(&rest[1..], &v[1..])
+            }
+            Some((c, rest)) => v.first() == Some(c) && go(rest, &v[1..]),
+        }
+    }
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    go(&p, &v)
 }
 
 fn matches_error(list: &Value, error: &str) -> bool {
@@ -1462,5 +1490,212 @@ async fn outage_events_and_the_drill_run_the_state_machine_end_to_end() {
     assert!(
         gone.is_err(),
         "the drill's scratch table {scratch} was not deleted"
+    );
+}
+
+/// The distributed restore as `LargeRestoreStateMachine` runs it, on the emulator: changes
+/// captured and sealed; the scheduled checkpoint (the schedule's own input, through the
+/// handler; with `KeepChangesDays` set, expire runs after it and finds nothing that old), run
+/// twice as an asynchronous retry would; more changes sealed after the checkpoint; then the
+/// machine's definition: inputs outside `RestoreTablePrefix` or without a table fail before
+/// any task, and a restore into a prefixed table plans from the checkpoint, runs one
+/// `restore-partition` per iteration of the distributed Map, checks until complete, and
+/// notifies. The target equals the source and the restore's checkpoints are gone.
+#[tokio::test]
+async fn the_large_restore_state_machine_restores_from_a_checkpoint_end_to_end() {
+    let table = "deploy-large";
+    let d = deployed(table, table, &[("KeepChangesDays", json!("35"))]).await;
+    assert_eq!(
+        d.stack
+            .environment("SealFunction")
+            .get("STREAMSEAL_KEEP_CHANGES_DAYS")
+            .map(String::as_str),
+        Some("35")
+    );
+    let ingest = d.function("IngestFunction").await;
+    let seal = d.function("SealFunction").await;
+    let call = async |input: Value| {
+        let text = input.to_string();
+        match seal.handle(&RawValue::from_string(text).unwrap()).await {
+            Ok(out) => outcome_json(out),
+            Err(e) => panic!("{input}: {e}"),
+        }
+    };
+    let mut w = streamseal::demo::workload::Workload::new(
+        13,
+        table,
+        streamseal::model::change::StreamViewType::NewAndOldImages,
+        60,
+    );
+    for _ in 0..150 {
+        common::apply_change(&d.ddb, table, &mut w).await;
+    }
+    let mut after = HashMap::new();
+    assert_eq!(d.pump(&ingest, &mut after).await, 150);
+    let sealed = call(json!({"action": "seal", "table": table})).await;
+    assert_eq!(sealed["status"], "ok", "{sealed}");
+    let first = sealed["tables"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The scheduled checkpoint, with the schedule's input.
+    let events = d
+        .stack
+        .eval(&d.stack.resource("SealFunction")["Properties"]["Events"]);
+    let schedule = &events["Checkpoint"]["Properties"];
+    assert_eq!(schedule["State"], "ENABLED", "{schedule}");
+    let input: Value = serde_json::from_str(schedule["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(input, json!({"action": "checkpoint", "table": table}));
+    let made = call(input.clone()).await;
+    assert_eq!(made["checkpoint"], json!(first), "{made}");
+    assert_eq!(made["existing"], false, "{made}");
+    assert_eq!(
+        made["items"],
+        json!(common::scan_items(&d.ddb, table).await.len()),
+        "{made}"
+    );
+    assert!(made["partitions"].as_u64().unwrap() >= 1, "{made}");
+    // KeepChangesDays=35: expire ran (a number, not null) and nothing is that old.
+    assert_eq!(made["expired_objects"], 0, "{made}");
+    assert!(made["expire_record"].is_null(), "{made}");
+    assert!(
+        !d.store
+            .list(&format!("{table}/checkpoint-manifests/"), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Lambda retries a failed asynchronous invocation: running it again writes nothing new.
+    let again = call(input).await;
+    assert_eq!(again["checkpoint"], json!(first), "{again}");
+    assert_eq!(again["existing"], true, "{again}");
+
+    // Changes after the checkpoint, sealed: the restore reads the checkpoint plus these.
+    for _ in 0..40 {
+        common::apply_change(&d.ddb, table, &mut w).await;
+    }
+    assert!(d.pump(&ingest, &mut after).await >= 40);
+    let resealed = call(json!({"action": "seal", "table": table})).await;
+    assert_eq!(resealed["status"], "ok", "{resealed}");
+    let latest = resealed["tables"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(latest, first);
+    let source = common::scan_items(&d.ddb, table).await;
+
+    let definition = d.stack.definition_of("LargeRestoreStateMachine");
+    let problems = check_scope(
+        definition["States"].as_object().unwrap(),
+        definition["StartAt"].as_str().unwrap(),
+        "",
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut machine = Machine {
+        handler: &seal,
+        seal_function: d
+            .stack
+            .get_att("SealFunction", "Arn")
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        ddb: d.ddb.clone(),
+        published: vec![],
+        visited: vec![],
+        start_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+
+    // Refused before any task runs.
+    let prefix = d.stack.params["RestoreTablePrefix"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (input, error) in [
+        (
+            json!({"table": table, "target_table": format!("{table}-copy")}),
+            "NotARestoreTable",
+        ),
+        (
+            json!({"table": table, "target_table": table}),
+            "NotARestoreTable",
+        ),
+        (
+            json!({"target_table": format!("{prefix}{table}-x")}),
+            "InvalidInput",
+        ),
+    ] {
+        let e = machine
+            .execute(&definition, input.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.0, error, "{input}: {e:?}");
+        assert!(
+            !machine.visited.iter().any(|v| v == "Plan"),
+            "{input}: {:?}",
+            machine.visited
+        );
+    }
+    assert!(machine.published.is_empty());
+
+    // The restore, in 3 partitions (the checkpoint's count is the default; another count
+    // works too: each partition then reads the checkpoint and keeps its own keys).
+    let target = format!("{prefix}{table}-distributed");
+    let out = machine
+        .execute(
+            &definition,
+            json!({"table": table, "target_table": target, "partitions": 3}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("large restore: {e:?} after {:?}", machine.visited));
+    for state in ["Plan", "Partitions", "Check", "Notify"] {
+        assert!(
+            machine.visited.iter().any(|v| v == state),
+            "{state} not run: {:?}",
+            machine.visited
+        );
+    }
+    assert_eq!(
+        machine
+            .visited
+            .iter()
+            .filter(|v| *v == "RestorePartition")
+            .count(),
+        3,
+        "{:?}",
+        machine.visited
+    );
+    assert_eq!(out["complete"], true, "{out}");
+    assert_eq!(out["matches"], true, "{out}");
+    assert_eq!(out["snapshot"], json!(latest), "{out}");
+    assert_eq!(out["checkpoint"], json!(first), "{out}");
+    assert_eq!(out["partitions"], 3, "{out}");
+    assert_eq!(out["target_table"], json!(target), "{out}");
+    assert_eq!(out["items"], json!(source.len()), "{out}");
+    assert_eq!(out["target_items"], json!(source.len()), "{out}");
+    assert!(out["unproven"].is_null(), "{out}");
+    assert_eq!(
+        common::scan_items(&d.ddb, &target).await,
+        source,
+        "restored table differs"
+    );
+    assert_eq!(machine.published.len(), 1, "{:?}", machine.published);
+    assert!(
+        machine.published[0]
+            .0
+            .contains("distributed restore complete"),
+        "{:?}",
+        machine.published
+    );
+    // The check removed the plan and the partitions' checkpoints.
+    let left = d
+        .store
+        .list(&format!("{table}/restores/"), None, None)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter().map(|o| o.key.clone()).collect::<Vec<_>>()
     );
 }

@@ -31,7 +31,7 @@ use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// Most partitions of a distributed restore (each iteration's answer travels back through the
 /// state machine, whose payload is bounded).
-pub const MAX_PARTITIONS: usize = 1000;
+pub const MAX_PARTITIONS: usize = 500;
 
 /// What [`plan_distributed`] decided, and what the check keeps between calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

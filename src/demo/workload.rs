@@ -128,6 +128,9 @@ pub struct Workload {
     time_ms: i64,
     /// Milliseconds between consecutive changes.
     pub step_ms: i64,
+    /// At most this many live items: once reached, an insert becomes an update, so a longer
+    /// history makes the same size of table (benchmarks of history length).
+    pub max_items: Option<usize>,
 }
 
 impl Workload {
@@ -146,6 +149,7 @@ impl Workload {
             sequence: 100_000_000_000_000_000_000 + u128::from(seed % 1000) * 1_000_000,
             time_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
             step_ms: 250,
+            max_items: None,
         }
     }
 
@@ -181,7 +185,10 @@ impl Workload {
     pub fn next_change(&mut self) -> Change {
         self.sequence += 1 + u128::from(self.rng.below(50));
         self.time_ms += self.step_ms;
-        let roll = self.rng.below(100);
+        let mut roll = self.rng.below(100);
+        if roll < 50 && self.max_items.is_some_and(|m| self.live.len() >= m) {
+            roll = 50 + roll % 35;
+        }
         let existing = if self.live.is_empty() {
             None
         } else {

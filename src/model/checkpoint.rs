@@ -81,6 +81,16 @@ pub struct CheckpointManifest {
     pub checkpoint_sha256: String,
 }
 
+/// A manifest's reference to a state checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRef {
+    /// The snapshot it equals.
+    pub snapshot_id: String,
+    /// Its `checkpoint_sha256`.
+    pub checkpoint_sha256: String,
+}
+
 /// One checkpoint file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +298,43 @@ pub async fn read_checkpoint(
     match problem {
         Some(p) => Err(parse_error(store, &key, "a sound checkpoint manifest", p)),
         None => Ok(c),
+    }
+}
+
+/// The checkpoint a seal records: the newest published at or before `parent` (by the time the
+/// seal runs), else `parent`'s own; none when the seal adopts a new base (the checkpoint
+/// predates it). One listing per seal.
+pub async fn newest_for_seal(
+    store: &dyn ObjectStore,
+    layout: &TableLayout,
+    parent: Option<&crate::model::manifest::Manifest>,
+    adopts_base: bool,
+) -> Result<Option<CheckpointRef>, StoreError> {
+    let Some(parent) = parent else {
+        return Ok(None);
+    };
+    if adopts_base {
+        return Ok(None);
+    }
+    let inherited = parent.checkpoint.clone();
+    let Some(newest) = list_checkpoints(store, layout)
+        .await?
+        .into_iter()
+        .rfind(|c| *c <= parent.snapshot_id)
+    else {
+        return Ok(inherited);
+    };
+    if inherited.as_ref().is_some_and(|c| c.snapshot_id == newest) {
+        return Ok(inherited);
+    }
+    match read_checkpoint(store, layout, &newest).await {
+        Ok(c) => Ok(Some(CheckpointRef {
+            snapshot_id: c.snapshot_id,
+            checkpoint_sha256: c.checkpoint_sha256,
+        })),
+        // A checkpoint that does not read is not recorded; verify names it.
+        Err(StoreError::Permanent { .. } | StoreError::NotFound { .. }) => Ok(inherited),
+        Err(e) => Err(e),
     }
 }
 

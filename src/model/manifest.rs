@@ -60,6 +60,10 @@ pub struct Manifest {
     pub definition: Option<crate::model::definition::TableDefinition>,
     /// Full-state files the chain starts from (bootstrap or compaction), inherited by children.
     pub base: Vec<BaseFile>,
+    /// The newest state checkpoint of the chain when this seal ran (inherited until a newer
+    /// one is published): verify checks that it is still there and still equals its snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::model::checkpoint::CheckpointRef>,
     /// The file list of the segments sealed by this snapshot.
     pub files: FilesRef,
     /// The whole chain: base plus every snapshot's segments.
@@ -434,6 +438,7 @@ mod tests {
             key_schema: None,
             definition: None,
             base: vec![],
+            checkpoint: None,
             files: FilesRef {
                 key: "orders/snapshot-files/0000000001-ab.json".into(),
                 bytes: 10,

@@ -16,12 +16,23 @@ resulting resources are checked against what streamseal needs and may do:
   evaluator of its Deny statements: Resource wildcards, Null/String/Bool/Numeric conditions);
 - the topic and the queues use the stack's own KMS key (never alias/aws/sns or alias/aws/sqs),
   whose policy lets CloudWatch only GenerateDataKey*/Decrypt, in this account;
-- no EventBridge Scheduler schedule has a fixed Name;
-- the state machine definition, with its DefinitionSubstitutions applied: every Task has
+- no EventBridge Scheduler schedule has a fixed Name; the checkpoint schedule invokes the seal
+  function with {"action": "checkpoint", "table"}, is enabled exactly when CheckpointSchedule
+  is neither empty nor "none", and its role may only invoke that function;
+- retention: STREAMSEAL_KEEP_CHANGES_DAYS is set on the seal function exactly when
+  KeepChangesDays > 0, and only then may the seal role delete change segments (expire);
+  checkpoint-files/, checkpoint-manifests/ and expired/ are written by the seal role only, and
+  are write-once in the bucket policy;
+- the state machine definitions, with their DefinitionSubstitutions applied: every Task has
   Retry, Catch and TimeoutSeconds (Lambda tasks longer than the function's timeout), no state
   keeps a whole Lambda reply ($.Payload or $), verify is quick (deep: false), and the routing
   Choice states send each documented input where the outputs' text says (evaluated here with
   Step Functions' rule that comparing a missing field is a runtime error);
+- the distributed restore (LargeRestoreStateMachine): plan, a DISTRIBUTED Map over
+  $.plan.iterations whose concurrency is RestorePartitionConcurrency, one retried
+  restore-partition per iteration, the check looped while incomplete, failures notified then
+  failed, inputs outside RestoreTablePrefix refused before anything runs; its role starts and
+  watches only its own child executions;
 - the event source mapping discards batches before the stream's 24-hour retention, the
   queues are retained, the functions log to the stack's log groups (LoggingConfig), and both
   functions get STREAMSEAL_TARGET_REGION as documented;
@@ -58,6 +69,7 @@ ALLOWED_MANAGED_POLICIES = {
     # SAM attaches it to a state machine with Tracing enabled; X-Ray actions have no
     # resource-level permissions, so no grant could be narrower.
     ("RecoveryStateMachineRole", "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"),
+    ("LargeRestoreStateMachineRole", "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"),
 }
 
 # Parameter combinations: (name, region, parameters, facts the checks use).
@@ -71,6 +83,7 @@ COMBINATIONS = [
             "SchemaLocation": "s3://schemas-bucket/schemas",
             "ObjectLockRetentionDays": "35",
             "RestoreOnOutage": "false",
+            "KeepChangesDays": "35",
         },
         {"bucket": "created-backup-bucket", "target_region": "us-east-1"},
     ),
@@ -84,6 +97,7 @@ COMBINATIONS = [
             "BackupKmsKeyArn": f"arn:aws:kms:eu-central-1:{ACCOUNT}:key/0f0e0d0c-0b0a-0908-0706-050403020100",
             "BackupBucketRegion": "eu-central-1",
             "AlarmNames": "orders-system-errors,orders-latency",
+            "CheckpointSchedule": "cron(0 3 * * ? *)",
         },
         {"bucket": "acme-orders-backup", "target_region": "eu-central-1"},
     ),
@@ -95,6 +109,8 @@ COMBINATIONS = [
             "StreamArn": f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/{TABLE}/stream/2026-01-01T00:00:00.000",
             "BackupBucketName": "acme-orders-backup",
             "BackupKmsKeyArn": f"arn:aws:kms:eu-central-1:{ACCOUNT}:key/0f0e0d0c-0b0a-0908-0706-050403020100",
+            "CheckpointSchedule": "none",
+            "KeepChangesDays": "400",
         },
         {"bucket": "acme-orders-backup", "target_region": ""},
     ),
@@ -102,6 +118,13 @@ COMBINATIONS = [
         "recovery side (no stream), bucket created here",
         "eu-central-1",
         {"TableName": TABLE, "RestoreOnOutage": "true"},
+        {"bucket": "created-backup-bucket", "target_region": "eu-central-1"},
+    ),
+    (
+        "recovery side, checkpoints unscheduled, changes kept 90 days",
+        "eu-central-1",
+        {"TableName": TABLE, "CheckpointSchedule": "", "KeepChangesDays": "90",
+         "RecoveryRegion": "eu-west-1", "RestorePartitionConcurrency": "4"},
         {"bucket": "created-backup-bucket", "target_region": "eu-central-1"},
     ),
 ]
@@ -330,10 +353,15 @@ def statements(policy_document):
 
 
 def role_statements(stack, role):
+    """The role's inline policies, and the AWS::IAM::Policy resources attached to it."""
     p = stack.props(role)
     out = []
     for pol in p.get("Policies", []):
         out += statements(pol["PolicyDocument"])
+    for name in stack.of_type("AWS::IAM::Policy"):
+        attached = stack.props(name)
+        if stack.physical(role) in attached.get("Roles", []):
+            out += statements(attached["PolicyDocument"])
     return out
 
 
@@ -385,29 +413,46 @@ WRITE_ONCE = {
     "findings/": "findings/0000000001-0123456789abcdef.json",
     "locks/": "locks/restore-2026-01-01T04.json",
     "reports/": "reports/0000000001-seal-3fa19c2b.json",
+    "checkpoint-files/": "checkpoint-files/0000000001/part-00000.parquet",
+    "checkpoint-manifests/": "checkpoint-manifests/0000000001.json",
+    "expired/": "expired/0000000001-0123456789abcdef.json",
 }
 REWRITTEN = {
     "snapshots/head.json": "snapshots/head.json",
     "shards/": "shards/2026-01-01T00:00:00.000.json",
     "checkpoints/": "checkpoints/shardId-00000001767225600000-0123abcd.json",
     "restores/": "restores/0123456789abcdef.json",
+    "restores/ (distributed plan)": "restores/0123456789abcdef-plan.json",
     "athena/ (snapshot list)": "athena/snapshot-files/generation=0000000001/symlink.txt",
     "athena/ (base list)": "athena/base-files/symlink.txt",
     "compaction/": "compaction/cleaned.json",
 }
 INGEST_WRITES = ["changes/", "inbox/", "quarantine/", "shards/"]
 INGEST_NEVER = ["snapshots/<generation>.json", "snapshots/head.json", "snapshot-files/", "restores/",
-                "findings/", "athena/ (snapshot list)", "base/", "checkpoints/", "reports/", "locks/",
-                "compaction/"]
+                "restores/ (distributed plan)", "findings/", "athena/ (snapshot list)", "base/",
+                "checkpoints/", "reports/", "locks/", "compaction/", "checkpoint-files/",
+                "checkpoint-manifests/", "expired/"]
 SEAL_WRITES = ["snapshots/<generation>.json", "snapshots/head.json", "snapshot-files/", "findings/",
-               "athena/ (snapshot list)", "athena/ (base list)", "restores/", "reports/", "locks/"]
-SEAL_NEVER = ["changes/", "inbox/", "quarantine/", "shards/", "base/", "checkpoints/", "compaction/"]
-SEAL_DELETES = ["inbox/", "restores/", "locks/"]
+               "athena/ (snapshot list)", "athena/ (base list)", "restores/", "restores/ (distributed plan)",
+               "reports/", "locks/", "checkpoint-files/", "checkpoint-manifests/", "expired/"]
+SEAL_NEVER = ["changes/", "changes/ (compacted)", "inbox/", "quarantine/", "shards/", "base/", "checkpoints/",
+              "compaction/"]
+SEAL_DELETES = ["inbox/", "restores/", "restores/ (distributed plan)", "locks/"]
+# Expire deletes change segments (compacted ones too), and only with KeepChangesDays > 0.
+EXPIRE_DELETES = ["changes/", "changes/ (compacted)"]
 ALL_KEYS = {**WRITE_ONCE, **REWRITTEN}
 
 
 def object_arn(bucket, what, table=TABLE):
     return f"arn:aws:s3:::{bucket}/{PREFIX}/{table}/{ALL_KEYS[what]}"
+
+
+def keep_changes_days(stack):
+    return int(stack.params["KeepChangesDays"])
+
+
+def checkpoints_scheduled(stack):
+    return stack.params["CheckpointSchedule"] not in ("", "none")
 
 
 # ------------------------------------------------------------------ the state machine
@@ -444,7 +489,24 @@ def intrinsic(data, e):
         merged = dict(intrinsic(data, a))
         merged.update(intrinsic(data, b))
         return merged
+    m = re.fullmatch(r"States\.StringToJson\('(.*)'\)", e, re.S)
+    if m:
+        return json.loads(m.group(1))
     raise Runtime(f"intrinsic {e} is not modelled here")
+
+
+def string_matches(pattern, value):
+    """ASL StringMatches: * is any run of characters; \\ escapes the next character."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out += re.escape(pattern[i + 1])
+            i += 2
+            continue
+        out += ".*" if c == "*" else re.escape(c)
+        i += 1
+    return re.fullmatch(out, value, re.S) is not None
 
 
 def parameters(template, data):
@@ -476,6 +538,8 @@ def choose(rule, data):
         return isinstance(value, bool) and value == rule["BooleanEquals"]
     if "IsNull" in rule:
         return (value is None) == rule["IsNull"]
+    if "StringMatches" in rule:
+        return isinstance(value, str) and string_matches(rule["StringMatches"], value)
     raise Runtime(f"choice rule {rule} is not modelled here")
 
 
@@ -530,8 +594,8 @@ def dollar_values(obj):
             yield from dollar_values(v)
 
 
-def definition_of(stack):
-    sm = stack.props("RecoveryStateMachine")
+def definition_of(stack, machine="RecoveryStateMachine"):
+    sm = stack.props(machine)
     text = sm["DefinitionString"]
     subs = sm.get("DefinitionSubstitutions", {})
     for k, v in subs.items():
@@ -541,8 +605,9 @@ def definition_of(stack):
     return json.loads(text)
 
 
-def check_state_machine(stack, label):
-    d = definition_of(stack)
+def check_tasks(stack, d, label):
+    """What every Task of a definition must have: Retry, Catch, a timeout beyond its
+    function's, and only selected fields of a Lambda reply."""
     functions = {
         stack.get_att(f, "Arn"): int(stack.props(f).get("Timeout", 3))
         for f in stack.of_type("AWS::Lambda::Function")
@@ -591,6 +656,12 @@ def check_state_machine(stack, label):
             v = s.get(field)
             if isinstance(v, str) and v.endswith(".Payload"):
                 check(False, f"{label}: {name} {field} does not pass a whole Lambda Payload ({v})")
+    return states
+
+
+def check_state_machine(stack, label):
+    d = definition_of(stack)
+    check_tasks(stack, d, label)
 
     # Routing: what each documented input starts.
     restore_on_outage = stack.params["RestoreOnOutage"]
@@ -610,7 +681,7 @@ def check_state_machine(stack, label):
         ('{"drill": false}', {"action": "seal", "drill": False},
          {"drill": False, "restore": restore_on_outage}),
         ('{"drill": true} (the schedule input)', json.loads(stack.props(
-            [n for n in stack.of_type("AWS::Scheduler::Schedule")][0])["Target"]["Input"]),
+            schedules_of(stack, stack.physical("RecoveryStateMachine"))[0])["Target"]["Input"]),
          {"drill": True, "restore": "true", "action": "seal", "execution": EXECUTION["Execution"]["Id"]}),
         ('{"drill": true} alone', {"drill": True},
          {"drill": True, "restore": "true", "action": "seal", "execution": EXECUTION["Execution"]["Id"]}),
@@ -641,6 +712,161 @@ def check_state_machine(stack, label):
         for k in ("action", "table", "reason", "execution"):
             if k in want:
                 check(event.get(k) == want[k], f"{label}: input {what} gives the seal {k}={want[k]!r} (got {event.get(k)!r})")
+    return d
+
+
+# Fields of a restore-partition answer that restore-check reads (src/aws/distributed.rs,
+# PartitionOutcome).
+PARTITION_OUTCOME = {"partition", "partitions", "items", "digest", "quarantined_keys", "quarantined_digest", "skipped"}
+
+
+def lambda_action(s):
+    payload = (s.get("Parameters") or {}).get("Payload")
+    return payload.get("action") if isinstance(payload, dict) else None
+
+
+def check_large_restore(stack, label):
+    """The distributed restore: shape, routing of its inputs, and its role."""
+    d = definition_of(stack, "LargeRestoreStateMachine")
+    check_tasks(stack, d, label + " (large restore)")
+    states = d["States"]
+    by_action = {lambda_action(s): n for n, s in states.items() if s["Type"] == "Task" and lambda_action(s)}
+    check(set(by_action) == {"restore-plan", "restore-check"},
+          f"{label}: the large restore invokes restore-plan and restore-check at the top level (has {sorted(by_action)})")
+    plan_name, check_name = by_action.get("restore-plan"), by_action.get("restore-check")
+    maps = [n for n, s in states.items() if s["Type"] == "Map"]
+    check(len(maps) == 1, f"{label}: the large restore has one Map state (has {maps})")
+    if not (plan_name and check_name and len(maps) == 1):
+        return d
+    plan, check_state, m = states[plan_name], states[check_name], states[maps[0]]
+
+    # Plan -> Map -> Check, the Map over the plan's iterations, in distributed mode.
+    check(plan.get("ResultPath") == "$.plan" and "iterations.$" in plan.get("ResultSelector", {}),
+          f"{label}: {plan_name} keeps the plan, with its iterations, at $.plan")
+    check(plan.get("Next") == maps[0], f"{label}: {plan_name} goes on to the Map ({plan.get('Next')})")
+    check(m.get("Next") == check_name, f"{label}: the Map goes on to {check_name} ({m.get('Next')})")
+    proc = m.get("ItemProcessor", {})
+    check(proc.get("ProcessorConfig") == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+          f"{label}: the Map is DISTRIBUTED, STANDARD child executions ({proc.get('ProcessorConfig')})")
+    check(m.get("ItemsPath") == "$.plan.iterations", f"{label}: the Map iterates $.plan.iterations ({m.get('ItemsPath')})")
+    check(m.get("ResultPath") == "$.results", f"{label}: the Map's results go to $.results ({m.get('ResultPath')})")
+    check("MaxConcurrency" in m or "MaxConcurrencyPath" in m, f"{label}: the Map's concurrency is bounded")
+    check(bool(m.get("Catch")), f"{label}: the Map has Catch")
+    inner = proc.get("States", {})
+    inner_tasks = [(n, s) for n, s in inner.items() if s["Type"] == "Task"]
+    check(len(inner_tasks) == 1, f"{label}: each iteration is one Task ({[n for n, _ in inner_tasks]})")
+    for n, s in inner_tasks:
+        check(s["Parameters"].get("Payload.$") == "$",
+              f"{label}: iteration {n} sends the plan's iteration (restore-partition) as it is")
+        check(set(s.get("ResultSelector", {})) == {f + ".$" for f in PARTITION_OUTCOME},
+              f"{label}: iteration {n} answers exactly a partition's outcome ({sorted(s.get('ResultSelector', {}))})")
+        check(s.get("ResultPath", "$") == "$" and s.get("End") is True, f"{label}: iteration {n} ends with its outcome")
+        task_failed = [r for r in s.get("Retry", []) if "States.TaskFailed" in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"]]
+        check(task_failed and task_failed[0].get("MaxAttempts", 3) >= 2,
+              f"{label}: iteration {n} retries a failed partition, which resumes")
+        throttled = [r for r in s.get("Retry", []) if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        check(bool(throttled), f"{label}: iteration {n} retries throttled invocations")
+        for c in s.get("Catch", []):
+            check(inner.get(c["Next"], {}).get("Type") == "Fail", f"{label}: iteration {n} fails its child execution when caught")
+
+    # Check: every partition's result, looped while incomplete; a mismatch is no success.
+    payload = check_state["Parameters"]["Payload"]
+    check(payload.get("results.$") == "$.results", f"{label}: {check_name} gets every partition's result ($.results)")
+    for k in ("table", "snapshot", "target_table"):
+        check(payload.get(k + ".$") == f"$.plan.{k}", f"{label}: {check_name} checks the planned {k}")
+    rp = check_state.get("ResultPath")
+    nxt = states.get(check_state.get("Next"), {})
+    loop = [c for c in nxt.get("Choices", [])
+            if c.get("Variable") == f"{rp}.complete" and c.get("BooleanEquals") is False]
+    check(nxt.get("Type") == "Choice" and len(loop) == 1 and loop[0]["Next"] == check_name,
+          f"{label}: {check_name} is called again while {rp}.complete is false")
+    after = states.get(nxt.get("Default"), {})
+    check(after.get("Type") == "Choice" and any(c.get("Variable") == f"{rp}.matches" for c in after.get("Choices", [])),
+          f"{label}: a complete check succeeds only when it matches")
+    for c in after.get("Choices", []):
+        if c.get("Variable") == f"{rp}.matches":
+            ok_next = c["Next"] if c.get("BooleanEquals") is True else after.get("Default")
+            seen = set()
+            while ok_next and states[ok_next]["Type"] in ("Pass", "Task") and ok_next not in seen:
+                seen.add(ok_next)
+                ok_next = states[ok_next].get("Next")
+            check(ok_next and states[ok_next]["Type"] == "Succeed", f"{label}: a matching table ends in Succeed ({ok_next})")
+
+    # Every catch notifies, then fails.
+    for n, s in states.items():
+        for c in s.get("Catch", []):
+            cur, seen = c["Next"], []
+            while states[cur]["Type"] == "Pass" and cur not in seen:
+                seen.append(cur)
+                cur = states[cur]["Next"]
+            target = states[cur]
+            if s.get("Resource") == "arn:aws:states:::sns:publish":
+                check(target["Type"] == "Fail", f"{label}: {n} (a notification) fails the execution when it fails")
+                continue
+            check(target.get("Resource") == "arn:aws:states:::sns:publish" and states[target["Next"]]["Type"] == "Fail",
+                  f"{label}: a failure of {n} is notified ({cur}), then the execution fails")
+
+    # Inputs: defaults, the RestoreTablePrefix guard.
+    prefix = stack.params["RestoreTablePrefix"]
+    region = stack.params["RecoveryRegion"] or stack.region
+    concurrency = int(stack.params["RestorePartitionConcurrency"])
+    target = f"{prefix}{TABLE}-big"
+    cases = [
+        ("table and target only", {"table": TABLE, "target_table": target},
+         {"action": "restore-plan", "table": TABLE, "snapshot": "latest", "target_table": target,
+          "region": region, "partitions": None}),
+        ("every field", {"table": TABLE, "target_table": target, "snapshot": "0000000007",
+                         "region": "us-west-2", "partitions": 8},
+         {"action": "restore-plan", "table": TABLE, "snapshot": "0000000007", "target_table": target,
+          "region": "us-west-2", "partitions": 8}),
+        ("a target outside RestoreTablePrefix", {"table": TABLE, "target_table": f"{TABLE}-copy"}, None),
+        ("the prefix not at the start", {"table": TABLE, "target_table": f"x{prefix}{TABLE}"}, None),
+        ("the source table as target", {"table": TABLE, "target_table": TABLE}, None),
+        ("no target_table", {"table": TABLE}, None),
+        ("no table", {"target_table": target}, None),
+    ]
+    for what, given, want in cases:
+        try:
+            name, data = route(d, given)
+        except Runtime as e:
+            check(False, f"{label}: large restore input with {what} routes without a runtime error ({e})")
+            continue
+        if want is None:
+            check(states[name]["Type"] == "Fail", f"{label}: large restore input with {what} fails before any task (reached {name})")
+            continue
+        check(name == plan_name, f"{label}: large restore input with {what} reaches {plan_name} (reached {name})")
+        if name != plan_name:
+            continue
+        sent = parameters(plan["Parameters"]["Payload"], data)
+        check(sent == want, f"{label}: large restore input with {what} plans {want} (got {sent})")
+        got = path_get(data, m["MaxConcurrencyPath"]) if "MaxConcurrencyPath" in m else m.get("MaxConcurrency")
+        check(isinstance(got, int) and not isinstance(got, bool) and got == concurrency,
+              f"{label}: the Map runs RestorePartitionConcurrency={concurrency} partitions at once, as a number (got {got!r})")
+
+    # The role: the function, the topic, and only its own child executions.
+    st = role_statements(stack, "LargeRestoreStateMachineRole")
+    arn = stack.physical("LargeRestoreStateMachine")
+    name = stack.get_att("LargeRestoreStateMachine", "Name")
+    execution = f"arn:aws:states:{stack.region}:{ACCOUNT}:execution:{name}"
+    check(allows(st, "lambda:InvokeFunction", stack.get_att("SealFunction", "Arn")), f"{label}: the large restore may invoke the seal function")
+    if "IngestFunction" in stack.resources:
+        check(not allows(st, "lambda:InvokeFunction", stack.get_att("IngestFunction", "Arn")),
+              f"{label}: the large restore may not invoke the ingest function")
+    check(allows(st, "sns:Publish", stack.physical("NotifyTopic")), f"{label}: the large restore may notify")
+    check(allows(st, "states:StartExecution", arn), f"{label}: the large restore may start its own child executions")
+    for a in ("states:DescribeExecution", "states:StopExecution"):
+        check(allows(st, a, f"{execution}/Partitions:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+              f"{label}: the large restore may {a} its child executions")
+    check(not allows(st, "states:StartExecution", stack.physical("RecoveryStateMachine")),
+          f"{label}: the large restore may not start the recovery state machine")
+    check(not allows(st, "states:StartExecution", f"arn:aws:states:{stack.region}:{ACCOUNT}:stateMachine:other"),
+          f"{label}: the large restore may not start other state machines")
+    check(not allows(st, "states:StopExecution", f"arn:aws:states:{stack.region}:{ACCOUNT}:execution:RecoveryStateMachine:x"),
+          f"{label}: the large restore may not stop recovery executions")
+    check(not allows(st, "dynamodb:DeleteTable", f"arn:aws:dynamodb:{stack.region}:{ACCOUNT}:table/{prefix}x"),
+          f"{label}: the large restore deletes no table")
+    check(allows(st, "kms:GenerateDataKey", stack.get_att("NotifyKey", "Arn")),
+          f"{label}: the large restore may publish to the encrypted topic")
     return d
 
 
@@ -725,10 +951,17 @@ def check_s3_grants(stack, label, facts):
         check(allows(st, "s3:PutObject", object_arn(bucket, what)), f"{label}: seal role can put {what}")
     for what in SEAL_NEVER:
         check(not allows(st, "s3:PutObject", object_arn(bucket, what)), f"{label}: seal role cannot put {what}")
+    keep = keep_changes_days(stack)
+    deletes = SEAL_DELETES + (EXPIRE_DELETES if keep > 0 else [])
     for what in ALL_KEYS:
-        check(allows(st, "s3:DeleteObject", object_arn(bucket, what)) == (what in SEAL_DELETES),
-              f"{label}: seal role {'can' if what in SEAL_DELETES else 'cannot'} delete {what}")
+        check(allows(st, "s3:DeleteObject", object_arn(bucket, what)) == (what in deletes),
+              f"{label}: seal role {'can' if what in deletes else 'cannot'} delete {what} (KeepChangesDays={keep})")
         check(allows(st, "s3:GetObject", object_arn(bucket, what)), f"{label}: seal role can read {what}")
+    for what in EXPIRE_DELETES:
+        check(allows(st, "s3:DeleteObject", object_arn(bucket, what)) == (keep > 0),
+              f"{label}: seal role may delete {what} exactly when KeepChangesDays > 0 (it is {keep})")
+        check(not allows(st, "s3:DeleteObject", object_arn(bucket, what, table="other-table")),
+              f"{label}: seal role cannot delete another table's {what}")
     check(not allows(st, "s3:GetObject", object_arn(bucket, "changes/", table="other-table")),
           f"{label}: seal role cannot read another table's backup")
     check(allows(st, "s3:ListBucket", f"arn:aws:s3:::{bucket}"), f"{label}: seal role may list the bucket")
@@ -817,6 +1050,53 @@ def check_functions(stack, label, facts):
               f"{label}: {m} reports discarded batches to the on-failure queue")
     for s in stack.of_type("AWS::Scheduler::Schedule"):
         check("Name" not in stack.resources[s]["Properties"], f"{label}: schedule {s} has no fixed Name")
+    keep = keep_changes_days(stack)
+    env = stack.props("SealFunction").get("Environment", {}).get("Variables", {})
+    if keep > 0:
+        check(env.get("STREAMSEAL_KEEP_CHANGES_DAYS") == str(keep),
+              f"{label}: SealFunction STREAMSEAL_KEEP_CHANGES_DAYS={keep} (got {env.get('STREAMSEAL_KEEP_CHANGES_DAYS')!r})")
+    else:
+        check("STREAMSEAL_KEEP_CHANGES_DAYS" not in env,
+              f"{label}: SealFunction has no STREAMSEAL_KEEP_CHANGES_DAYS with KeepChangesDays=0 (changes kept for ever)")
+    if "IngestFunction" in stack.resources:
+        ingest_env = stack.props("IngestFunction").get("Environment", {}).get("Variables", {})
+        check("STREAMSEAL_KEEP_CHANGES_DAYS" not in ingest_env, f"{label}: IngestFunction has no STREAMSEAL_KEEP_CHANGES_DAYS")
+    check(stack.condition("ExpireChanges") == (keep > 0), f"{label}: condition ExpireChanges is KeepChangesDays > 0")
+    check(stack.condition("CheckpointsScheduled") == checkpoints_scheduled(stack),
+          f"{label}: condition CheckpointsScheduled is CheckpointSchedule not empty nor none ({stack.params['CheckpointSchedule']!r})")
+
+
+def schedules_of(stack, target_arn):
+    return [s for s in stack.of_type("AWS::Scheduler::Schedule")
+            if stack.props(s)["Target"]["Arn"] == target_arn]
+
+
+def check_checkpoint_schedule(stack, label):
+    seal = stack.get_att("SealFunction", "Arn")
+    found = schedules_of(stack, seal)
+    check(len(found) == 1, f"{label}: one schedule invokes the seal function (found {found})")
+    for name in found:
+        p = stack.props(name)
+        target = p["Target"]
+        check(json.loads(target["Input"]) == {"action": "checkpoint", "table": TABLE},
+              f"{label}: schedule {name} input is {{\"action\": \"checkpoint\", \"table\": {TABLE!r}}} (got {target['Input']})")
+        on = checkpoints_scheduled(stack)
+        check(p["State"] == ("ENABLED" if on else "DISABLED"),
+              f"{label}: schedule {name} is {'enabled' if on else 'disabled'} with CheckpointSchedule={stack.params['CheckpointSchedule']!r} (State {p['State']})")
+        expr = p["ScheduleExpression"]
+        check(re.fullmatch(r"(rate|cron|at)\(.+\)", expr) is not None, f"{label}: schedule {name} has a valid expression ({expr!r})")
+        if on:
+            check(expr == stack.params["CheckpointSchedule"], f"{label}: schedule {name} runs on CheckpointSchedule ({expr!r})")
+        att = stack.resources[name]["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"]
+        role = att[0] if isinstance(att, list) else att.split(".")[0]
+        st = role_statements(stack, role)
+        check(allows(st, "lambda:InvokeFunction", seal), f"{label}: schedule role {role} may invoke the seal function")
+        if "IngestFunction" in stack.resources:
+            check(not allows(st, "lambda:InvokeFunction", stack.get_att("IngestFunction", "Arn")),
+                  f"{label}: schedule role {role} may not invoke the ingest function")
+        acts = {a.lower() for x in st if x["Effect"] == "Allow" for a in as_list(x["Action"])}
+        check(acts == {"lambda:invokefunction"}, f"{label}: schedule role {role} may only invoke (has {sorted(acts)})")
+        check(not stack.props(role).get("ManagedPolicyArns"), f"{label}: schedule role {role} carries no managed policy")
 
 
 def check_parameters(template):
@@ -828,6 +1108,23 @@ def check_parameters(template):
     pat = p["BackupBucketRegion"]["AllowedPattern"]
     for value, ok in [("", True), ("eu-central-1", True), ("us-gov-west-1", True), ("EU", False)]:
         check((re.fullmatch(pat, value) is not None) == ok, f"BackupBucketRegion {value!r} is {'accepted' if ok else 'refused'}")
+    pat = p["CheckpointSchedule"]["AllowedPattern"]
+    for value, ok in [("", True), ("none", True), ("rate(1 day)", True), ("rate(6 hours)", True),
+                      ("cron(0 3 * * ? *)", True), ("daily", False), ("rate(1 day) ", False), ("nonesuch", False)]:
+        check((re.fullmatch(pat, value) is not None) == ok, f"CheckpointSchedule {value!r} is {'accepted' if ok else 'refused'}")
+    check(re.fullmatch(pat, str(p["CheckpointSchedule"]["Default"])) is not None
+          and p["CheckpointSchedule"]["Default"] not in ("", "none"),
+          f"CheckpointSchedule defaults to a schedule ({p['CheckpointSchedule']['Default']!r})")
+    k = p["KeepChangesDays"]
+    # The function accepts 1..36500 (src/lambda/config.rs); 0 leaves the variable unset.
+    check(k["Type"] == "Number" and str(k["Default"]) == "0" and int(k["MinValue"]) == 0 and int(k["MaxValue"]) <= 36500,
+          f"KeepChangesDays is a Number from 0 to at most 36500, 0 by default ({k})")
+    c = p["RestorePartitionConcurrency"]
+    check(c["Type"] == "Number" and int(c["MinValue"]) >= 1 and int(c["Default"]) >= 1,
+          f"RestorePartitionConcurrency is a positive Number ({c})")
+    groups = [x for g in template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"] for x in g["Parameters"]]
+    for name in p:
+        check(groups.count(name) == 1, f"parameter {name} is in exactly one ParameterGroup")
 
 
 class NoManagedPolicies:
@@ -864,9 +1161,13 @@ def main():
         guarded(label, check_bucket_policy, stack, label, facts)
         guarded(label, check_encryption_and_keys, stack, label)
         guarded(label, check_functions, stack, label, facts)
+        guarded(label, check_checkpoint_schedule, stack, label)
         definition = guarded(label, check_state_machine, stack, label)
         if definition is not None and label == COMBINATIONS[0][0]:
             notes.append(asl_validate(definition, label))
+        large = guarded(label, check_large_restore, stack, label)
+        if large is not None and label == COMBINATIONS[0][0]:
+            notes.append(asl_validate(large, label + " (large restore)").replace("the definition", "the large restore definition"))
     if failures:
         for f in failures:
             print(f"FAIL {f}")

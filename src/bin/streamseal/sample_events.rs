@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// Stream view type of the generated records.
     #[arg(long, value_enum, default_value = "new-and-old-images")]
     view_type: View,
+    /// At most this many live items: once reached, inserts become updates (so a longer
+    /// history makes a table of the same size).
+    #[arg(long, value_name = "N")]
+    max_items: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -51,6 +55,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         View::NewAndOldImages => StreamViewType::NewAndOldImages,
     };
     let mut workload = Workload::new(args.seed, &args.table, view, args.item_bytes);
+    workload.max_items = args.max_items;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut left = args.records;
     while left > 0 {

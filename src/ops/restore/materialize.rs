@@ -9,13 +9,16 @@ use super::*;
 /// start with `{`, so the two cannot be confused.
 pub(super) const QUARANTINED: char = '?';
 
+/// Per key, the latest change seen so far.
+pub(super) type State = HashMap<String, Latest, foldhash::fast::RandomState>;
+
 /// The latest change of a key seen so far.
 pub(super) struct Latest {
     pub(super) seq: String,
     pub(super) image: Option<String>,
 }
 
-pub(super) fn fold(state: &mut HashMap<String, Latest>, key: &str, seq: &str, image: Option<&str>) {
+pub(super) fn fold(state: &mut State, key: &str, seq: &str, image: Option<&str>) {
     match state.get_mut(key) {
         Some(l) => {
             if SequenceNumber::cmp_text(seq, &l.seq) == Ordering::Greater {
@@ -46,7 +49,7 @@ pub(super) fn fold(state: &mut HashMap<String, Latest>, key: &str, seq: &str, im
 /// Where counted changes go: one in-memory state, or spill files by partition; only the keys
 /// of one partition when a distributed restore materializes just that one.
 struct Collector {
-    memory: HashMap<String, Latest>,
+    memory: State,
     spill: Option<Spill>,
     only: Option<(usize, usize)>,
 }
@@ -78,7 +81,7 @@ struct Emitted {
 
 /// A partition's final state: the items sorted by key with their digest, and the keys held by
 /// quarantined records (resolved afterwards: that needs the store).
-fn prepare(state: HashMap<String, Latest>) -> (Vec<Item>, StateDigest, Vec<(String, Latest)>) {
+fn prepare(state: State) -> (Vec<Item>, StateDigest, Vec<(String, Latest)>) {
     let mut items: Vec<Item> = Vec::with_capacity(state.len());
     let mut held = vec![];
     for (key, l) in state {
@@ -114,7 +117,7 @@ async fn emit(
     sink: &dyn Sink,
     index: usize,
     count: usize,
-    state: HashMap<String, Latest>,
+    state: State,
 ) -> Result<Emitted, RestoreError> {
     let (mut items, mut digest, held) =
         tokio::task::spawn_blocking(move || prepare(state))
@@ -205,7 +208,7 @@ pub async fn materialize(
         )));
     }
     let mut acc = Collector {
-        memory: HashMap::new(),
+        memory: State::default(),
         spill: if partitions > 1 && options.only_partition.is_none() {
             Some(Spill::new(options.spill_dir.as_deref(), partitions)?)
         } else {

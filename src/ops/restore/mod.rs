@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn latest_change_wins_and_removes_delete() {
-        let mut s = HashMap::new();
+        let mut s = State::default();
         fold(&mut s, "k", "5", Some("b"));
         fold(&mut s, "k", "3", Some("a"));
         assert_eq!(s["k"].image.as_deref(), Some("b"));

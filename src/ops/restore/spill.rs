@@ -84,14 +84,14 @@ impl Spill {
         Ok(())
     }
 
-    pub(super) fn read(&self, i: usize) -> Result<HashMap<String, Latest>, RestoreError> {
+    pub(super) fn read(&self, i: usize) -> Result<State, RestoreError> {
         let path = self.dir.path().join(format!("part-{i:05}"));
         let err = |source| RestoreError::Spill {
             path: path.display().to_string(),
             source,
         };
         let f = std::fs::File::open(&path).map_err(err)?;
-        let mut state = HashMap::new();
+        let mut state = State::default();
         let mut reader = BufReader::with_capacity(256 * 1024, f);
         let mut line = String::new();
         loop {

@@ -853,6 +853,13 @@ async fn seal_once(
         Some(d) => Some(d),
         None => parent.as_ref().and_then(|p| p.definition.clone()),
     };
+    let checkpoint = crate::model::checkpoint::newest_for_seal(
+        store.as_ref(),
+        layout,
+        parent.as_ref(),
+        new_base.is_some(),
+    )
+    .await?;
     let mut m = Manifest {
         format: MANIFEST_FORMAT,
         table: layout.table().to_owned(),
@@ -878,6 +885,7 @@ async fn seal_once(
             Some(b) => b.files.clone(),
             None => parent.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
         },
+        checkpoint,
         files: FilesRef {
             key: files_key.clone(),
             bytes: files_bytes.len() as u64,

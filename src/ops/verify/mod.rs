@@ -484,6 +484,10 @@ async fn check_expired(
         Err(e) => return Err(e.into()),
     };
     let mut ids: Vec<String> = records.iter().map(|(_, r)| r.checkpoint.clone()).collect();
+    // The checkpoint the chain recorded (the next seal after a checkpoint adopts it).
+    if let Some(r) = &top.checkpoint {
+        ids.push(r.snapshot_id.clone());
+    }
     if let Some(newest) = crate::model::checkpoint::list_checkpoints(store.as_ref(), layout)
         .await?
         .into_iter()
@@ -581,6 +585,19 @@ async fn check_expired(
         }
         sound.insert(id.clone(), c.checkpoint_sha256.clone());
         out.checkpoints.push(id);
+    }
+    // The recorded checkpoint, if it did not check, has its finding above; one that checks
+    // but is not the one recorded was replaced.
+    if let Some(r) = &top.checkpoint
+        && sound
+            .get(&r.snapshot_id)
+            .is_some_and(|sha| *sha != r.checkpoint_sha256)
+    {
+        find(
+            Kind::Altered,
+            &layout.checkpoint_manifest_key(&r.snapshot_id),
+            "the state checkpoint is not the one this chain recorded (replaced)".into(),
+        );
     }
     // Where each stored object was sealed (the latest snapshot holding one of its segments).
     let mut sealed_by: HashMap<&str, &str> = HashMap::new();
