@@ -89,7 +89,16 @@ async fn seal_now(store: &Arc<dyn ObjectStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpointed_restores_equal_the_truth_and_expire_keeps_what_it_promises() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    exercise(Arc::new(LocalStore::new(dir.path()).unwrap())).await;
+}
+
+/// The same on S3 (the emulator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_s3() {
+    exercise(common::fresh_s3_store("checkpoints", "backups").await).await;
+}
+
+async fn exercise(store: Arc<dyn ObjectStore>) {
     let ing = common::ingestor(&store);
     let mut w = Workload::new(7, "orders", StreamViewType::NewAndOldImages, 120);
     let mut instants: Vec<(i64, BTreeMap<String, String>)> = vec![];
@@ -315,10 +324,10 @@ async fn checkpointed_restores_equal_the_truth_and_expire_keeps_what_it_promises
     );
 
     // A checkpoint file the expire relies on, removed: the expired objects are missing again.
-    let cp = dir
-        .path()
-        .join("orders/checkpoint-files/0000000003/part-00001.parquet");
-    std::fs::remove_file(&cp).unwrap();
+    store
+        .delete("orders/checkpoint-files/0000000003/part-00001.parquet")
+        .await
+        .unwrap();
     let report = verify(
         &store,
         "orders",

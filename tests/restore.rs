@@ -840,3 +840,144 @@ async fn a_distributed_restore_runs_partitions_at_once_and_resumes_one_that_died
     assert_eq!(check["items"], source.len() as u64);
     assert_eq!(scan_all(&healthy, "dist-dst").await, source);
 }
+
+/// `restore --in-place`: a table restored from the backup then drifted (items changed,
+/// deleted and added, one of them kept changing by a writer while the restore runs) is brought
+/// back to the snapshot by writing only the differing keys; the key the writer keeps changing
+/// is a conflict, left alone; every other item equals the snapshot afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_in_place_writes_only_the_difference_and_leaves_conflicts_alone() {
+    use streamseal::aws::inplace::{InPlaceOptions, restore_in_place};
+    let client = common::dynamodb_client(None);
+    let c = capture(&client, "inplace-src", 6).await;
+    let source = scan_all(&client, "inplace-src").await;
+    let report = run(
+        &c.store,
+        Some(&client),
+        &request(
+            "inplace-src",
+            Point::Snapshot("latest".into()),
+            Target::Dynamo("inplace-dst".into()),
+        ),
+        &Progress::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.matches);
+    // Drift: change 5 items, delete 4, add 3.
+    let keys: Vec<String> = source.keys().cloned().collect();
+    assert!(keys.len() > 20, "{}", keys.len());
+    let item_of = |k: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&source[k]).unwrap();
+        v["status"] = serde_json::json!({"S": "DRIFTED"});
+        v.to_string()
+    };
+    let put = async |text: &str| {
+        client
+            .put_item()
+            .table_name("inplace-dst")
+            .set_item(Some(
+                streamseal::aws::dynamodb::to_attribute_map(text, "item").unwrap(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    };
+    for k in &keys[0..5] {
+        put(&item_of(k)).await;
+    }
+    for k in &keys[5..9] {
+        let v: serde_json::Value = serde_json::from_str(&source[k]).unwrap();
+        let key = serde_json::json!({"pk": v["pk"], "sk": v["sk"]}).to_string();
+        client
+            .delete_item()
+            .table_name("inplace-dst")
+            .set_key(Some(
+                streamseal::aws::dynamodb::to_attribute_map(&key, "key").unwrap(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        put(&format!(
+            r#"{{"pk":{{"S":"extra#{i}"}},"sk":{{"S":"x"}},"status":{{"S":"NEW"}}}}"#
+        ))
+        .await;
+    }
+    // A dry run plans exactly the differing keys and writes nothing.
+    let options = InPlaceOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let plan = restore_in_place(
+        &c.store,
+        &client,
+        "inplace-src",
+        &Point::Snapshot("latest".into()),
+        "inplace-dst",
+        &options,
+        &Progress::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((plan.puts, plan.deletes), (9, 3), "{plan:?}");
+    assert_eq!(plan.unchanged as usize, source.len() - 9);
+    assert_eq!(
+        scan_all(&client, "inplace-dst").await.len(),
+        source.len() - 4 + 3
+    );
+
+    // A writer keeps changing one of the drifted keys while the restore runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hot = keys[0].clone();
+    let writer = {
+        let (client, stop, base) = (client.clone(), stop.clone(), item_of(&hot));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+                v["status"] = serde_json::json!({"S": format!("WRITER-{n}")});
+                client
+                    .put_item()
+                    .table_name("inplace-dst")
+                    .set_item(Some(
+                        streamseal::aws::dynamodb::to_attribute_map(&v.to_string(), "item")
+                            .unwrap(),
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                n += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let done = restore_in_place(
+        &c.store,
+        &client,
+        "inplace-src",
+        &Point::Snapshot("latest".into()),
+        "inplace-dst",
+        &InPlaceOptions::default(),
+        &Progress::default(),
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    assert_eq!((done.puts, done.deletes), (9, 3), "{done:?}");
+    let (pk, sk) = hot.split_once('\0').unwrap();
+    assert_eq!(
+        done.conflicts,
+        vec![format!(r#"{{"pk":{{"S":"{pk}"}},"sk":{{"S":"{sk}"}}}}"#)],
+        "{done:?}"
+    );
+    assert_eq!(done.verified, 11);
+    assert!(done.not_verified.is_empty());
+    let mut after = scan_all(&client, "inplace-dst").await;
+    assert!(after.remove(&hot).unwrap().contains("WRITER-"));
+    let mut expected = source.clone();
+    expected.remove(&hot);
+    assert_eq!(after, expected);
+}

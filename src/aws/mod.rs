@@ -8,6 +8,7 @@ pub mod config;
 pub mod distributed;
 pub mod dynamodb;
 mod error;
+pub mod inplace;
 pub mod restore;
 pub mod tail;
 

@@ -101,7 +101,7 @@ pub struct DiffReport {
 }
 
 /// Which bucket a key goes to.
-fn bucket_of(key: &str, buckets: usize) -> usize {
+pub(crate) fn bucket_of(key: &str, buckets: usize) -> usize {
     let h = Sha256::digest(key.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
@@ -109,14 +109,19 @@ fn bucket_of(key: &str, buckets: usize) -> usize {
 }
 
 /// A sink writing `key \t value` lines into bucket files (value: the image, or its hash).
-struct BucketSink {
+pub(crate) struct BucketSink {
     files: Vec<std::sync::Mutex<BufWriter<std::fs::File>>>,
     paths: Vec<PathBuf>,
     images: bool,
 }
 
 impl BucketSink {
-    fn new(dir: &Path, side: &str, buckets: usize, images: bool) -> Result<BucketSink, SinkError> {
+    pub(crate) fn new(
+        dir: &Path,
+        side: &str,
+        buckets: usize,
+        images: bool,
+    ) -> Result<BucketSink, SinkError> {
         let mut files = Vec::with_capacity(buckets);
         let mut paths = Vec::with_capacity(buckets);
         for b in 0..buckets {
@@ -135,7 +140,7 @@ impl BucketSink {
         })
     }
 
-    fn finish(self) -> Result<Vec<PathBuf>, SinkError> {
+    pub(crate) fn finish(self) -> Result<Vec<PathBuf>, SinkError> {
         for (f, path) in self.files.into_iter().zip(&self.paths) {
             let mut f = f.into_inner().map_err(|_| SinkError::File {
                 path: path.clone(),
@@ -181,7 +186,7 @@ impl Sink for BucketSink {
 }
 
 /// Reads a bucket file: key → value.
-fn read_bucket(path: &Path) -> Result<HashMap<String, String>, RestoreError> {
+pub(crate) fn read_bucket(path: &Path) -> Result<HashMap<String, String>, RestoreError> {
     let bad = |e: String| {
         RestoreError::Sink(SinkError::File {
             path: path.to_owned(),

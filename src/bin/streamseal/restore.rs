@@ -63,6 +63,16 @@ pub(crate) struct Args {
     /// (a cross-check of the checkpoint; slower).
     #[arg(long)]
     from_history: bool,
+    /// Bring an existing dynamodb://TABLE to the snapshot or instant by writing only what
+    /// differs (scan the table, compare with the backup's state key by key, put or delete),
+    /// each write conditional on the item still holding what the scan read: a key changed
+    /// since is a conflict, left alone and named. Every written key is read back. The table
+    /// keeps its name, stream, alarms and IAM.
+    #[arg(long, conflicts_with = "create_table")]
+    in_place: bool,
+    /// With --in-place: print the plan (puts, deletes, unchanged), write nothing.
+    #[arg(long, requires = "in_place")]
+    dry_run: bool,
 }
 
 pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
@@ -76,6 +86,12 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
         (None, s) => Point::Snapshot(s.clone().unwrap_or_else(|| "latest".into())),
     };
     let store = args.at.open().await?;
+    if args.in_place {
+        let Target::Dynamo(target) = &to else {
+            bail!("--in-place needs --to dynamodb://TABLE");
+        };
+        return in_place(&args, &store, &point, target, out).await;
+    }
     let client = match &to {
         Target::Dynamo(_) => Some(streamseal::aws::dynamodb::client_from_env().await),
         Target::Files(_) | Target::Objects(_) => None,
@@ -162,6 +178,82 @@ pub(crate) async fn run(args: Args, out: &Output) -> Result<()> {
             report.items,
             report.digest.to_hex(),
             report.target_items
+        );
+    }
+    Ok(())
+}
+
+async fn in_place(
+    args: &Args,
+    store: &Arc<dyn streamseal::store::ObjectStore>,
+    point: &Point,
+    target: &str,
+    out: &Output,
+) -> Result<()> {
+    let client = streamseal::aws::dynamodb::client_from_env().await;
+    let mut options = streamseal::aws::inplace::InPlaceOptions {
+        dry_run: args.dry_run,
+        workers: usize::from(args.workers),
+        ..Default::default()
+    };
+    options.materialize.memory_mb = args.memory_mb as usize;
+    options.materialize.spill_dir = args.spill_dir.clone();
+    let progress = Arc::new(Progress::default());
+    let shown = out.progress("restore in place", progress.clone());
+    let result = streamseal::aws::inplace::restore_in_place(
+        store,
+        &client,
+        &args.at.table,
+        point,
+        target,
+        &options,
+        &progress,
+    )
+    .await;
+    drop(shown);
+    let r = result?;
+    out.result(&r, || {
+        println!(
+            "{} {} to {} of {}: {} scanned, {} in the backup, {} unchanged, {} put, {} deleted, {} conflict(s), in {}",
+            if r.dry_run { "would bring" } else { "brought" },
+            r.target_table,
+            match &r.as_of {
+                Some(t) => format!("its state as of {t}"),
+                None => format!("snapshot {}", r.snapshot_id),
+            },
+            r.table,
+            r.scanned,
+            r.backup_items,
+            r.unchanged,
+            r.puts,
+            r.deletes,
+            r.conflicts.len(),
+            output::millis(r.elapsed_ms)
+        );
+        if !r.dry_run {
+            println!("  read back: {} of {} written keys hold the backup's state", r.verified, r.puts + r.deletes - r.conflicts.len() as u64);
+        }
+        for k in &r.conflicts {
+            println!("  conflict (changed since the scan, left alone): {k}");
+        }
+        for k in &r.not_verified {
+            println!("  not as intended when read back: {k}");
+        }
+        for k in &r.unknown {
+            println!("  left alone: {k} (its latest change in the backup is a quarantined record)");
+        }
+    })?;
+    if !r.not_verified.is_empty() {
+        bail!(
+            "{} written key(s) do not hold the backup's state when read back (changed again meanwhile?); rerun to bring them",
+            r.not_verified.len()
+        );
+    }
+    if !r.conflicts.is_empty() {
+        bail!(
+            "{} key(s) changed in {} since the scan and were left alone; rerun to bring them too",
+            r.conflicts.len(),
+            r.target_table
         );
     }
     Ok(())
