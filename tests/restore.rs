@@ -400,6 +400,25 @@ async fn bad_input_is_refused_before_writing() {
         "is not empty",
     )
     .await;
+    // In place: a table with another key schema, a missing table, an instant not covered.
+    for (target, point, needle) in [
+        ("refuse-other-key", Point::Snapshot("latest".into()), "another key schema"),
+        ("refuse-missing", Point::Snapshot("latest".into()), "does not exist"),
+        ("refuse-src", Point::AsOf(4_102_444_800_000), "seal again"),
+    ] {
+        let err = streamseal::aws::inplace::restore_in_place(
+            &c.store,
+            &client,
+            "refuse-src",
+            &point,
+            target,
+            &Default::default(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(needle), "{target}: {err}");
+    }
     // Nothing was written anywhere.
     assert!(scan_all(&client, "refuse-other-key").await.is_empty());
     let tables = client.list_tables().send().await.unwrap();
