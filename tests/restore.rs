@@ -402,8 +402,16 @@ async fn bad_input_is_refused_before_writing() {
     .await;
     // In place: a table with another key schema, a missing table, an instant not covered.
     for (target, point, needle) in [
-        ("refuse-other-key", Point::Snapshot("latest".into()), "another key schema"),
-        ("refuse-missing", Point::Snapshot("latest".into()), "does not exist"),
+        (
+            "refuse-other-key",
+            Point::Snapshot("latest".into()),
+            "another key schema",
+        ),
+        (
+            "refuse-missing",
+            Point::Snapshot("latest".into()),
+            "does not exist",
+        ),
         ("refuse-src", Point::AsOf(4_102_444_800_000), "seal again"),
     ] {
         let err = streamseal::aws::inplace::restore_in_place(

@@ -11,12 +11,15 @@
 //!   inbox.
 //! - [`athena`]: Athena DDL for the changes table and its views.
 //! - [`infer`]: a schema file proposed from captured images.
+//! - [`get`]: one item at a snapshot or an instant, or its history, without materializing
+//!   the table.
 //! - [`diff`]: the keys that differ between two points of a backup, in bounded memory.
 
 pub mod athena;
 pub mod checkpoint;
 pub mod compact;
 pub mod diff;
+pub mod get;
 pub mod infer;
 pub mod restore;
 pub mod seal;

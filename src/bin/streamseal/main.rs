@@ -14,6 +14,7 @@ mod common;
 mod compact;
 mod demo;
 mod diff;
+mod get;
 mod ingest;
 mod output;
 mod restore;
@@ -68,6 +69,7 @@ enum Command {
     Bootstrap(bootstrap::Args),
     Restore(restore::Args),
     Diff(diff::Args),
+    Get(get::Args),
     Checkpoint(checkpoint::Args),
     Expire(checkpoint::ExpireArgs),
 }
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
             Command::Bootstrap(args) => bootstrap::run(args, &out).await,
             Command::Restore(args) => restore::run(args, &out).await,
             Command::Diff(args) => diff::run(args, &out).await,
+            Command::Get(args) => get::run(args, &out).await,
             Command::Checkpoint(args) => checkpoint::run(args, &out).await,
             Command::Expire(args) => checkpoint::run_expire(args, &out).await,
         }

@@ -52,10 +52,30 @@ struct Collector {
     memory: State,
     spill: Option<Spill>,
     only: Option<(usize, usize)>,
+    /// Only this key (a point lookup), and every change of it seen, when asked.
+    only_key: Option<String>,
+    history: Option<Vec<KeyChange>>,
 }
 
 impl Collector {
+    /// A change of the key being looked up, for its history.
+    fn record(&mut self, key: &str, seq: &str, image: Option<&str>, time: Option<i64>, from: &str) {
+        if let Some(h) = &mut self.history
+            && self.only_key.as_deref() == Some(key)
+        {
+            h.push(KeyChange {
+                sequence_number: seq.to_owned(),
+                created_ms: time,
+                image: image.map(str::to_owned),
+                object: from.to_owned(),
+            });
+        }
+    }
+
     fn push(&mut self, key: &str, seq: &str, image: Option<&str>) -> Result<(), RestoreError> {
+        if self.only_key.as_deref().is_some_and(|k| k != key) {
+            return Ok(());
+        }
         if let Some((i, p)) = self.only
             && partition_of(key, p) != i
         {
@@ -209,13 +229,16 @@ pub async fn materialize(
     }
     let mut acc = Collector {
         memory: State::default(),
-        spill: if partitions > 1 && options.only_partition.is_none() {
+        spill: if partitions > 1 && options.only_partition.is_none() && options.only_key.is_none() {
             Some(Spill::new(options.spill_dir.as_deref(), partitions)?)
         } else {
             None
         },
         only: options.only_partition.map(|i| (i, partitions)),
+        only_key: options.only_key.clone(),
+        history: options.history.then(Vec::new),
     };
+    let mut objects_read = 0u64;
     let mut changes = 0u64;
     progress.stage("reading changes", plan.changes());
 
@@ -230,11 +253,13 @@ pub async fn materialize(
             .zip(bodies)
         {
             let bytes = checked(b.key.as_str(), b.bytes, &b.sha256, body?)?;
+            objects_read += 1;
             progress.add_bytes(bytes.len() as u64);
             for batch in read_batches(&b.key, bytes, &["keys", "item"])? {
                 let keys = string_col(&batch, "keys", &b.key)?;
                 let items = string_col(&batch, "item", &b.key)?;
                 for i in 0..batch.num_rows() {
+                    acc.record(keys.value(i), "0", Some(items.value(i)), None, &b.key);
                     acc.push(keys.value(i), "0", Some(items.value(i)))?;
                 }
             }
@@ -247,8 +272,10 @@ pub async fn materialize(
         let files: Vec<&crate::model::checkpoint::CheckpointFile> = c
             .files
             .iter()
-            .filter(|f| match acc.only {
-                Some((i, p)) if p == c.partitions => f.partition == i,
+            .filter(|f| match (&acc.only_key, acc.only) {
+                // A point lookup reads the one file that can hold its key.
+                (Some(k), _) => f.partition == partition_of(k, c.partitions),
+                (None, Some((i, p))) if p == c.partitions => f.partition == i,
                 _ => true,
             })
             .collect();
@@ -257,6 +284,7 @@ pub async fn materialize(
             let bodies = store::get_many(store, &keys, options.concurrency).await;
             for (f, body) in chunk.iter().zip(bodies) {
                 let bytes = checked(&f.key, f.bytes, &f.sha256, body?)?;
+                objects_read += 1;
                 progress.add_bytes(bytes.len() as u64);
                 for batch in read_batches(&f.key, bytes, &["keys", "item", "sequence_number"])? {
                     let keys = string_col(&batch, "keys", &f.key)?;
@@ -264,6 +292,7 @@ pub async fn materialize(
                     let seqs = string_col(&batch, "sequence_number", &f.key)?;
                     for i in 0..batch.num_rows() {
                         let seq = if seqs.is_null(i) { "0" } else { seqs.value(i) };
+                        acc.record(keys.value(i), seq, Some(items.value(i)), None, &f.key);
                         acc.push(keys.value(i), seq, Some(items.value(i)))?;
                     }
                 }
@@ -302,6 +331,7 @@ pub async fn materialize(
         } else {
             Some(marker.as_str())
         };
+        acc.record(key, seq, image, e.created_ms, &q.key);
         acc.push(key, seq, image)?;
     }
 
@@ -353,6 +383,7 @@ pub async fn materialize(
         let bodies = store::get_many(store, &keys, options.concurrency).await;
         for (u, body) in chunk.iter().zip(bodies) {
             let bytes = checked(u.key, u.bytes, u.sha256, body?)?;
+            objects_read += 1;
             progress.add_bytes(bytes.len() as u64);
             let batches = read_batches(u.key, bytes, &columns)?;
             let total: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -423,6 +454,14 @@ pub async fn materialize(
                             _ => Some(new.value(i)),
                         };
                         rows += 1;
+                        if acc.history.is_some() {
+                            let created = if time.is_null(i) {
+                                s.max_time_ms
+                            } else {
+                                Some(time.value(i))
+                            };
+                            acc.record(key.value(i), q, image, created, u.key);
+                        }
                         acc.push(key.value(i), q, image)?;
                     }
                 }
@@ -490,7 +529,8 @@ pub async fn materialize(
     }
     quarantined.sort_by(|a, b| a.key.cmp(&b.key));
     let mut unproven = None;
-    if let Some((d, n)) = plan.expected.filter(|_| options.only_partition.is_none()) {
+    let whole = options.only_partition.is_none() && options.only_key.is_none();
+    if let Some((d, n)) = plan.expected.filter(|_| whole) {
         if plan.unknown_effects > 0 {
             unproven = Some(format!(
                 "the chain holds {} entr{} whose changes it lacks or cannot read (gaps, rejected entries, unreadable quarantined records; `streamseal verify` names each), so the restored state cannot be compared with the snapshot's digest and count; everything captured was restored",
@@ -523,10 +563,15 @@ pub async fn materialize(
             }
         }
     }
+    let mut history = acc.history.take().unwrap_or_default();
+    history.sort_by(|a, b| SequenceNumber::cmp_text(&a.sequence_number, &b.sequence_number));
+    history.dedup_by(|a, b| a.sequence_number == b.sequence_number);
     Ok(Materialized {
         items: count,
         digest,
         changes,
+        objects_read,
+        history,
         partitions,
         quarantined,
         quarantined_digest,

@@ -432,6 +432,11 @@ pub struct MaterializeOptions {
     /// Only this partition is materialized (one iteration of a distributed restore); the
     /// result is then proven by the caller, which combines every partition's digest.
     pub only_partition: Option<usize>,
+    /// Only this key (canonical JSON): a point lookup (the result is not compared with the
+    /// snapshot's digest). With a checkpoint, only the file of its partition is read.
+    pub only_key: Option<String>,
+    /// With `only_key`: keep every change of the key read ([`Materialized::history`]).
+    pub history: bool,
     /// Partitions folded and handed to the sink at once (each holds one partition's state
     /// in memory, so the partition count grows with it to stay within `memory_mb`).
     pub parallel: usize,
@@ -446,6 +451,8 @@ impl Default for MaterializeOptions {
             min_partitions: 1,
             partitions: None,
             only_partition: None,
+            only_key: None,
+            history: false,
             parallel: 1,
         }
     }
@@ -460,6 +467,11 @@ pub struct Materialized {
     pub digest: StateDigest,
     /// Changes read.
     pub changes: u64,
+    /// Objects read (segments, compacted objects, base and checkpoint files).
+    pub objects_read: u64,
+    /// With [`MaterializeOptions::history`]: every change of the key, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<KeyChange>,
     /// Partitions (1 when everything fitted in memory).
     pub partitions: usize,
     /// Keys left out because their latest change is a quarantined record.
@@ -472,6 +484,20 @@ pub struct Materialized {
     /// quarantined record of unknown effect); `None` when it was checked, or had nothing to
     /// be checked against (`--as-of`).
     pub unproven: Option<String>,
+}
+
+/// One change of a key, for `streamseal get --history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyChange {
+    /// Sequence number (`0`: the item as a base or checkpoint held it).
+    pub sequence_number: String,
+    /// When DynamoDB made the change (ms), when known.
+    pub created_ms: Option<i64>,
+    /// The new image (canonical JSON); none: the item was removed. A quarantined record's
+    /// starts with `?`.
+    pub image: Option<String>,
+    /// The object it was read from.
+    pub object: String,
 }
 
 /// A key a restore could not write: its latest change is a quarantined record.
