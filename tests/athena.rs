@@ -727,7 +727,10 @@ async fn athena_ddl_starts_the_views_from_the_newest_checkpoint() {
     .await
     .unwrap();
     let (key, files) = ddl.checkpoint_files.clone().unwrap();
-    assert_eq!(key, "orders/athena/checkpoint-files/symlink.txt");
+    assert_eq!(
+        key,
+        "orders/athena/checkpoint-files/generation=0000000002/symlink.txt"
+    );
     let list = String::from_utf8(store.get(&key).await.unwrap().to_vec()).unwrap();
     assert_eq!(list.lines().count(), files);
     assert!(

@@ -97,6 +97,17 @@ pub async fn bootstrap(
             source_text: existing.source,
         });
     }
+    // A base joins the chain by replaying every change over it; changes already expired
+    // cannot be replayed.
+    if !crate::model::checkpoint::list_expired(store.as_ref(), &layout)
+        .await?
+        .is_empty()
+    {
+        return Err(BootstrapError::Stream {
+            table: table.to_owned(),
+            problem: "this backup has expired changes (`streamseal expire`), and a base joins a chain by replaying every change; bootstrap into a new prefix instead".into(),
+        });
+    }
     let key = dynamodb::describe_key_schema(client, table)
         .await?
         .ok_or_else(|| BootstrapError::NoTable {

@@ -162,6 +162,12 @@ pub async fn restore_in_place(
     let sink = crate::ops::diff::BucketSink::new(work.path(), "backup", buckets, true)?;
     let m = restore::materialize(store, &plan, &options.materialize, &sink, progress).await?;
     let backup_files = sink.finish()?;
+    // Deleting and overwriting live items needs a state the backup can prove.
+    if let Some(why) = &m.unproven {
+        return Err(RestoreError::Unrestorable(format!(
+            "restore in place refused, nothing was written: {why}"
+        )));
+    }
 
     let mut report = InPlaceReport {
         table: table.to_owned(),

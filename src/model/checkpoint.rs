@@ -327,6 +327,13 @@ pub async fn newest_for_seal(
     if inherited.as_ref().is_some_and(|c| c.snapshot_id == newest) {
         return Ok(inherited);
     }
+    // A checkpoint from before the chain's base is no start for a restore: not recorded.
+    match crate::model::manifest::read_manifest(store, layout, &newest).await {
+        Ok(m) if m.base == parent.base => {}
+        Ok(_) => return Ok(None),
+        Err(crate::model::manifest::ManifestError::Store(e)) => return Err(e),
+        Err(_) => return Ok(inherited),
+    }
     match read_checkpoint(store, layout, &newest).await {
         Ok(c) => Ok(Some(CheckpointRef {
             snapshot_id: c.snapshot_id,

@@ -230,14 +230,17 @@ impl TableLayout {
         format!("{}/athena/base-files/", self.table)
     }
 
-    /// Folder of the newest checkpoint's Athena file list (the checkpoint table's location).
+    /// Folder of the checkpoints' Athena file lists (the checkpoint table's location).
     pub(crate) fn athena_checkpoint_files_prefix(&self) -> String {
         format!("{}/athena/checkpoint-files/", self.table)
     }
 
-    /// Key of the newest checkpoint's Athena file list.
-    pub(crate) fn athena_checkpoint_files_key(&self) -> String {
-        format!("{}symlink.txt", self.athena_checkpoint_files_prefix())
+    /// Key of a checkpoint's Athena file list.
+    pub(crate) fn athena_checkpoint_files_key(&self, snapshot_id: &str) -> String {
+        format!(
+            "{}generation={snapshot_id}/symlink.txt",
+            self.athena_checkpoint_files_prefix()
+        )
     }
 
     /// Key of the base's Athena file list.

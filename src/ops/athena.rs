@@ -259,9 +259,12 @@ pub fn unsealed_window(newest_change_ms: Option<i64>) -> (String, String) {
     (dt, hr)
 }
 
-/// `CREATE EXTERNAL TABLE <table>_checkpoint`: the newest state checkpoint (`keys`, `item`,
-/// `sequence_number`), through the symlink list `athena-ddl` writes.
-pub(crate) fn checkpoint_table(table: &str, location: &str, database: &str) -> String {
+/// `CREATE EXTERNAL TABLE <table>_checkpoint`: every state checkpoint's files (`keys`, `item`,
+/// `sequence_number`), through the symlink list `athena-ddl` writes per checkpoint, with the
+/// checkpoint's generation as a projected partition (a view keeps the one it starts from, so
+/// a view made by an earlier run still reads its own checkpoint). Bounded like the snapshot
+/// table, and moved by the `ALTER TABLE` that follows it.
+pub(crate) fn checkpoint_table(table: &str, location: &str, database: &str, newest: u64) -> String {
     let name = athena_name(table);
     let location = under(
         location,
@@ -269,8 +272,18 @@ pub(crate) fn checkpoint_table(table: &str, location: &str, database: &str) -> S
     );
     format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{database}`.`{name}_checkpoint` (\n  `keys` string,\n  `item` string,\n  `sequence_number` string\n)\n\
+PARTITIONED BY (`generation` bigint)\n\
 {SYMLINK_PARQUET}\n\
-LOCATION '{location}';"
+LOCATION '{location}'\n\
+TBLPROPERTIES (\n  'projection.enabled' = 'true',\n  'projection.generation.type' = 'integer',\n  'projection.generation.range' = '{}',\n  'projection.generation.digits' = '10',\n  'storage.location.template' = '{location}generation=${{generation}}/'\n);",
+        projection_range(newest)
+    )
+}
+
+/// The rows of the checkpoint at `generation` in the `<table>_checkpoint` table.
+fn checkpoint_rel(database: &str, name: &str, generation: u64) -> String {
+    format!(
+        "(SELECT \"keys\", \"item\", \"sequence_number\" FROM \"{database}\".\"{name}_checkpoint\" WHERE \"generation\" = {generation})"
     )
 }
 
@@ -392,7 +405,6 @@ pub(crate) fn statements_with_snapshots(
         table, location, schema, database, first_day, base, newest, checkpoint,
     );
     let base_rel = format!("\"{database}\".\"{name}_base\"");
-    let checkpoint_rel = format!("\"{database}\".\"{name}_checkpoint\"");
     let snapshot_rel = format!("\"{database}\".\"{name}_snapshot_changes\"");
     for (g, with_base) in snapshots {
         let body = match checkpoint {
@@ -400,7 +412,7 @@ pub(crate) fn statements_with_snapshots(
                 &snapshot_rel,
                 c.generation,
                 *g,
-                &checkpoint_rel,
+                &checkpoint_rel(database, &name, c.generation),
                 schema,
             ),
             _ => snapshot_state_select(
@@ -443,8 +455,12 @@ pub(crate) fn statements(
     if base {
         out.push(base_table(table, location, database));
     }
-    if checkpoint.is_some() {
-        out.push(checkpoint_table(table, location, database));
+    if let Some(c) = checkpoint {
+        out.push(checkpoint_table(table, location, database, newest));
+        out.push(format!(
+            "ALTER TABLE `{database}`.`{name}_checkpoint` SET TBLPROPERTIES ('projection.generation.range' = '{}');",
+            projection_range(newest.max(c.generation))
+        ));
     }
     out.push(snapshot_table(table, location, schema, database, newest));
     // An existing table keeps its properties (IF NOT EXISTS): move its bound to the newest
@@ -465,7 +481,7 @@ pub(crate) fn statements(
                 (&c.since.0, &c.since.1),
                 schema,
             ),
-            Start::Checkpoint(&format!("\"{database}\".\"{name}_checkpoint\"")),
+            Start::Checkpoint(&checkpoint_rel(database, &name, c.generation)),
             schema,
         ),
         None => latest_select_with_base(&raw, base.then_some(base_rel.as_str()), schema),
@@ -682,7 +698,7 @@ pub async fn ddl(
                 .iter()
                 .map(|f| format!("{root}{}\n", f.key))
                 .collect();
-            let key = layout.athena_checkpoint_files_key();
+            let key = layout.athena_checkpoint_files_key(id);
             write_if_changed(store, &key, list).await?;
             checkpoint_files = Some((key, c.files.len()));
             checkpoint = crate::model::manifest::parse_snapshot_id(id).map(|g| CheckpointView {

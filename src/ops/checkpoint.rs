@@ -545,15 +545,6 @@ pub async fn expire(
             "table {table} has no sealed snapshot"
         )));
     };
-    let Some(cid) = crate::model::checkpoint::list_checkpoints(store.as_ref(), &layout)
-        .await?
-        .into_iter()
-        .rfind(|c| *c <= latest)
-    else {
-        return Err(CheckpointError::NoCheckpoint(format!(
-            "table {table} has no checkpoint; run `streamseal checkpoint` first (expire deletes only changes a checkpoint holds)"
-        )));
-    };
     // The chain from the latest snapshot down: each manifest's file list, so each segment's
     // sealing snapshot is known.
     let mut sealed: Vec<(String, manifest::SnapshotFiles, manifest::Manifest)> = vec![];
@@ -572,6 +563,26 @@ pub async fn expire(
         }
         sealed.push((m.snapshot_id.clone(), files, m));
     }
+    // The newest checkpoint a restore of the latest snapshot would start from: one whose
+    // chain has the latest base (a base adopted after a checkpoint makes it unusable).
+    let latest_base = sealed
+        .first()
+        .map(|(_, _, m)| m.base.clone())
+        .unwrap_or_default();
+    let Some(cid) = crate::model::checkpoint::list_checkpoints(store.as_ref(), &layout)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|c| {
+            sealed
+                .iter()
+                .any(|(id, _, m)| id == c && m.base == latest_base)
+        })
+    else {
+        return Err(CheckpointError::NoCheckpoint(format!(
+            "table {table} has no checkpoint a restore of its latest snapshot can start from; run `streamseal checkpoint` first (expire deletes only changes a checkpoint holds)"
+        )));
+    };
     let snapshot_sha = sealed
         .iter()
         .find(|(id, _, _)| *id == cid)

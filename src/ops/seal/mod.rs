@@ -829,11 +829,25 @@ async fn seal_once(
     let watermark = next_watermark(parent.as_ref(), &files, inbox.fresh as u64);
     let parent_totals = parent.as_ref().map(|p| p.totals).unwrap_or_default();
     // A bootstrap base joins the chain at the first seal after it is written.
-    let new_base = if parent.as_ref().is_none_or(|p| p.base.is_empty()) {
+    let mut new_base = if parent.as_ref().is_none_or(|p| p.base.is_empty()) {
         crate::model::base::latest_base(store.as_ref(), layout).await?
     } else {
         None
     };
+    // Adopting a base replays every change of the chain over it: impossible once changes have
+    // expired (bootstrap refuses then; a base written anyway is left out, not fatal).
+    if let Some(b) = &new_base
+        && !crate::model::checkpoint::list_expired(store.as_ref(), layout)
+            .await?
+            .is_empty()
+    {
+        tracing::warn!(
+            table = layout.table(),
+            base = %b.base_id,
+            "a base cannot join a chain whose changes have expired; it is left out (bootstrap into a new prefix)"
+        );
+        new_base = None;
+    }
     let now_ms = options.clock.now_ms();
     let retention = options.retention.map(|(mode, days)| Retention {
         mode,

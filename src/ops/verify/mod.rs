@@ -583,8 +583,11 @@ async fn check_expired(
                 }
             }
         }
-        sound.insert(id.clone(), c.checkpoint_sha256.clone());
-        out.checkpoints.push(id);
+        out.checkpoints.push(id.clone());
+        // It covers expired objects only if a restore of this snapshot can start from it.
+        if m.base == top.base {
+            sound.insert(id, c.checkpoint_sha256.clone());
+        }
     }
     // The recorded checkpoint, if it did not check, has its finding above; one that checks
     // but is not the one recorded was replaced.
