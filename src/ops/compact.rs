@@ -475,9 +475,16 @@ pub async fn compact(
     // 2. New compactions: sealed segments not compacted yet, grouped by sealing snapshot and
     //    hour, in hours that ended long enough ago.
     let mut groups: BTreeMap<(String, String), Vec<&SealedSegment>> = BTreeMap::new();
+    // Segments an expire deleted (a checkpoint holds their changes) are not compacted.
+    let expired: HashSet<String> = crate::model::checkpoint::list_expired(store.as_ref(), &layout)
+        .await?
+        .into_iter()
+        .flat_map(|(_, r)| r.objects.into_iter().map(|o| o.key))
+        .collect();
     for (m, files) in &chain {
         for s in &files.segments {
-            if replaced.contains_key(&s.key) || pending.contains(&s.key) {
+            if replaced.contains_key(&s.key) || pending.contains(&s.key) || expired.contains(&s.key)
+            {
                 continue;
             }
             if s.bytes * 2 > options.target_bytes {
