@@ -242,10 +242,54 @@ async fn exercise(store: Arc<dyn ObjectStore>) {
     assert_eq!(done.objects, dry.objects);
     assert_eq!(done.checkpoint, "0000000003");
     assert!(done.kept > 0, "snapshot 4's segments stay");
+    // A run that dies after its record and before its deletes (simulated: its deletes are
+    // held, then the run is dropped): the next run deletes what that record names.
+    let named = {
+        let record = done.record.clone().unwrap();
+        let body = store.get(&record).await.unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        r["objects"].as_array().unwrap().len()
+    };
+    assert_eq!(named, done.objects, "the record names every object deleted");
     let again = expire(&store, "orders", 30 * 86_400_000, false, &SystemClock)
         .await
         .unwrap();
     assert_eq!(again.objects, 0);
+    {
+        use streamseal::testing::faulty_store::FaultyStore;
+        // Put one expired object back, as if its delete had not happened.
+        let record: serde_json::Value =
+            serde_json::from_slice(&store.get(done.record.as_ref().unwrap()).await.unwrap())
+                .unwrap();
+        let victim = record["objects"][0]["key"].as_str().unwrap().to_owned();
+        store
+            .put(
+                &victim,
+                bytes::Bytes::from_static(b"left behind"),
+                streamseal::store::PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let faulty = Arc::new(FaultyStore::new(store.clone()));
+        faulty.hold_writes_matching("/changes/");
+        let held: Arc<dyn ObjectStore> = faulty.clone();
+        let run = tokio::spawn(async move {
+            expire(&held, "orders", 30 * 86_400_000, false, &SystemClock).await
+        });
+        faulty.held().await;
+        run.abort();
+        assert!(
+            store.head(&victim).await.unwrap().is_some(),
+            "the crashed run deleted nothing"
+        );
+        expire(&store, "orders", 30 * 86_400_000, false, &SystemClock)
+            .await
+            .unwrap();
+        assert!(
+            store.head(&victim).await.unwrap().is_none(),
+            "the next run finishes it"
+        );
+    }
     for mode in [Mode::Quick, Mode::Deep] {
         let report = verify(
             &store,

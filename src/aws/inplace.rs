@@ -132,18 +132,10 @@ pub async fn restore_in_place(
             "target table {target} has another key schema than the snapshot's table; nothing was written"
         )));
     }
-    let work = match &options.materialize.spill_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("streamseal-inplace-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new()
-            .prefix("streamseal-inplace-")
-            .tempdir(),
-    }
-    .map_err(|e| RestoreError::Spill {
-        path: "temp dir".into(),
-        source: e,
-    })?;
+    let work = restore::work_dir(
+        options.materialize.spill_dir.as_deref(),
+        "streamseal-inplace-",
+    )?;
     let buckets = options.buckets.clamp(1, 65_536);
 
     // The table, as it is now, into bucket files.

@@ -518,8 +518,12 @@ pub(crate) async fn check_checkpoint(
                     f.key, m.size, f.bytes
                 )));
             }
-            Some(m) if m.sha256.as_deref().is_some_and(|s| s != f.sha256) => {
-                return Ok(Err(format!("{}'s SHA-256 is not the one recorded", f.key)));
+            // No checksum from the store proves nothing (a file rewritten by another tool).
+            Some(m) if m.sha256.as_deref() != Some(f.sha256.as_str()) => {
+                return Ok(Err(format!(
+                    "{}'s SHA-256 is not the one recorded (or the store reports none)",
+                    f.key
+                )));
             }
             Some(_) => {}
         }
@@ -540,29 +544,30 @@ pub async fn expire(
     let layout = TableLayout::new(table);
     let now = clock.now_ms();
     let cutoff = now.saturating_sub(keep_changes_ms.max(0));
-    let Some(latest) = manifest::latest_snapshot_id(store.as_ref(), &layout).await? else {
+    // The chain from the latest snapshot down: each manifest's file list, so each segment's
+    // sealing snapshot is known.
+    let chain = crate::ops::compact::latest_chain(store.as_ref(), &layout).await?;
+    if chain.is_empty() {
         return Err(CheckpointError::NoCheckpoint(format!(
             "table {table} has no sealed snapshot"
         )));
-    };
-    // The chain from the latest snapshot down: each manifest's file list, so each segment's
-    // sealing snapshot is known.
-    let mut sealed: Vec<(String, manifest::SnapshotFiles, manifest::Manifest)> = vec![];
-    let mut cur = Some(manifest::read_manifest(store.as_ref(), &layout, &latest).await?);
-    while let Some(m) = cur.take() {
-        if !m.digest_ok() {
+    }
+    // Deletion is decided from these manifests: each must be the one its child sealed.
+    for (i, (m, _)) in chain.iter().enumerate() {
+        let linked = chain
+            .get(i.wrapping_sub(1))
+            .and_then(|(child, _)| child.parent.as_ref())
+            .is_none_or(|p| p.manifest_sha256 == m.manifest_sha256);
+        if !m.digest_ok() || !linked {
             return Err(ManifestError::Integrity {
                 key: layout.snapshot_key(&m.snapshot_id),
-                what: "manifest does not match its digest".into(),
+                what: "manifest does not match its digest or its child's link".into(),
             }
             .into());
         }
-        let files = manifest::read_files(store.as_ref(), &m).await?;
-        if let Some(p) = &m.parent {
-            cur = Some(manifest::read_manifest(store.as_ref(), &layout, &p.snapshot_id).await?);
-        }
-        sealed.push((m.snapshot_id.clone(), files, m));
     }
+    let sealed: Vec<(&String, &manifest::SnapshotFiles, &manifest::Manifest)> =
+        chain.iter().map(|(m, f)| (&m.snapshot_id, f, m)).collect();
     // The newest checkpoint a restore of the latest snapshot would start from: one whose
     // chain has the latest base (a base adopted after a checkpoint makes it unusable).
     let latest_base = sealed
@@ -576,7 +581,7 @@ pub async fn expire(
         .find(|c| {
             sealed
                 .iter()
-                .any(|(id, _, m)| id == c && m.base == latest_base)
+                .any(|(id, _, m)| *id == c && m.base == latest_base)
         })
     else {
         return Err(CheckpointError::NoCheckpoint(format!(
@@ -585,7 +590,7 @@ pub async fn expire(
     };
     let snapshot_sha = sealed
         .iter()
-        .find(|(id, _, _)| *id == cid)
+        .find(|(id, _, _)| **id == cid)
         .map(|(_, _, m)| m.manifest_sha256.clone());
     let c = match check_checkpoint(store, &layout, &cid, snapshot_sha.as_deref(), 8).await? {
         Ok(c) => c,
@@ -595,11 +600,19 @@ pub async fn expire(
             )));
         }
     };
-    let replaced = crate::ops::compact::replacements_of(sealed.iter().map(|(_, f, m)| (m, f)));
-    let already: HashSet<String> = crate::model::checkpoint::list_expired(store.as_ref(), &layout)
-        .await?
-        .into_iter()
-        .flat_map(|(_, r)| r.objects.into_iter().map(|o| o.key))
+    let replaced = crate::ops::compact::replacements_of(chain.iter().map(|(m, f)| (m, f)));
+    let records = crate::model::checkpoint::list_expired(store.as_ref(), &layout).await?;
+    let already: HashSet<String> = records
+        .iter()
+        .flat_map(|(_, r)| r.objects.iter().map(|o| o.key.clone()))
+        .collect();
+    // A run that stopped between its record and its deletes (the newest checkpoint's records):
+    // their objects are deleted again (deleting a deleted key is a no-op).
+    let newest_recorded = records.iter().map(|(_, r)| r.checkpoint.as_str()).max();
+    let unfinished: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| Some(r.checkpoint.as_str()) == newest_recorded)
+        .flat_map(|(_, r)| r.objects.iter().map(|o| o.key.clone()))
         .collect();
     // Each stored object with every segment it holds: eligible when all are sealed at or
     // before the checkpoint and older than the cutoff.
@@ -611,7 +624,7 @@ pub async fn expire(
     }
     let mut objects: HashMap<String, Candidate> = HashMap::new();
     let mut kept = 0usize;
-    for (id, files, _) in &sealed {
+    for &(id, files, _) in &sealed {
         for s in &files.segments {
             let ok = *id <= cid && s.max_time_ms.is_some_and(|t| t < cutoff);
             if !ok {
@@ -652,7 +665,11 @@ pub async fn expire(
         dry_run,
         restorable_from: c.newest_change_ms.map(crate::model::clock::rfc3339),
     };
-    if dry_run || expired.is_empty() {
+    if dry_run {
+        return Ok(report);
+    }
+    store::delete_many(store, &unfinished, 16, None).await?;
+    if expired.is_empty() {
         return Ok(report);
     }
     let record = ExpireRecord {

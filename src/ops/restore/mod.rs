@@ -48,8 +48,8 @@ mod sink;
 mod spill;
 pub use materialize::*;
 pub use sink::*;
-pub(crate) use spill::partition_of;
 use spill::*;
+pub(crate) use spill::{partition_of, work_dir};
 
 /// What to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]

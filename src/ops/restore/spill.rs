@@ -20,20 +20,26 @@ pub(crate) fn partition_of(key: &str, partitions: usize) -> usize {
     (h % partitions as u64) as usize
 }
 
+/// A work directory `<prefix>…` under `parent` (default: the system temp directory), removed
+/// when dropped.
+pub(crate) fn work_dir(
+    parent: Option<&Path>,
+    prefix: &str,
+) -> Result<tempfile::TempDir, RestoreError> {
+    let b = tempfile::Builder::new().prefix(prefix).to_owned();
+    match parent {
+        Some(p) => b.tempdir_in(p),
+        None => b.tempdir(),
+    }
+    .map_err(|source| RestoreError::Spill {
+        path: parent.map_or("temp dir".into(), |p| p.display().to_string()),
+        source,
+    })
+}
+
 impl Spill {
     pub(super) fn new(parent: Option<&Path>, n: usize) -> Result<Spill, RestoreError> {
-        let dir = match parent {
-            Some(p) => tempfile::Builder::new()
-                .prefix("streamseal-restore-")
-                .tempdir_in(p),
-            None => tempfile::Builder::new()
-                .prefix("streamseal-restore-")
-                .tempdir(),
-        }
-        .map_err(|source| RestoreError::Spill {
-            path: parent.map_or("temp dir".into(), |p| p.display().to_string()),
-            source,
-        })?;
+        let dir = work_dir(parent, "streamseal-restore-")?;
         let mut writers = Vec::with_capacity(n);
         for i in 0..n {
             let path = dir.path().join(format!("part-{i:05}"));
